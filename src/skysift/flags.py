@@ -1,0 +1,51 @@
+"""Source flag bits: SEP's own (1-128) and skysift's (256 and up).
+
+A source's ``flags`` column is the bitwise OR of these. ``CLEAN_MASK`` selects the
+flags that make a measurement unreliable (used by alert rules and seeing estimates).
+"""
+
+from __future__ import annotations
+
+import sep
+
+MERGED = sep.OBJ_MERGED  # 1: deblended from a blend
+TRUNCATED = sep.OBJ_TRUNC  # 2: footprint touches the image edge
+DEBLEND_OVERFLOW = sep.OBJ_DOVERFLOW  # 4
+SINGULAR = sep.OBJ_SINGU  # 8: degenerate shape
+APER_TRUNCATED = sep.APER_TRUNC << 4  # 256: an aperture runs off the image
+APER_HAS_MASKED = sep.APER_HASMASKED << 4  # 512: an aperture contains masked pixels
+APER_ALL_MASKED = sep.APER_ALLMASKED << 4  # 1024
+APER_NONPOSITIVE = sep.APER_NONPOSITIVE << 4  # 2048: non-positive flux in the Kron aperture
+NEAR_EDGE = 4096  # within the detection kernel of the image edge
+SATURATED = 8192  # peak at or above the saturation level
+CROWDED = 16384  # the image was extracted at a raised threshold after SEP overflowed
+
+NAMES = {
+    MERGED: "merged",
+    TRUNCATED: "truncated",
+    DEBLEND_OVERFLOW: "deblend_overflow",
+    SINGULAR: "singular",
+    APER_TRUNCATED: "aper_truncated",
+    APER_HAS_MASKED: "aper_has_masked",
+    APER_ALL_MASKED: "aper_all_masked",
+    APER_NONPOSITIVE: "aper_nonpositive",
+    NEAR_EDGE: "near_edge",
+    SATURATED: "saturated",
+    CROWDED: "crowded",
+}
+
+#: Flags that make a source unsuitable for seeing estimates and alerts.
+CLEAN_MASK = (
+    TRUNCATED | APER_TRUNCATED | APER_HAS_MASKED | APER_ALL_MASKED | APER_NONPOSITIVE
+    | NEAR_EDGE | SATURATED | SINGULAR
+)
+
+
+def aperture_flags(sep_aperture_flags):
+    """SEP aperture flags (1-byte values) shifted into skysift's bit range."""
+    return sep_aperture_flags.astype("int64") << 4
+
+
+def describe(value: int) -> list[str]:
+    """Names of the bits set in ``value``, for people."""
+    return [name for bit, name in NAMES.items() if value & bit]

@@ -1,0 +1,113 @@
+"""One celestial image from pixels to a measured catalog: the science in order.
+
+background -> detection -> photometry -> astrometry -> calibration -> classification,
+plus the per-image quality figures (seeing, depth) the ``images`` table records.
+No I/O happens here; :mod:`skysift.pipeline` reads the image and hands it over.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import astrometry, calibration, classification
+from . import flags as F
+from .background import estimate_background
+from .detection import detect
+from .fitsio import Image
+from .photometry import measure
+from .settings import Settings
+
+#: Fraction of a Gaussian PSF's flux inside a circular aperture of radius FWHM.
+GAUSSIAN_FLUX_WITHIN_FWHM = 1.0 - 2.0 ** -4.0
+
+
+@dataclass
+class Measurement:
+    """Catalog columns (one array per column) and per-image figures."""
+
+    columns: dict[str, np.ndarray]
+    stats: dict[str, object]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _header_float(header, *keys: str) -> float | None:
+    for key in keys:
+        try:
+            value = float(header[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if np.isfinite(value) and value > 0:
+            return value
+    return None
+
+
+def measure_image(image: Image, settings: Settings) -> Measurement:
+    """Background, detection and all per-source measurements of a celestial image.
+
+    The image's pixel array is background-subtracted in place (it is not needed
+    afterwards and this saves a full copy of a large image).
+    """
+    timings: dict[str, float] = {}
+    header, info = image.header, image.info
+    gain = settings.photometry.gain_e_per_count or _header_float(header, "GAIN", "EGAIN", "CCDGAIN")
+    saturation = settings.photometry.saturation_level or _header_float(header, "SATURATE", "SATLEVEL")
+
+    t = time.perf_counter()
+    bkg = estimate_background(image.data, image.mask, settings.background)
+    data = image.data
+    data -= bkg.level
+    data[image.mask] = 0.0
+    timings["background_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    detections = detect(data, bkg.rms, image.mask, settings.detection)
+    timings["detect_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cols = measure(
+        data, detections.objects, bkg.rms, image.mask, settings.photometry,
+        gain=gain, background_level=bkg.level, saturation_level=saturation,
+    )
+    if detections.crowded:
+        cols["flags"] = cols["flags"] | F.CROWDED
+    ra, dec = astrometry.pixel_to_sky(image.wcs, cols["x"], cols["y"])
+    foot = astrometry.footprint(image.wcs, info.nx, info.ny)
+    scale = foot.pixel_scale_arcsec
+    cols["ra"], cols["dec"] = ra, dec
+    cols["healpix"] = astrometry.healpix_index(ra, dec)
+    cols["pos_err_arcsec"] = (np.hypot(cols["x_err"], cols["y_err"]) * scale).astype(np.float32)
+    cols["fwhm_arcsec"] = (cols["fwhm_px"] * scale).astype(np.float32)
+    zp = calibration.zero_point(header, info.exptime_s)
+    cols.update(calibration.calibrate(cols["flux"], cols["flux_err"], zp))
+    locus = classification.stellar_locus(cols["half_light_radius_px"], cols["snr"], cols["flags"])
+    cols["star_score"] = classification.star_score(cols["half_light_radius_px"], cols["snr"], locus)
+    timings["measure_s"] = time.perf_counter() - t
+
+    seeing = classification.seeing_fwhm_px(cols["fwhm_px"], cols["star_score"], cols["snr"], cols["flags"])
+    limit_radius = seeing if seeing else (settings.detection.filter_fwhm_px or 3.0)
+    limit_flux = 5.0 * bkg.global_rms * np.sqrt(np.pi) * limit_radius / GAUSSIAN_FLUX_WITHIN_FWHM
+    stats: dict[str, object] = {
+        "n_sources": len(detections.objects),
+        "background_level": bkg.global_level,
+        "background_rms": bkg.global_rms,
+        "pixel_scale_arcsec": scale,
+        "seeing_fwhm_px": seeing,
+        "seeing_fwhm_arcsec": seeing * scale if seeing else None,
+        "zero_point_ab": zp.zp_ab if zp else None,
+        "zero_point_source": zp.source if zp else None,
+        "limit_flux_5sigma": float(limit_flux),
+        "limit_mag_5sigma": calibration.magnitude(float(limit_flux), zp),
+        "center_ra": foot.center_ra,
+        "center_dec": foot.center_dec,
+        "radius_deg": foot.radius_deg,
+        "corners_ra": foot.corners_ra,
+        "corners_dec": foot.corners_dec,
+        "detection_threshold_sigma": detections.threshold_sigma,
+        "crowded": detections.crowded,
+        "filter_fwhm_px": settings.detection.filter_fwhm_px or 3.0,
+        "aperture_radii_px": list(settings.photometry.aperture_radii_px),
+    }
+    return Measurement(columns=cols, stats=stats, timings=timings)

@@ -1,0 +1,137 @@
+"""One image end to end: read, measure, and shape the rows of the three tables.
+
+:func:`process_image` is pure science and returns an :class:`ImageResult`;
+:func:`ingest_image` adds the idempotent effects (catalog write, alerts) through
+the :mod:`skysift.ports` protocols. The CLI, the Lambda handlers and the Batch
+container all call these same functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__
+from .errors import SkysiftError
+from .fitsio import Image, ImageInfo, read_image
+from .measurement import measure_image
+from .schema import IMAGES_SCHEMA, sources_schema
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageResult:
+    """Rows for the ``images`` table (one) and the ``sources`` table (many)."""
+
+    image_row: dict
+    sources: pa.Table | None = None
+    info: ImageInfo | None = None
+    error: SkysiftError | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def image_id(self) -> str:
+        return self.image_row["image_id"]
+
+    @property
+    def partition(self) -> dict[str, str]:
+        return {k: self.image_row[k] for k in ("survey", "band", "obs_night")}
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _info_columns(info: ImageInfo) -> dict:
+    return {
+        "image_id": info.image_id, "uri": info.uri, "content_hash": info.content_hash,
+        "hdu": info.hdu, "hdu_name": info.hdu_name, "nx": info.nx, "ny": info.ny,
+        "bytes": info.bytes, "bitpix": info.bitpix, "compressed": info.compressed,
+        "wcs_kind": info.wcs_kind, "telescope": info.telescope, "instrument": info.instrument,
+        "wavelength_angstrom": info.wavelength_angstrom, "obs_time": info.obs_time,
+        "exptime_s": info.exptime_s, "survey": info.survey, "band": info.band, "obs_night": info.obs_night,
+    }
+
+
+def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | None = None,
+              error: SkysiftError | None = None, **values) -> dict:
+    """One ``images`` row; every schema column is present (missing ones are None)."""
+    row = {name: None for name in IMAGES_SCHEMA.names}
+    row.update(survey="unknown", band="unknown", obs_night="unknown")
+    if info is not None:
+        row.update(_info_columns(info))
+    else:
+        row["uri"] = uri
+    if error is not None:
+        row.update(error_reason=error.reason, error_message=error.message)
+    row.update(values)
+    row.update(status=status, route=route, processed_at=datetime.now(UTC), software_version=__version__)
+    return row
+
+
+def sources_table(image: Image, columns: dict[str, np.ndarray], settings: Settings) -> pa.Table:
+    """The ``sources`` rows of one image as an Arrow table with the documented schema."""
+    schema = sources_schema(len(settings.photometry.aperture_radii_px))
+    n = len(columns["x"])
+    image_id = image.info.image_id
+    data = dict(columns)
+    data["image_id"] = np.full(n, image_id, dtype=object)
+    data["source_num"] = np.arange(n, dtype=np.int32)
+    data["source_id"] = np.array([f"{image_id}:{i}" for i in range(n)], dtype=object)
+    data["obs_time"] = pa.array([image.info.obs_time] * n, type=schema.field("obs_time").type)
+    arrays = []
+    for f in schema:
+        value = data[f.name]
+        if isinstance(value, pa.Array):
+            arrays.append(value)
+            continue
+        value = np.asarray(value)
+        floating = np.issubdtype(value.dtype, np.floating)
+        arrays.append(pa.array(value, type=f.type, from_pandas=True) if floating else pa.array(value, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: str = "local") -> ImageResult:
+    """Read and measure one image; never raises for bad input.
+
+    Returns an :class:`ImageResult` whose ``image_row`` has status ``ok`` (sources
+    measured), ``indexed`` (helioprojective or no celestial WCS: indexed, not
+    extracted) or ``failed`` (``error`` holds the typed error and its reason).
+    """
+    t0 = time.perf_counter()
+    try:
+        image = read_image(uri, hdu, max_pixels=settings.limits.max_pixels, survey_default=settings.survey)
+    except SkysiftError as exc:
+        log.warning("%s", exc)
+        return ImageResult(image_row(None, status="failed", route=route, uri=str(uri), error=exc), error=exc)
+    read_s = time.perf_counter() - t0
+    info = image.info
+    if info.wcs_kind != "celestial" or image.wcs is None:
+        row = image_row(info, status="indexed", route="index_only", read_s=read_s,
+                        total_s=time.perf_counter() - t0, wcs_header=_wcs_text(image))
+        return ImageResult(row, info=info)
+    try:
+        result = measure_image(image, settings)
+    except SkysiftError as exc:
+        exc.uri = exc.uri or info.uri
+        log.warning("%s", exc)
+        return ImageResult(image_row(info, status="failed", route=route, error=exc, read_s=read_s), info=info, error=exc)
+    table = sources_table(image, result.columns, settings)
+    timings = {"read_s": read_s, **result.timings, "total_s": time.perf_counter() - t0}
+    row = image_row(info, status="ok", route=route, wcs_header=_wcs_text(image), **result.stats, **timings)
+    return ImageResult(row, sources=table, info=info, timings=timings)
+
+
+def _wcs_text(image: Image) -> str | None:
+    if image.wcs is None:
+        # keep helioprojective and other WCS keywords for the solar index
+        keys = [k for k in image.header if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "PC", "CROTA", "RSUN", "DSUN", "HGLN", "HGLT", "DATE-OBS"))]
+        return "\n".join(image.header.cards[k].image for k in keys) or None
+    return image.wcs.to_header(relax=True).tostring(sep="\n")

@@ -1,0 +1,115 @@
+"""Settings: one typed, frozen object built once at the entrypoint and passed down.
+
+Values come, lowest priority first, from the defaults below, a TOML file
+(``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``
+tables), ``SKYSIFT_*`` environment variables for the few deployment knobs, and
+explicit overrides from command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BackgroundSettings(_Frozen):
+    """Mesh of the spatially varying background (SEP / SExtractor BACK_SIZE, BACK_FILTERSIZE)."""
+
+    box_px: int = Field(64, ge=8, description="background mesh cell size, pixels")
+    filter_px: int = Field(3, ge=1, description="median filter over mesh cells")
+
+
+class DetectionSettings(_Frozen):
+    """Source extraction (SEP) parameters."""
+
+    threshold_sigma: float = Field(
+        5.0, gt=0, description="detection threshold: SNR of the matched-filtered image (5 = a 5-sigma point source)"
+    )
+    min_area_px: int = Field(5, ge=1)
+    filter_fwhm_px: float | None = Field(
+        None, gt=0, description="FWHM of the Gaussian matched filter; None: from the header's seeing, else 3 px"
+    )
+    deblend_nthresh: int = Field(32, ge=1)
+    deblend_cont: float = Field(0.005, ge=0, le=1)
+    clean: bool = Field(False, description="SExtractor CLEAN; off: it erases faint sources near bright ones")
+    clean_param: float = 1.0
+    pixel_stack: int = Field(3_000_000, ge=300_000, description="SEP active-pixel buffer")
+    sub_object_limit: int = Field(4096, ge=1024, description="SEP deblending sub-object limit")
+    max_retries: int = Field(3, ge=0, description="retries at a 1.5x higher threshold on buffer overflow")
+
+
+class PhotometrySettings(_Frozen):
+    """Aperture and Kron photometry."""
+
+    aperture_radii_px: tuple[float, ...] = Field((3.0, 6.0, 10.0), min_length=1, max_length=8)
+    kron_factor: float = 2.5
+    kron_min_radius: float = Field(3.5, description="minimum Kron aperture, in units of a and b (SExtractor)")
+    saturation_level: float | None = Field(None, description="counts; None: SATURATE header keyword")
+    gain_e_per_count: float | None = Field(None, description="None: GAIN header keyword")
+
+
+class AlertSettings(_Frozen):
+    """Alert rules. A rule with its threshold set to None is off."""
+
+    high_snr: float | None = Field(1000.0, gt=0, description="alert on sources with SNR above this")
+    high_flux: float | None = Field(None, gt=0, description="alert on sources with flux (counts) above this")
+    new_source_radius_arcsec: float | None = Field(
+        2.0, gt=0, description="a detection with no counterpart within this radius in earlier images"
+    )
+    new_source_min_snr: float = Field(10.0, gt=0, description="only sources this significant may be 'new'")
+    cutout_size_px: int = Field(32, ge=8)
+    max_per_image: int = Field(100, ge=1, description="at most this many alerts per image (highest SNR first)")
+
+
+class LimitSettings(_Frozen):
+    max_pixels: int = Field(2**29, description="largest image the in-memory path accepts (SEP: < 2^31 bytes)")
+
+
+class Settings(_Frozen):
+    """Everything the pipeline needs to know, in one frozen object."""
+
+    home: Path = Field(default_factory=lambda: Path(os.environ.get("SKYSIFT_HOME", "skysift-data")))
+    survey: str | None = Field(None, description="survey name to use when the header gives none")
+    background: BackgroundSettings = BackgroundSettings()
+    detection: DetectionSettings = DetectionSettings()
+    photometry: PhotometrySettings = PhotometrySettings()
+    alerts: AlertSettings = AlertSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @classmethod
+    def load(cls, toml_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the TOML file, then ``overrides`` (``section__field=value`` or ``home=...``).
+
+        Raises :class:`ConfigError` with the offending field when a value is invalid.
+        """
+        data: dict[str, Any] = {}
+        if toml_path is not None:
+            try:
+                data = tomllib.loads(Path(toml_path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read settings file: {exc}", uri=str(toml_path)) from exc
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            section, _, field = key.partition("__")
+            if field:
+                data.setdefault(section, {})[field] = value
+            else:
+                data[section] = value
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"invalid settings: {problems}") from exc

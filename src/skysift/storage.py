@@ -1,0 +1,109 @@
+"""Where image bytes come from: local paths and ``s3://`` (or any fsspec) URLs.
+
+The science core reads through these few functions so that it never needs to know
+about boto3. Remote objects are read through fsspec (s3fs for S3), which uses
+ranged reads when only the first blocks of a file are needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import fsspec
+
+from .errors import SourceNotFound
+
+#: Extensions of files that are treated as FITS images when scanning directories.
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
+
+
+def is_remote(uri: str) -> bool:
+    """True for URLs with a scheme other than ``file``, e.g. ``s3://bucket/key``."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def normalize_uri(uri: str | os.PathLike[str]) -> str:
+    """An absolute local path, or the remote URL unchanged."""
+    text = os.fspath(uri)
+    if is_remote(text):
+        return text
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return str(Path(text).expanduser().resolve())
+
+
+def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole object's bytes. Raises :class:`SourceNotFound` when it does not exist."""
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError as exc:
+        raise SourceNotFound("no such file or object", uri=uri) from exc
+    except IsADirectoryError as exc:
+        raise SourceNotFound("is a directory, not a file", uri=uri) from exc
+
+
+@contextmanager
+def open_binary(uri: str, block_size: int = 2**16) -> Iterator[IO[bytes]]:
+    """A seekable binary handle; remote handles fetch ``block_size`` ranges on demand."""
+    fs, path = _filesystem(uri)
+    try:
+        handle = fs.open(path, "rb", block_size=block_size) if is_remote(uri) else open(path, "rb")
+    except FileNotFoundError as exc:
+        raise SourceNotFound("no such file or object", uri=uri) from exc
+    with handle:
+        yield handle
+
+
+def object_size(uri: str) -> int:
+    """Size of the stored object in bytes."""
+    fs, path = _filesystem(uri)
+    try:
+        return int(fs.size(path))
+    except FileNotFoundError as exc:
+        raise SourceNotFound("no such file or object", uri=uri) from exc
+
+
+def fingerprint(uri: str, data: bytes | None = None) -> str:
+    """A content fingerprint: the S3 ETag for remote objects, else SHA-256 of the bytes.
+
+    The ETag changes with every new object version, which is what the image_id
+    contract needs, and costs no download.
+    """
+    if is_remote(uri) and data is None:
+        fs, path = _filesystem(uri)
+        info = fs.info(path)
+        etag = info.get("ETag") or info.get("etag")
+        if etag:
+            return "etag:" + str(etag).strip('"')
+    if data is not None:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+    with open_binary(uri, block_size=2**22) as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def list_fits(root: str, recursive: bool = True) -> list[str]:
+    """FITS files below a directory or prefix, sorted; a single file is returned as is."""
+    if not is_remote(root) and Path(root).is_file():
+        return [normalize_uri(root)]
+    fs, path = _filesystem(root)
+    if not fs.exists(path):
+        raise SourceNotFound("no such directory or prefix", uri=root)
+    found = fs.find(path) if recursive else fs.ls(path, detail=False)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    uris = []
+    for item in found:
+        if not item.lower().endswith(FITS_SUFFIXES):
+            continue
+        uris.append(item if protocol in ("file", "local") else f"{protocol}://{item}")
+    return sorted(normalize_uri(u) for u in uris)
