@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from . import __version__
+from . import __version__, storage
+from .alerts import raise_alerts
 from .errors import SkysiftError
-from .fitsio import Image, ImageInfo, read_image
+from .fitsio import Image, ImageInfo, make_image_id, read_image
 from .measurement import measure_image
 from .schema import IMAGES_SCHEMA, sources_schema
+from .ports import AlertPublisher, CatalogStore
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,12 +70,21 @@ def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | Non
     if info is not None:
         row.update(_info_columns(info))
     else:
-        row["uri"] = uri
+        row.update(uri=uri, image_id=_unread_image_id(uri))
     if error is not None:
         row.update(error_reason=error.reason, error_message=error.message)
     row.update(values)
     row.update(status=status, route=route, processed_at=datetime.now(UTC), software_version=__version__)
     return row
+
+
+def _unread_image_id(uri: str | None) -> str:
+    """image_id of a file that could not be read: from its bytes if they exist at all."""
+    try:
+        content = storage.fingerprint(uri)
+    except (SkysiftError, OSError, ValueError, TypeError):
+        content = "unreadable"
+    return make_image_id(str(uri), content)
 
 
 def sources_table(image: Image, columns: dict[str, np.ndarray], settings: Settings) -> pa.Table:
@@ -135,3 +146,65 @@ def _wcs_text(image: Image) -> str | None:
         keys = [k for k in image.header if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "PC", "CROTA", "RSUN", "DSUN", "HGLN", "HGLT", "DATE-OBS"))]
         return "\n".join(image.header.cards[k].image for k in keys) or None
     return image.wcs.to_header(relax=True).tostring(sep="\n")
+
+
+@dataclass
+class ImageSummary:
+    """What one image's ingestion did: small enough for a Step Functions payload."""
+
+    image_id: str
+    uri: str | None
+    status: str
+    route: str
+    n_sources: int = 0
+    n_alerts: int = 0
+    reason: str | None = None
+    message: str | None = None
+    pointers: dict[str, str] = field(default_factory=dict)
+    top_sources: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_state(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def top_sources(sources: pa.Table | None, n: int = 5) -> list[dict]:
+    """The ``n`` most significant sources, as small dicts (never the whole catalog)."""
+    if sources is None or sources.num_rows == 0:
+        return []
+    order = np.argsort(-sources["snr"].to_numpy(zero_copy_only=False))[:n]
+    picked = sources.select(["source_id", "ra", "dec", "snr", "flux", "mag_ab", "star_score"]).take(order)
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in picked.to_pylist()]
+
+
+def record(result: ImageResult, store: CatalogStore) -> dict[str, str]:
+    """Write one result's rows (idempotent), and its failure record when it failed."""
+    pointers = store.write_image(result.image_row, result.sources)
+    if result.error is not None:
+        pointers["quarantine"] = store.record_failure(result.image_row, result.error.to_record())
+    return pointers
+
+
+def summarize(result: ImageResult, pointers: dict[str, str], n_alerts: int = 0) -> ImageSummary:
+    row = result.image_row
+    return ImageSummary(
+        image_id=row["image_id"], uri=row["uri"], status=row["status"], route=row["route"],
+        n_sources=int(row.get("n_sources") or 0), n_alerts=n_alerts,
+        reason=row.get("error_reason"), message=row.get("error_message"), pointers=pointers,
+        top_sources=top_sources(result.sources), seconds=float(row.get("total_s") or 0.0),
+    )
+
+
+def ingest_image(uri: str, settings: Settings, *, store: CatalogStore, publisher: AlertPublisher,
+                 hdu: int | str | None = None, route: str = "local") -> ImageSummary:
+    """Process one image and make its effects: rows written, alerts raised and published.
+
+    Every effect is idempotent (rows replace by image_id, alerts send once per
+    alert_id), so a duplicate event or a re-run changes nothing.
+    """
+    result = process_image(uri, settings, hdu=hdu, route=route)
+    pointers = record(result, store)
+    alerts = []
+    if result.ok and result.sources is not None:
+        alerts = raise_alerts(result.image_row, result.sources, store, publisher, settings.alerts)
+    return summarize(result, pointers, len(alerts))

@@ -1,0 +1,217 @@
+"""Alert rules, cutouts, and the local alert log.
+
+Rules (each configurable in :class:`~skysift.settings.AlertSettings`, off when None):
+
+* ``high_snr``: a clean source with SNR above the threshold;
+* ``high_flux``: a clean source brighter (counts) than the threshold;
+* ``new_source``: a clean, significant source inside the footprint of at least one
+  earlier image of the same sky, with no earlier detection within the radius: a
+  transient candidate. When both images are calibrated, the source must also be
+  0.75 mag brighter than the earlier image's 5-sigma limit, so that it would
+  have been seen.
+
+Each alert has ``alert_id = hash(image_id, source_id, rule)``. Publishers send an
+alert at most once per id, so a re-run or a duplicate event sends nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy import units as u
+from astropy.nddata import Cutout2D
+
+from . import flags as F
+from .astrometry import sky_to_pixel
+from .fitsio import build_wcs, read_image
+from .ports import AlertPublisher, CatalogStore
+from .schema import ALERTS_SCHEMA
+from .settings import AlertSettings
+
+#: Detections this close to a brighter earlier image's limit are not called new.
+NEW_SOURCE_DEPTH_MARGIN_MAG = 0.75
+BLEND_RADIUS_FACTOR = 3.0
+
+
+def alert_id(image_id: str, source_id: str, rule: str) -> str:
+    return hashlib.blake2b(f"{image_id}|{source_id}|{rule}".encode(), digest_size=10).hexdigest()
+
+
+def _clean(sources: pa.Table) -> np.ndarray:
+    return (sources["flags"].to_numpy() & F.CLEAN_MASK) == 0
+
+
+def _covered_by_earlier(ra: np.ndarray, dec: np.ndarray, earlier: list[dict]) -> np.ndarray:
+    """Which positions fall inside at least one earlier image (pixel bounds of its WCS)."""
+    covered = np.zeros(len(ra), dtype=bool)
+    for row in earlier:
+        if not row.get("wcs_header"):
+            continue
+        wcs = build_wcs(fits.Header.fromstring(row["wcs_header"], sep="\n"))
+        if wcs is None:
+            continue
+        x, y = sky_to_pixel(wcs, ra, dec)
+        margin = 5.0
+        covered |= (x >= margin) & (y >= margin) & (x <= row["nx"] - 1 - margin) & (y <= row["ny"] - 1 - margin)
+    return covered
+
+
+def _farther_than(here: SkyCoord, history: pa.Table, radius_arcsec: float) -> np.ndarray:
+    """True where no position of ``history`` lies within ``radius_arcsec``."""
+    if history.num_rows == 0:
+        return np.ones(len(here), dtype=bool)
+    before = SkyCoord(history["ra"].to_numpy() * u.deg, history["dec"].to_numpy() * u.deg)
+    _, separation, _ = here.match_to_catalog_sky(before)
+    return separation.arcsec > radius_arcsec
+
+
+def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings) -> dict[int, str]:
+    """Row index -> reason for sources with no counterpart in earlier images of this sky."""
+    if rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image_row.get("obs_time") is None:
+        return {}
+    snr = sources["snr"].to_numpy(zero_copy_only=False)
+    candidates = np.flatnonzero(_clean(sources) & (snr >= rules.new_source_min_snr))
+    if candidates.size == 0:
+        return {}
+    radius = float(image_row["radius_deg"])
+    earlier = store.earlier_images(image_row["center_ra"], image_row["center_dec"], radius, image_row["obs_time"])
+    if not earlier:
+        return {}
+    ra = sources["ra"].to_numpy()[candidates]
+    dec = sources["dec"].to_numpy()[candidates]
+    covered = _covered_by_earlier(ra, dec, earlier)
+    mags = sources["mag_ab"].to_numpy(zero_copy_only=False)[candidates]
+    limits = [r["limit_mag_5sigma"] for r in earlier if r.get("limit_mag_5sigma") is not None and np.isfinite(r["limit_mag_5sigma"])]
+    if limits and np.isfinite(mags).any():
+        deep_enough = ~(mags > max(limits) - NEW_SOURCE_DEPTH_MARGIN_MAG)
+        covered &= deep_enough
+    if not covered.any():
+        return {}
+    history = store.earlier_sources(image_row["center_ra"], image_row["center_dec"], radius + 0.01, image_row["obs_time"])
+    here = SkyCoord(ra * u.deg, dec * u.deg)
+    radius_arcsec = rules.new_source_radius_arcsec
+    unmatched = _farther_than(here, history, radius_arcsec)
+    # A blend deblended differently earlier puts its pieces up to a seeing disc away:
+    # a merged earlier detection within BLEND_RADIUS_FACTOR radii is a counterpart too.
+    merged = history.filter(pa.compute.not_equal(pa.compute.bit_wise_and(history["flags"], F.MERGED), 0))
+    unmatched &= _farther_than(here, merged, BLEND_RADIUS_FACTOR * radius_arcsec)
+    n_earlier = len(earlier)
+    return {
+        int(candidates[k]): f"nothing within {rules.new_source_radius_arcsec:g}\" in {n_earlier} earlier image(s)"
+        for k in np.flatnonzero(covered & unmatched)
+    }
+
+
+def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings) -> list[dict]:
+    """Apply every enabled rule to one image's sources; at most ``max_per_image`` alerts."""
+    if sources is None or sources.num_rows == 0:
+        return []
+    fired: list[tuple[int, str, str]] = []
+    clean = _clean(sources)
+    snr = sources["snr"].to_numpy(zero_copy_only=False)
+    flux = sources["flux"].to_numpy()
+    if rules.high_snr is not None:
+        fired += [(int(i), "high_snr", f"SNR {snr[i]:.0f} >= {rules.high_snr:g}") for i in np.flatnonzero(clean & (snr >= rules.high_snr))]
+    if rules.high_flux is not None:
+        fired += [(int(i), "high_flux", f"flux {flux[i]:.4g} counts >= {rules.high_flux:g}") for i in np.flatnonzero(clean & (flux >= rules.high_flux))]
+    fired += [(i, "new_source", why) for i, why in new_sources(image_row, sources, store, rules).items()]
+    fired.sort(key=lambda item: -snr[item[0]])
+    fired = fired[: rules.max_per_image]
+    created = datetime.now(UTC)
+    columns = sources.to_pydict()
+    alerts = []
+    for i, rule, why in fired:
+        alerts.append({
+            "alert_id": alert_id(image_row["image_id"], columns["source_id"][i], rule),
+            "rule": rule,
+            "image_id": image_row["image_id"],
+            "source_id": columns["source_id"][i],
+            "obs_time": image_row.get("obs_time"),
+            "ra": columns["ra"][i], "dec": columns["dec"][i],
+            "x": columns["x"][i], "y": columns["y"][i],
+            "flux": columns["flux"][i], "snr": columns["snr"][i],
+            "mag_ab": columns["mag_ab"][i], "star_score": columns["star_score"][i],
+            "image_uri": image_row.get("uri"),
+            "cutout_uri": None,
+            "detail": why,
+            "created_at": created,
+            "survey": image_row.get("survey"), "band": image_row.get("band"), "obs_night": image_row.get("obs_night"),
+        })
+    return alerts
+
+
+def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: int) -> list[bytes]:
+    """Small FITS cutouts (with WCS) around each alert's source, read from the image once."""
+    if not alerts:
+        return []
+    image = read_image(image_uri, hdu)
+    out = []
+    for alert in alerts:
+        cut = Cutout2D(image.data, (alert["x"], alert["y"]), size_px, wcs=image.wcs, mode="partial", fill_value=np.nan)
+        header = cut.wcs.to_header(relax=True) if cut.wcs is not None else fits.Header()
+        header["ALERTID"] = alert["alert_id"]
+        header["RULE"] = alert["rule"]
+        buffer = io.BytesIO()
+        fits.PrimaryHDU(cut.data.astype(np.float32), header).writeto(buffer)
+        out.append(buffer.getvalue())
+    return out
+
+
+def raise_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, publisher: AlertPublisher,
+                 rules: AlertSettings) -> list[dict]:
+    """Evaluate the rules, store cutouts and the ``alerts`` rows, publish once per alert_id."""
+    alerts = evaluate(image_row, sources, store, rules)
+    for alert, data in zip(alerts, cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px), strict=True):
+        alert["cutout_uri"] = store.put_cutout(alert["alert_id"], data)
+    store.write_alerts(image_row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))
+    publisher.publish(alerts)
+    return alerts
+
+
+def alert_message(alert: dict) -> dict:
+    """The JSON body subscribers receive (times as ISO strings)."""
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in alert.items()}
+
+
+class LogPublisher:
+    """The local :class:`~skysift.ports.AlertPublisher`: an append-only JSON-lines log.
+
+    A marker file per alert_id, created with O_EXCL (the local twin of a conditional
+    put), decides who sends: concurrent or repeated runs send each alert once.
+    """
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.home = Path(home)
+        self.log_path = self.home / "alerts.jsonl"
+        self.sent_dir = self.home / "alerts-sent"
+
+    def publish(self, alerts: list[dict]) -> list[str]:
+        self.sent_dir.mkdir(parents=True, exist_ok=True)
+        sent = []
+        for alert in alerts:
+            try:
+                fd = os.open(self.sent_dir / alert["alert_id"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                continue
+            os.close(fd)
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(json.dumps(alert_message(alert)) + "\n")
+            sent.append(alert["alert_id"])
+        return sent
+
+    def read(self) -> list[dict]:
+        """Every alert sent, newest first."""
+        if not self.log_path.exists():
+            return []
+        lines = self.log_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in reversed(lines) if line.strip()]

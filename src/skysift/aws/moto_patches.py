@@ -1,0 +1,222 @@
+"""Small, scoped fixes to moto 5.2.x that let the real ASL run on moto's interpreter.
+
+Why each one exists:
+
+* **Batch request/response casing.** Step Functions' optimised integrations take
+  parameters in PascalCase (``JobName``, ``JobQueue``) and return PascalCase
+  (``JobId``). moto's Step Functions interpreter is a port of LocalStack's, whose base
+  ``StateTaskService._normalise_parameters`` / ``_normalise_response`` map those names
+  onto the botocore shape (``jobName`` / ``jobId``) through the service model. moto
+  replaced both with ``pass``; services whose API members are PascalCase anyway
+  (Lambda, SNS, SQS, S3) do not notice, but AWS Batch is a rest-json API with
+  camelCase members, so botocore's rest serializer (run with
+  ``parameter_validation=False``) looks up ``shape_members['JobName']`` and raises
+  ``KeyError('JobName')``, which the interpreter reports as
+  ``States.Runtime: 'JobName'``. The ``.sync`` pattern would fail next on
+  ``submission_output['JobId']``. :func:`batch_casing` restores the normalisation for
+  the Batch integration only, from botocore's own service model.
+* **EventBridge targets that are state machines.** moto's ``Rule.send_to_targets``
+  delivers to SQS, logs and buses, and raises ``NotImplementedError`` for other
+  target ARNs (S3's EventBridge notifier swallows it). :func:`eventbridge_to_stepfunctions`
+  adds ``arn:aws:states:...:stateMachine:...`` targets: StartExecution with the event
+  (after the target's InputPath / InputTransformer) as input, as EventBridge does.
+* **Lambda and Batch workloads.** Without Docker, moto's "simple" Lambda backend
+  echoes the payload and the simple Batch backend marks every job SUCCEEDED.
+  :func:`lambda_dispatch` and :func:`batch_dispatch` run our own handlers and container
+  entrypoint in-process instead, with the payload / command / environment the service
+  would pass them, and report errors the way the services do (``FunctionError`` with
+  ``errorType``; a FAILED job with an exit code).
+
+Every patch is a context manager: nothing changes outside the emulation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+from unittest import mock
+
+import boto3
+from botocore.model import OperationModel
+from botocore.session import get_session
+
+log = logging.getLogger(__name__)
+
+#: ``handler(event, function_name) -> result``; raising marks the invocation failed.
+LambdaDispatcher = Callable[[dict[str, Any], str], Any]
+#: ``entrypoint(command, environment) -> exit code`` of the container's main process.
+BatchDispatcher = Callable[[list[str], dict[str, str]], int]
+
+
+@functools.cache
+def _operation_model(service: str, snake_action: str) -> OperationModel:
+    model = get_session().get_service_model(service)
+    names = {_snake(name): name for name in model.operation_names}
+    return model.operation_model(names[snake_action])
+
+
+def _snake(name: str) -> str:
+    from moto.stepfunctions.parser.utils import camel_to_snake_case
+
+    return camel_to_snake_case(name)
+
+
+@contextmanager
+def batch_casing() -> Iterator[None]:
+    """Restore SFN->boto parameter and boto->SFN response casing for ``batch:*`` tasks."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
+        StateTaskServiceBatch,
+    )
+
+    def normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
+        op = _operation_model(self._get_boto_service_name(boto_service_name),
+                              self._get_boto_service_action(service_action_name))
+        if op.input_shape is not None:
+            self._to_boto_request(parameters, op.input_shape)
+
+    def normalise_response(self, response, boto_service_name=None, service_action_name=None):
+        op = _operation_model(self._get_boto_service_name(boto_service_name),
+                              self._get_boto_service_action(service_action_name))
+        if op.output_shape is not None:
+            self._from_boto_response(response, op.output_shape)
+
+    with mock.patch.object(StateTaskServiceBatch, "_normalise_parameters", normalise_parameters), \
+            mock.patch.object(StateTaskServiceBatch, "_normalise_response", normalise_response):
+        yield
+
+
+def _target_input(target: dict[str, Any], event: dict[str, Any]) -> str:
+    """The input EventBridge gives a target: Input, InputPath, InputTransformer or the event."""
+    from moto.events.models import EventTemplateParser
+
+    if "Input" in target:
+        return target["Input"]
+    if "InputPath" in target:
+        from jsonpath_ng import parse  # moto[all] dependency
+
+        matches = [m.value for m in parse(target["InputPath"]).find(event)]
+        return json.dumps(matches[0] if matches else None)
+    transformer = target.get("InputTransformer")
+    if transformer:
+        result = EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=event,
+        )
+        return result if isinstance(result, str) else json.dumps(result)
+    return json.dumps(event)
+
+
+@contextmanager
+def eventbridge_to_stepfunctions() -> Iterator[None]:
+    """Let EventBridge rules start Step Functions executions (target ARN ``arn:...:states:...``)."""
+    from moto.events.models import Rule
+    from moto.utilities.arns import parse_arn
+
+    original = Rule.send_to_targets
+
+    def send_to_targets(self, original_event, transform_input=True):
+        if not self.event_pattern.matches_event(original_event):
+            return
+        others = []
+        for target in self.targets:
+            arn = parse_arn(target["Arn"])
+            if arn.service != "states":
+                others.append(target)
+                continue
+            client = boto3.client("stepfunctions", region_name=arn.region)
+            client.start_execution(stateMachineArn=target["Arn"],
+                                   input=_target_input(target, dict(original_event)))
+        if others:
+            saved, self.targets = self.targets, others
+            try:
+                original(self, original_event, transform_input)
+            finally:
+                self.targets = saved
+
+    with mock.patch.object(Rule, "send_to_targets", send_to_targets):
+        yield
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    """What the Lambda Python runtime returns for an unhandled exception."""
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": "",
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }
+
+
+@contextmanager
+def lambda_dispatch(dispatcher: LambdaDispatcher) -> Iterator[None]:
+    """Run Lambda invocations (API and Step Functions tasks) through ``dispatcher`` in-process."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        fn = self.get_function(function_name, qualifier)
+        try:
+            event = json.loads(body) if body else {}
+            result = dispatcher(event, fn.function_name)
+        except Exception as exc:  # the runtime turns any exception into a FunctionError
+            log.info("lambda %s raised %s: %s", fn.function_name, type(exc).__name__, exc)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(_error_payload(exc)).encode()
+        return json.dumps(result).encode()
+
+    with mock.patch.object(LambdaSimpleBackend, "invoke", invoke):
+        yield
+
+
+@contextmanager
+def batch_dispatch(dispatcher: BatchDispatcher) -> Iterator[None]:
+    """Run submitted Batch container jobs through ``dispatcher`` in a worker thread.
+
+    ``SubmitJob`` returns at once (status RUNNING); the job turns SUCCEEDED or FAILED
+    with the entrypoint's exit code when it returns, as ``DescribeJobs`` then shows.
+    """
+    import datetime
+
+    from moto.batch_simple.models import BatchSimpleBackend
+
+    def run(job) -> None:
+        command = list(job._get_container_property("command", []))
+        environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
+        try:
+            code = int(dispatcher(command, environment))
+        except Exception:
+            log.exception("batch job %s crashed", job.job_id)
+            code = 1
+        job.exit_code = code
+        if code:
+            job.job_stopped_reason = f"Essential container in task exited (exit code {code})"
+        job._mark_stopped(success=code == 0)
+
+    def mark_job_as_finished(self, include_start_attempt, job) -> None:
+        self.backend._jobs[job.job_id] = job
+        job.job_started_at = datetime.datetime.now()
+        job.log_stream_name = job._stream_name
+        if include_start_attempt:
+            job._start_attempt()
+        job.status = "RUNNING"
+        threading.Thread(target=run, args=(job,), name=f"batch-{job.job_id}", daemon=True).start()
+
+    with mock.patch.object(BatchSimpleBackend, "_mark_job_as_finished", mark_job_as_finished):
+        yield
+
+
+@contextmanager
+def all_patches(lambda_dispatcher: LambdaDispatcher, batch_dispatcher: BatchDispatcher) -> Iterator[None]:
+    """Every patch above, for the duration of one emulation."""
+    with ExitStack() as stack:
+        stack.enter_context(batch_casing())
+        stack.enter_context(eventbridge_to_stepfunctions())
+        stack.enter_context(lambda_dispatch(lambda_dispatcher))
+        stack.enter_context(batch_dispatch(batch_dispatcher))
+        yield

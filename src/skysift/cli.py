@@ -1,0 +1,211 @@
+"""The ``skysift`` command: local mode entry points (parse input, call the library, shape output)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__, storage
+from .errors import SkysiftError
+from .settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings(ctx: click.Context, **overrides) -> Settings:
+    root = ctx.find_root().params
+    return Settings.load(root.get("config"), home=root.get("home"), **overrides)
+
+
+def _fail(exc: SkysiftError) -> None:
+    err_console.print(f"[bold red]error[/] ({exc.reason}): {exc}")
+    sys.exit(2)
+
+
+class SkysiftGroup(click.Group):
+    """Turns skysift's typed errors into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SkysiftError as exc:
+            _fail(exc)
+
+
+@click.group(cls=SkysiftGroup)
+@click.version_option(__version__, prog_name="skysift")
+@click.option("--home", type=click.Path(file_okay=False), envvar="SKYSIFT_HOME", default="skysift-data",
+              show_default=True, help="Where the local tables, alert log and cutouts live.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), envvar="SKYSIFT_CONFIG",
+              help="TOML settings file ([detection], [background], [photometry], [alerts]).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(home: str, config: str | None, verbose: int) -> None:
+    """skysift: FITS images in, a queryable source catalog and alerts out."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False), default="sky")
+@click.option("--size", default=1024, show_default=True, help="Image side, pixels.")
+@click.option("--seed", default=42, show_default=True)
+def sample(out_dir: str, size: int, seed: int) -> None:
+    """Write a small synthetic survey with known truth into OUT_DIR."""
+    from .sample import make_sample
+
+    with console.status("rendering synthetic sky..."):
+        paths = make_sample(out_dir, size=size, seed=seed)
+    console.print(f"wrote {len(paths)} images and truth.parquet to [bold]{out_dir}[/]")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--hdu", default=None, help="HDU index or name (default: the first 2-D image).")
+@click.option("-j", "--workers", default=os.cpu_count() or 1, show_default=True, help="Parallel processes.")
+@click.option("--threshold", "detection__threshold_sigma", type=float, help="Detection threshold (matched-filter sigma).")
+@click.option("--min-area", "detection__min_area_px", type=int, help="Minimum pixels above threshold.")
+@click.option("--deblend-cont", "detection__deblend_cont", type=float, help="Deblending contrast (1 = off).")
+@click.option("--filter-fwhm", "detection__filter_fwhm_px", type=float, help="Matched filter FWHM, pixels.")
+@click.option("--survey", help="Survey name for images whose header has none.")
+@click.option("--min-snr-alert", "alerts__high_snr", type=float, help="high_snr alert threshold.")
+@click.option("--min-flux-alert", "alerts__high_flux", type=float, help="high_flux alert threshold (counts).")
+@click.option("--new-radius", "alerts__new_source_radius_arcsec", type=float, help="new_source match radius, arcsec.")
+@click.pass_context
+def run(ctx: click.Context, target: str, hdu: str | None, workers: int, **overrides) -> None:
+    """Process every FITS file under TARGET (a directory, file or s3:// prefix)."""
+    from .runner import run_local
+
+    settings = _settings(ctx, **overrides)
+    uris = storage.list_fits(target)
+    if not uris:
+        raise click.UsageError(f"no FITS files (*.fits, *.fits.gz, *.fz) under {target}")
+    hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
+    columns = [TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task("images", total=len(uris), rate="")
+
+        def advance(summary) -> None:
+            progress.advance(task)
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:.2f} img/s")
+
+        report = run_local(uris, settings, workers=min(workers, len(uris)), hdu=hdu_value, on_image=advance)
+    table = Table(title=f"skysift run: {len(uris)} images in {report.seconds:.1f} s")
+    for name in ("image", "status", "sources", "alerts", "seconds", "note"):
+        table.add_column(name, justify="right" if name in ("sources", "alerts", "seconds") else "left")
+    for s in report.summaries:
+        colour = {"ok": "green", "indexed": "cyan", "failed": "red"}.get(s.status, "white")
+        note = f"{s.reason}: {s.message}" if s.reason else ""
+        table.add_row(Path(s.uri or "?").name, f"[{colour}]{s.status}[/]", str(s.n_sources), str(s.n_alerts),
+                      f"{s.seconds:.2f}", note)
+    console.print(table)
+    console.print(f"{report.count('ok')} ok, {report.count('indexed')} indexed, {report.count('failed')} failed; "
+                  f"{report.n_sources} sources, {report.n_alerts} alerts; tables in [bold]{settings.home}[/]")
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--limit", default=50, show_default=True, help="Rows to print in table format.")
+@click.pass_context
+def query(ctx: click.Context, sql: str, fmt: str, limit: int) -> None:
+    """Run SQL on the local tables (sources, images, alerts) with DuckDB."""
+    from .query import LocalCatalog
+
+    frame = LocalCatalog(_settings(ctx).home).sql(sql)
+    if fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(frame.to_json(orient="records", date_format="iso"))
+    else:
+        table = Table(show_lines=False)
+        for column in frame.columns:
+            table.add_column(str(column))
+        for row in frame.head(limit).itertuples(index=False):
+            table.add_row(*[_fmt(v) for v in row])
+        console.print(table)
+        if len(frame) > limit:
+            console.print(f"... {len(frame) - limit} more rows (use --limit or --format csv)")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@cli.command()
+@click.option("-n", "--limit", default=20, show_default=True)
+@click.option("--rule", help="Only this rule (high_snr, high_flux, new_source).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> None:
+    """The alerts raised, newest first."""
+    from .alerts import LogPublisher
+
+    items = [a for a in LogPublisher(_settings(ctx).home).read() if rule is None or a["rule"] == rule][:limit]
+    if as_json:
+        for item in items:
+            click.echo(json.dumps(item))
+        return
+    if not items:
+        console.print("no alerts yet")
+        return
+    table = Table(title="alerts (newest first)")
+    for name in ("observed", "rule", "source", "ra", "dec", "snr", "mag", "why"):
+        table.add_column(name, no_wrap=name != "why")
+    for a in items:
+        table.add_row((a.get("obs_time") or "")[:16], a["rule"], a["source_id"], f"{a['ra']:.5f}", f"{a['dec']:.5f}",
+                      f"{a['snr']:.0f}", "" if a.get("mag_ab") is None else f"{a['mag_ab']:.2f}", a["detail"])
+    console.print(table)
+
+
+@cli.command()
+@click.argument("image")
+@click.option("-o", "--output", default=None, help="PNG path (default: IMAGE name + .png).")
+@click.option("--hdu", default=None)
+@click.pass_context
+def plot(ctx: click.Context, image: str, output: str | None, hdu: str | None) -> None:
+    """Draw an image with its detections (measured now, with the current settings)."""
+    from .fitsio import read_image
+    from .pipeline import process_image
+    from .plotting import detections_overlay
+
+    settings = _settings(ctx)
+    hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
+    result = process_image(image, settings, hdu=hdu_value)
+    if result.error is not None:
+        raise result.error
+    pixels = read_image(image, hdu_value, max_pixels=settings.limits.max_pixels)
+    out = output or Path(image).name.split(".")[0] + ".png"
+    detections_overlay(pixels, result.sources, out)
+    console.print(f"wrote {out} ({result.image_row.get('n_sources') or 0} detections)")
+
+
+@cli.command()
+@click.argument("image")
+@click.option("--hdu", default=None)
+def inspect(image: str, hdu: str | None) -> None:
+    """Header-only description of an image (what the router sees)."""
+    from .fitsio import inspect_image
+
+    hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
+    click.echo(inspect_image(image, hdu_value).model_dump_json(indent=2))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

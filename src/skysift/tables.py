@@ -1,0 +1,137 @@
+"""Local catalog tables: Hive-partitioned Parquet, one file per image, replace by image_id.
+
+Layout under ``{home}/tables``::
+
+    sources/survey=S/band=B/obs_night=YYYY-MM-DD/{image_id}.parquet
+    images/ survey=S/band=B/obs_night=YYYY-MM-DD/{image_id}.parquet
+    alerts/ survey=S/band=B/obs_night=YYYY-MM-DD/{image_id}.parquet
+
+Writing an image writes its file atomically (temporary file, then rename) and then
+removes any file of the same image_id left in another partition, so re-running an
+image replaces its rows, never duplicates them, and never touches other images.
+The same layout is what the AWS writers put under the Glue tables' locations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .metadata import slug
+from .schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
+
+TABLES = ("sources", "images", "alerts")
+
+
+def partition_path(row: dict) -> str:
+    """``survey=S/band=B/obs_night=N`` for an ``images`` row."""
+    return "/".join(f"{key}={slug(str(row.get(key) or 'unknown'))}" for key in PARTITION_KEYS)
+
+
+def image_row_table(row: dict) -> pa.Table:
+    """One ``images`` row as an Arrow table (partition keys dropped: they are in the path)."""
+    return pa.Table.from_pylist([{k: row.get(k) for k in IMAGES_SCHEMA.names}], schema=IMAGES_SCHEMA)
+
+
+class LocalTables:
+    """The local :class:`~skysift.ports.CatalogStore`: Parquet files under ``home``."""
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.home = Path(home)
+        self.root = self.home / "tables"
+        self.cutouts = self.home / "cutouts"
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def _write(self, table: str, row: dict, data: pa.Table) -> str:
+        image_id = row["image_id"]
+        target = self.table_dir(table) / partition_path(row) / f"{image_id}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{image_id}.", suffix=".tmp", delete=False) as tmp:
+            pq.write_table(data, tmp.name, compression="zstd")
+        os.replace(tmp.name, target)
+        for stale in self.table_dir(table).glob(f"*/*/*/{image_id}.parquet"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
+        return str(target)
+
+    def _remove(self, table: str, image_id: str) -> None:
+        for stale in self.table_dir(table).glob(f"*/*/*/{image_id}.parquet"):
+            stale.unlink(missing_ok=True)
+
+    def write_image(self, image_row: dict, sources: pa.Table | None) -> dict[str, str]:
+        """Replace this image's rows: sources first, then the images row that indexes them."""
+        pointers = {}
+        if sources is not None:
+            pointers["sources"] = self._write("sources", image_row, sources)
+        else:
+            self._remove("sources", image_row["image_id"])
+        pointers["images"] = self._write("images", image_row, image_row_table(image_row))
+        return pointers
+
+    def write_alerts(self, image_row: dict, alerts: pa.Table) -> str | None:
+        if alerts.num_rows == 0:
+            self._remove("alerts", image_row["image_id"])
+            return None
+        return self._write("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
+
+    def read_sources(self, image_row: dict) -> pa.Table:
+        path = self.table_dir("sources") / partition_path(image_row) / f"{image_row['image_id']}.parquet"
+        return pq.read_table(path)
+
+    def _catalog(self):
+        from .query import LocalCatalog
+
+        return LocalCatalog(self.home)
+
+    def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
+                       before: datetime) -> list[dict]:
+        sql = f"""
+            SELECT * FROM images
+            WHERE status = 'ok' AND obs_time < $before
+              AND {cone_sql('center_ra', 'center_dec', '$ra', '$dec', '$radius + radius_deg')}
+            ORDER BY obs_time"""
+        frame = self._catalog().sql(sql, {"before": before, "ra": center_ra, "dec": center_dec, "radius": radius_deg})
+        return frame.to_dict("records")
+
+    def earlier_sources(self, center_ra: float, center_dec: float, radius_deg: float,
+                        before: datetime) -> pa.Table:
+        sql = f"""
+            SELECT ra, dec, image_id, flags FROM sources
+            WHERE obs_time < $before AND dec BETWEEN $dec - $radius AND $dec + $radius
+              AND {cone_sql('ra', 'dec', '$ra', '$dec', '$radius')}"""
+        return self._catalog().arrow(sql, {"before": before, "ra": center_ra, "dec": center_dec, "radius": radius_deg})
+
+    def record_failure(self, image_row: dict, error: dict) -> str:
+        """A JSON quarantine record ``{home}/quarantine/{image_id}.json``."""
+        folder = self.home / "quarantine"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{image_row['image_id']}.json"
+        record = {"image_id": image_row["image_id"], "uri": image_row.get("uri"), **error,
+                  "recorded_at": datetime.now(UTC).isoformat()}
+        path.write_text(json.dumps(record, indent=2))
+        return str(path)
+
+    def put_cutout(self, name: str, fits_bytes: bytes) -> str:
+        self.cutouts.mkdir(parents=True, exist_ok=True)
+        path = self.cutouts / f"{name}.fits"
+        path.write_bytes(fits_bytes)
+        return str(path)
+
+
+def cone_sql(ra_col: str, dec_col: str, ra: str, dec: str, radius_deg: str) -> str:
+    """SQL predicate: angular distance between two positions (degrees) within a radius.
+
+    Written with functions DuckDB and Athena (Trino) share, so the same text works on both.
+    """
+    return (
+        f"degrees(acos(least(1.0, sin(radians({dec_col})) * sin(radians({dec})) + "
+        f"cos(radians({dec_col})) * cos(radians({dec})) * cos(radians({ra_col} - ({ra})))))) <= {radius_deg}"
+    )

@@ -1,0 +1,47 @@
+"""Typed errors of the time-lag workload, each with a stable ``reason`` code.
+
+They subclass :class:`skysift.errors.SkysiftError`, so entrypoints (CLI, Batch
+worker) report them the same way as the rest of skysift: a message a person can
+act on plus a machine-readable reason.
+"""
+
+from __future__ import annotations
+
+from ..errors import SkysiftError
+
+
+class TimeLagError(SkysiftError):
+    """Base class of time-lag failures."""
+
+    reason = "timelag_error"
+
+
+class InvalidRequest(TimeLagError):
+    """A time-lag request (CLI flags or JSON) is malformed or inconsistent."""
+
+    reason = "invalid_timelag_request"
+
+
+class SeriesNotFound(TimeLagError):
+    """The image index holds no usable frames for a channel in the requested window."""
+
+    reason = "series_not_found"
+
+
+class SeriesTooShort(TimeLagError):
+    """Too few frames, or too little overlap between channels, for a time-lag map."""
+
+    reason = "series_too_short"
+
+
+class FrameUnusable(TimeLagError):
+    """A frame of the series lacks what the analysis needs (exposure, solar WCS, observer)."""
+
+    reason = "frame_unusable"
+
+
+class IndexUnavailable(TimeLagError):
+    """The image index (local tables or Athena) cannot be queried."""
+
+    reason = "index_unavailable"
+    permanent = False
