@@ -8,7 +8,8 @@ Rules (each configurable in :class:`~skysift.settings.AlertSettings`, off when N
   earlier image of the same sky, with no earlier detection within the radius: a
   transient candidate. When both images are calibrated, the source must also be
   0.75 mag brighter than the earlier image's 5-sigma limit, so that it would
-  have been seen.
+  have been seen; and forced photometry on the earlier images must find no flux
+  above 3 sigma at its position (catalogs miss blended and faint sources).
 
 Each alert has ``alert_id = hash(image_id, source_id, rule)``. Publishers send an
 alert at most once per id, so a re-run or a duplicate event sends nothing new.
@@ -34,13 +35,16 @@ from astropy.nddata import Cutout2D
 from . import flags as F
 from .astrometry import sky_to_pixel
 from .fitsio import build_wcs, read_image
+from .forced import forced_snr
 from .ports import AlertPublisher, CatalogStore
 from .schema import ALERTS_SCHEMA
-from .settings import AlertSettings
+from .settings import AlertSettings, BackgroundSettings
 
 #: Detections this close to a brighter earlier image's limit are not called new.
 NEW_SOURCE_DEPTH_MARGIN_MAG = 0.75
 BLEND_RADIUS_FACTOR = 3.0
+#: Forced-photometry SNR in an earlier image above which the source was already there.
+FORCED_SNR_PRESENT = 3.0
 
 
 def alert_id(image_id: str, source_id: str, rule: str) -> str:
@@ -75,7 +79,8 @@ def _farther_than(here: SkyCoord, history: pa.Table, radius_arcsec: float) -> np
     return separation.arcsec > radius_arcsec
 
 
-def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings) -> dict[int, str]:
+def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
+                background: BackgroundSettings) -> dict[int, str]:
     """Row index -> reason for sources with no counterpart in earlier images of this sky."""
     if rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image_row.get("obs_time") is None:
         return {}
@@ -105,14 +110,24 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     # a merged earlier detection within BLEND_RADIUS_FACTOR radii is a counterpart too.
     merged = history.filter(pa.compute.not_equal(pa.compute.bit_wise_and(history["flags"], F.MERGED), 0))
     unmatched &= _farther_than(here, merged, BLEND_RADIUS_FACTOR * radius_arcsec)
-    n_earlier = len(earlier)
+    new = np.flatnonzero(covered & unmatched)
+    if new.size == 0:
+        return {}
+    # Catalogs miss blended and faint sources: look at the earlier pixels themselves.
+    radius_px = max(2.0, float(image_row.get("seeing_fwhm_px") or 3.0))
+    quiet = np.ones(new.size, dtype=bool)
+    for row in earlier:
+        snr_before = forced_snr(row["uri"], row.get("hdu"), ra[new], dec[new], radius_px, background)
+        quiet &= ~(snr_before >= FORCED_SNR_PRESENT)
     return {
-        int(candidates[k]): f"nothing within {rules.new_source_radius_arcsec:g}\" in {n_earlier} earlier image(s)"
-        for k in np.flatnonzero(covered & unmatched)
+        int(candidates[k]): (f"nothing within {radius_arcsec:g}\" and no flux above "
+                             f"{FORCED_SNR_PRESENT:g} sigma at this position in {len(earlier)} earlier image(s)")
+        for k in new[quiet]
     }
 
 
-def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings) -> list[dict]:
+def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
+             background: BackgroundSettings | None = None) -> list[dict]:
     """Apply every enabled rule to one image's sources; at most ``max_per_image`` alerts."""
     if sources is None or sources.num_rows == 0:
         return []
@@ -124,7 +139,7 @@ def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: Ale
         fired += [(int(i), "high_snr", f"SNR {snr[i]:.0f} >= {rules.high_snr:g}") for i in np.flatnonzero(clean & (snr >= rules.high_snr))]
     if rules.high_flux is not None:
         fired += [(int(i), "high_flux", f"flux {flux[i]:.4g} counts >= {rules.high_flux:g}") for i in np.flatnonzero(clean & (flux >= rules.high_flux))]
-    fired += [(i, "new_source", why) for i, why in new_sources(image_row, sources, store, rules).items()]
+    fired += [(i, "new_source", why) for i, why in new_sources(image_row, sources, store, rules, background or BackgroundSettings()).items()]
     fired.sort(key=lambda item: -snr[item[0]])
     fired = fired[: rules.max_per_image]
     created = datetime.now(UTC)
@@ -168,9 +183,9 @@ def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: in
 
 
 def raise_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, publisher: AlertPublisher,
-                 rules: AlertSettings) -> list[dict]:
+                 rules: AlertSettings, background: BackgroundSettings | None = None) -> list[dict]:
     """Evaluate the rules, store cutouts and the ``alerts`` rows, publish once per alert_id."""
-    alerts = evaluate(image_row, sources, store, rules)
+    alerts = evaluate(image_row, sources, store, rules, background)
     for alert, data in zip(alerts, cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px), strict=True):
         alert["cutout_uri"] = store.put_cutout(alert["alert_id"], data)
     store.write_alerts(image_row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))

@@ -2,7 +2,7 @@
 
 A header zero point ``zp_ab`` is the AB magnitude of a source giving one count in
 the image: ``mag_ab = zp_ab - 2.5 log10(flux_counts)`` and
-``flux_ujy = flux_counts * 10**((zp_ab - 23.9) / 2.5)`` (23.9 is the AB magnitude of
+``flux_ujy = flux_counts * 10**((23.9 - zp_ab) / 2.5)`` (23.9 is the AB magnitude of
 1 uJy). Supported conventions, in order:
 
 * ``MAGZERO`` / ``MAGZPT`` / ``PHOTZP`` / ``MAGZP``: a zero point for the image's units.
@@ -59,7 +59,7 @@ def calibrate(flux: np.ndarray, flux_err: np.ndarray, zp: ZeroPoint | None) -> d
     if zp is None:
         nan = np.full(n, np.nan)
         return {"flux_ujy": nan, "flux_ujy_err": nan, "mag_ab": nan, "mag_ab_err": nan}
-    scale = 10.0 ** ((zp.zp_ab - AB_MAG_OF_1_UJY) / 2.5)
+    scale = 10.0 ** ((AB_MAG_OF_1_UJY - zp.zp_ab) / 2.5)
     with np.errstate(divide="ignore", invalid="ignore"):
         positive = flux > 0
         mag = np.where(positive, zp.zp_ab - 2.5 * np.log10(np.where(positive, flux, 1.0)), np.nan)

@@ -1,4 +1,4 @@
-"""Star/galaxy separation from source size, and the image's seeing.
+"""Star/galaxy separation from source size.
 
 Point sources share the PSF's half-light radius whatever their brightness (the
 "stellar locus" in a size-magnitude diagram); galaxies are larger. The locus is
@@ -60,9 +60,3 @@ def star_score(r50: np.ndarray, snr: np.ndarray, locus: StellarLocus | None) -> 
     excess = r50 / locus.r50_px - 1.0
     score = ndtr((2.0 * sigma - excess) / sigma)
     return np.where(np.isfinite(score), score, 0.5).astype(np.float32)
-
-
-def seeing_fwhm_px(fwhm_px: np.ndarray, score: np.ndarray, snr: np.ndarray, flags: np.ndarray) -> float | None:
-    """Median FWHM of confidently stellar, clean, significant sources."""
-    stars = (score > 0.8) & (snr > 20) & ((flags & F.CLEAN_MASK) == 0) & np.isfinite(fwhm_px)
-    return float(np.median(fwhm_px[stars])) if stars.sum() >= 3 else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import astrometry, calibration, classification
+from . import astrometry, calibration, classification, psf
 from . import flags as F
 from .background import estimate_background
 from .detection import detect
@@ -86,7 +86,7 @@ def measure_image(image: Image, settings: Settings) -> Measurement:
     cols["star_score"] = classification.star_score(cols["half_light_radius_px"], cols["snr"], locus)
     timings["measure_s"] = time.perf_counter() - t
 
-    seeing = classification.seeing_fwhm_px(cols["fwhm_px"], cols["star_score"], cols["snr"], cols["flags"])
+    seeing = psf.seeing_fwhm_px(data, cols)
     limit_radius = seeing if seeing else (settings.detection.filter_fwhm_px or 3.0)
     limit_flux = 5.0 * bkg.global_rms * np.sqrt(np.pi) * limit_radius / GAUSSIAN_FLUX_WITHIN_FWHM
     stats: dict[str, object] = {

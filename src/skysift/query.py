@@ -58,7 +58,7 @@ class LocalCatalog:
 
     def sql(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Run a query; the result as a pandas DataFrame."""
-        return self._run(sql, params).df()
+        return self.arrow(sql, params).to_pandas()
 
     def arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         """Run a query; the result as an Arrow table."""

@@ -46,9 +46,7 @@ def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None) -> t
     result = process_image(uri, settings, hdu=hdu)
     pointers = record(result, LocalTables(settings.home))
     row = result.image_row
-    alert_row = {k: row.get(k) for k in ("image_id", "uri", "hdu", "obs_time", "center_ra", "center_dec",
-                                         "radius_deg", "survey", "band", "obs_night", "status")}
-    return summarize(result, pointers), alert_row, row.get("obs_time")
+    return summarize(result, pointers), row, row.get("obs_time")
 
 
 def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu: int | str | None = None,
@@ -75,7 +73,7 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
         if summary.status != "ok":
             continue
         sources = store.read_sources(row)
-        summary.n_alerts = len(raise_alerts(row, sources, store, publisher, settings.alerts))
+        summary.n_alerts = len(raise_alerts(row, sources, store, publisher, settings.alerts, settings.background))
     order = {uri: i for i, uri in enumerate(uris)}
     summaries = sorted((item[0] for item in done), key=lambda s: order.get(s.uri, len(order)))
     return RunReport(summaries=summaries, seconds=time.perf_counter() - t0)

@@ -80,7 +80,7 @@ def make_sample(out_dir: str | Path, *, size: int = 1024, seed: int = 42) -> lis
             path = out / f"field_{number:03d}.fits"
             write_fits(path, sky)
             paths.append(path)
-            kinds = sky.truth["kind"].copy()
+            kinds = sky.truth["kind"].astype(object)
             if night_index == 1 and len(extra["x"]):
                 kinds[len(on_stars["x"]) - len(extra["x"]) : len(on_stars["x"])] = "transient"
             for i in range(len(kinds)):

@@ -1,0 +1,130 @@
+"""The time-lag pipeline: index search -> eager headers -> lazy frames -> cube -> lag map.
+
+Everything after the headers is a dask graph, so it runs unchanged on the threaded
+scheduler, a local ``dask.distributed`` cluster or a remote one:
+
+1. each channel's frames are found in the images index (:mod:`.index`);
+2. their headers are read eagerly (in parallel, on the cluster's workers);
+3. per frame, three delayed tasks read only the needed rectangle, divide by the
+   exposure time (DN -> DN/s) and reproject onto the reference cutout following
+   differential rotation (:mod:`.align`);
+4. the frames are stacked, rechunked to whole-time spatial tiles and interpolated
+   onto a common time grid (:mod:`.cube`);
+5. each tile's lag and peak correlation are computed (:mod:`.lag`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+
+from .align import cutout_header, reproject_frame, source_bbox
+from .cube import TILE_PX, stack_on_grid, time_grid
+from .errors import SeriesTooShort
+from .frames import frame_exposure_s, normalise_exposure, read_frame, read_header
+from .index import IndexBackend, SeriesQuery, require_series
+from .lag import cross_correlation_lag
+from .request import TimeLagRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel's frames: index rows, headers, times (s from the reference) and exposures (s)."""
+
+    wavelength_angstrom: float
+    table: pd.DataFrame
+    headers: list[fits.Header]
+    times_s: np.ndarray
+    exptimes_s: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def find_channel(index: IndexBackend, request: TimeLagRequest, wavelength_angstrom: float) -> Channel:
+    """Search the index for one channel and read its headers eagerly (on the active dask scheduler)."""
+    query = SeriesQuery(request.start, request.end, wavelength_angstrom, instrument=request.instrument)
+    table = require_series(index, query, min_frames=2)
+    reads = [dask.delayed(read_header, pure=True)(uri, int(hdu)) for uri, hdu in zip(table.uri, table.hdu, strict=True)]
+    headers = list(dask.compute(*reads))
+    exptimes = np.array([frame_exposure_s(h, uri) for h, uri in zip(headers, table.uri, strict=True)])
+    origin = pd.Timestamp(request.reference_time or request.start)
+    times_s = ((table.obs_time - origin) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
+    log.info("channel %g A: %d frames", wavelength_angstrom, len(table))
+    return Channel(float(wavelength_angstrom), table, headers, times_s, exptimes)
+
+
+def reference_header(channel: Channel) -> fits.Header:
+    """Header of the channel frame nearest the reference time (t = 0)."""
+    return channel.headers[int(np.argmin(np.abs(channel.times_s)))]
+
+
+def aligned_frames(channel: Channel, target: fits.Header) -> list[da.Array]:
+    """Lazy (ny, nx) float32 frames of ``channel`` on the cutout ``target``, in DN/s.
+
+    Each frame is a chain of delayed tasks: bounding box -> read -> normalise -> reproject.
+    """
+    shape = (int(target["NAXIS2"]), int(target["NAXIS1"]))
+    target_d = dask.delayed(target, pure=True)
+    out = []
+    for uri, hdu, header, exptime in zip(channel.table.uri, channel.table.hdu, channel.headers, channel.exptimes_s, strict=True):
+        bbox = dask.delayed(source_bbox, pure=True)(header, target_d)
+        frame = dask.delayed(read_frame, pure=True)(uri, int(hdu), header, bbox)
+        normalised = dask.delayed(normalise_exposure, pure=True)(frame, float(exptime))
+        aligned = dask.delayed(reproject_frame, pure=True)(normalised, target_d)
+        out.append(da.from_delayed(aligned, shape=shape, dtype=np.float32))
+    return out
+
+
+def _lag_tile(block_a: np.ndarray, block_b: np.ndarray, cadence_s: float, max_lag_s: float) -> np.ndarray:
+    """Lag (s) and peak correlation of one spatial tile, stacked as (2, ny, nx)."""
+    lag, peak = cross_correlation_lag(block_a, block_b, cadence_s, max_lag_s)
+    return np.stack([lag, peak])
+
+
+@dataclass(frozen=True)
+class LagPlan:
+    """The lazy result: lag (s) and peak correlation maps on the cutout, with their grid."""
+
+    lag_s: da.Array
+    peak: da.Array
+    target: fits.Header
+    grid_s: np.ndarray
+    cadence_s: float
+    max_lag_s: float
+    n_frames: tuple[int, int]
+
+
+def plan_timelag(a: Channel, b: Channel, target: fits.Header, cadence_s: float, max_lag_s: float,
+                 tile_px: int = TILE_PX) -> LagPlan:
+    """Build the whole lazy graph from two channels and the cutout header."""
+    grid = time_grid(a.times_s, b.times_s, cadence_s)
+    if max_lag_s >= (grid.size - 1) * cadence_s:
+        log.warning("max lag %g s is not shorter than the %g s series: lags near the ends are poorly constrained",
+                    max_lag_s, (grid.size - 1) * cadence_s)
+    cube_a = stack_on_grid(aligned_frames(a, target), a.times_s, grid, tile_px)
+    cube_b = stack_on_grid(aligned_frames(b, target), b.times_s, grid, tile_px)
+
+    both = da.map_blocks(_lag_tile, cube_a, cube_b, cadence_s=cadence_s, max_lag_s=max_lag_s,
+                         chunks=((2,), *cube_a.chunks[1:]), dtype=np.float32,
+                         meta=np.empty((0, 0, 0), dtype=np.float32))
+    return LagPlan(both[0], both[1], target, grid, cadence_s, max_lag_s, (len(a), len(b)))
+
+
+def plan_request(request: TimeLagRequest, index: IndexBackend) -> LagPlan:
+    """Search both channels, choose the reference cutout and build the lazy graph."""
+    a = find_channel(index, request, request.channel_a)
+    b = find_channel(index, request, request.channel_b)
+    target = cutout_header(reference_header(a), request.center_arcsec, request.fov_arcsec, request.scale_arcsec)
+    if (grid_len := (min(a.times_s.max(), b.times_s.max()) - max(a.times_s.min(), b.times_s.min()))) <= 0:
+        raise SeriesTooShort(f"channels {request.channel_a:g} and {request.channel_b:g} A do not overlap in time")
+    log.info("cutout %dx%d px, %.0f s shared by both channels", target["NAXIS1"], target["NAXIS2"], grid_len)
+    return plan_timelag(a, b, target, request.cadence_s, request.max_lag_s, request.tile_px)

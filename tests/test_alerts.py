@@ -1,0 +1,58 @@
+"""Alert rules on a two-night synthetic survey: a transient is found, re-runs send nothing new."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from skysift.alerts import LogPublisher
+from skysift.query import LocalCatalog
+from skysift.runner import run_local
+from skysift.sample import TRANSIENT_MAG, make_sample
+from skysift.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("survey")
+    paths = make_sample(folder / "sky", size=512, seed=7)
+    return folder, paths
+
+
+def test_transient_raises_exactly_one_new_source_alert(survey, tmp_path):
+    folder, paths = survey
+    settings = Settings.load(home=tmp_path / "home")
+    report = run_local([str(p) for p in paths], settings, workers=2)
+    assert report.count("ok") == len(paths)
+    alerts = LogPublisher(settings.home).read()
+    new = [a for a in alerts if a["rule"] == "new_source"]
+    assert len(new) == 1
+    truth = LocalCatalog(settings.home).sql(
+        f"SELECT * FROM read_parquet('{folder / 'sky' / 'truth.parquet'}') WHERE kind = 'transient'")
+    assert np.min(np.hypot((truth["ra"] - new[0]["ra"]) * np.cos(np.radians(new[0]["dec"])), truth["dec"] - new[0]["dec"])) * 3600 < 0.5
+    assert new[0]["mag_ab"] == pytest.approx(TRANSIENT_MAG, abs=0.15)
+    cutout = fits.getdata(new[0]["cutout_uri"])
+    assert cutout.shape == (32, 32) and np.nanmax(cutout) > 100
+    rows = LocalCatalog(settings.home).sql("SELECT rule, source_id FROM alerts")
+    assert list(rows["source_id"]) == [new[0]["source_id"]]
+
+
+def test_rerun_sends_no_duplicate_alerts_and_high_snr_rule_fires(survey, tmp_path):
+    _, paths = survey
+    settings = Settings.load(home=tmp_path / "home", alerts={"high_snr": 100.0})
+    run_local([str(p) for p in paths], settings, workers=1)
+    first = LogPublisher(settings.home).read()
+    run_local([str(p) for p in paths], settings, workers=1)
+    second = LogPublisher(settings.home).read()
+    assert len(second) == len(first) and any(a["rule"] == "high_snr" for a in first)
+    assert all(a["snr"] >= 100 for a in first if a["rule"] == "high_snr")
+    counts = LocalCatalog(settings.home).sql("SELECT COUNT(*) n, COUNT(DISTINCT alert_id) d FROM alerts").iloc[0]
+    assert counts["n"] == counts["d"] == len(first)
+
+
+def test_disabled_rules_raise_nothing(survey, tmp_path):
+    _, paths = survey
+    settings = Settings.load(home=tmp_path / "home", alerts={"high_snr": None, "new_source_radius_arcsec": None})
+    run_local([str(p) for p in paths[:5]], settings)
+    assert LogPublisher(settings.home).read() == []

@@ -1,0 +1,124 @@
+"""Reading FITS strictly: every supported encoding gives the same pixels; bad input gets a typed error."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from skysift import errors
+from skysift.fitsio import inspect_image, read_image
+
+
+def test_m13_compressed_twins_decode_to_the_same_pixels(m13_files):
+    plain = read_image(str(m13_files["plain"]))
+    for kind in ("rice", "hcompress", "gzip"):
+        twin = read_image(str(m13_files[kind]))
+        assert twin.info.compressed and twin.info.hdu == 1
+        np.testing.assert_array_equal(twin.data, plain.data)
+
+
+def test_inspect_reads_header_facts_of_real_files(m13_files, aia_file):
+    m13 = inspect_image(str(m13_files["rice"]))
+    assert (m13.nx, m13.ny, m13.wcs_kind, m13.hdu) == (300, 300, "celestial", 1)
+    aia = inspect_image(str(aia_file))
+    assert aia.wcs_kind == "helioprojective"
+    assert aia.wavelength_angstrom == pytest.approx(171.0)
+    assert aia.instrument.startswith("AIA") and aia.obs_time.year == 2011
+    assert aia.exptime_s == pytest.approx(2.0, abs=0.01)
+
+
+def test_image_id_is_stable_and_changes_with_content(tmp_path):
+    path = tmp_path / "a.fits"
+    fits.writeto(path, np.ones((20, 20), np.float32))
+    first = inspect_image(str(path)).image_id
+    assert inspect_image(str(path)).image_id == first
+    fits.writeto(path, np.full((20, 20), 2, np.float32), overwrite=True)
+    assert inspect_image(str(path)).image_id != first
+
+
+def test_big_endian_scaled_integers_become_native_float32(tmp_path):
+    raw = np.arange(100, dtype=">i2").reshape(10, 10)
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BSCALE"], hdu.header["BZERO"] = 2.0, 1000.0
+    path = tmp_path / "scaled.fits"
+    hdu.writeto(path)
+    image = read_image(str(path))
+    assert image.data.dtype == np.float32 and image.data.dtype.isnative
+    np.testing.assert_allclose(image.data, raw.astype(float) * 2.0 + 1000.0)
+
+
+def test_gzipped_and_multi_extension_files(tmp_path):
+    data = np.random.default_rng(0).normal(size=(30, 40)).astype(np.float32)
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data * 0, name="FIRST"), fits.ImageHDU(data, name="SCI")])
+    plain = tmp_path / "mef.fits"
+    hdul.writeto(plain)
+    packed = tmp_path / "mef.fits.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_image(str(packed)).info.hdu == 1  # the first image HDU with data
+    chosen = read_image(str(packed), "SCI")
+    np.testing.assert_array_equal(chosen.data, data)
+    assert (chosen.info.nx, chosen.info.ny) == (40, 30)
+
+
+def test_nan_and_blank_pixels_are_masked(tmp_path):
+    data = np.arange(100, dtype=np.int16).reshape(10, 10)
+    data[2, 3] = -999
+    hdu = fits.PrimaryHDU(data)
+    hdu.header["BLANK"] = -999
+    path = tmp_path / "blank.fits"
+    hdu.writeto(path)
+    image = read_image(str(path))
+    assert image.mask[2, 3] and image.mask.sum() == 1 and np.isnan(image.data[2, 3])
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "words"),
+    [
+        (b"", errors.EmptyImage, "empty"),
+        (b"hello, this is not an image" * 200, errors.NotFITS, "not a FITS file"),
+        (gzip.compress(b"SIMPLE  =" + b" " * 3000)[:40], errors.TruncatedFile, "truncated"),
+    ],
+)
+def test_bad_bytes_raise_typed_errors(tmp_path, content, error, words):
+    path = tmp_path / "bad.fits"
+    path.write_bytes(content)
+    with pytest.raises(error, match=words) as info:
+        read_image(str(path))
+    assert info.value.reason == error.reason and info.value.uri == str(path)
+
+
+def test_truncated_upload_names_the_missing_bytes(tmp_path):
+    path = tmp_path / "cut.fits"
+    fits.writeto(path, np.zeros((400, 400), np.float32))
+    path.write_bytes(path.read_bytes()[:200_000])
+    with pytest.raises(errors.TruncatedFile, match=r"400 x 400 image .* ends after 0.2 MiB: truncated upload"):
+        read_image(str(path))
+
+
+def test_table_only_file_has_no_image_hdu(tmp_path):
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(3))])]).writeto(path)
+    with pytest.raises(errors.NoImageHDU, match="no HDU holds a 2-D image"):
+        read_image(str(path))
+
+
+def test_all_nan_image_is_rejected(tmp_path):
+    path = tmp_path / "nan.fits"
+    fits.writeto(path, np.full((50, 50), np.nan, np.float32))
+    with pytest.raises(errors.AllNaN):
+        read_image(str(path))
+
+
+def test_absurd_size_is_rejected_before_reading_pixels(tmp_path):
+    path = tmp_path / "big.fits"
+    fits.writeto(path, np.zeros((100, 100), np.float32))
+    with pytest.raises(errors.ImageTooLarge, match="exceeds the in-memory limit"):
+        read_image(str(path), max_pixels=5000)
+
+
+def test_missing_file_is_not_found(tmp_path):
+    with pytest.raises(errors.SourceNotFound):
+        read_image(str(tmp_path / "nope.fits"))
