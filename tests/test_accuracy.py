@@ -35,7 +35,7 @@ def matched(truth_sky, tmp_path_factory):
 
 
 def test_completeness_of_isolated_point_sources(matched):
-    _, _, isolated, dist, _, spec, _ = matched
+    _, _, isolated, dist, _, _spec, _ = matched
     assert isolated.sum() > 150
     completeness = (dist[isolated] < 1.0).mean()
     assert completeness >= 0.97

@@ -87,7 +87,7 @@ def test_fixing_a_failed_upload_replaces_the_failure_row(tmp_path, make_sky, set
 
 
 def test_sources_table_has_units_and_calibrated_columns(make_sky, settings):
-    path, sky = make_sky(n_stars=80, n_galaxies=0)
+    path, _sky = make_sky(n_stars=80, n_galaxies=0)
     table = process_image(str(path), settings).sources
     units = {f.name: f.metadata[b"unit"].decode() for f in table.schema}
     assert units["ra"] == "deg" and units["flux_ujy"] == "uJy" and units["x"] == "pix"

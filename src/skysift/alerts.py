@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute
+from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy import units as u
 from astropy.nddata import Cutout2D
 
 from . import flags as F

@@ -44,7 +44,7 @@ def stellar_locus(r50: np.ndarray, snr: np.ndarray, flags: np.ndarray) -> Stella
         centre = float(np.median(members))
     members = sizes[np.abs(sizes / centre - 1.0) < 0.15]
     mad = float(np.median(np.abs(members / centre - 1.0))) * 1.4826 if len(members) else 0.05
-    return StellarLocus(r50_px=centre, scatter=max(mad, 0.02), members=int(len(members)))
+    return StellarLocus(r50_px=centre, scatter=max(mad, 0.02), members=len(members))
 
 
 def star_score(r50: np.ndarray, snr: np.ndarray, locus: StellarLocus | None) -> np.ndarray:

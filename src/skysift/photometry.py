@@ -72,7 +72,7 @@ def measure(
         data, x, y, a, b, theta, aperture, err=error, gain=gain, mask=mask, subpix=1,
     )
 
-    r50, r50_flag = sep.flux_radius(
+    r50, _r50_flag = sep.flux_radius(
         data, x, y, 6.0 * a, 0.5, normflux=np.where(flux > 0, flux, np.nan), subpix=5, mask=mask,
     )
     sig = np.where(np.isfinite(r50) & (r50 > 0), r50, 1.0) * (2.0 / 2.35)
@@ -99,7 +99,7 @@ def measure(
         "flux_err": flux_err,
     }
     for k, radius in enumerate(settings.aperture_radii_px, start=1):
-        fa, fe, fflag = sep.sum_circle(data, xpos, ypos, radius, err=error, gain=gain, mask=mask, subpix=5)
+        fa, fe, _fflag = sep.sum_circle(data, xpos, ypos, radius, err=error, gain=gain, mask=mask, subpix=5)
         columns[f"flux_aper_{k}"] = fa
         columns[f"flux_aper_{k}_err"] = fe
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -21,8 +21,8 @@ from .alerts import raise_alerts
 from .errors import SkysiftError
 from .fitsio import Image, ImageInfo, make_image_id, read_image
 from .measurement import measure_image
-from .schema import IMAGES_SCHEMA, sources_schema
 from .ports import AlertPublisher, CatalogStore
+from .schema import IMAGES_SCHEMA, sources_schema
 from .settings import Settings
 
 log = logging.getLogger(__name__)

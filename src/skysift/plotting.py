@@ -6,13 +6,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from astropy.visualization import ImageNormalize, ZScaleInterval  # noqa: E402
-from matplotlib.patches import Ellipse  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pyarrow as pa
+from astropy.visualization import ImageNormalize, ZScaleInterval
+from matplotlib.patches import Ellipse
 
-from .fitsio import Image  # noqa: E402
+from .fitsio import Image
 
 
 def detections_overlay(image: Image, sources: pa.Table | None, out_path: str, *, title: str | None = None,

@@ -50,7 +50,7 @@ def seeing_fwhm_px(data: np.ndarray, columns: dict[str, np.ndarray]) -> float | 
     ny, nx = data.shape
     fwhms = []
     for i in candidates:
-        xc, yc = int(round(columns["x"][i])), int(round(columns["y"][i]))
+        xc, yc = round(columns["x"][i]), round(columns["y"][i])
         if xc < half or yc < half or xc >= nx - half or yc >= ny - half:
             continue
         stamp = np.asarray(data[yc - half : yc + half + 1, xc - half : xc + half + 1], dtype=np.float64)

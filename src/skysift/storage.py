@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -58,7 +58,7 @@ def open_binary(uri: str, block_size: int = 2**16) -> Iterator[IO[bytes]]:
     """A seekable binary handle; remote handles fetch ``block_size`` ranges on demand."""
     fs, path = _filesystem(uri)
     try:
-        handle = fs.open(path, "rb", block_size=block_size) if is_remote(uri) else open(path, "rb")
+        handle = fs.open(path, "rb", block_size=block_size) if is_remote(uri) else open(path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError as exc:
         raise SourceNotFound("no such file or object", uri=uri) from exc
     with handle:

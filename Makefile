@@ -1,0 +1,32 @@
+# skysift: `make demo` sets everything up and runs the main job on sample data; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOME_DIR ?= skysift-data
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/skysift sample sky
+	$(BIN)/skysift --home $(HOME_DIR) run sky
+	$(BIN)/skysift --home $(HOME_DIR) query "SELECT COUNT(*) AS total_sources, AVG(flux) AS mean_flux, MAX(snr) AS max_snr FROM sources WHERE flux > 500"
+	$(BIN)/skysift --home $(HOME_DIR) alerts
+	$(BIN)/skysift --home $(HOME_DIR) plot sky/field_001.fits -o field_001.png
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -n 2 --durations=15
+
+bench: install
+	$(BIN)/python benchmarks/bench_detect.py
+
+clean:
+	rm -rf sky $(HOME_DIR) field_001.png .pytest_cache
