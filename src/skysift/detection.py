@@ -2,7 +2,8 @@
 
 Detection runs on the background-subtracted image with a per-pixel error map (the
 background RMS), so the threshold is in sigma everywhere on the frame. A Gaussian
-kernel matched to the PSF boosts faint point sources. SEP's fixed buffers overflow on
+kernel matched to the PSF boosts faint point sources; the threshold is the
+significance in the filtered image (5 = a 5-sigma point source). SEP's fixed buffers overflow on
 crowded frames ("internal pixel buffer full", "object deblending overflow"): the
 limits are raised first, then the threshold, and the result says so.
 """
@@ -78,6 +79,11 @@ def detect(
     """
     fwhm = settings.filter_fwhm_px or filter_fwhm_px or DEFAULT_FILTER_FWHM_PX
     kernel = gaussian_kernel(fwhm)
+    # With a unit-sum kernel the filtered noise is err * sqrt(sum(K^2)): scaling the threshold
+    # by it makes ``threshold_sigma`` the significance in the filtered image, as a matched
+    # filter would, at the cost of one convolution instead of two (SEP's 'matched' mode also
+    # convolves the variance map, ~4x slower on a 4k image).
+    noise_gain = float(np.sqrt((kernel.astype(np.float64) ** 2).sum()))
     sep.set_extract_pixstack(settings.pixel_stack)
     sep.set_sub_object_limit(settings.sub_object_limit)
     threshold = settings.threshold_sigma
@@ -85,12 +91,12 @@ def detect(
         try:
             objects = sep.extract(
                 data,
-                threshold,
+                threshold * noise_gain,
                 err=error,
                 mask=mask,
                 minarea=settings.min_area_px,
                 filter_kernel=kernel,
-                filter_type="matched",
+                filter_type="conv",
                 deblend_nthresh=settings.deblend_nthresh,
                 deblend_cont=settings.deblend_cont,
                 clean=settings.clean,

@@ -17,7 +17,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from . import flags as F
 
-MAX_STARS = 25
+MAX_STARS = 12
 MIN_STARS = 3
 
 
@@ -27,11 +27,11 @@ def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     beta = 3.0
     alpha = guess_fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
     model = models.Moffat2D(amplitude=stamp.max(), x_0=0.0, y_0=0.0, gamma=alpha, alpha=beta) + models.Const2D(0.0)
-    model.alpha_0.bounds = (1.2, 20.0)
-    model.gamma_0.bounds = (0.3, 4 * half)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)
-        fitted = fitting.TRFLSQFitter()(model, xx, yy, stamp, maxiter=200)
+        fitted = fitting.LevMarLSQFitter()(model, xx, yy, stamp, maxiter=100)
+    if not 1.0 < fitted[0].alpha.value < 30.0:
+        return None
     fwhm = float(fitted[0].fwhm)
     return fwhm if np.isfinite(fwhm) and 0.5 < fwhm < 2 * half else None
 

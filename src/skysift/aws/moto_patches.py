@@ -2,7 +2,7 @@
 
 Why each one exists:
 
-* **Batch request/response casing.** Step Functions' optimised integrations take
+* **Batch and Step Functions request/response casing.** Step Functions' optimised integrations take
   parameters in PascalCase (``JobName``, ``JobQueue``) and return PascalCase
   (``JobId``). moto's Step Functions interpreter is a port of LocalStack's, whose base
   ``StateTaskService._normalise_parameters`` / ``_normalise_response`` map those names
@@ -13,13 +13,19 @@ Why each one exists:
   ``parameter_validation=False``) looks up ``shape_members['JobName']`` and raises
   ``KeyError('JobName')``, which the interpreter reports as
   ``States.Runtime: 'JobName'``. The ``.sync`` pattern would fail next on
-  ``submission_output['JobId']``. :func:`batch_casing` restores the normalisation for
-  the Batch integration only, from botocore's own service model.
+  ``submission_output['JobId']``. The nested-workflow integration
+  (``states:startExecution.sync:2``, JSON protocol with camelCase members) fails the
+  same way with ``States.Runtime: 'StateMachineArn'``. :func:`service_casing` restores
+  the normalisation for these two integrations only, from botocore's own service model.
 * **EventBridge targets that are state machines.** moto's ``Rule.send_to_targets``
   delivers to SQS, logs and buses, and raises ``NotImplementedError`` for other
   target ARNs (S3's EventBridge notifier swallows it). :func:`eventbridge_to_stepfunctions`
   adds ``arn:aws:states:...:stateMachine:...`` targets: StartExecution with the event
   (after the target's InputPath / InputTransformer) as input, as EventBridge does.
+* **Unnamed executions.** ``StartExecution`` without a name gets a UUID on AWS; moto's
+  interpreting backend names it ``None``, so the second unnamed execution of a state
+  machine (every ``startExecution.sync:2`` child of a Distributed Map) fails with
+  ``ExecutionAlreadyExists``. :func:`execution_names` gives unnamed executions a UUID.
 * **Lambda and Batch workloads.** Without Docker, moto's "simple" Lambda backend
   echoes the payload and the simple Batch backend marks every job SUCCEEDED.
   :func:`lambda_dispatch` and :func:`batch_dispatch` run our own handlers and container
@@ -68,10 +74,16 @@ def _snake(name: str) -> str:
 
 
 @contextmanager
-def batch_casing() -> Iterator[None]:
-    """Restore SFN->boto parameter and boto->SFN response casing for ``batch:*`` tasks."""
+def service_casing() -> Iterator[None]:
+    """Restore SFN->boto parameter and boto->SFN response casing for ``batch:*`` and ``states:*`` tasks."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (
+        StateTaskService,
+    )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
         StateTaskServiceBatch,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
     )
 
     def normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
@@ -86,8 +98,36 @@ def batch_casing() -> Iterator[None]:
         if op.output_shape is not None:
             self._from_boto_response(response, op.output_shape)
 
+    # StateTaskServiceSfn's own _normalise_parameters (Input to a JSON string) calls the base one.
     with mock.patch.object(StateTaskServiceBatch, "_normalise_parameters", normalise_parameters), \
-            mock.patch.object(StateTaskServiceBatch, "_normalise_response", normalise_response):
+            mock.patch.object(StateTaskServiceBatch, "_normalise_response", normalise_response), \
+            mock.patch.object(StateTaskServiceSfn, "_normalise_response", normalise_response), \
+            mock.patch.object(StateTaskService, "_normalise_parameters", _only_for(
+                (StateTaskServiceSfn,), normalise_parameters, StateTaskService._normalise_parameters)):
+        yield
+
+
+def _only_for(classes, patched, original):
+    def normalise(self, *args, **kwargs):
+        chosen = patched if isinstance(self, classes) else original
+        return chosen(self, *args, **kwargs)
+
+    return normalise
+
+
+@contextmanager
+def execution_names() -> Iterator[None]:
+    """Unnamed executions get a UUID name, as on AWS."""
+    import uuid
+
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original = StepFunctionsParserBackend.start_execution
+
+    def start_execution(self, state_machine_arn, name=None, execution_input=None, trace_header=None):
+        return original(self, state_machine_arn, name or str(uuid.uuid4()), execution_input, trace_header)
+
+    with mock.patch.object(StepFunctionsParserBackend, "start_execution", start_execution):
         yield
 
 
@@ -215,7 +255,8 @@ def batch_dispatch(dispatcher: BatchDispatcher) -> Iterator[None]:
 def all_patches(lambda_dispatcher: LambdaDispatcher, batch_dispatcher: BatchDispatcher) -> Iterator[None]:
     """Every patch above, for the duration of one emulation."""
     with ExitStack() as stack:
-        stack.enter_context(batch_casing())
+        stack.enter_context(service_casing())
+        stack.enter_context(execution_names())
         stack.enter_context(eventbridge_to_stepfunctions())
         stack.enter_context(lambda_dispatch(lambda_dispatcher))
         stack.enter_context(batch_dispatch(batch_dispatcher))

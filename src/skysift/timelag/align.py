@@ -53,9 +53,12 @@ def header_map(header: fits.Header) -> sunpy.map.GenericMap:
     """
     meta = header.copy()
     meta["NAXIS1"] = meta["NAXIS2"] = 1
-    with _quiet():
-        smap = sunpy.map.Map(np.zeros((1, 1), dtype=np.float32), meta)
-        frame = smap.coordinate_frame
+    try:
+        with _quiet():
+            smap = sunpy.map.Map(np.zeros((1, 1), dtype=np.float32), meta)
+            frame = smap.coordinate_frame
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # MapMetaValidationError is an AttributeError
+        raise FrameUnusable(f"header is not a usable solar image header: {exc}") from exc
     if not isinstance(frame, Helioprojective) or frame.observer is None or isinstance(frame.observer, str):
         raise FrameUnusable(
             f"header has no helioprojective WCS with a known observer (CTYPE1={header.get('CTYPE1')!r}, "
@@ -124,9 +127,8 @@ def source_bbox(src_header: fits.Header, target_header: fits.Header, margin_px: 
     ny_t, nx_t = int(target_header["NAXIS2"]), int(target_header["NAXIS1"])
     ny_s, nx_s = int(src_header["NAXIS2"]), int(src_header["NAXIS1"])
     gx, gy = np.meshgrid(np.linspace(-0.5, nx_t - 0.5, samples), np.linspace(-0.5, ny_t - 0.5, samples))
-    with _quiet():
-        with propagate_with_solar_surface(ROTATION_MODEL):
-            sx, sy = pixel_to_pixel(WCS(target_header), solar_wcs(src_header), gx.ravel(), gy.ravel())
+    with _quiet(), propagate_with_solar_surface(ROTATION_MODEL):
+        sx, sy = pixel_to_pixel(WCS(target_header), solar_wcs(src_header), gx.ravel(), gy.ravel())
     if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
         return None
     x0 = int(np.clip(np.floor(sx.min()) - margin_px, 0, nx_s))
@@ -145,13 +147,12 @@ def reproject_frame(frame: Frame, target_header: fits.Header) -> np.ndarray:
     or outside the frame.
     """
     shape_out = (int(target_header["NAXIS2"]), int(target_header["NAXIS1"]))
-    with _quiet():
-        with propagate_with_solar_surface(ROTATION_MODEL):
-            out = reproject_interp(
-                (frame.data, solar_wcs(frame.header)),
-                WCS(target_header),
-                shape_out=shape_out,
-                return_footprint=False,
-                roundtrip_coords=False,
-            )
+    with _quiet(), propagate_with_solar_surface(ROTATION_MODEL):
+        out = reproject_interp(
+            (frame.data, solar_wcs(frame.header)),
+            WCS(target_header),
+            shape_out=shape_out,
+            return_footprint=False,
+            roundtrip_coords=False,
+        )
     return np.asarray(out, dtype=np.float32)

@@ -45,3 +45,10 @@ class IndexUnavailable(TimeLagError):
 
     reason = "index_unavailable"
     permanent = False
+
+
+class SchedulerUnavailable(TimeLagError):
+    """The dask scheduler given with --scheduler cannot be reached."""
+
+    reason = "scheduler_unavailable"
+    permanent = False

@@ -53,7 +53,8 @@ def read_header(uri: str, hdu: int = 0) -> fits.Header:
 
     Only the header blocks are read (ranged reads for remote objects).
     """
-    with _open(uri) as hdul:
+    with _open(uri) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
         try:
             header = hdul[hdu].header.copy()
         except IndexError as exc:
@@ -85,6 +86,7 @@ def read_frame(uri: str, hdu: int, header: fits.Header, bbox: BBox | None = None
     try:
         with _open(uri) as hdul, warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
+            warnings.simplefilter("ignore", VerifyWarning)
             image = hdul[hdu]
             raw = image.section[y0:y1, x0:x1]
     except SkysiftError:

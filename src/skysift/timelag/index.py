@@ -72,9 +72,9 @@ class LocalIndex:
 
     def _connect(self, root: Path) -> Any:
         try:
-            from ..query import LocalCatalog  # noqa: PLC0415 - optional until the query module lands
+            from ..query import LocalCatalog
         except ImportError:
-            import duckdb  # noqa: PLC0415
+            import duckdb
 
             con = duckdb.connect()
             con.execute("SET TimeZone = 'UTC'")
@@ -121,7 +121,7 @@ class AthenaIndex:
         self.boto3_session = boto3_session
 
     def sql(self, query: str) -> pd.DataFrame:
-        import awswrangler as wr  # noqa: PLC0415 - the AWS extra is optional
+        import awswrangler as wr
 
         try:
             return wr.athena.read_sql_query(

@@ -16,7 +16,10 @@ scheduler, a local ``dask.distributed`` cluster or a remote one:
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dask
 import dask.array as da
@@ -24,13 +27,17 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .align import cutout_header, reproject_frame, source_bbox
+from .align import ROTATION_MODEL, cutout_header, reproject_frame, source_bbox
 from .cube import TILE_PX, stack_on_grid, time_grid
 from .errors import SeriesTooShort
 from .frames import frame_exposure_s, normalise_exposure, read_frame, read_header
 from .index import IndexBackend, SeriesQuery, require_series
 from .lag import cross_correlation_lag
+from .output import LagMaps, write_outputs
 from .request import TimeLagRequest
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +135,57 @@ def plan_request(request: TimeLagRequest, index: IndexBackend) -> LagPlan:
         raise SeriesTooShort(f"channels {request.channel_a:g} and {request.channel_b:g} A do not overlap in time")
     log.info("cutout %dx%d px, %.0f s shared by both channels", target["NAXIS1"], target["NAXIS2"], grid_len)
     return plan_timelag(a, b, target, request.cadence_s, request.max_lag_s, request.tile_px)
+
+
+def maps_from(plan: LagPlan, lag_s: np.ndarray, peak: np.ndarray, request: TimeLagRequest) -> LagMaps:
+    """Computed arrays plus the provenance recorded in the FITS header."""
+    origin = pd.Timestamp(request.reference_time or request.start)
+    meta: dict[str, object] = {
+        "CHAN_A": (request.channel_a, "channel A wavelength [Angstrom]"),
+        "CHAN_B": (request.channel_b, "channel B wavelength [Angstrom]; lag>0: B after A"),
+        "CADENCE": (plan.cadence_s, "time grid step [s]"),
+        "MAXLAG": (plan.max_lag_s, "largest |lag| searched [s]"),
+        "NGRID": (int(plan.grid_s.size), "time grid samples"),
+        "NFRAME_A": (plan.n_frames[0], "frames of channel A"),
+        "NFRAME_B": (plan.n_frames[1], "frames of channel B"),
+        "TGRID0": ((origin + pd.Timedelta(seconds=float(plan.grid_s[0]))).isoformat(), "first grid time (UTC)"),
+        "TGRID1": ((origin + pd.Timedelta(seconds=float(plan.grid_s[-1]))).isoformat(), "last grid time (UTC)"),
+        "ROTMODEL": (ROTATION_MODEL, "differential rotation model"),
+    }
+    return LagMaps(lag_s, peak, plan.target, meta)
+
+
+def run_timelag(request: TimeLagRequest, index: IndexBackend, client: Client | None = None,
+                on_submit: Callable[[list[Future]], None] | None = None) -> dict[str, object]:
+    """Plan, compute on ``client`` (else the current dask scheduler), and write FITS and PNG.
+
+    ``on_submit`` receives the futures once submitted (the CLI shows a progress bar).
+    Returns a small JSON-able summary: outputs, shape, frame counts, lag statistics (s).
+    """
+    started = time.perf_counter()
+    plan = plan_request(request, index)
+    planned = time.perf_counter()
+    if client is None:
+        lag_s, peak = dask.compute(plan.lag_s, plan.peak)
+    else:
+        futures = client.compute([plan.lag_s, plan.peak])
+        if on_submit is not None:
+            on_submit(futures)
+        lag_s, peak = client.gather(futures)
+    computed = time.perf_counter()
+    maps = maps_from(plan, lag_s, peak, request)
+    title = f"time lag {request.channel_a:g}-{request.channel_b:g} A"
+    write_outputs(maps, request.output, request.png_output, request.max_lag_s, title)
+    finite = np.isfinite(lag_s)
+    return {
+        "output": request.output,
+        "png": request.png_output,
+        "shape": list(lag_s.shape),
+        "frames": list(plan.n_frames),
+        "grid_steps": int(plan.grid_s.size),
+        "finite_fraction": float(finite.mean()),
+        "median_lag_s": float(np.median(lag_s[finite])) if finite.any() else None,
+        "plan_s": round(planned - started, 3),
+        "compute_s": round(computed - planned, 3),
+        "total_s": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,333 @@
+"""What each state of the workflows does, as plain functions the handlers call.
+
+The state machine passes small JSON documents between these steps (S3 pointers and
+counts, never catalogs)::
+
+    Inspect     event            -> {"source": {bucket, key}, "image": {...ImageInfo, route, summary_uri}}
+    DetectSmall {source, image}  -> {"status", "n_sources", "summary_uri"}   (sources rows written)
+    DetectLarge the same, as a Batch job (:mod:`skysift.aws.worker`), summary at image.summary_uri
+    Alerts      {source, image}  -> {"n_alerts", "n_published"}           (alerts rows, SNS)
+    Record      state            -> {"image_id", "status", "route", "n_sources"}  (images row)
+    Quarantine  state + error    -> {"reason", "message", "record_uri"}    (failed images row)
+    Report      Map Run result   -> {"report_uri", "total", "succeeded", "failed", "reasons"}
+
+Steps raise the typed errors of :mod:`skysift.errors`; the Lambda runtime reports the
+class name as the error, which the state machine catches and the Quarantine step
+turns back into the error's ``reason``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections import Counter
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .. import errors
+from ..alerts import raise_alerts
+from ..errors import SkysiftError
+from ..fitsio import ImageInfo, inspect_image
+from ..pipeline import image_row, process_image, top_sources
+from ..schema import IMAGES_SCHEMA
+from ..settings import Settings
+from .catalog import S3GlueCatalog
+from .config import AwsConfig, settings_from_env
+from .publisher import SnsPublisher
+
+log = logging.getLogger(__name__)
+
+_TIMESTAMPS = {f.name for f in IMAGES_SCHEMA if pa.types.is_timestamp(f.type)}
+
+
+class MalformedEvent(SkysiftError):
+    """A state input that is neither an S3 'Object Created' event nor {"source": {bucket, key}}."""
+
+    reason = "malformed_event"
+
+
+class SourceObject(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class ImageState(BaseModel):
+    """``$.image`` in the IngestImage state: what Inspect learnt, plus the route."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    info: ImageInfo
+    route: str
+    summary_uri: str
+
+
+class DetectRequest(BaseModel):
+    source: SourceObject
+    image: ImageState
+
+
+# -- small helpers ---------------------------------------------------------------------------
+def parse_source(event: dict[str, Any]) -> SourceObject:
+    """The object an IngestImage input is about: EventBridge S3 event or ``{"source": ...}``."""
+    from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+
+    try:
+        if "detail-type" in event:
+            parsed = S3EventNotificationEventBridgeModel.model_validate(event)
+            return SourceObject(bucket=parsed.detail.bucket.name, key=parsed.detail.object.key)
+        return SourceObject.model_validate(event["source"])
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise MalformedEvent(f"not an S3 Object Created event nor {{'source': {{bucket, key}}}}: {exc}") from exc
+
+
+def jsonable_row(row: dict) -> dict:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def row_from_json(data: dict) -> dict:
+    return {k: (datetime.fromisoformat(v) if k in _TIMESTAMPS and isinstance(v, str) else v) for k, v in data.items()}
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def put_json(s3, uri: str, document: dict) -> None:
+    bucket, key = _split_s3(uri)
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(document, default=str).encode(),
+                  ContentType="application/json")
+
+
+def get_json(s3, uri: str) -> dict | None:
+    bucket, key = _split_s3(uri)
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+class Context:
+    """Clients, configuration and settings, built once per cold start."""
+
+    def __init__(self, config: AwsConfig, settings: Settings, session: boto3.Session | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        self.session = session or boto3.Session()
+        self.s3 = self.session.client("s3")
+        self.store = S3GlueCatalog(config.catalog_bucket, config.glue_database, session=self.session)
+
+    def publisher(self) -> SnsPublisher:
+        if not (self.config.alert_topic_arn and self.config.alert_ledger_table):
+            raise errors.ConfigError("SKYSIFT_ALERT_TOPIC_ARN and SKYSIFT_ALERT_LEDGER_TABLE must be set")
+        return SnsPublisher(self.config.alert_topic_arn, self.config.alert_ledger_table, session=self.session)
+
+    def summary_uri(self, image_id: str) -> str:
+        return f"s3://{self.config.catalog_bucket}/runs/{image_id}/summary.json"
+
+
+def context_from_env() -> Context:
+    """The Context for the current environment, built once (per cold start) and reused."""
+    keys = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("SKYSIFT_", "AWS_ENDPOINT_URL"))))
+    return _context_for(keys)
+
+
+@functools.lru_cache(maxsize=4)
+def _context_for(environment: tuple[tuple[str, str], ...]) -> Context:
+    env = dict(environment)
+    return Context(AwsConfig.from_env(env), settings_from_env(env))
+
+
+# -- the steps -------------------------------------------------------------------------------
+def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
+    """``small`` (Lambda), ``large`` (Batch) or ``index_only`` (not a celestial image)."""
+    if info.wcs_kind != "celestial":
+        return "index_only"
+    return "small" if info.pixels <= small_image_max_pixels else "large"
+
+
+def inspect_step(event: dict[str, Any], ctx: Context) -> dict:
+    source = parse_source(event)
+    info = inspect_image(source.uri, survey_default=ctx.settings.survey)
+    route = choose_route(info, ctx.config.small_image_max_pixels)
+    log.info("inspected %s: %dx%d %s -> %s", source.uri, info.nx, info.ny, info.wcs_kind, route)
+    image = {"info": info.model_dump(mode="json"), "route": route, "summary_uri": ctx.summary_uri(info.image_id)}
+    return {"source": source.model_dump(), "image": image}
+
+
+def detect_step(request: dict[str, Any], ctx: Context) -> dict:
+    """Measure one image and write its ``sources`` rows; the summary goes to ``image.summary_uri``.
+
+    Raises the image's typed error when it cannot be measured (the summary then
+    holds the failure, for the Batch path whose exit code is all Step Functions sees).
+    """
+    req = DetectRequest.model_validate(request)
+    result = process_image(req.source.uri, ctx.settings, hdu=req.image.info.hdu, route=req.image.route)
+    if result.error is not None:
+        put_json(ctx.s3, req.image.summary_uri, {"status": "failed", "error": result.error.to_record()})
+        raise result.error
+    row = result.image_row
+    sources_uri = ctx.store.write_sources(row, result.sources)
+    n_sources = int(row.get("n_sources") or (result.sources.num_rows if result.sources is not None else 0))
+    put_json(ctx.s3, req.image.summary_uri, {
+        "status": row["status"], "image_row": jsonable_row(row), "n_sources": n_sources,
+        "sources_uri": sources_uri, "top_sources": top_sources(result.sources),
+    })
+    return {"status": row["status"], "n_sources": n_sources, "summary_uri": req.image.summary_uri,
+            "sources_uri": sources_uri}
+
+
+def _summary(ctx: Context, image: ImageState) -> dict:
+    summary = get_json(ctx.s3, image.summary_uri)
+    if summary is None or summary.get("status") == "failed":
+        raise errors.SourceNotFound("no detection summary: the detect step did not finish", uri=image.summary_uri)
+    return summary
+
+
+class _Counting:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.sent: list[str] = []
+
+    def publish(self, alerts: list[dict]) -> list[str]:
+        sent = self.inner.publish(alerts)
+        self.sent += sent
+        return sent
+
+
+def alerts_step(request: dict[str, Any], ctx: Context) -> dict:
+    req = DetectRequest.model_validate(request)
+    row = row_from_json(_summary(ctx, req.image)["image_row"])
+    sources = ctx.store.read_sources(row)
+    publisher = _Counting(ctx.publisher())
+    alerts = raise_alerts(row, sources, ctx.store, publisher, ctx.settings.alerts)
+    return {"n_alerts": len(alerts), "n_published": len(publisher.sent)}
+
+
+def record_step(state: dict[str, Any], ctx: Context) -> dict:
+    """Write the ``images`` row: from the detection summary, or index-only for non-celestial images."""
+    source = SourceObject.model_validate(state["source"])
+    image = ImageState.model_validate(state["image"])
+    if image.route == "index_only":
+        result = process_image(source.uri, ctx.settings, hdu=image.info.hdu, route="index_only")
+        if result.error is not None:
+            raise result.error
+        row = result.image_row
+        ctx.store.write_image(row, None)
+    else:
+        row = row_from_json(_summary(ctx, image)["image_row"])
+        row["route"] = image.route
+        ctx.store.write_image_row(row)
+    return {"image_id": row["image_id"], "status": row["status"], "route": row["route"],
+            "n_sources": int(row.get("n_sources") or 0)}
+
+
+def error_class(name: str) -> type[SkysiftError] | None:
+    candidate = getattr(errors, name, None)
+    if isinstance(candidate, type) and issubclass(candidate, SkysiftError):
+        return candidate
+    return MalformedEvent if name == "MalformedEvent" else None
+
+
+def failure_of(state: dict[str, Any], ctx: Context) -> SkysiftError:
+    """The typed error behind a caught failure ``$.error = {Error, Cause}``."""
+    caught = state.get("error") or {}
+    name, cause = caught.get("Error", "States.Runtime"), caught.get("Cause") or ""
+    try:
+        details = json.loads(cause)
+    except (TypeError, ValueError):
+        details = {}
+    details = details if isinstance(details, dict) else {}
+    cls = error_class(name)
+    if cls is not None:
+        return cls(details.get("errorMessage") or cause)
+    if name == "States.TaskFailed" and "image" in state:  # a Batch job: its summary says why
+        summary = get_json(ctx.s3, state["image"]["summary_uri"]) or {}
+        if summary.get("status") == "failed":
+            record = summary["error"]
+            failure = error_class(record.get("error_type", "")) or SkysiftError
+            error = failure(record.get("message", ""))
+            error.reason = record.get("reason", error.reason)
+            return error
+        error = SkysiftError(f"the Batch job failed: {details.get('StatusReason') or cause[:300]}")
+        error.reason = "batch_failed"
+        return error
+    error = SkysiftError(f"{name}: {details.get('errorMessage') or cause[:500]}")
+    error.reason = "timeout" if name == "States.Timeout" else "internal_error"
+    return error
+
+
+def quarantine_step(state: dict[str, Any], ctx: Context) -> dict:
+    """A failed ``images`` row with the reason, and a quarantine record; the raw object is kept."""
+    error = failure_of(state, ctx)
+    try:
+        source = parse_source(state)
+        error.uri = error.uri or source.uri
+    except MalformedEvent:
+        source = None
+    info = None
+    route = "inspect"
+    if "image" in state:
+        image = ImageState.model_validate(state["image"])
+        info, route = image.info, image.route
+    row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error)
+    ctx.store.write_image(row, None)
+    record = {**error.to_record(), "caught": state.get("error"), "route": route}
+    record_uri = ctx.store.record_failure(row, record)
+    log.warning("quarantined %s: %s (%s)", row["uri"], error.reason, error.message)
+    return {"image_id": row["image_id"], "reason": error.reason, "message": error.message, "record_uri": record_uri}
+
+
+def report_step(payload: dict[str, Any], ctx: Context) -> dict:
+    """Summarise a SurveyIngest Map Run from its ResultWriter files into one report object."""
+    details = payload["map"]["ResultWriterDetails"]
+    bucket = details["Bucket"]
+    manifest = json.loads(ctx.s3.get_object(Bucket=bucket, Key=details["Key"])["Body"].read())
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    failures = []
+    for status, files in manifest.get("ResultFiles", {}).items():
+        for entry in files:
+            items = json.loads(ctx.s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
+            counts[status.lower()] += len(items)
+            if status != "FAILED":
+                continue
+            for item in items:
+                reason, message = _child_failure(item)
+                reasons[reason] += 1
+                item_input = json.loads(item.get("Input") or "{}")
+                failures.append({"key": item_input.get("key"), "reason": reason, "message": message})
+    name = str(manifest.get("MapRunArn") or payload["execution_id"]).rsplit(":", 1)[-1]
+    report = {
+        "execution_id": payload["execution_id"], "map_run_arn": manifest.get("MapRunArn"),
+        "total": sum(counts.values()), "succeeded": counts["succeeded"], "failed": counts["failed"],
+        "reasons": dict(reasons), "failures": sorted(failures, key=lambda f: str(f["key"])),
+    }
+    uri = f"s3://{ctx.config.catalog_bucket}/reports/survey/{name}/report.json"
+    put_json(ctx.s3, uri, report)
+    return {"report_uri": uri, **{k: report[k] for k in ("total", "succeeded", "failed", "reasons")}}
+
+
+def _child_failure(item: dict) -> tuple[str, str]:
+    """(reason, message) of a failed IngestImage child: its Fail state carries them."""
+    cause = item.get("Cause") or ""
+    try:
+        details = json.loads(cause)
+    except (TypeError, ValueError):
+        return item.get("Error") or "unknown", cause
+    if isinstance(details, dict) and details.get("Error"):
+        return details["Error"], details.get("Cause") or ""
+    return item.get("Error") or "unknown", cause

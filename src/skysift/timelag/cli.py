@@ -1,0 +1,150 @@
+"""``skysift timelag``: a per-pixel time-lag map between two channels of a solar image series.
+
+Example::
+
+    skysift timelag --channel-a 193 --channel-b 171 \\
+        --start 2011-02-15T00:00 --end 2011-02-15T12:00 \\
+        --center "-125,250" --fov 500,500 --cadence 4min --max-lag 6h -o lag.fits
+
+The series comes from the images index (``--index``: a skysift home, default
+``$SKYSIFT_HOME``, or ``athena://DATABASE?workgroup=W``); the work runs on a local
+dask cluster, or on an existing one with ``--scheduler tcp://host:8786``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+from datetime import datetime
+
+import astropy.units as u
+import click
+
+from ..errors import SkysiftError
+from ..settings import Settings
+from .cluster import dask_client
+from .index import open_index
+from .pipeline import run_timelag
+from .request import TimeLagRequest
+
+log = logging.getLogger(__name__)
+
+_PAIR = re.compile(r"^\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")
+
+
+def parse_pair_arcsec(text: str) -> tuple[float, float]:
+    """``"-125,250"`` (arcsec), ``"-125,250 arcsec"``, ``"-2,4 arcmin"`` or ``"0.1,0.2deg"`` -> arcsec."""
+    match = _PAIR.match(text)
+    if not match:
+        raise click.BadParameter(f"expected two numbers 'X,Y' with an optional angle unit, got {text!r}")
+    try:
+        unit = u.Unit(match.group(3) or "arcsec")
+        values = [float(match.group(i)) * unit for i in (1, 2)]
+        return tuple(float(v.to_value(u.arcsec)) for v in values)  # type: ignore[return-value]
+    except (ValueError, u.UnitConversionError) as exc:
+        raise click.BadParameter(f"{text!r}: {exc}") from exc
+
+
+def parse_duration_s(text: str) -> float:
+    """``"4min"``, ``"6h"``, ``"12 s"`` or a bare number of seconds -> seconds."""
+    try:
+        quantity = u.Quantity(text.strip()) if not _is_number(text) else float(text) * u.s
+        return float(quantity.to_value(u.s))
+    except (TypeError, ValueError, u.UnitConversionError) as exc:
+        raise click.BadParameter(f"expected a duration like 4min, 6h or 30s, got {text!r}") from exc
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _Pair(click.ParamType):
+    name = "X,Y"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_pair_arcsec(value)
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+class _Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration_s(value)
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+_TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"])
+
+
+@click.command("timelag")
+@click.option("--channel-a", type=float, required=True, help="wavelength of channel A, Angstrom (e.g. 193)")
+@click.option("--channel-b", type=float, required=True, help="wavelength of channel B, Angstrom; lag > 0: B follows A")
+@click.option("--start", type=_TIME, required=True, help="series start, UTC (ISO 8601)")
+@click.option("--end", type=_TIME, required=True, help="series end, UTC (ISO 8601)")
+@click.option("--center", type=_Pair(), required=True, help='cutout centre "Tx,Ty" at the start, arcsec (or add a unit)')
+@click.option("--fov", type=_Pair(), default="500,500", show_default=True, help="cutout width,height, arcsec")
+@click.option("--cadence", type=_Duration(), default="4min", show_default=True, help="common time grid step")
+@click.option("--max-lag", type=_Duration(), default="6h", show_default=True, help="largest |lag| searched")
+@click.option("-o", "--output", required=True, help="FITS result: path or s3:// URL")
+@click.option("--png", default=None, help="PNG plot [default: output name with .png]")
+@click.option("--instrument", default=None, help="only frames whose INSTRUME/TELESCOP contains this, e.g. AIA")
+@click.option("--scale", type=float, default=None, help="cutout pixel size, arcsec [default: the reference frame's]")
+@click.option("--reference-time", type=_TIME, default=None, help="observer/time of the cutout [default: --start]")
+@click.option("--index", "index_spec", default=None,
+              help="skysift home with the images table, or athena://DATABASE?workgroup=W [default: $SKYSIFT_HOME]")
+@click.option("--scheduler", default=None, help="address of an existing dask scheduler [default: a local cluster]")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="local cluster worker processes")
+@click.option("--tile", type=click.IntRange(16), default=128, show_default=True, help="spatial chunk, pixels")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
+def timelag_command(channel_a: float, channel_b: float, start: datetime, end: datetime, center: tuple[float, float],
+                    fov: tuple[float, float], cadence: float, max_lag: float, output: str, png: str | None,
+                    instrument: str | None, scale: float | None, reference_time: datetime | None,
+                    index_spec: str | None, scheduler: str | None, workers: int, tile: int, progress: bool) -> None:
+    """Map the time lag between two channels of a solar image series (FITS + PNG).
+
+    Prints a JSON summary (outputs, frame counts, lag statistics in seconds) on stdout.
+    """
+    try:
+        request = TimeLagRequest.parse({
+            "channel_a": channel_a, "channel_b": channel_b, "start": start, "end": end,
+            "center_arcsec": center, "fov_arcsec": fov, "cadence_s": cadence, "max_lag_s": max_lag,
+            "instrument": instrument, "scale_arcsec": scale, "reference_time": reference_time,
+            "index": index_spec or str(Settings().home), "output": output, "png": png,
+            "scheduler": scheduler, "workers": workers, "tile_px": tile,
+        })
+        index = open_index(request.index)
+        with dask_client(request.scheduler, request.workers) as client:
+            summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None)
+    except SkysiftError as exc:
+        raise click.ClickException(f"[{exc.reason}] {exc}") from exc
+    click.echo(json.dumps(summary, indent=2))
+
+
+def _progress_bar(futures: list) -> None:
+    from distributed import progress
+
+    with contextlib.redirect_stdout(sys.stderr):
+        progress(futures, notebook=False)
+        print(file=sys.stderr)
+
+
+main = timelag_command
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

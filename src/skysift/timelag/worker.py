@@ -1,0 +1,64 @@
+"""Batch container entrypoint: ``python -m skysift.timelag.worker REQUEST.json``.
+
+REQUEST is a local path or an ``s3://`` URL of a :class:`TimeLagRequest` JSON. The
+worker runs the same pipeline as ``skysift timelag`` (on a LocalCluster inside the
+container, or on ``scheduler`` when the request names one), writes the FITS and PNG
+to the request's ``output``/``png`` (usually ``s3://``), writes a summary JSON next
+to the FITS (``<output>.json``) and prints it as one line on stdout.
+
+Exit status tells AWS Batch whether a retry can help:
+
+* 0: done;
+* 2: permanent failure (bad request, no series, unusable frames): do not retry;
+* 75 (EX_TEMPFAIL): transient failure (index or scheduler unavailable): retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from ..errors import SkysiftError
+from .cluster import dask_client
+from .index import open_index
+from .output import put_bytes
+from .pipeline import run_timelag
+from .request import TimeLagRequest
+
+log = logging.getLogger("skysift.timelag.worker")
+
+EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT = 0, 2, 75
+
+
+def run(request_uri: str) -> dict[str, object]:
+    """Load the request, run it, write outputs and the summary; return the summary."""
+    request = TimeLagRequest.load(request_uri)
+    index = open_index(request.index)
+    with dask_client(request.scheduler, request.workers) as client:
+        summary = run_timelag(request, index, client)
+    summary = {"status": "ok", "request": request_uri, **summary}
+    put_bytes(f"{request.output}.json", json.dumps(summary).encode())
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry; returns the process exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    if len(args) != 1:
+        print("usage: python -m skysift.timelag.worker REQUEST.json (path or s3:// URL)", file=sys.stderr)
+        return EXIT_PERMANENT
+    try:
+        summary = run(args[0])
+    except SkysiftError as exc:
+        record = {"status": "failed", "request": args[0], **exc.to_record()}
+        print(json.dumps(record))
+        log.error("time-lag job failed: %s", exc)
+        return EXIT_PERMANENT if exc.permanent else EXIT_TRANSIENT
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
