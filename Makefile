@@ -26,7 +26,8 @@ test: install
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 bench: install
-	$(BIN)/python benchmarks/bench_detect.py
+	$(BIN)/python benchmarks/bench_detect.py --repeats 5
+	$(BIN)/python benchmarks/bench_accuracy.py
 
 clean:
 	rm -rf sky $(HOME_DIR) field_001.png .pytest_cache

@@ -17,12 +17,20 @@ from .settings import BackgroundSettings
 
 @dataclass(frozen=True)
 class Background:
-    """Sky level and RMS maps, in the image's units (counts)."""
+    """Sky model in the image's units (counts): the RMS map and global figures.
 
-    level: np.ndarray  # float32 map, same shape as the image
+    The full-resolution level map is not kept (it costs a spline evaluation per pixel
+    and a full-size array): :meth:`subtract_from` removes it in place instead.
+    """
+
+    model: sep.Background
     rms: np.ndarray  # float32 map, per-pixel 1-sigma sky noise
     global_level: float
     global_rms: float
+
+    def subtract_from(self, data: np.ndarray) -> None:
+        """Subtract the sky level from ``data`` (float32, C-contiguous) in place."""
+        self.model.subfrom(data)
 
 
 def estimate_background(data: np.ndarray, mask: np.ndarray | None, settings: BackgroundSettings) -> Background:
@@ -42,7 +50,7 @@ def estimate_background(data: np.ndarray, mask: np.ndarray | None, settings: Bac
     box = max(8, min(settings.box_px, nx // 4 or 8, ny // 4 or 8))
     bkg = sep.Background(data, mask=mask, bw=box, bh=box, fw=settings.filter_px, fh=settings.filter_px)
     return Background(
-        level=bkg.back(dtype=np.float32),
+        model=bkg,
         rms=bkg.rms(dtype=np.float32),
         global_level=float(bkg.globalback),
         global_rms=float(bkg.globalrms),

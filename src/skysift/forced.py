@@ -24,7 +24,8 @@ def forced_snr(uri: str, hdu: int | None, ra_deg: np.ndarray, dec_deg: np.ndarra
     """
     image = read_image(uri, hdu)
     bkg = estimate_background(image.data, image.mask, background)
-    data = image.data - bkg.level
+    data = image.data
+    bkg.subtract_from(data)
     data[image.mask] = 0.0
     x, y = sky_to_pixel(image.wcs, ra_deg, dec_deg)
     ny, nx = data.shape

@@ -58,7 +58,7 @@ def measure_image(image: Image, settings: Settings) -> Measurement:
     t = time.perf_counter()
     bkg = estimate_background(image.data, image.mask, settings.background)
     data = image.data
-    data -= bkg.level
+    bkg.subtract_from(data)
     data[image.mask] = 0.0
     timings["background_s"] = time.perf_counter() - t
 
@@ -69,7 +69,7 @@ def measure_image(image: Image, settings: Settings) -> Measurement:
     t = time.perf_counter()
     cols = measure(
         data, detections.objects, bkg.rms, image.mask, settings.photometry,
-        gain=gain, background_level=bkg.level, saturation_level=saturation,
+        gain=gain, background_level=bkg.global_level, saturation_level=saturation,
     )
     if detections.crowded:
         cols["flags"] = cols["flags"] | F.CROWDED

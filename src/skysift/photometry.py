@@ -26,7 +26,7 @@ def measure(
     settings: PhotometrySettings,
     *,
     gain: float | None = None,
-    background_level: np.ndarray | None = None,
+    background_level: float = 0.0,
     saturation_level: float | None = None,
     edge_margin_px: float = 3.0,
 ) -> dict[str, np.ndarray]:
@@ -46,8 +46,8 @@ def measure(
         Aperture radii (pixels) and Kron parameters.
     gain : float, optional
         Electrons per count, adding source Poisson noise to flux errors.
-    background_level : ndarray, optional
-        Background map (counts), to compare peaks with ``saturation_level``.
+    background_level : float
+        Sky level (counts) added back to peaks before comparing with ``saturation_level``.
     saturation_level : float, optional
         Raw pixel value (counts, background included) at which the detector saturates.
     edge_margin_px : float
@@ -109,10 +109,7 @@ def measure(
     near = (xpos < edge_margin_px) | (ypos < edge_margin_px) | (xpos > nx - 1 - edge_margin_px) | (ypos > ny - 1 - edge_margin_px)
     flag |= np.where(near, F.NEAR_EDGE, 0)
     if saturation_level is not None:
-        xi = np.clip(np.round(x).astype(int), 0, nx - 1)
-        yi = np.clip(np.round(y).astype(int), 0, ny - 1)
-        level = background_level[yi, xi] if background_level is not None else 0.0
-        flag |= np.where(objects["peak"] + level >= saturation_level, F.SATURATED, 0)
+        flag |= np.where(objects["peak"] + background_level >= saturation_level, F.SATURATED, 0)
     columns["flags"] = flag.astype(np.int32)
     return columns
 
