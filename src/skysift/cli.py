@@ -178,24 +178,47 @@ def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> N
 
 
 @cli.command()
-@click.argument("image")
-@click.option("-o", "--output", default=None, help="PNG path (default: IMAGE name + .png).")
+@click.argument("image", required=False)
+@click.option("-o", "--output", default=None, help="PNG path (default: IMAGE name + .png, or overview.png).")
 @click.option("--hdu", default=None)
+@click.option("--overview", is_flag=True, help="Catalog overview from the tables: sky map with footprints, "
+              "magnitude and SNR histograms, size-magnitude diagram (no IMAGE).")
+@click.option("--diagnostics", is_flag=True, help="IMAGE with detections, its background map and RMS map.")
 @click.pass_context
-def plot(ctx: click.Context, image: str, output: str | None, hdu: str | None) -> None:
-    """Draw an image with its detections (measured now, with the current settings)."""
+def plot(ctx: click.Context, image: str | None, output: str | None, hdu: str | None, overview: bool,
+         diagnostics: bool) -> None:
+    """Draw an image with its detections (measured now, with the current settings), or the catalog overview."""
     from .fitsio import read_image
     from .pipeline import process_image
-    from .plotting import detections_overlay
+    from .plotting import catalog_overview, detections_overlay, image_diagnostics
 
     settings = _settings(ctx)
+    if overview:
+        if image is not None or diagnostics:
+            raise click.UsageError("--overview draws the whole catalog: give no IMAGE and no --diagnostics")
+        from .query import LocalCatalog
+
+        catalog = LocalCatalog(settings.home)
+        sources = catalog.sql("SELECT ra, dec, mag_ab, flux, snr, fwhm_arcsec, star_score FROM sources")
+        if sources.empty:
+            raise click.UsageError(f"no sources in {settings.home}: run `skysift run` first")
+        images = catalog.sql("SELECT corners_ra, corners_dec FROM images WHERE status = 'ok'")
+        out = output or "overview.png"
+        catalog_overview(sources, images, out, title=str(settings.home))
+        console.print(f"wrote {out} ({len(sources)} sources, {len(images)} images)")
+        return
+    if image is None:
+        raise click.UsageError("give an IMAGE, or --overview")
     hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
     result = process_image(image, settings, hdu=hdu_value)
     if result.error is not None:
         raise result.error
     pixels = read_image(image, hdu_value, max_pixels=settings.limits.max_pixels)
-    out = output or Path(image).name.split(".")[0] + ".png"
-    detections_overlay(pixels, result.sources, out)
+    out = output or Path(image).name.split(".")[0] + ("_diagnostics" if diagnostics else "") + ".png"
+    if diagnostics:
+        image_diagnostics(pixels, result.sources, out, background=settings.background)
+    else:
+        detections_overlay(pixels, result.sources, out)
     console.print(f"wrote {out} ({result.image_row.get('n_sources') or 0} detections)")
 
 

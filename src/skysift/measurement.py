@@ -16,7 +16,7 @@ from . import astrometry, calibration, classification, psf
 from . import flags as F
 from .background import estimate_background
 from .detection import detect
-from .fitsio import Image
+from .fitsio import Image, ImageInfo
 from .photometry import measure
 from .settings import Settings
 
@@ -33,6 +33,32 @@ class Measurement:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class PixelMeasurement:
+    """What one pixel array (a whole image or one tile) yields before WCS and calibration.
+
+    Positions are in the array's own 0-based coordinates until :meth:`shifted`.
+    """
+
+    columns: dict[str, np.ndarray]
+    global_level: float
+    global_rms: float
+    threshold_sigma: float
+    crowded: bool
+    stamps: dict[int, np.ndarray]  # source row -> background-subtracted stamp, for the seeing fit
+    timings: dict[str, float]
+
+    def shifted(self, dx: int, dy: int, keep: np.ndarray) -> PixelMeasurement:
+        """Rows in ``keep`` only, with positions moved by (dx, dy) into image coordinates."""
+        columns = {name: values[keep] for name, values in self.columns.items()}
+        columns["x"] = columns["x"] + dx
+        columns["y"] = columns["y"] + dy
+        new_index = np.cumsum(keep) - 1
+        stamps = {int(new_index[i]): stamp for i, stamp in self.stamps.items() if keep[i]}
+        return PixelMeasurement(columns, self.global_level, self.global_rms, self.threshold_sigma,
+                                self.crowded, stamps, self.timings)
+
+
 def _header_float(header, *keys: str) -> float | None:
     for key in keys:
         try:
@@ -44,37 +70,41 @@ def _header_float(header, *keys: str) -> float | None:
     return None
 
 
-def measure_image(image: Image, settings: Settings) -> Measurement:
-    """Background, detection and all per-source measurements of a celestial image.
-
-    The image's pixel array is background-subtracted in place (it is not needed
-    afterwards and this saves a full copy of a large image).
-    """
+def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Settings) -> PixelMeasurement:
+    """Background, detection and photometry of one pixel array (subtracted in place)."""
     timings: dict[str, float] = {}
-    header, info = image.header, image.info
     gain = settings.photometry.gain_e_per_count or _header_float(header, "GAIN", "EGAIN", "CCDGAIN")
     saturation = settings.photometry.saturation_level or _header_float(header, "SATURATE", "SATLEVEL")
 
     t = time.perf_counter()
-    bkg = estimate_background(image.data, image.mask, settings.background)
-    data = image.data
+    bkg = estimate_background(data, mask, settings.background)
     bkg.subtract_from(data)
-    data[image.mask] = 0.0
+    data[mask] = 0.0
     timings["background_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    detections = detect(data, bkg.rms, image.mask, settings.detection)
+    detections = detect(data, bkg.rms, mask, settings.detection)
     timings["detect_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     cols = measure(
-        data, detections.objects, bkg.rms, image.mask, settings.photometry,
+        data, detections.objects, bkg.rms, mask, settings.photometry,
         gain=gain, background_level=bkg.global_level, saturation_level=saturation,
     )
     if detections.crowded:
         cols["flags"] = cols["flags"] | F.CROWDED
-    ra, dec = astrometry.pixel_to_sky(image.wcs, cols["x"], cols["y"])
-    foot = astrometry.footprint(image.wcs, info.nx, info.ny)
+    stamps = psf.candidate_stamps(data, cols)
+    timings["measure_s"] = time.perf_counter() - t
+    return PixelMeasurement(cols, bkg.global_level, bkg.global_rms, detections.threshold_sigma,
+                            detections.crowded, stamps, timings)
+
+
+def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, settings: Settings) -> Measurement:
+    """Sky positions, calibration, star/galaxy scores, seeing and depth for a whole image."""
+    t = time.perf_counter()
+    cols = pixels.columns
+    ra, dec = astrometry.pixel_to_sky(wcs, cols["x"], cols["y"])
+    foot = astrometry.footprint(wcs, info.nx, info.ny)
     scale = foot.pixel_scale_arcsec
     cols["ra"], cols["dec"] = ra, dec
     cols["healpix"] = astrometry.healpix_index(ra, dec)
@@ -84,15 +114,13 @@ def measure_image(image: Image, settings: Settings) -> Measurement:
     cols.update(calibration.calibrate(cols["flux"], cols["flux_err"], zp))
     locus = classification.stellar_locus(cols["half_light_radius_px"], cols["snr"], cols["flags"])
     cols["star_score"] = classification.star_score(cols["half_light_radius_px"], cols["snr"], locus)
-    timings["measure_s"] = time.perf_counter() - t
-
-    seeing = psf.seeing_fwhm_px(data, cols)
+    seeing = psf.seeing_fwhm_px(pixels.stamps, cols["star_score"], cols["fwhm_px"])
     limit_radius = seeing if seeing else (settings.detection.filter_fwhm_px or 3.0)
-    limit_flux = 5.0 * bkg.global_rms * np.sqrt(np.pi) * limit_radius / GAUSSIAN_FLUX_WITHIN_FWHM
+    limit_flux = 5.0 * pixels.global_rms * np.sqrt(np.pi) * limit_radius / GAUSSIAN_FLUX_WITHIN_FWHM
     stats: dict[str, object] = {
-        "n_sources": len(detections.objects),
-        "background_level": bkg.global_level,
-        "background_rms": bkg.global_rms,
+        "n_sources": len(cols["x"]),
+        "background_level": pixels.global_level,
+        "background_rms": pixels.global_rms,
         "pixel_scale_arcsec": scale,
         "seeing_fwhm_px": seeing,
         "seeing_fwhm_arcsec": seeing * scale if seeing else None,
@@ -105,9 +133,21 @@ def measure_image(image: Image, settings: Settings) -> Measurement:
         "radius_deg": foot.radius_deg,
         "corners_ra": foot.corners_ra,
         "corners_dec": foot.corners_dec,
-        "detection_threshold_sigma": detections.threshold_sigma,
-        "crowded": detections.crowded,
+        "detection_threshold_sigma": pixels.threshold_sigma,
+        "crowded": pixels.crowded,
         "filter_fwhm_px": settings.detection.filter_fwhm_px or 3.0,
         "aperture_radii_px": list(settings.photometry.aperture_radii_px),
     }
+    timings = dict(pixels.timings)
+    timings["measure_s"] = timings.get("measure_s", 0.0) + time.perf_counter() - t
     return Measurement(columns=cols, stats=stats, timings=timings)
+
+
+def measure_image(image: Image, settings: Settings) -> Measurement:
+    """Background, detection and all per-source measurements of a celestial image in memory.
+
+    The image's pixel array is background-subtracted in place (it is not needed
+    afterwards and this saves a full copy of a large image).
+    """
+    pixels = measure_pixels(image.data, image.mask, image.header, settings)
+    return finish_catalog(pixels, image.wcs, image.info, image.header, settings)

@@ -15,15 +15,18 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+from astropy.io import fits
 
 from . import __version__, storage
 from .alerts import raise_alerts
 from .errors import SkysiftError
-from .fitsio import Image, ImageInfo, make_image_id, read_image
+from .errors import ImageTooLarge
+from .fitsio import ImageInfo, build_wcs, inspect_image, make_image_id, read_image
 from .measurement import measure_image
 from .ports import AlertPublisher, CatalogStore
 from .schema import IMAGES_SCHEMA, sources_schema
 from .settings import Settings
+from .tiles import measure_tiled, pixels_for_memory
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +90,16 @@ def _unread_image_id(uri: str | None) -> str:
     return make_image_id(str(uri), content)
 
 
-def sources_table(image: Image, columns: dict[str, np.ndarray], settings: Settings) -> pa.Table:
+def sources_table(info: ImageInfo, columns: dict[str, np.ndarray], settings: Settings) -> pa.Table:
     """The ``sources`` rows of one image as an Arrow table with the documented schema."""
     schema = sources_schema(len(settings.photometry.aperture_radii_px))
     n = len(columns["x"])
-    image_id = image.info.image_id
+    image_id = info.image_id
     data = dict(columns)
     data["image_id"] = np.full(n, image_id, dtype=object)
     data["source_num"] = np.arange(n, dtype=np.int32)
     data["source_id"] = np.array([f"{image_id}:{i}" for i in range(n)], dtype=object)
-    data["obs_time"] = pa.array([image.info.obs_time] * n, type=schema.field("obs_time").type)
+    data["obs_time"] = pa.array([info.obs_time] * n, type=schema.field("obs_time").type)
     arrays = []
     for f in schema:
         value = data[f.name]
@@ -109,43 +112,85 @@ def sources_table(image: Image, columns: dict[str, np.ndarray], settings: Settin
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: str = "local") -> ImageResult:
-    """Read and measure one image; never raises for bad input.
+def in_memory_pixel_limit(settings: Settings) -> int:
+    """Largest image measured in one piece; larger ones take the tiled path."""
+    return min(settings.limits.max_pixels, pixels_for_memory(settings.limits.max_memory_bytes))
 
-    Returns an :class:`ImageResult` whose ``image_row`` has status ``ok`` (sources
-    measured), ``indexed`` (helioprojective or no celestial WCS: indexed, not
-    extracted) or ``failed`` (``error`` holds the typed error and its reason).
-    """
-    t0 = time.perf_counter()
-    try:
-        image = read_image(uri, hdu, max_pixels=settings.limits.max_pixels, survey_default=settings.survey)
-    except SkysiftError as exc:
-        log.warning("%s", exc)
-        return ImageResult(image_row(None, status="failed", route=route, uri=str(uri), error=exc), error=exc)
-    read_s = time.perf_counter() - t0
-    info = image.info
-    if info.wcs_kind != "celestial" or image.wcs is None:
-        row = image_row(info, status="indexed", route="index_only", read_s=read_s,
-                        total_s=time.perf_counter() - t0, wcs_header=_wcs_text(image))
-        return ImageResult(row, info=info)
-    try:
-        result = measure_image(image, settings)
-    except SkysiftError as exc:
-        exc.uri = exc.uri or info.uri
-        log.warning("%s", exc)
-        return ImageResult(image_row(info, status="failed", route=route, error=exc, read_s=read_s), info=info, error=exc)
-    table = sources_table(image, result.columns, settings)
+
+def _failed(uri: str, route: str, exc: SkysiftError, info: ImageInfo | None = None, **values) -> ImageResult:
+    exc.uri = exc.uri or str(uri)
+    log.warning("%s", exc)
+    return ImageResult(image_row(info, status="failed", route=route, uri=str(uri), error=exc, **values), info=info, error=exc)
+
+
+def _indexed(info: ImageInfo, header, wcs, t0: float, **values) -> ImageResult:
+    row = image_row(info, status="indexed", route="index_only", total_s=time.perf_counter() - t0,
+                    wcs_header=_wcs_text(header, wcs), **values)
+    return ImageResult(row, info=info)
+
+
+def _measured(info: ImageInfo, header, wcs, result, settings: Settings, route: str, t0: float, read_s: float) -> ImageResult:
+    table = sources_table(info, result.columns, settings)
     timings = {"read_s": read_s, **result.timings, "total_s": time.perf_counter() - t0}
-    row = image_row(info, status="ok", route=route, wcs_header=_wcs_text(image), **result.stats, **timings)
+    row = image_row(info, status="ok", route=route, wcs_header=_wcs_text(header, wcs), **result.stats, **timings)
     return ImageResult(row, sources=table, info=info, timings=timings)
 
 
-def _wcs_text(image: Image) -> str | None:
-    if image.wcs is None:
+def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: str = "local",
+                  workers: int = 1) -> ImageResult:
+    """Read and measure one image; never raises for bad input.
+
+    Images within :func:`in_memory_pixel_limit` are read whole; larger ones (judged from
+    the header, before any pixel is read) are measured tile by tile in bounded memory,
+    with ``workers`` processes. Returns an :class:`ImageResult` whose ``image_row`` has
+    status ``ok`` (sources measured), ``indexed`` (helioprojective or no celestial WCS:
+    indexed, not extracted) or ``failed`` (``error`` holds the typed error and its reason).
+    """
+    t0 = time.perf_counter()
+    limit = in_memory_pixel_limit(settings)
+    info = None
+    try:
+        # judge big files from their header before reading any pixel
+        if route == "large" or storage.object_size(storage.normalize_uri(uri)) > limit * 4:
+            info = inspect_image(uri, hdu, survey_default=settings.survey)
+        if info is not None and (info.pixels > limit or route == "large"):
+            return _process_tiled(info, settings, workers, t0)
+        image = read_image(uri, hdu, max_pixels=limit, survey_default=settings.survey)
+    except ImageTooLarge:  # a compressed file that expands beyond the limit
+        try:
+            return _process_tiled(inspect_image(uri, hdu, survey_default=settings.survey), settings, workers, t0)
+        except SkysiftError as exc:
+            return _failed(uri, "large", exc, info)
+    except SkysiftError as exc:
+        return _failed(uri, route, exc, info)
+    read_s = time.perf_counter() - t0
+    info = image.info
+    if info.wcs_kind != "celestial" or image.wcs is None:
+        return _indexed(info, image.header, image.wcs, t0, read_s=read_s)
+    try:
+        result = measure_image(image, settings)
+    except SkysiftError as exc:
+        return _failed(info.uri, route, exc, info, read_s=read_s)
+    return _measured(info, image.header, image.wcs, result, settings, route, t0, read_s)
+
+
+def _process_tiled(info: ImageInfo, settings: Settings, workers: int, t0: float) -> ImageResult:
+    """The large-image path: header known, pixels read tile by tile."""
+    if info.wcs_kind != "celestial":
+        return _indexed(info, fits.Header(), None, t0)
+    try:
+        info, result, header = measure_tiled(info.uri, settings, workers=workers, info=info)
+    except SkysiftError as exc:
+        return _failed(info.uri, "large", exc, info)
+    return _measured(info, header, build_wcs(header), result, settings, "large", t0, 0.0)
+
+
+def _wcs_text(header, wcs) -> str | None:
+    if wcs is None:
         # keep helioprojective and other WCS keywords for the solar index
-        keys = [k for k in image.header if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "PC", "CROTA", "RSUN", "DSUN", "HGLN", "HGLT", "DATE-OBS"))]
-        return "\n".join(image.header.cards[k].image for k in keys) or None
-    return image.wcs.to_header(relax=True).tostring(sep="\n")
+        keys = [k for k in header if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "PC", "CROTA", "RSUN", "DSUN", "HGLN", "HGLT", "DATE-OBS"))]
+        return "\n".join(header.cards[k].image for k in keys) or None
+    return wcs.to_header(relax=True).tostring(sep="\n")
 
 
 @dataclass

@@ -8,11 +8,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from astropy.visualization import ImageNormalize, ZScaleInterval
-from matplotlib.patches import Ellipse
+from matplotlib.patches import Ellipse, Polygon
 
+from .background import estimate_background
 from .fitsio import Image
+from .settings import BackgroundSettings
 
 
 def detections_overlay(image: Image, sources: pa.Table | None, out_path: str, *, title: str | None = None,
@@ -20,8 +23,19 @@ def detections_overlay(image: Image, sources: pa.Table | None, out_path: str, *,
     """The image (zscale) with each detection's Kron ellipse, coloured by star/galaxy score."""
     fig = plt.figure(figsize=(9, 8))
     ax = fig.add_subplot(111, projection=image.wcs) if image.wcs is not None else fig.add_subplot(111)
-    norm = ImageNormalize(np.nan_to_num(image.data, nan=np.nanmedian(image.data)), interval=ZScaleInterval())
-    ax.imshow(image.data, origin="lower", cmap="gray", norm=norm, interpolation="nearest")
+    _show(ax, image.data)
+    n = _draw_detections(fig, ax, sources, max_ellipses)
+    if image.wcs is not None:
+        ax.set_xlabel("RA (ICRS)")
+        ax.set_ylabel("Dec (ICRS)")
+    ax.set_title(title or f"{image.info.uri.rsplit('/', 1)[-1]}: {n} detections")
+    fig.savefig(out_path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out_path
+
+
+def _draw_detections(fig, ax, sources: pa.Table | None, max_ellipses: int) -> int:
+    """Kron ellipses of ``sources`` on ``ax`` coloured by star score; returns the number of sources."""
     n = 0 if sources is None else sources.num_rows
     if n:
         cols = sources.select(["x", "y", "a", "b", "theta", "kron_radius", "star_score"]).to_pydict()
@@ -34,10 +48,128 @@ def detections_overlay(image: Image, sources: pa.Table | None, out_path: str, *,
                                  angle=np.degrees(cols["theta"][i]), fill=False, lw=0.7, color=colour))
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
         fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04, label="star score (1 = point source)")
-    if image.wcs is not None:
-        ax.set_xlabel("RA (ICRS)")
-        ax.set_ylabel("Dec (ICRS)")
-    ax.set_title(title or f"{image.info.uri.rsplit('/', 1)[-1]}: {n} detections")
+    return n
+
+
+def _show(ax, data: np.ndarray, cmap: str = "gray"):
+    norm = ImageNormalize(np.nan_to_num(data, nan=np.nanmedian(data)), interval=ZScaleInterval())
+    return ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+
+
+def _save(fig, out_path: str) -> str:
     fig.savefig(out_path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out_path
+
+
+def draw_footprints(ax, images: pd.DataFrame, **style) -> None:
+    """Outline each image's footprint (``corners_ra``/``corners_dec``, deg) on RA/Dec axes."""
+    for ra, dec in zip(images["corners_ra"], images["corners_dec"], strict=True):
+        if ra is None or dec is None or len(ra) < 3:
+            continue
+        ax.add_patch(Polygon(np.c_[ra, dec], closed=True, fill=False, **({"lw": 1.2, "color": "k"} | style)))
+
+
+def catalog_overview(sources: pd.DataFrame, images: pd.DataFrame, out_path: str, *, title: str | None = None) -> str:
+    """Four panels: sky map with footprints, magnitude and SNR histograms, size-magnitude diagram.
+
+    Parameters
+    ----------
+    sources : DataFrame
+        ``sources`` rows with ``ra``, ``dec`` (deg), ``mag_ab`` (mag; instrumental
+        ``-2.5 log10 flux`` is used where null), ``snr``, ``fwhm_arcsec`` and ``star_score``.
+    images : DataFrame
+        ``images`` rows with ``corners_ra`` and ``corners_dec`` (deg).
+    out_path : str
+        PNG to write.
+    """
+    mag = sources["mag_ab"].astype(float)
+    instrumental = mag.isna().all()
+    if instrumental:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mag = -2.5 * np.log10(sources["flux"].astype(float).where(sources["flux"] > 0))
+    label = "instrumental mag" if instrumental else "AB mag"
+    score = sources["star_score"].astype(float).fillna(0.5)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 10))
+    sky, hist_mag, hist_snr, size = axes.ravel()
+    points = sky.scatter(sources["ra"], sources["dec"], c=mag, s=4, cmap="viridis_r")
+    draw_footprints(sky, images)
+    fig.colorbar(points, ax=sky, label=label)
+    sky.invert_xaxis()
+    sky.set(xlabel="RA (deg)", ylabel="Dec (deg)", title=f"{len(sources)} sources on {len(images)} images")
+    finite = mag[np.isfinite(mag)]
+    hist_mag.hist(finite, bins=max(10, min(60, len(finite) // 20 or 10)), color="steelblue")
+    hist_mag.set(xlabel=label, ylabel="sources", title="brightness")
+    snr = sources["snr"].astype(float)
+    snr = snr[np.isfinite(snr) & (snr > 0)]
+    if len(snr):
+        hist_snr.hist(snr, bins=np.logspace(np.log10(max(snr.min(), 1.0)), np.log10(snr.max()) + 0.01, 40), color="indianred")
+    hist_snr.set(xscale="log", xlabel="SNR", ylabel="sources", title="significance")
+    sc = size.scatter(mag, sources["fwhm_arcsec"], c=score, s=5, cmap="coolwarm_r", vmin=0, vmax=1)
+    fig.colorbar(sc, ax=size, label="star score (1 = point source)")
+    size.set(xlabel=label, ylabel="FWHM (arcsec)", yscale="log", title="star / galaxy separation")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_path)
+
+
+def image_diagnostics(image: Image, sources: pa.Table | None, out_path: str, *,
+                      background: BackgroundSettings | None = None, max_ellipses: int = 5000) -> str:
+    """Three panels of one image: detections drawn on it, the background map and the RMS map (counts)."""
+    bkg = estimate_background(image.data.copy(), image.mask, background or BackgroundSettings())
+    level = bkg.model.back(dtype=np.float32)
+    fig, (ax_img, ax_back, ax_rms) = plt.subplots(1, 3, figsize=(19, 6))
+    _show(ax_img, image.data)
+    n = _draw_detections(fig, ax_img, sources, max_ellipses)
+    ax_img.set_title(f"{image.info.uri.rsplit('/', 1)[-1]}: {n} detections")
+    for ax, data, name in ((ax_back, level, "background level"), (ax_rms, bkg.rms, "background RMS")):
+        shown = ax.imshow(data, origin="lower", cmap="magma", interpolation="nearest")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="counts")
+        ax.set_title(f"{name}: median {np.median(data):.4g} counts")
+    for ax in (ax_img, ax_back, ax_rms):
+        ax.set(xlabel="x (pix)", ylabel="y (pix)")
+    return _save(fig, out_path)
+
+
+def completeness_plot(curves: list[dict], out_path: str) -> str:
+    """Recovered fraction vs injected magnitude, one line per image.
+
+    ``curves`` are :meth:`skysift.completeness.CompletenessResult.to_json` dicts
+    (``bins``, ``fit``, ``uri``, ``mag_system``).
+    """
+    from .completeness import CompletenessFit
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for curve in curves:
+        centres = [(b["mag_lo"] + b["mag_hi"]) / 2 for b in curve["bins"]]
+        values = [b["completeness"] for b in curve["bins"]]
+        name = str(curve["uri"]).rsplit("/", 1)[-1]
+        line = ax.plot(centres, values, "o", ms=4, label=f"{name}: m50 {curve['mag50']:.2f}")[0]
+        grid = np.linspace(min(centres), max(centres), 200)
+        ax.plot(grid, CompletenessFit(**curve["fit"])(grid), color=line.get_color(), lw=1)
+    ax.axhline(0.5, color="grey", ls=":")
+    ax.axhline(0.9, color="grey", ls=":")
+    system = curves[0]["mag_system"] if curves else "AB"
+    ax.set(xlabel=f"injected magnitude ({system})", ylabel="recovered fraction", ylim=(-0.02, 1.05),
+           title="completeness from injected stars")
+    ax.legend(fontsize=8)
+    return _save(fig, out_path)
+
+
+def crossmatch_plot(matches: pd.DataFrame, out_path: str, *, min_snr_zp: float = 20.0) -> str:
+    """Astrometric offsets (arcsec) and magnitude differences of matched sources."""
+    fig, (ax_pos, ax_mag) = plt.subplots(1, 2, figsize=(13, 5.5))
+    ax_pos.scatter(matches["dra_arcsec"], matches["ddec_arcsec"], s=4, alpha=0.6)
+    ax_pos.axhline(0, color="grey", lw=0.8)
+    ax_pos.axvline(0, color="grey", lw=0.8)
+    ax_pos.set(xlabel="dRA cos(Dec) (arcsec)", ylabel="dDec (arcsec)", aspect="equal",
+               title=f"{len(matches)} matches: median ({matches['dra_arcsec'].median():+.3f}, "
+                     f"{matches['ddec_arcsec'].median():+.3f}) arcsec")
+    good = matches[(matches["snr"] >= min_snr_zp) & matches["dmag"].notna()]
+    ax_mag.scatter(matches["ref_mag"], matches["dmag"], s=4, color="lightgrey", label="all")
+    ax_mag.scatter(good["ref_mag"], good["dmag"], s=4, label=f"SNR >= {min_snr_zp:g}")
+    if len(good):
+        ax_mag.axhline(good["dmag"].median(), color="k", lw=1, label=f"median {good['dmag'].median():+.3f} mag")
+    ax_mag.set(xlabel="reference mag", ylabel="mag_ab - reference mag", title="zero-point difference")
+    ax_mag.legend(fontsize=8)
+    return _save(fig, out_path)

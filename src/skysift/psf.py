@@ -36,25 +36,29 @@ def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     return fwhm if np.isfinite(fwhm) and 0.5 < fwhm < 2 * half else None
 
 
-def seeing_fwhm_px(data: np.ndarray, columns: dict[str, np.ndarray]) -> float | None:
-    """Median fitted FWHM (pixels) of the brightest clean point sources, None if too few."""
-    score = columns["star_score"]
-    candidates = np.flatnonzero(
-        (score > 0.8) & (columns["snr"] > 30) & ((columns["flags"] & (F.CLEAN_MASK | F.MERGED)) == 0)
-    )
-    if candidates.size < MIN_STARS:
-        return None
-    candidates = candidates[np.argsort(-columns["snr"][candidates])][:MAX_STARS]
-    guess = float(np.median(columns["fwhm_px"][candidates]))
-    half = max(5, int(np.ceil(2.5 * guess)))
+def candidate_stamps(data: np.ndarray, columns: dict[str, np.ndarray], n: int = 4 * MAX_STARS) -> dict[int, np.ndarray]:
+    """Background-subtracted stamps around the ``n`` most significant clean, unblended sources.
+
+    Taken while the pixels are at hand (a tile may be gone by the time star scores are known).
+    """
+    clean = (columns["snr"] > 30) & ((columns["flags"] & (F.CLEAN_MASK | F.MERGED)) == 0)
+    rows = np.flatnonzero(clean)
+    rows = rows[np.argsort(-columns["snr"][rows])][:n]
     ny, nx = data.shape
-    fwhms = []
-    for i in candidates:
-        xc, yc = round(columns["x"][i]), round(columns["y"][i])
-        if xc < half or yc < half or xc >= nx - half or yc >= ny - half:
-            continue
-        stamp = np.asarray(data[yc - half : yc + half + 1, xc - half : xc + half + 1], dtype=np.float64)
-        fwhm = _fit_fwhm(stamp, guess)
-        if fwhm is not None:
-            fwhms.append(fwhm)
+    stamps = {}
+    for i in rows:
+        half = max(5, int(np.ceil(2.5 * max(columns["fwhm_px"][i], 1.0))))
+        xc, yc = int(round(columns["x"][i])), int(round(columns["y"][i]))
+        if half <= xc < nx - half and half <= yc < ny - half:
+            stamps[int(i)] = np.array(data[yc - half : yc + half + 1, xc - half : xc + half + 1], dtype=np.float64)
+    return stamps
+
+
+def seeing_fwhm_px(stamps: dict[int, np.ndarray], star_score: np.ndarray, fwhm_px: np.ndarray) -> float | None:
+    """Median fitted FWHM (pixels) of the stamps of confident point sources, None if too few."""
+    stars = [i for i in stamps if star_score[i] > 0.8][:MAX_STARS]
+    if len(stars) < MIN_STARS:
+        return None
+    guess = float(np.median(fwhm_px[stars]))
+    fwhms = [f for f in (_fit_fwhm(stamps[i], guess) for i in stars) if f is not None]
     return float(np.median(fwhms)) if len(fwhms) >= MIN_STARS else None

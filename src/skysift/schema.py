@@ -100,6 +100,8 @@ IMAGES_SCHEMA = pa.schema(
         _field("zero_point_source", pa.string(), "", "header keyword the zero point came from"),
         _field("limit_flux_5sigma", pa.float64(), "count", "5-sigma point-source flux in an aperture of radius FWHM"),
         _field("limit_mag_5sigma", pa.float64(), "mag", "AB magnitude of limit_flux_5sigma"),
+        _field("completeness_mag50", pa.float64(), "mag", "50% completeness from injected stars (skysift completeness)"),
+        _field("completeness_mag90", pa.float64(), "mag", "90% completeness from injected stars (skysift completeness)"),
         _field("center_ra", pa.float64(), "deg"),
         _field("center_dec", pa.float64(), "deg"),
         _field("radius_deg", pa.float64(), "deg", "centre to farthest corner"),

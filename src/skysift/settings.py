@@ -72,7 +72,11 @@ class AlertSettings(_Frozen):
 
 
 class LimitSettings(_Frozen):
+    """When to switch from the in-memory path to tiles, and how big tiles may be."""
+
     max_pixels: int = Field(2**29, description="largest image the in-memory path accepts (SEP: < 2^31 bytes)")
+    max_memory_bytes: int = Field(2 * 2**30, ge=2**28, description="memory budget of the tiled path (all workers)")
+    tile_margin_px: int = Field(256, ge=64, description="overlap read around each tile: > the largest source, and enough background cells that tiles see the sky a whole-image run sees")
 
 
 class Settings(_Frozen):

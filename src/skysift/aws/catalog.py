@@ -133,12 +133,15 @@ class S3GlueCatalog:
             raise
         return rows[0] if rows else None
 
-    def _images(self) -> pa.Table:
-        """Every ``images`` row (one small object per image)."""
-        paths = wr.s3.list_objects(f"s3://{self.bucket}/images/", suffix=".parquet", boto3_session=self.session)
-        tables = [self._get_table(p.split("/", 3)[3]) for p in paths]
-        tables = [t.select(IMAGES_SCHEMA.names).cast(IMAGES_SCHEMA) for t in tables if t.num_rows]
-        return pa.concat_tables(tables) if tables else IMAGES_SCHEMA.empty_table()
+    def _images(self) -> list[dict]:
+        """Every ``images`` row (one small object per image), with its partition values."""
+        rows = []
+        for path in wr.s3.list_objects(f"s3://{self.bucket}/images/", suffix=".parquet", boto3_session=self.session):
+            key = path.split("/", 3)[3]
+            partition = dict(part.split("=", 1) for part in key.split("/")[1:-1])
+            table = self._get_table(key)
+            rows += [{**row, **partition} for row in table.select(IMAGES_SCHEMA.names).cast(IMAGES_SCHEMA).to_pylist()]
+        return rows
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
                        before: datetime) -> list[dict]:
@@ -147,7 +150,7 @@ class S3GlueCatalog:
         Reads the image index (one small object per image); at survey scale the same
         question is an Athena query (``skysift query --athena``).
         """
-        rows = [r for r in self._images().to_pylist()
+        rows = [r for r in self._images()
                 if r["status"] == "ok" and r["obs_time"] is not None and r["obs_time"] < before
                 and r["center_ra"] is not None and r["center_dec"] is not None]
         if not rows:

@@ -31,6 +31,7 @@ class AwsConfig(BaseModel):
     alert_topic_arn: str | None = None
     alert_ledger_table: str | None = None
     small_image_max_pixels: int = 16_777_216
+    workers: int = 1  # processes for the tiled large-image path (the Batch job's vCPUs)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsConfig:
@@ -44,6 +45,7 @@ class AwsConfig(BaseModel):
                 alert_topic_arn=env.get("SKYSIFT_ALERT_TOPIC_ARN"),
                 alert_ledger_table=env.get("SKYSIFT_ALERT_LEDGER_TABLE"),
                 small_image_max_pixels=int(env.get("SKYSIFT_SMALL_IMAGE_MAX_PIXELS", 16_777_216)),
+                workers=max(1, int(float(env.get("SKYSIFT_WORKERS", "1")))),
             )
         except KeyError as exc:
             raise ConfigError(f"environment variable {exc.args[0]} is not set (the template sets it)") from exc

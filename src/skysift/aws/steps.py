@@ -9,7 +9,7 @@ counts, never catalogs)::
     Alerts      {source, image}  -> {"n_alerts", "n_published"}           (alerts rows, SNS)
     Record      state            -> {"image_id", "status", "route", "n_sources"}  (images row)
     Quarantine  state + error    -> {"reason", "message", "record_uri"}    (failed images row)
-    Report      Map Run result   -> {"report_uri", "total", "succeeded", "failed", "reasons"}
+    Report      survey state     -> {"report_uri", "total", "succeeded", "failed", "reasons"}
 
 Steps raise the typed errors of :mod:`skysift.errors`; the Lambda runtime reports the
 class name as the error, which the state machine catches and the Quarantine step
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .. import errors
 from ..alerts import raise_alerts
 from ..errors import SkysiftError
-from ..fitsio import ImageInfo, inspect_image
+from ..fitsio import ImageInfo, inspect_image, make_image_id
 from ..pipeline import image_row, process_image, top_sources
 from ..schema import IMAGES_SCHEMA
 from ..settings import Settings
@@ -175,7 +175,8 @@ def detect_step(request: dict[str, Any], ctx: Context) -> dict:
     holds the failure, for the Batch path whose exit code is all Step Functions sees).
     """
     req = DetectRequest.model_validate(request)
-    result = process_image(req.source.uri, ctx.settings, hdu=req.image.info.hdu, route=req.image.route)
+    result = process_image(req.source.uri, ctx.settings, hdu=req.image.info.hdu, route=req.image.route,
+                           workers=ctx.config.workers if req.image.route == "large" else 1)
     if result.error is not None:
         put_json(ctx.s3, req.image.summary_uri, {"status": "failed", "error": result.error.to_record()})
         raise result.error
@@ -197,6 +198,10 @@ def _summary(ctx: Context, image: ImageState) -> dict:
     return summary
 
 
+def outcome_uri(ctx: Context, image_id: str) -> str:
+    return f"s3://{ctx.config.catalog_bucket}/runs/{image_id}/outcome.json"
+
+
 class _Counting:
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -213,7 +218,7 @@ def alerts_step(request: dict[str, Any], ctx: Context) -> dict:
     row = row_from_json(_summary(ctx, req.image)["image_row"])
     sources = ctx.store.read_sources(row)
     publisher = _Counting(ctx.publisher())
-    alerts = raise_alerts(row, sources, ctx.store, publisher, ctx.settings.alerts)
+    alerts = raise_alerts(row, sources, ctx.store, publisher, ctx.settings.alerts, ctx.settings.background)
     return {"n_alerts": len(alerts), "n_published": len(publisher.sent)}
 
 
@@ -231,8 +236,10 @@ def record_step(state: dict[str, Any], ctx: Context) -> dict:
         row = row_from_json(_summary(ctx, image)["image_row"])
         row["route"] = image.route
         ctx.store.write_image_row(row)
-    return {"image_id": row["image_id"], "status": row["status"], "route": row["route"],
-            "n_sources": int(row.get("n_sources") or 0)}
+    outcome = {"image_id": row["image_id"], "status": row["status"], "route": row["route"],
+               "n_sources": int(row.get("n_sources") or 0)}
+    put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome, "uri": source.uri})
+    return outcome
 
 
 def error_class(name: str) -> type[SkysiftError] | None:
@@ -253,7 +260,11 @@ def failure_of(state: dict[str, Any], ctx: Context) -> SkysiftError:
     details = details if isinstance(details, dict) else {}
     cls = error_class(name)
     if cls is not None:
-        return cls(details.get("errorMessage") or cause)
+        message = details.get("errorMessage") or cause
+        source = _source_or_none(state)
+        if source and message.startswith(f"{source.uri}: "):
+            message = message[len(source.uri) + 2 :]
+        return cls(message)
     if name == "States.TaskFailed" and "image" in state:  # a Batch job: its summary says why
         summary = get_json(ctx.s3, state["image"]["summary_uri"]) or {}
         if summary.get("status") == "failed":
@@ -270,14 +281,19 @@ def failure_of(state: dict[str, Any], ctx: Context) -> SkysiftError:
     return error
 
 
+def _source_or_none(state: dict[str, Any]) -> SourceObject | None:
+    try:
+        return parse_source(state)
+    except MalformedEvent:
+        return None
+
+
 def quarantine_step(state: dict[str, Any], ctx: Context) -> dict:
     """A failed ``images`` row with the reason, and a quarantine record; the raw object is kept."""
     error = failure_of(state, ctx)
-    try:
-        source = parse_source(state)
+    source = _source_or_none(state)
+    if source is not None:
         error.uri = error.uri or source.uri
-    except MalformedEvent:
-        source = None
     info = None
     route = "inspect"
     if "image" in state:
@@ -288,46 +304,46 @@ def quarantine_step(state: dict[str, Any], ctx: Context) -> dict:
     record = {**error.to_record(), "caught": state.get("error"), "route": route}
     record_uri = ctx.store.record_failure(row, record)
     log.warning("quarantined %s: %s (%s)", row["uri"], error.reason, error.message)
-    return {"image_id": row["image_id"], "reason": error.reason, "message": error.message, "record_uri": record_uri}
+    outcome = {"image_id": row["image_id"], "reason": error.reason, "message": error.message, "record_uri": record_uri}
+    put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome, "status": "failed", "route": route, "uri": row["uri"]})
+    return outcome
+
+
+def survey_items(ctx: Context, state: dict[str, Any]) -> list[SourceObject]:
+    """The objects a SurveyIngest input names: a manifest's entries, or every object under a prefix."""
+    if "manifest" in state:
+        where = SourceObject.model_validate(state["manifest"])
+        entries = json.loads(ctx.s3.get_object(Bucket=where.bucket, Key=where.key)["Body"].read())
+        return [SourceObject.model_validate(entry) for entry in entries]
+    paginator = ctx.s3.get_paginator("list_objects_v2")
+    return [SourceObject(bucket=state["bucket"], key=obj["Key"])
+            for page in paginator.paginate(Bucket=state["bucket"], Prefix=state.get("prefix", ""))
+            for obj in page.get("Contents", [])]
 
 
 def report_step(payload: dict[str, Any], ctx: Context) -> dict:
-    """Summarise a SurveyIngest Map Run from its ResultWriter files into one report object."""
-    details = payload["map"]["ResultWriterDetails"]
-    bucket = details["Bucket"]
-    manifest = json.loads(ctx.s3.get_object(Bucket=bucket, Key=details["Key"])["Body"].read())
-    counts: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    failures = []
-    for status, files in manifest.get("ResultFiles", {}).items():
-        for entry in files:
-            items = json.loads(ctx.s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
-            counts[status.lower()] += len(items)
-            if status != "FAILED":
-                continue
-            for item in items:
-                reason, message = _child_failure(item)
-                reasons[reason] += 1
-                item_input = json.loads(item.get("Input") or "{}")
-                failures.append({"key": item_input.get("key"), "reason": reason, "message": message})
-    name = str(manifest.get("MapRunArn") or payload["execution_id"]).rsplit(":", 1)[-1]
+    """One report of a SurveyIngest run: every image's outcome (ok, indexed, failed with reason).
+
+    Built from the outcome each IngestImage run leaves at ``runs/{image_id}/outcome.json``
+    (the Map Run's ResultWriter files hold the raw per-item results alongside).
+    """
+    state = payload["state"]
+    outcomes = []
+    for item in survey_items(ctx, state):
+        head = ctx.s3.head_object(Bucket=item.bucket, Key=item.key)
+        image_id = make_image_id(item.uri, "etag:" + head["ETag"].strip('"'))
+        outcome = get_json(ctx.s3, outcome_uri(ctx, image_id)) or {"status": "missing"}
+        outcomes.append({"key": item.key, "image_id": image_id, **outcome})
+    statuses = Counter(o["status"] for o in outcomes)
+    reasons = Counter(o.get("reason") or "unknown" for o in outcomes if o["status"] == "failed")
+    name = payload["execution_id"].rsplit(":", 1)[-1]
     report = {
-        "execution_id": payload["execution_id"], "map_run_arn": manifest.get("MapRunArn"),
-        "total": sum(counts.values()), "succeeded": counts["succeeded"], "failed": counts["failed"],
-        "reasons": dict(reasons), "failures": sorted(failures, key=lambda f: str(f["key"])),
+        "execution_id": payload["execution_id"], "total": len(outcomes),
+        "succeeded": statuses["ok"] + statuses["indexed"], "failed": statuses["failed"],
+        "missing": statuses["missing"], "statuses": dict(statuses), "reasons": dict(reasons),
+        "map_run": state.get("map"), "map_error": state.get("map_error"),
+        "images": sorted(outcomes, key=lambda o: o["key"]),
     }
     uri = f"s3://{ctx.config.catalog_bucket}/reports/survey/{name}/report.json"
     put_json(ctx.s3, uri, report)
     return {"report_uri": uri, **{k: report[k] for k in ("total", "succeeded", "failed", "reasons")}}
-
-
-def _child_failure(item: dict) -> tuple[str, str]:
-    """(reason, message) of a failed IngestImage child: its Fail state carries them."""
-    cause = item.get("Cause") or ""
-    try:
-        details = json.loads(cause)
-    except (TypeError, ValueError):
-        return item.get("Error") or "unknown", cause
-    if isinstance(details, dict) and details.get("Error"):
-        return details["Error"], details.get("Cause") or ""
-    return item.get("Error") or "unknown", cause

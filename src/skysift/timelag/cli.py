@@ -25,10 +25,6 @@ import click
 
 from ..errors import SkysiftError
 from ..settings import Settings
-from .cluster import dask_client
-from .index import open_index
-from .pipeline import run_timelag
-from .request import TimeLagRequest
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +116,12 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
 
     Prints a JSON summary (outputs, frame counts, lag statistics in seconds) on stdout.
     """
+    # imported here: sunpy, reproject and distributed load only when the command runs
+    from .cluster import dask_client
+    from .index import open_index
+    from .pipeline import find_series, run_timelag
+    from .request import TimeLagRequest
+
     try:
         request = TimeLagRequest.parse({
             "channel_a": channel_a, "channel_b": channel_b, "start": start, "end": end,
@@ -129,8 +131,10 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
             "scheduler": scheduler, "workers": workers, "tile_px": tile,
         })
         index = open_index(request.index)
+        tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
         with dask_client(request.scheduler, request.workers) as client:
-            summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None)
+            summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None,
+                                  tables=tables)
     except SkysiftError as exc:
         raise click.ClickException(f"[{exc.reason}] {exc}") from exc
     click.echo(json.dumps(summary, indent=2))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC
 from pathlib import Path
+from typing import ClassVar
 
 import astropy.units as u
 import fsspec
@@ -37,7 +38,7 @@ from .index import SeriesQuery, open_index, search_series
 class SkysiftResponse(QueryResponseTable):
     """Fido results from the skysift index: one row per frame, with its ``uri``."""
 
-    hide_keys = ["image_id", "hdu"]
+    hide_keys: ClassVar[list[str]] = ["image_id", "hdu"]
 
 
 class SkysiftClient(BaseClient):

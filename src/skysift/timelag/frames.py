@@ -48,8 +48,23 @@ def _open(uri: str) -> fits.HDUList:
             raise FrameUnusable(f"cannot open as FITS: {exc}", uri=uri) from exc
 
 
+#: Header cards the analysis uses (prefixes): geometry, time, observer, wavelength, exposure, units.
+#: Keeping only these makes each header ~20x smaller in the dask graph (AIA headers have ~190 cards).
+ESSENTIAL_PREFIXES = (
+    "NAXIS", "WCSAXES", "CTYPE", "CUNIT", "CRPIX", "CRVAL", "CDELT", "CROTA", "PC", "CD", "PV", "LONPOLE",
+    "LATPOLE", "DATE", "MJD", "T_OBS", "TIMESYS", "RSUN", "DSUN", "HGLN", "HGLT", "CRLN", "CRLT", "HAE", "HEE",
+    "HCI", "OBSGEO", "OBS_", "SOLAR_", "WAVE", "TELESCOP", "INSTRUME", "DETECTOR", "OBSRVTRY", "OBSERVAT",
+    "EXPTIME", "EXPOSURE", "BUNIT", "PIXLUNIT", "BLANK", "RADESYS", "EQUINOX", "SPECSYS",
+)
+
+
+def essential_header(header: fits.Header) -> fits.Header:
+    """The cards of ``header`` the time-lag analysis needs (see :data:`ESSENTIAL_PREFIXES`)."""
+    return fits.Header([card for card in header.cards if card.keyword.startswith(ESSENTIAL_PREFIXES)])
+
+
 def read_header(uri: str, hdu: int = 0) -> fits.Header:
-    """The header of image HDU ``hdu`` (for a tile-compressed HDU, the image header).
+    """The essential cards of image HDU ``hdu``'s header (for a tile-compressed HDU, the image header).
 
     Only the header blocks are read (ranged reads for remote objects).
     """
@@ -61,7 +76,7 @@ def read_header(uri: str, hdu: int = 0) -> fits.Header:
             raise FrameUnusable(f"the file has no HDU {hdu}", uri=uri) from exc
     if header.get("NAXIS", 0) != 2:
         raise FrameUnusable(f"HDU {hdu} is not a 2-D image (NAXIS={header.get('NAXIS')})", uri=uri)
-    return header
+    return essential_header(header)
 
 
 def section_header(header: fits.Header, bbox: BBox) -> fits.Header:

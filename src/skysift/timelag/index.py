@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 
+from ..query import LocalCatalog, QueryError
 from .errors import IndexUnavailable, InvalidRequest, SeriesNotFound
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,7 @@ class IndexBackend(Protocol):
 class LocalIndex:
     """The local ``images`` table (Hive-partitioned Parquet under ``{home}/tables/images``).
 
-    Uses :class:`skysift.query.LocalCatalog` when it is available (the catalogue the
-    ``skysift query`` command uses), else an equivalent DuckDB view of its own.
+    Queried through :class:`skysift.query.LocalCatalog`, the catalogue ``skysift query`` uses.
     """
 
     images_table = "images"
@@ -68,30 +68,12 @@ class LocalIndex:
                 "(`skysift run DIR`) or point --index / SKYSIFT_HOME at the right home",
                 uri=str(self.home),
             )
-        self._catalog = self._connect(root)
-
-    def _connect(self, root: Path) -> Any:
-        try:
-            from ..query import LocalCatalog
-        except ImportError:
-            import duckdb
-
-            con = duckdb.connect()
-            con.execute("SET TimeZone = 'UTC'")
-            pattern = str(root / "**" / "*.parquet").replace("'", "''")
-            con.execute(
-                f"CREATE VIEW images AS SELECT * FROM read_parquet('{pattern}', "
-                "hive_partitioning = true, union_by_name = true)"
-            )
-            return con
-        return LocalCatalog(self.home)
+        self._catalog = LocalCatalog(self.home)
 
     def sql(self, query: str) -> pd.DataFrame:
         try:
-            if hasattr(self._catalog, "sql") and not hasattr(self._catalog, "execute"):
-                return self._catalog.sql(query)
-            return self._catalog.execute(query).fetch_df()
-        except Exception as exc:  # duckdb raises its own error types
+            return self._catalog.sql(query)
+        except QueryError as exc:
             raise IndexUnavailable(f"query of the local images table failed: {exc}", uri=str(self.home)) from exc
 
     def timestamp_literal(self, when: datetime) -> str:

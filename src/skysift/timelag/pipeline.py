@@ -56,10 +56,22 @@ class Channel:
         return len(self.table)
 
 
-def find_channel(index: IndexBackend, request: TimeLagRequest, wavelength_angstrom: float) -> Channel:
-    """Search the index for one channel and read its headers eagerly (on the active dask scheduler)."""
-    query = SeriesQuery(request.start, request.end, wavelength_angstrom, instrument=request.instrument)
-    table = require_series(index, query, min_frames=2)
+def find_series(index: IndexBackend, request: TimeLagRequest) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both channels' frames from the index (no pixels, no cluster needed).
+
+    Raises :class:`SeriesNotFound` before any work starts when a channel has fewer than two frames.
+    """
+    tables = [require_series(index, SeriesQuery(request.start, request.end, w, instrument=request.instrument), 2)
+              for w in (request.channel_a, request.channel_b)]
+    return tables[0], tables[1]
+
+
+def find_channel(index: IndexBackend, request: TimeLagRequest, wavelength_angstrom: float,
+                 table: pd.DataFrame | None = None) -> Channel:
+    """One channel's frames (``table`` if already searched) with headers read eagerly on the active scheduler."""
+    if table is None:
+        query = SeriesQuery(request.start, request.end, wavelength_angstrom, instrument=request.instrument)
+        table = require_series(index, query, min_frames=2)
     reads = [dask.delayed(read_header, pure=True)(uri, int(hdu)) for uri, hdu in zip(table.uri, table.hdu, strict=True)]
     headers = list(dask.compute(*reads))
     exptimes = np.array([frame_exposure_s(h, uri) for h, uri in zip(headers, table.uri, strict=True)])
@@ -83,12 +95,22 @@ def aligned_frames(channel: Channel, target: fits.Header) -> list[da.Array]:
     target_d = dask.delayed(target, pure=True)
     out = []
     for uri, hdu, header, exptime in zip(channel.table.uri, channel.table.hdu, channel.headers, channel.exptimes_s, strict=True):
-        bbox = dask.delayed(source_bbox, pure=True)(header, target_d)
-        frame = dask.delayed(read_frame, pure=True)(uri, int(hdu), header, bbox)
+        header_d = dask.delayed(header, pure=True)  # one copy in the graph, used by two tasks
+        bbox = dask.delayed(source_bbox, pure=True)(header_d, target_d)
+        frame = dask.delayed(read_frame, pure=True)(uri, int(hdu), header_d, bbox)
         normalised = dask.delayed(normalise_exposure, pure=True)(frame, float(exptime))
         aligned = dask.delayed(reproject_frame, pure=True)(normalised, target_d)
         out.append(da.from_delayed(aligned, shape=shape, dtype=np.float32))
     return out
+
+
+def plan_cubes(a: Channel, b: Channel, target: fits.Header, cadence_s: float,
+               tile_px: int = TILE_PX) -> tuple[da.Array, da.Array, np.ndarray]:
+    """Lazy (n_grid, ny, nx) cubes of both channels in DN/s on the cutout, and the grid (s)."""
+    grid = time_grid(a.times_s, b.times_s, cadence_s)
+    cube_a = stack_on_grid(aligned_frames(a, target), a.times_s, grid, tile_px)
+    cube_b = stack_on_grid(aligned_frames(b, target), b.times_s, grid, tile_px)
+    return cube_a, cube_b, grid
 
 
 def _lag_tile(block_a: np.ndarray, block_b: np.ndarray, cadence_s: float, max_lag_s: float) -> np.ndarray:
@@ -113,12 +135,10 @@ class LagPlan:
 def plan_timelag(a: Channel, b: Channel, target: fits.Header, cadence_s: float, max_lag_s: float,
                  tile_px: int = TILE_PX) -> LagPlan:
     """Build the whole lazy graph from two channels and the cutout header."""
-    grid = time_grid(a.times_s, b.times_s, cadence_s)
+    cube_a, cube_b, grid = plan_cubes(a, b, target, cadence_s, tile_px)
     if max_lag_s >= (grid.size - 1) * cadence_s:
         log.warning("max lag %g s is not shorter than the %g s series: lags near the ends are poorly constrained",
                     max_lag_s, (grid.size - 1) * cadence_s)
-    cube_a = stack_on_grid(aligned_frames(a, target), a.times_s, grid, tile_px)
-    cube_b = stack_on_grid(aligned_frames(b, target), b.times_s, grid, tile_px)
 
     both = da.map_blocks(_lag_tile, cube_a, cube_b, cadence_s=cadence_s, max_lag_s=max_lag_s,
                          chunks=((2,), *cube_a.chunks[1:]), dtype=np.float32,
@@ -126,14 +146,23 @@ def plan_timelag(a: Channel, b: Channel, target: fits.Header, cadence_s: float, 
     return LagPlan(both[0], both[1], target, grid, cadence_s, max_lag_s, (len(a), len(b)))
 
 
-def plan_request(request: TimeLagRequest, index: IndexBackend) -> LagPlan:
-    """Search both channels, choose the reference cutout and build the lazy graph."""
-    a = find_channel(index, request, request.channel_a)
-    b = find_channel(index, request, request.channel_b)
+def prepare(request: TimeLagRequest, index: IndexBackend,
+            tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> tuple[Channel, Channel, fits.Header]:
+    """Both channels (searched unless ``tables`` are given; headers read eagerly) and the cutout header."""
+    table_a, table_b = tables if tables is not None else find_series(index, request)
+    a = find_channel(index, request, request.channel_a, table_a)
+    b = find_channel(index, request, request.channel_b, table_b)
     target = cutout_header(reference_header(a), request.center_arcsec, request.fov_arcsec, request.scale_arcsec)
-    if (grid_len := (min(a.times_s.max(), b.times_s.max()) - max(a.times_s.min(), b.times_s.min()))) <= 0:
+    if (shared := (min(a.times_s.max(), b.times_s.max()) - max(a.times_s.min(), b.times_s.min()))) <= 0:
         raise SeriesTooShort(f"channels {request.channel_a:g} and {request.channel_b:g} A do not overlap in time")
-    log.info("cutout %dx%d px, %.0f s shared by both channels", target["NAXIS1"], target["NAXIS2"], grid_len)
+    log.info("cutout %dx%d px, %.0f s shared by both channels", target["NAXIS1"], target["NAXIS2"], shared)
+    return a, b, target
+
+
+def plan_request(request: TimeLagRequest, index: IndexBackend,
+                 tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> LagPlan:
+    """Search both channels (unless ``tables`` are given), choose the reference cutout, build the lazy graph."""
+    a, b, target = prepare(request, index, tables)
     return plan_timelag(a, b, target, request.cadence_s, request.max_lag_s, request.tile_px)
 
 
@@ -141,8 +170,8 @@ def maps_from(plan: LagPlan, lag_s: np.ndarray, peak: np.ndarray, request: TimeL
     """Computed arrays plus the provenance recorded in the FITS header."""
     origin = pd.Timestamp(request.reference_time or request.start)
     meta: dict[str, object] = {
-        "CHAN_A": (request.channel_a, "channel A wavelength [Angstrom]"),
-        "CHAN_B": (request.channel_b, "channel B wavelength [Angstrom]; lag>0: B after A"),
+        "CHAN_A": (request.channel_a, "channel A [Angstrom]"),
+        "CHAN_B": (request.channel_b, "channel B [Angstrom]; lag > 0: B after A"),
         "CADENCE": (plan.cadence_s, "time grid step [s]"),
         "MAXLAG": (plan.max_lag_s, "largest |lag| searched [s]"),
         "NGRID": (int(plan.grid_s.size), "time grid samples"),
@@ -156,14 +185,16 @@ def maps_from(plan: LagPlan, lag_s: np.ndarray, peak: np.ndarray, request: TimeL
 
 
 def run_timelag(request: TimeLagRequest, index: IndexBackend, client: Client | None = None,
-                on_submit: Callable[[list[Future]], None] | None = None) -> dict[str, object]:
+                on_submit: Callable[[list[Future]], None] | None = None,
+                tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> dict[str, object]:
     """Plan, compute on ``client`` (else the current dask scheduler), and write FITS and PNG.
 
-    ``on_submit`` receives the futures once submitted (the CLI shows a progress bar).
+    ``on_submit`` receives the futures once submitted (the CLI shows a progress bar);
+    ``tables`` are the channels' frames when :func:`find_series` already ran.
     Returns a small JSON-able summary: outputs, shape, frame counts, lag statistics (s).
     """
     started = time.perf_counter()
-    plan = plan_request(request, index)
+    plan = plan_request(request, index, tables)
     planned = time.perf_counter()
     if client is None:
         lag_s, peak = dask.compute(plan.lag_s, plan.peak)

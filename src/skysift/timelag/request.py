@@ -85,11 +85,18 @@ class TimeLagRequest(BaseModel):
             raise InvalidRequest(f"invalid time-lag request: {problems}") from exc
 
     @classmethod
-    def load(cls, uri: str | Path) -> TimeLagRequest:
-        """Read a request JSON from a local path or an ``s3://`` URL."""
+    def load(cls, uri: str | Path, defaults: dict[str, object] | None = None) -> TimeLagRequest:
+        """Read a request JSON from a local path or an ``s3://`` URL.
+
+        ``defaults`` fill fields the JSON leaves out (the Batch worker takes ``index``
+        from its environment, so callers need not know the Glue database).
+        """
         raw = read_bytes(str(uri))
         try:
-            json.loads(raw)
+            data = json.loads(raw)
         except ValueError as exc:
             raise InvalidRequest(f"request is not valid JSON: {exc}", uri=str(uri)) from exc
-        return cls.parse(raw)
+        if not isinstance(data, dict):
+            raise InvalidRequest("request JSON must be an object", uri=str(uri))
+        merged = {k: v for k, v in (defaults or {}).items() if v is not None} | data
+        return cls.parse(merged)

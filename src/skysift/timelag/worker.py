@@ -4,7 +4,8 @@ REQUEST is a local path or an ``s3://`` URL of a :class:`TimeLagRequest` JSON. T
 worker runs the same pipeline as ``skysift timelag`` (on a LocalCluster inside the
 container, or on ``scheduler`` when the request names one), writes the FITS and PNG
 to the request's ``output``/``png`` (usually ``s3://``), writes a summary JSON next
-to the FITS (``<output>.json``) and prints it as one line on stdout.
+to the FITS (``<output>.json``) and prints it as one line on stdout. A request without
+``index`` uses the ``SKYSIFT_TIMELAG_INDEX`` environment variable.
 
 Exit status tells AWS Batch whether a retry can help:
 
@@ -17,26 +18,30 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 from ..errors import SkysiftError
 from .cluster import dask_client
 from .index import open_index
 from .output import put_bytes
-from .pipeline import run_timelag
+from .pipeline import find_series, run_timelag
 from .request import TimeLagRequest
 
 log = logging.getLogger("skysift.timelag.worker")
 
 EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT = 0, 2, 75
+#: Index used when the request names none, e.g. ``athena://skysift?workgroup=skysift`` (set by the job definition).
+INDEX_ENV = "SKYSIFT_TIMELAG_INDEX"
 
 
 def run(request_uri: str) -> dict[str, object]:
     """Load the request, run it, write outputs and the summary; return the summary."""
-    request = TimeLagRequest.load(request_uri)
+    request = TimeLagRequest.load(request_uri, defaults={"index": os.environ.get(INDEX_ENV)})
     index = open_index(request.index)
+    tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
     with dask_client(request.scheduler, request.workers) as client:
-        summary = run_timelag(request, index, client)
+        summary = run_timelag(request, index, client, tables=tables)
     summary = {"status": "ok", "request": request_uri, **summary}
     put_bytes(f"{request.output}.json", json.dumps(summary).encode())
     return summary

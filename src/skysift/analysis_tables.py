@@ -1,0 +1,119 @@
+"""The analysis tables ``matches`` and ``injections``: same layout as the catalog tables.
+
+``matches`` (from :mod:`skysift.crossmatch`) holds one row per source matched to a
+reference catalog; ``injections`` (from :mod:`skysift.completeness`) one row per
+artificial star injected into an image. Both are Hive-partitioned Parquet under
+``{home}/tables/{table}/survey=S/band=B/obs_night=N/{image_id}.parquet``, written with
+:class:`skysift.tables.LocalTables` so a re-run replaces an image's rows, and
+:func:`attach` adds them as views to a :class:`skysift.query.LocalCatalog`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from .query import LocalCatalog
+from .schema import PARTITION_KEYS, TIMESTAMP, _field
+from .tables import LocalTables
+
+MATCHES_SCHEMA = pa.schema(
+    [
+        _field("image_id", pa.string(), "", "image of the matched source", False),
+        _field("source_id", pa.string(), "", "sources.source_id", False),
+        _field("ref_id", pa.string(), "", "identifier in the reference catalog (row number when it has none)"),
+        _field("reference", pa.string(), "", "name of the reference catalog (file stem or 'gaia_dr3')"),
+        _field("ra", pa.float64(), "deg", "source right ascension, ICRS"),
+        _field("dec", pa.float64(), "deg", "source declination, ICRS"),
+        _field("ref_ra", pa.float64(), "deg", "reference right ascension"),
+        _field("ref_dec", pa.float64(), "deg", "reference declination"),
+        _field("sep_arcsec", pa.float64(), "arcsec", "angular separation source - reference"),
+        _field("dra_arcsec", pa.float64(), "arcsec", "(ra - ref_ra) * cos(dec)"),
+        _field("ddec_arcsec", pa.float64(), "arcsec", "dec - ref_dec"),
+        _field("n_candidates", pa.int32(), "", "reference objects within the match radius"),
+        _field("mag_ab", pa.float32(), "mag", "source AB magnitude (null without a zero point)"),
+        _field("ref_mag", pa.float64(), "mag", "reference magnitude"),
+        _field("dmag", pa.float64(), "mag", "mag_ab - ref_mag (zero-point difference)"),
+        _field("snr", pa.float32(), "", "source SNR"),
+        _field("star_score", pa.float32(), "", "source star/galaxy score"),
+        _field("flags", pa.int32(), "", "source flags"),
+        _field("radius_arcsec", pa.float64(), "arcsec", "match radius used"),
+        _field("matched_at", TIMESTAMP, "UTC"),
+    ],
+    metadata={"table": "matches", "partition_keys": ",".join(PARTITION_KEYS)},
+)
+
+INJECTIONS_SCHEMA = pa.schema(
+    [
+        _field("image_id", pa.string(), "", "image the star was injected into", False),
+        _field("round", pa.int32(), "", "injection round (stars of one round share one detection run)"),
+        _field("x", pa.float64(), "pix", "injected position, 0-based column"),
+        _field("y", pa.float64(), "pix", "injected position, 0-based row"),
+        _field("flux", pa.float64(), "count", "injected total flux"),
+        _field("mag", pa.float64(), "mag", "injected magnitude (AB with a zero point, else instrumental)"),
+        _field("recovered", pa.bool_(), "", "a detection within the match radius with a consistent flux"),
+        _field("flux_measured", pa.float64(), "count", "Kron flux of the recovering detection"),
+        _field("mag_measured", pa.float64(), "mag", "magnitude of flux_measured"),
+        _field("seeing_fwhm_px", pa.float64(), "pix", "Moffat FWHM of the injected stars (the image's seeing)"),
+        _field("tested_at", TIMESTAMP, "UTC"),
+    ],
+    metadata={"table": "injections", "partition_keys": ",".join(PARTITION_KEYS)},
+)
+
+ANALYSIS_TABLES = {"matches": MATCHES_SCHEMA, "injections": INJECTIONS_SCHEMA}
+
+
+def write_rows(home: str | os.PathLike[str], table: str, image_row: dict, rows: pa.Table) -> str:
+    """Replace one image's rows of an analysis table; returns the Parquet path.
+
+    Parameters
+    ----------
+    home : path
+        The skysift home directory.
+    table : {'matches', 'injections'}
+        Which analysis table.
+    image_row : dict
+        The image's ``images`` row (``image_id`` and the partition keys are used).
+    rows : pyarrow.Table
+        The rows, cast to the table's schema.
+    """
+    schema = ANALYSIS_TABLES[table]
+    # LocalTables' writer is table-agnostic: atomic write, stale partitions removed.
+    return LocalTables(home)._write(table, image_row, rows.select(schema.names).cast(schema))
+
+
+def attach(catalog: LocalCatalog) -> LocalCatalog:
+    """Add views ``matches`` and ``injections`` to ``catalog`` (empty ones when not written yet)."""
+    for table, schema in ANALYSIS_TABLES.items():
+        root = Path(catalog.home) / "tables" / table
+        catalog.connection.execute(f"DROP VIEW IF EXISTS {table}")
+        if any(root.glob("*/*/*/*.parquet")):
+            catalog._create_view(table, 0)  # the Parquet branch does not depend on the table
+        else:
+            empty = pa.Table.from_pylist([], schema=schema)
+            for key in PARTITION_KEYS:
+                empty = empty.append_column(key, pa.array([], pa.string()))
+            catalog.connection.register(f"_{table}_empty", empty)
+            catalog.connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_empty")
+    return catalog
+
+
+def analysis_catalog(home: str | os.PathLike[str]) -> LocalCatalog:
+    """A :class:`LocalCatalog` over ``home`` with the analysis tables attached."""
+    return attach(LocalCatalog(home))
+
+
+def images_row(home: str | os.PathLike[str], image_id: str) -> tuple[dict, Path] | None:
+    """The stored ``images`` row of ``image_id`` (partition keys included) and its file."""
+    import pyarrow.parquet as pq
+
+    for path in (Path(home) / "tables" / "images").glob(f"*/*/*/{image_id}.parquet"):
+        row = pq.read_table(path).to_pylist()[0]
+        for part in path.parent.relative_to(path.parents[3]).parts:
+            key, _, value = part.partition("=")
+            row[key] = value
+        return row, path
+    return None
+

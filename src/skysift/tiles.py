@@ -1,0 +1,169 @@
+"""Large images in bounded memory: tiles with overlap, measured apart, joined at seams.
+
+An image is cut into core tiles on a grid aligned with the background mesh; each
+tile is read with a margin around it (astropy's ``section``: only those rows are read,
+from disk, S3 ranges or compressed tiles), measured on its own, and keeps only the
+sources whose centre lies in its core. A source cut by a core edge is therefore
+measured whole from the tile that contains it, and appears once. Because the margin
+spans several background cells, the sky under every core is estimated from the same
+pixels as in a whole-image run.
+
+Memory: each worker holds one tile and SEP's working arrays, about
+:data:`BYTES_PER_PIXEL` bytes per pixel read; :func:`tile_size_for_memory` inverts this
+model, and :func:`pixels_for_memory` gives the largest image the in-memory path takes
+in a given memory (the router's small/large threshold).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from . import storage
+from .errors import ConfigError, TruncatedFile
+from .fitsio import ImageInfo, build_wcs, inspect_image
+from .measurement import Measurement, PixelMeasurement, finish_catalog, measure_pixels
+from .settings import Settings
+
+#: Peak bytes per pixel of one in-memory measurement (float32 data, RMS map, SEP's
+#: filtered copy and buffers, mask, read buffer), measured: see BENCHMARKS.md.
+BYTES_PER_PIXEL = 40
+#: Interpreter, libraries and catalog: memory used whatever the image.
+BASE_MEMORY_BYTES = 200 * 2**20
+
+
+def pixels_for_memory(memory_bytes: int) -> int:
+    """Largest image (pixels) one in-memory measurement fits in ``memory_bytes``."""
+    return max(0, (memory_bytes - BASE_MEMORY_BYTES) // BYTES_PER_PIXEL)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A core region [x0, x1) x [y0, y1) read with margins as [rx0, rx1) x [ry0, ry1)."""
+
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+    rx0: int
+    rx1: int
+    ry0: int
+    ry1: int
+
+    @property
+    def read_pixels(self) -> int:
+        return (self.rx1 - self.rx0) * (self.ry1 - self.ry0)
+
+
+def tile_size_for_memory(memory_bytes: int, workers: int, margin_px: int, box_px: int) -> int:
+    """Core tile side (a multiple of the background cell) whose tiles fit the budget."""
+    per_worker = pixels_for_memory(memory_bytes // max(1, workers))
+    side = int(math.isqrt(per_worker)) - 2 * margin_px
+    side -= side % box_px
+    if side < 2 * box_px:
+        raise ConfigError(
+            f"a memory budget of {memory_bytes / 2**20:.0f} MiB for {workers} worker(s) leaves no room for a tile "
+            f"(each worker needs {BASE_MEMORY_BYTES / 2**20:.0f} MiB plus {BYTES_PER_PIXEL} bytes per pixel): "
+            "raise --max-memory or use fewer workers"
+        )
+    return side
+
+
+def plan_tiles(nx: int, ny: int, tile_px: int, margin_px: int) -> list[Tile]:
+    """Core tiles of ``tile_px`` (the last ones smaller) with ``margin_px`` margins, clipped."""
+    tiles = []
+    for y0 in range(0, ny, tile_px):
+        for x0 in range(0, nx, tile_px):
+            x1, y1 = min(nx, x0 + tile_px), min(ny, y0 + tile_px)
+            tiles.append(Tile(x0, x1, y0, y1, max(0, x0 - margin_px), min(nx, x1 + margin_px),
+                              max(0, y0 - margin_px), min(ny, y1 + margin_px)))
+    return tiles
+
+
+def read_tile(uri: str, hdu: int, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """The tile's read region as native float32 with its NaN/BLANK mask, nothing more."""
+    with storage.open_binary(uri, block_size=2**20) as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            with fits.open(handle, memmap=False, lazy_load_hdus=True) as hdul:
+                section = hdul[hdu].section
+                raw = section[tile.ry0 : tile.ry1, tile.rx0 : tile.rx1]
+                blank = hdul[hdu].header.get("BLANK")
+        except (OSError, EOFError, ValueError, TypeError) as exc:
+            raise TruncatedFile(f"cannot read pixels {tile}: {exc}", uri=uri) from exc
+    data = np.array(raw, dtype=np.float32)
+    mask = ~np.isfinite(data)
+    if blank is not None and np.issubdtype(np.asarray(raw).dtype, np.integer):
+        mask |= raw == blank
+    data[mask] = np.nan
+    return data, mask
+
+
+def _measure_tile(uri: str, hdu: int, tile: Tile, header: fits.Header, settings: Settings) -> PixelMeasurement:
+    data, mask = read_tile(uri, hdu, tile)
+    if mask.all():
+        empty = measure_pixels(np.zeros((8, 8), np.float32), np.zeros((8, 8), bool), header, settings)
+        return empty.shifted(0, 0, np.zeros(0, dtype=bool))
+    pixels = measure_pixels(data, mask, header, settings)
+    x = pixels.columns["x"] + tile.rx0
+    y = pixels.columns["y"] + tile.ry0
+    keep = (x >= tile.x0 - 0.5) & (x < tile.x1 - 0.5) & (y >= tile.y0 - 0.5) & (y < tile.y1 - 0.5)
+    return pixels.shifted(tile.rx0, tile.ry0, keep)
+
+
+def merge(parts: list[PixelMeasurement]) -> PixelMeasurement:
+    """One catalog from the tiles' (disjoint) catalogs."""
+    columns = {name: np.concatenate([p.columns[name] for p in parts]) for name in parts[0].columns}
+    stamps, offset = {}, 0
+    for part in parts:
+        stamps.update({offset + i: s for i, s in part.stamps.items()})
+        offset += len(part.columns["x"])
+    timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in ("background_s", "detect_s", "measure_s")}
+    return PixelMeasurement(
+        columns=columns,
+        global_level=float(np.median([p.global_level for p in parts])),
+        global_rms=float(np.median([p.global_rms for p in parts])),
+        threshold_sigma=max(p.threshold_sigma for p in parts),
+        crowded=any(p.crowded for p in parts),
+        stamps=stamps,
+        timings=timings,
+    )
+
+
+def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None, tile_px: int | None = None,
+                  workers: int = 1, info: ImageInfo | None = None) -> tuple[ImageInfo, Measurement, fits.Header]:
+    """Measure an image tile by tile, never holding more than one tile per worker.
+
+    ``tile_px`` defaults to what ``settings.limits.max_memory_bytes`` allows for
+    ``workers`` processes.
+    """
+    t0 = time.perf_counter()
+    info = info or inspect_image(uri, hdu, survey_default=settings.survey)
+    with storage.open_binary(info.uri) as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(handle, lazy_load_hdus=True) as hdul:
+            header = hdul[info.hdu].header.copy()
+    margin, box = settings.limits.tile_margin_px, settings.background.box_px
+    if tile_px is None:
+        tile_px = tile_size_for_memory(settings.limits.max_memory_bytes, workers, margin, box)
+    tile_px = max(box, tile_px - tile_px % box)  # tiles are whole background cells
+    tiles = plan_tiles(info.nx, info.ny, tile_px, margin)
+    n = len(tiles)
+    if workers > 1 and n > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, n)) as pool:
+            parts = list(pool.map(_measure_tile, [info.uri] * n, [info.hdu] * n, tiles, [header] * n, [settings] * n))
+    else:
+        parts = [_measure_tile(info.uri, info.hdu, tile, header, settings) for tile in tiles]
+    merged = merge(parts)
+    merged.timings["read_s"] = 0.0
+    measurement = finish_catalog(merged, build_wcs(header), info, header, settings)
+    measurement.stats["n_tiles"] = len(tiles)
+    measurement.timings["tiled_s"] = time.perf_counter() - t0
+    return info, measurement, header
