@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -83,11 +84,14 @@ def sample(out_dir: str, size: int, seed: int) -> None:
 @click.option("--deblend-cont", "detection__deblend_cont", type=float, help="Deblending contrast (1 = off).")
 @click.option("--filter-fwhm", "detection__filter_fwhm_px", type=float, help="Matched filter FWHM, pixels.")
 @click.option("--survey", help="Survey name for images whose header has none.")
+@click.option("--max-memory", "limits__max_memory_bytes", callback=lambda c, p, v: parse_bytes(v) if v else None,
+              help="Memory budget for all workers, e.g. 1GiB; larger images are processed in tiles.")
+@click.option("--force", is_flag=True, help="Measure again images already done (default: resume).")
 @click.option("--min-snr-alert", "alerts__high_snr", type=float, help="high_snr alert threshold.")
 @click.option("--min-flux-alert", "alerts__high_flux", type=float, help="high_flux alert threshold (counts).")
 @click.option("--new-radius", "alerts__new_source_radius_arcsec", type=float, help="new_source match radius, arcsec.")
 @click.pass_context
-def run(ctx: click.Context, target: str, hdu: str | None, workers: int, **overrides) -> None:
+def run(ctx: click.Context, target: str, hdu: str | None, workers: int, force: bool, **overrides) -> None:
     """Process every FITS file under TARGET (a directory, file or s3:// prefix)."""
     from .runner import run_local
 
@@ -106,7 +110,7 @@ def run(ctx: click.Context, target: str, hdu: str | None, workers: int, **overri
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:.2f} img/s")
 
-        report = run_local(uris, settings, workers=min(workers, len(uris)), hdu=hdu_value, on_image=advance)
+        report = run_local(uris, settings, workers=workers, hdu=hdu_value, on_image=advance, resume=not force)
     table = Table(title=f"skysift run: {len(uris)} images in {report.seconds:.1f} s")
     for name in ("image", "status", "sources", "alerts", "seconds", "note"):
         table.add_column(name, justify="right" if name in ("sources", "alerts", "seconds") else "left")
@@ -118,6 +122,11 @@ def run(ctx: click.Context, target: str, hdu: str | None, workers: int, **overri
     console.print(table)
     console.print(f"{report.count('ok')} ok, {report.count('indexed')} indexed, {report.count('failed')} failed; "
                   f"{report.n_sources} sources, {report.n_alerts} alerts; tables in [bold]{settings.home}[/]")
+    if report.skipped:
+        console.print(f"{report.skipped} image(s) already done were skipped (--force to redo them)")
+    if report.interrupted:
+        console.print("[yellow]interrupted[/]: finished images are kept; run the same command again to resume")
+    console.print(f"run report: {report.report_path}")
 
 
 @cli.command()
@@ -143,6 +152,18 @@ def query(ctx: click.Context, sql: str, fmt: str, limit: int) -> None:
         console.print(table)
         if len(frame) > limit:
             console.print(f"... {len(frame) - limit} more rows (use --limit or --format csv)")
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+               "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'1GiB', '512MB', '2g' or a plain number of bytes, as bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _BYTE_UNITS:
+        raise click.BadParameter(f"{text!r} is not a size like 1GiB, 512MB or 2000000000")
+    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
 
 
 def _fmt(value) -> str:
