@@ -28,5 +28,5 @@ def figures(x, y, flux, truth: dict, nx: int, ny: int, fwhm_px: float) -> dict[s
         "median_flux_ratio": float(np.median(ratio)),
         "median_position_error_px": float(np.median(dist[found])),
         "purity": float((nearest < fwhm_px).mean()),
-        "detections": int(len(x)),
+        "detections": len(x),
     }

@@ -53,7 +53,7 @@ def main() -> dict:
     home = tempfile.mkdtemp()
     kernel = gaussian_kernel(3.0)
     se_threshold = 5.0 * float(np.sqrt((kernel**2).sum()))  # our matched 5 sigma in SE's units
-    results = {"image": "4096x4096 float32", "injected": int(len(truth["x"])), "repeats": args.repeats}
+    results = {"image": "4096x4096 float32", "injected": len(truth["x"]), "repeats": args.repeats}
     t, _ = median_time(lambda: raw_sep(path), args.repeats)
     results["raw_sep_s"] = t
     results["raw_sep_n"] = raw_sep(path)
@@ -64,7 +64,7 @@ def main() -> dict:
         for threads in (1, 2):
             t, _ = median_time(lambda threads=threads: run_source_extractor(path, threads, se_threshold), args.repeats)
             results[f"source_extractor_{threads}t_s"] = t
-        results["source_extractor_n"] = int(len(run_source_extractor(path, 1, se_threshold)))
+        results["source_extractor_n"] = len(run_source_extractor(path, 1, se_threshold))
     results["skysift_over_raw_sep"] = results["skysift_s"] / results["raw_sep_s"]
     results["cpus"] = os.cpu_count()
     print(json.dumps(results, indent=2))

@@ -19,8 +19,7 @@ from astropy.io import fits
 
 from . import __version__, storage
 from .alerts import raise_alerts
-from .errors import SkysiftError
-from .errors import ImageTooLarge
+from .errors import ImageTooLarge, SkysiftError
 from .fitsio import ImageInfo, build_wcs, inspect_image, make_image_id, read_image
 from .measurement import measure_image
 from .ports import AlertPublisher, CatalogStore

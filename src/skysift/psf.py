@@ -48,7 +48,7 @@ def candidate_stamps(data: np.ndarray, columns: dict[str, np.ndarray], n: int = 
     stamps = {}
     for i in rows:
         half = max(5, int(np.ceil(2.5 * max(columns["fwhm_px"][i], 1.0))))
-        xc, yc = int(round(columns["x"][i])), int(round(columns["y"][i]))
+        xc, yc = round(columns["x"][i]), round(columns["y"][i])
         if half <= xc < nx - half and half <= yc < ny - half:
             stamps[int(i)] = np.array(data[yc - half : yc + half + 1, xc - half : xc + half + 1], dtype=np.float64)
     return stamps

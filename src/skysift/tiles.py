@@ -65,7 +65,7 @@ class Tile:
 def tile_size_for_memory(memory_bytes: int, workers: int, margin_px: int, box_px: int) -> int:
     """Core tile side (a multiple of the background cell) whose tiles fit the budget."""
     per_worker = pixels_for_memory(memory_bytes // max(1, workers))
-    side = int(math.isqrt(per_worker)) - 2 * margin_px
+    side = math.isqrt(per_worker) - 2 * margin_px
     side -= side % box_px
     if side < 2 * box_px:
         raise ConfigError(
