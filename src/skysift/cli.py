@@ -244,6 +244,19 @@ def plot(ctx: click.Context, image: str | None, output: str | None, hdu: str | N
 
 
 @cli.command()
+@click.option("--table", "tables", multiple=True, type=click.Choice(["sources", "images", "alerts"]),
+              help="Only these tables (default: all).")
+@click.pass_context
+def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
+    """Merge each partition's small per-image files into one large file."""
+    from .tables import TABLES, LocalTables
+
+    reports = LocalTables(_settings(ctx).home).compact(tables or TABLES)
+    for table, r in reports.items():
+        console.print(f"{table}: {r.files_before} files -> {r.files_after} ({r.partitions} partitions rewritten, {r.rows:,} rows)")
+
+
+@cli.command()
 @click.argument("image")
 @click.option("--hdu", default=None)
 def inspect(image: str, hdu: str | None) -> None:

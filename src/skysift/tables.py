@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from . import compaction
 from .metadata import slug
 from .schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
 
@@ -60,11 +62,13 @@ class LocalTables:
         for stale in self.table_dir(table).glob(f"*/*/*/{image_id}.parquet"):
             if stale != target:
                 stale.unlink(missing_ok=True)
+        compaction.remove_image(self.table_dir(table), image_id)
         return str(target)
 
     def _remove(self, table: str, image_id: str) -> None:
         for stale in self.table_dir(table).glob(f"*/*/*/{image_id}.parquet"):
             stale.unlink(missing_ok=True)
+        compaction.remove_image(self.table_dir(table), image_id)
 
     def write_image(self, image_row: dict, sources: pa.Table | None) -> dict[str, str]:
         """Replace this image's rows: sources first, then the images row that indexes them."""
@@ -83,8 +87,18 @@ class LocalTables:
         return self._write("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
 
     def read_sources(self, image_row: dict) -> pa.Table:
-        path = self.table_dir("sources") / partition_path(image_row) / f"{image_row['image_id']}.parquet"
-        return pq.read_table(path)
+        folder = self.table_dir("sources") / partition_path(image_row)
+        path = folder / f"{image_row['image_id']}.parquet"
+        if path.exists():
+            return pq.read_table(path)
+        for compacted in folder.glob(f"{compaction.COMPACTED_PREFIX}*.parquet"):
+            if image_row["image_id"] in compaction.image_ids_of(compacted):
+                return pq.read_table(compacted, filters=[("image_id", "=", image_row["image_id"])])
+        raise FileNotFoundError(f"no sources stored for image {image_row['image_id']}")
+
+    def compact(self, tables: tuple[str, ...] = TABLES) -> dict[str, compaction.CompactionReport]:
+        """Merge each partition's files into one (see :mod:`skysift.compaction`)."""
+        return {t: compaction.compact_table(self.table_dir(t), "healpix" if t == "sources" else None) for t in tables}
 
     def _catalog(self):
         from .query import LocalCatalog
