@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from . import compaction
 from .query import LocalCatalog
 from .schema import PARTITION_KEYS, TIMESTAMP, _field
 from .tables import LocalTables
@@ -81,7 +83,7 @@ def write_rows(home: str | os.PathLike[str], table: str, image_row: dict, rows: 
     """
     schema = ANALYSIS_TABLES[table]
     # LocalTables' writer is table-agnostic: atomic write, stale partitions removed.
-    return LocalTables(home)._write(table, image_row, rows.select(schema.names).cast(schema))
+    return LocalTables(home).write_rows(table, image_row, rows.select(schema.names).cast(schema))
 
 
 def attach(catalog: LocalCatalog) -> LocalCatalog:
@@ -106,14 +108,22 @@ def analysis_catalog(home: str | os.PathLike[str]) -> LocalCatalog:
 
 
 def images_row(home: str | os.PathLike[str], image_id: str) -> tuple[dict, Path] | None:
-    """The stored ``images`` row of ``image_id`` (partition keys included) and its file."""
-    import pyarrow.parquet as pq
+    """The stored ``images`` row of ``image_id`` (partition keys included) and its file.
 
-    for path in (Path(home) / "tables" / "images").glob(f"*/*/*/{image_id}.parquet"):
-        row = pq.read_table(path).to_pylist()[0]
-        for part in path.parent.relative_to(path.parents[3]).parts:
+    Looks in the image's own file and, after ``skysift compact``, in the compacted
+    partition files (whose footers list the image_ids they hold).
+    """
+    root = Path(home) / "tables" / "images"
+    own = list(root.glob(f"*/*/*/{image_id}.parquet"))
+    compacted = [p for p in root.glob(f"*/*/*/{compaction.COMPACTED_PREFIX}*.parquet")
+                 if image_id in compaction.image_ids_of(p)]
+    for path in own + compacted:
+        rows = pq.read_table(path, filters=[("image_id", "=", image_id)]).to_pylist()
+        if not rows:
+            continue
+        row = rows[0]
+        for part in path.parent.relative_to(root).parts:
             key, _, value = part.partition("=")
             row[key] = value
         return row, path
     return None
-

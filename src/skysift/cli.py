@@ -267,6 +267,16 @@ def inspect(image: str, hdu: str | None) -> None:
     click.echo(inspect_image(image, hdu_value).model_dump_json(indent=2))
 
 
+def _register_extensions() -> None:
+    """Commands that live beside their own modules: analysis, and AWS / time-lag when present."""
+    from .analysis_cli import register
+
+    register(cli)
+
+
+_register_extensions()
+
+
 def main() -> None:
     cli()
 

@@ -39,7 +39,7 @@ from scipy.spatial import cKDTree
 from .analysis_tables import INJECTIONS_SCHEMA, images_row, write_rows
 from .errors import SkysiftError
 from .fitsio import Image, read_image
-from .measurement import _header_float, measure_image
+from .measurement import header_float, measure_image
 from .settings import Settings
 from .synthetic import _add, moffat_stamp
 from .tables import LocalTables, image_row_table
@@ -252,7 +252,7 @@ def run_completeness(uri: str, settings: Settings, *, seeing_fwhm_px: float | No
             or _seeing_from_header(original) or baseline.stats["filter_fwhm_px"])
     limit = -2.5 * np.log10(baseline.stats["limit_flux_5sigma"]) + (zp or 0.0)
     lo, hi = mag_range or (limit - 2.5, limit + 1.5)
-    gain = settings.photometry.gain_e_per_count or _header_float(original.header, "GAIN", "EGAIN", "CCDGAIN")
+    gain = settings.photometry.gain_e_per_count or header_float(original.header, "GAIN", "EGAIN", "CCDGAIN")
     radius = max(1.0, 0.5 * fwhm)
     nx, ny = original.info.nx, original.info.ny
     parts = []
@@ -282,7 +282,7 @@ def run_completeness(uri: str, settings: Settings, *, seeing_fwhm_px: float | No
 
 
 def _seeing_from_header(image: Image) -> float | None:
-    seeing_arcsec = _header_float(image.header, "SEEING", "FWHM")
+    seeing_arcsec = header_float(image.header, "SEEING", "FWHM")
     if seeing_arcsec is None or image.wcs is None:
         return None
     from .astrometry import pixel_scale_arcsec
@@ -317,7 +317,7 @@ def record_completeness(home: str | os.PathLike[str], result: CompletenessResult
     row, _ = found
     row.update(completeness_mag50=result.mag50, completeness_mag90=result.mag90)
     store = LocalTables(home)
-    pointers = {"images": store._write("images", row, image_row_table(row))}
+    pointers = {"images": store.write_rows("images", row, image_row_table(row))}
     if result.injections is not None:
         pointers["injections"] = write_rows(home, "injections", row, result.injections)
     folder = Path(home) / "completeness"

@@ -59,7 +59,8 @@ class PixelMeasurement:
                                 self.crowded, stamps, self.timings)
 
 
-def _header_float(header, *keys: str) -> float | None:
+def header_float(header, *keys: str) -> float | None:
+    """The first of ``keys`` in ``header`` holding a finite positive number, else None."""
     for key in keys:
         try:
             value = float(header[key])
@@ -73,8 +74,8 @@ def _header_float(header, *keys: str) -> float | None:
 def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Settings) -> PixelMeasurement:
     """Background, detection and photometry of one pixel array (subtracted in place)."""
     timings: dict[str, float] = {}
-    gain = settings.photometry.gain_e_per_count or _header_float(header, "GAIN", "EGAIN", "CCDGAIN")
-    saturation = settings.photometry.saturation_level or _header_float(header, "SATURATE", "SATLEVEL")
+    gain = settings.photometry.gain_e_per_count or header_float(header, "GAIN", "EGAIN", "CCDGAIN")
+    saturation = settings.photometry.saturation_level or header_float(header, "SATURATE", "SATLEVEL")
 
     t = time.perf_counter()
     bkg = estimate_background(data, mask, settings.background)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute  # makes pa.compute available
 import pyarrow.parquet as pq
 
 from . import compaction
@@ -52,7 +52,8 @@ class LocalTables:
     def table_dir(self, table: str) -> Path:
         return self.root / table
 
-    def _write(self, table: str, row: dict, data: pa.Table) -> str:
+    def write_rows(self, table: str, row: dict, data: pa.Table) -> str:
+        """Replace one image's rows of ``table`` with ``data`` (atomic); returns the file written."""
         image_id = row["image_id"]
         target = self.table_dir(table) / partition_path(row) / f"{image_id}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,17 +75,17 @@ class LocalTables:
         """Replace this image's rows: sources first, then the images row that indexes them."""
         pointers = {}
         if sources is not None:
-            pointers["sources"] = self._write("sources", image_row, sources)
+            pointers["sources"] = self.write_rows("sources", image_row, sources)
         else:
             self._remove("sources", image_row["image_id"])
-        pointers["images"] = self._write("images", image_row, image_row_table(image_row))
+        pointers["images"] = self.write_rows("images", image_row, image_row_table(image_row))
         return pointers
 
     def write_alerts(self, image_row: dict, alerts: pa.Table) -> str | None:
         if alerts.num_rows == 0:
             self._remove("alerts", image_row["image_id"])
             return None
-        return self._write("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
+        return self.write_rows("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
 
     def read_sources(self, image_row: dict) -> pa.Table:
         folder = self.table_dir("sources") / partition_path(image_row)

@@ -1,197 +1,32 @@
-"""Synthetic solar image series built on sunpy's real AIA 171 level-1 header, with known truth.
-
-Frames are written as real FITS files whose headers are the AIA header with the
-geometry, time, wavelength, exposure and observer (Earth at that instant) updated.
-The emission is defined on the solar surface at the reference time, in
-heliocentric-inertial longitude/latitude, and carried to each frame's time with the
-Howard et al. (1990) sidereal rotation rates computed here from the published
-coefficients -- independently of sunpy's ``propagate_with_solar_surface``, which the
-pipeline under test uses.
-"""
+"""Fixtures of the time-lag tests: synthetic solar series on disk, indexed, and a real dask cluster."""
 
 from __future__ import annotations
 
-import importlib.resources
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import astropy.units as u
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import sunpy.map
-from astropy.coordinates import SkyCoord
-from astropy.io import fits
-from sunpy.coordinates import HeliocentricInertial, HeliographicStonyhurst, get_earth
-
-from skysift.pipeline import process_image
-from skysift.schema import IMAGES_SCHEMA, PARTITION_KEYS
-from skysift.settings import Settings
-
-AIA_171 = importlib.resources.files("sunpy.data.test") / "aia_171_level1.fits"
-T0 = datetime(2011, 2, 15, 0, 0, 0, tzinfo=UTC)
-#: Howard et al. (1990) sidereal rates, microrad/s: A + B sin^2(lat) + C sin^4(lat).
-HOWARD = (2.894, -0.428, -0.370)
-#: Observer/geometry keywords of the real header that would contradict a new time: dropped.
-STALE_KEYWORDS = ("HAEX_OBS", "HAEY_OBS", "HAEZ_OBS", "GAEX_OBS", "GAEY_OBS", "GAEZ_OBS",
-                  "OBS_VR", "OBS_VW", "OBS_VN", "CAR_ROT", "T_OBS", "DATE", "DATAMEAN", "DATARMS")
-
-
-def aia_header() -> fits.Header:
-    with fits.open(AIA_171) as hdul:
-        return hdul[0].header.copy()
-
-
-def howard_rotation_rad(dt_s: np.ndarray | float, lat_rad: np.ndarray) -> np.ndarray:
-    """Sidereal rotation (radians) of the solar surface at latitude ``lat_rad`` after ``dt_s`` seconds."""
-    s2 = np.sin(lat_rad) ** 2
-    return (HOWARD[0] + HOWARD[1] * s2 + HOWARD[2] * s2**2) * 1e-6 * dt_s
-
-
-def frame_header(when: datetime, wavelength: float, shape: tuple[int, int], scale_arcsec: float,
-                 center_arcsec: tuple[float, float], exptime_s: float) -> fits.Header:
-    """The real AIA header, re-pointed and re-timed, with the observer at Earth at ``when``."""
-    header = aia_header()
-    for key in STALE_KEYWORDS:
-        header.remove(key, ignore_missing=True)
-    ny, nx = shape
-    earth = get_earth(when.replace(tzinfo=None).isoformat())
-    header.update(
-        NAXIS1=nx, NAXIS2=ny, CDELT1=scale_arcsec, CDELT2=scale_arcsec,
-        CRPIX1=(nx + 1) / 2, CRPIX2=(ny + 1) / 2, CRVAL1=center_arcsec[0], CRVAL2=center_arcsec[1],
-        CROTA2=0.0, DATE_OBS=None,
-    )
-    header["DATE-OBS"] = when.replace(tzinfo=None).isoformat(timespec="milliseconds")
-    header.update(
-        WAVELNTH=int(wavelength), WAVE_STR=f"{int(wavelength)}_THIN", EXPTIME=float(exptime_s),
-        HGLN_OBS=0.0, HGLT_OBS=float(earth.lat.deg), DSUN_OBS=float(earth.radius.to_value(u.m)),
-        CRLN_OBS=float(earth.transform_to(sunpy.coordinates.HeliographicCarrington(observer="earth", obstime=earth.obstime)).lon.deg),
-        CRLT_OBS=float(earth.lat.deg),
-    )
-    header.remove("DATE_OBS", ignore_missing=True)
-    return header
-
-
-def surface_coords(header: fits.Header, t_ref: datetime) -> tuple[np.ndarray, np.ndarray]:
-    """HCI longitude and latitude (radians) at ``t_ref`` of each pixel's surface point (NaN off disk)."""
-    smap = sunpy.map.Map(np.zeros((header["NAXIS2"], header["NAXIS1"])), header)
-    ny, nx = smap.data.shape
-    xx, yy = np.meshgrid(np.arange(nx), np.arange(ny))
-    hci = smap.pixel_to_world(xx * u.pix, yy * u.pix).transform_to(HeliocentricInertial(obstime=smap.date))
-    lat = hci.lat.to_value(u.rad)
-    dt_s = (smap.date.to_datetime(timezone=UTC) - t_ref).total_seconds()
-    lon = hci.lon.to_value(u.rad) - howard_rotation_rad(dt_s, lat)
-    return lon, lat
-
-
-def surface_point(lon_deg: float, lat_deg: float, when: datetime) -> tuple[float, float]:
-    """HCI (lon, lat) in radians of a Stonyhurst surface point at ``when``."""
-    hgs = SkyCoord(lon_deg * u.deg, lat_deg * u.deg, 695_700 * u.km,
-                   frame=HeliographicStonyhurst(obstime=when.replace(tzinfo=None).isoformat()))
-    hci = hgs.transform_to(HeliocentricInertial(obstime=hgs.obstime))
-    return float(hci.lon.to_value(u.rad)), float(hci.lat.to_value(u.rad))
-
-
-def write_frame(path: Path, header: fits.Header, counts: np.ndarray) -> Path:
-    fits.PrimaryHDU(counts.astype(np.float32), header).writeto(path, overwrite=True)
-    return path
-
-
-def write_images_index(home: Path, paths: list[Path]) -> None:
-    """Index ``paths`` with skysift's own ``process_image`` and write the Hive-partitioned images table."""
-    settings = Settings(home=home)
-    for path in paths:
-        row = process_image(str(path), settings).image_row
-        assert row["status"] == "indexed", row
-        part = home / "tables" / "images" / "/".join(f"{k}={row[k]}" for k in PARTITION_KEYS)
-        part.mkdir(parents=True, exist_ok=True)
-        schema = pa.schema([f for f in IMAGES_SCHEMA if f.name not in PARTITION_KEYS])
-        table = pa.Table.from_pylist([{f.name: row[f.name] for f in schema}], schema=schema)
-        pq.write_table(table, part / f"{row['image_id']}.parquet")
-
-
-@dataclass
-class LagSeries:
-    """A two-channel series on disk, indexed under ``home``, with its truth."""
-
-    home: Path
-    paths_a: list[Path]
-    paths_b: list[Path]
-    center_arcsec: tuple[float, float]
-    fov_arcsec: tuple[float, float]
-    scale_arcsec: float
-    cadence_s: float
-    lag_truth_s: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (lon, lat) at T0 -> lag in s
-    start: datetime
-    end: datetime
-
-
-def _pulse_train(rng: np.random.Generator, t_lo: float, t_hi: float) -> Callable[[np.ndarray], np.ndarray]:
-    n = int((t_hi - t_lo) / 1500) + 2
-    centres = rng.uniform(t_lo, t_hi, n)
-    widths = rng.uniform(360, 720, n)
-    amps = rng.uniform(0.5, 1.5, n)
-
-    def train(t: np.ndarray) -> np.ndarray:
-        return np.sum(amps[:, None] * np.exp(-0.5 * ((t.ravel()[None] - centres[:, None]) / widths[:, None]) ** 2),
-                      axis=0).reshape(t.shape)
-
-    return train
-
-
-def make_lag_series(root: Path, *, n_frames: int = 60, shape: tuple[int, int] = (64, 64), scale_arcsec: float = 4.0,
-                    cadence_s: float = 240.0, seed: int = 5) -> LagSeries:
-    """Channel A (193) and channel B (171) = A delayed by a lag that varies across the surface.
-
-    Channel B is sampled 40 s after A, both with +-10 s jitter; exposures vary between
-    1.5 and 2.9 s and the counts scale with them; 0.3 % noise.
-    """
-    rng = np.random.default_rng(seed)
-    center = (-125.0, 250.0)
-    lon_c, lat_c = surface_point(-7.5, 22.0, T0)  # roughly behind (-125", 250") at T0
-    trains = [_pulse_train(rng, -7200.0, n_frames * cadence_s + 3600.0) for _ in range(6)]
-    blob_u, blob_v = rng.uniform(-0.08, 0.08, (2, 6))  # radians on the surface
-
-    def local(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (lon - lon_c) * np.cos(lat_c), lat - lat_c
-
-    def lag_truth(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        uu, vv = local(lon, lat)
-        return np.clip(900.0 + 9000.0 * uu + 4000.0 * vv, 0.0, 1800.0)  # 0 .. 30 min
-
-    def signal(lon: np.ndarray, lat: np.ndarray, t: np.ndarray) -> np.ndarray:
-        uu, vv = local(lon, lat)
-        weights = np.exp(-0.5 * ((uu[None] - blob_u[:, None, None]) ** 2 + (vv[None] - blob_v[:, None, None]) ** 2) / 0.04**2)
-        weights += 0.05
-        mix = sum(w * train(t) for w, train in zip(weights, trains, strict=True))
-        return mix / weights.sum(axis=0)
-
-    home = root / "home"
-    frames = root / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, list[Path]] = {"a": [], "b": []}
-    for k in range(n_frames):
-        for channel, wavelength, offset in (("a", 193, 0.0), ("b", 171, 40.0)):
-            t_s = k * cadence_s + offset + rng.uniform(-10, 10)
-            when = T0 + timedelta(seconds=t_s)
-            exptime = rng.uniform(1.5, 2.9)
-            header = frame_header(when, wavelength, shape, scale_arcsec, center, exptime)
-            lon, lat = surface_coords(header, T0)
-            if channel == "a":
-                rate = 100.0 + 400.0 * signal(lon, lat, np.full(lon.shape, t_s))
-            else:
-                rate = 80.0 + 300.0 * signal(lon, lat, t_s - lag_truth(lon, lat))
-            rate *= 1 + 0.003 * rng.standard_normal(rate.shape)
-            paths[channel].append(write_frame(frames / f"aia_{wavelength}_{k:03d}.fits", header, rate * exptime))
-    write_images_index(home, paths["a"] + paths["b"])
-    end = T0 + timedelta(seconds=n_frames * cadence_s + 60)
-    return LagSeries(home, paths["a"], paths["b"], center, (160.0, 160.0), scale_arcsec, cadence_s,
-                     lag_truth, T0 - timedelta(seconds=30), end)
+from solar_series import LagSeries, RotationSeries, make_lag_series, make_rotation_series
 
 
 @pytest.fixture(scope="session")
 def lag_series(tmp_path_factory: pytest.TempPathFactory) -> LagSeries:
     return make_lag_series(tmp_path_factory.mktemp("lagseries"))
+
+
+@pytest.fixture(scope="session")
+def rotation_series(tmp_path_factory: pytest.TempPathFactory) -> RotationSeries:
+    return make_rotation_series(tmp_path_factory.mktemp("rotation"))
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A real dask.distributed cluster: 2 worker processes talking TCP."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, protocol="tcp",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def small_lag_series(tmp_path_factory: pytest.TempPathFactory) -> LagSeries:
+    """A short two-channel series for the entrypoint tests (CLI, worker, Fido)."""
+    return make_lag_series(tmp_path_factory.mktemp("smallseries"), n_frames=12, shape=(48, 48), seed=11)

@@ -104,6 +104,13 @@ def athena_query(sql: str, *, database: str, workgroup: str):
     return wr.athena.read_sql_query(sql, database=database, workgroup=workgroup, ctas_approach=False)
 
 
+def athena_query_for(sql: str, *, stack: str = "skysift-dev", database: str | None = None,
+                     workgroup: str | None = None):
+    """:func:`athena_query` with the database and workgroup from the stack outputs unless given."""
+    return athena_query(sql, database=database or stack_output(stack, "GlueDatabaseName"),
+                        workgroup=workgroup or stack_output(stack, "AthenaWorkGroupName"))
+
+
 # -- click commands ----------------------------------------------------------------------------
 stack_option = click.option("--stack", default="skysift-dev", show_default=True, envvar="SKYSIFT_STACK",
                             help="CloudFormation stack whose outputs name the resources.")

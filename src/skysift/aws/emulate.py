@@ -177,6 +177,8 @@ class Emulation:
         self.handlers: dict[str, str] = {}
         self.function_env: dict[str, str] = {}
         self._stack: ExitStack | None = None
+        self._throttles: dict[str, int] = {}
+        self._throttle_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Emulation:
@@ -441,7 +443,16 @@ class Emulation:
                 TreatMissingData=p["TreatMissingData"], AlarmActions=p["AlarmActions"])
 
     # -- dispatch: what Lambda and Batch would run -------------------------------------------------
+    def throttle(self, function: str, times: int = 1) -> None:
+        """Make the Lambda service refuse the next ``times`` invocations of a function (429), as under load."""
+        with self._throttle_lock:
+            self._throttles[self.names[function]] = times
+
     def _dispatch_lambda(self, event: dict, function_name: str) -> Any:
+        with self._throttle_lock:
+            if self._throttles.get(function_name, 0) > 0:
+                self._throttles[function_name] -= 1
+                raise moto_patches.too_many_requests(function_name)
         try:
             handler_path = self.handlers[function_name]
         except KeyError:

@@ -21,7 +21,8 @@ Why each one exists:
   delivers to SQS, logs and buses, and raises ``NotImplementedError`` for other
   target ARNs (S3's EventBridge notifier swallows it). :func:`eventbridge_to_stepfunctions`
   adds ``arn:aws:states:...:stateMachine:...`` targets: StartExecution with the event
-  (after the target's InputPath / InputTransformer) as input, as EventBridge does.
+  (after the target's InputPath / InputTransformer) as input, as EventBridge does. It
+  also honours a rule's state: S3's notifier calls DISABLED rules too.
 * **Unnamed executions.** ``StartExecution`` without a name gets a UUID on AWS; moto's
   interpreting backend names it ``None``, so the second unnamed execution of a state
   machine (every ``startExecution.sync:2`` child of a Distributed Map) fails with
@@ -162,7 +163,8 @@ def eventbridge_to_stepfunctions() -> Iterator[None]:
     original = Rule.send_to_targets
 
     def send_to_targets(self, original_event, transform_input=True):
-        if not self.event_pattern.matches_event(original_event):
+        # S3's EventBridge notifier calls every rule, also DISABLED ones: a disabled rule delivers nothing.
+        if self.state != "ENABLED" or not self.event_pattern.matches_event(original_event):
             return
         others = []
         for target in self.targets:
@@ -184,6 +186,15 @@ def eventbridge_to_stepfunctions() -> Iterator[None]:
         yield
 
 
+def too_many_requests(function_name: str):
+    """The error the Lambda service answers a throttled Invoke with (HTTP 429); raise it from a dispatcher."""
+    from moto.core.exceptions import JsonRESTError
+
+    error = JsonRESTError("TooManyRequestsException", f"Rate exceeded for function {function_name}")
+    error.code = 429
+    return error
+
+
 def _error_payload(exc: BaseException) -> dict[str, Any]:
     """What the Lambda Python runtime returns for an unhandled exception."""
     return {
@@ -198,12 +209,15 @@ def _error_payload(exc: BaseException) -> dict[str, Any]:
 def lambda_dispatch(dispatcher: LambdaDispatcher) -> Iterator[None]:
     """Run Lambda invocations (API and Step Functions tasks) through ``dispatcher`` in-process."""
     from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.core.exceptions import JsonRESTError
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         fn = self.get_function(function_name, qualifier)
         try:
             event = json.loads(body) if body else {}
             result = dispatcher(event, fn.function_name)
+        except JsonRESTError:  # the Lambda service itself refused (e.g. throttled): an API error, not a FunctionError
+            raise
         except Exception as exc:  # the runtime turns any exception into a FunctionError
             log.info("lambda %s raised %s: %s", fn.function_name, type(exc).__name__, exc)
             response_headers["x-amz-function-error"] = "Unhandled"

@@ -104,14 +104,18 @@ _TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d
 @click.option("--reference-time", type=_TIME, default=None, help="observer/time of the cutout [default: --start]")
 @click.option("--index", "index_spec", default=None,
               help="skysift home with the images table, or athena://DATABASE?workgroup=W [default: $SKYSIFT_HOME]")
-@click.option("--scheduler", default=None, help="address of an existing dask scheduler [default: a local cluster]")
+@click.option("--scheduler", default=None,
+              help="address of an existing dask scheduler, or 'threads'/'sync' [default: a local cluster]")
+@click.option("--scheduler-timeout", type=_Duration(), default="30s", show_default=True,
+              help="how long to wait for --scheduler")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="local cluster worker processes")
 @click.option("--tile", type=click.IntRange(16), default=128, show_default=True, help="spatial chunk, pixels")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
 def timelag_command(channel_a: float, channel_b: float, start: datetime, end: datetime, center: tuple[float, float],
                     fov: tuple[float, float], cadence: float, max_lag: float, output: str, png: str | None,
                     instrument: str | None, scale: float | None, reference_time: datetime | None,
-                    index_spec: str | None, scheduler: str | None, workers: int, tile: int, progress: bool) -> None:
+                    index_spec: str | None, scheduler: str | None, scheduler_timeout: float, workers: int, tile: int,
+                    progress: bool) -> None:
     """Map the time lag between two channels of a solar image series (FITS + PNG).
 
     Prints a JSON summary (outputs, frame counts, lag statistics in seconds) on stdout.
@@ -132,7 +136,7 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
         })
         index = open_index(request.index)
         tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
-        with dask_client(request.scheduler, request.workers) as client:
+        with dask_client(request.scheduler, request.workers, connect_timeout_s=scheduler_timeout) as client:
             summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None,
                                   tables=tables)
     except SkysiftError as exc:

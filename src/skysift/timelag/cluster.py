@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from distributed import Client, LocalCluster
 
 from .errors import SchedulerUnavailable
@@ -20,15 +21,21 @@ from .errors import SchedulerUnavailable
 log = logging.getLogger(__name__)
 
 
+#: ``--scheduler`` values that select dask's single-machine schedulers instead of distributed.
+LOCAL_SCHEDULERS = ("threads", "sync")
+
+
 @contextmanager
 def dask_client(scheduler: str | None = None, workers: int = 2, memory_limit: str = "auto",
-                connect_timeout_s: float = 30.0) -> Iterator[Client]:
+                connect_timeout_s: float = 30.0) -> Iterator[Client | None]:
     """A connected :class:`distributed.Client`, closed (and its local cluster stopped) on exit.
 
     Parameters
     ----------
     scheduler : str, optional
-        Address of an existing scheduler (``tcp://host:8786``); None starts a LocalCluster.
+        Address of an existing scheduler (``tcp://host:8786``); None starts a LocalCluster;
+        ``"threads"`` or ``"sync"`` use dask's threaded or synchronous scheduler in this
+        process (no distributed client: yields None) -- for debugging and small jobs.
     workers : int
         Worker processes of the LocalCluster (one thread each).
     memory_limit : str
@@ -36,6 +43,10 @@ def dask_client(scheduler: str | None = None, workers: int = 2, memory_limit: st
     connect_timeout_s : float
         How long to wait for an existing scheduler, seconds.
     """
+    if scheduler in LOCAL_SCHEDULERS:
+        with dask.config.set(scheduler=scheduler, num_workers=workers):
+            yield None
+        return
     if scheduler:
         try:
             client = Client(scheduler, timeout=f"{connect_timeout_s}s")

@@ -28,7 +28,7 @@ import pandas as pd
 from astropy.io import fits
 
 from .align import ROTATION_MODEL, cutout_header, reproject_frame, source_bbox
-from .cube import TILE_PX, stack_on_grid, time_grid
+from .cube import TILE_PX, Interpolation, stack_on_grid, time_grid
 from .errors import SeriesTooShort
 from .frames import frame_exposure_s, normalise_exposure, read_frame, read_header
 from .index import IndexBackend, SeriesQuery, require_series
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 log = logging.getLogger(__name__)
+
+#: Warn when interpolation bridges a gap between frames longer than this many grid steps.
+GAP_WARNING_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ def plan_cubes(a: Channel, b: Channel, target: fits.Header, cadence_s: float,
                tile_px: int = TILE_PX) -> tuple[da.Array, da.Array, np.ndarray]:
     """Lazy (n_grid, ny, nx) cubes of both channels in DN/s on the cutout, and the grid (s)."""
     grid = time_grid(a.times_s, b.times_s, cadence_s)
+    for channel in (a, b):
+        gap_s = Interpolation.between(channel.times_s, grid).max_gap_s
+        if gap_s > GAP_WARNING_STEPS * cadence_s:
+            log.warning("channel %g A: the time grid bridges a %.0f s gap between frames by linear interpolation",
+                        channel.wavelength_angstrom, gap_s)
     cube_a = stack_on_grid(aligned_frames(a, target), a.times_s, grid, tile_px)
     cube_b = stack_on_grid(aligned_frames(b, target), b.times_s, grid, tile_px)
     return cube_a, cube_b, grid

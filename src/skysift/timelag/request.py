@@ -41,7 +41,8 @@ class TimeLagRequest(BaseModel):
     index: str = Field(description="home directory of the local tables, or athena://DATABASE?workgroup=...")
     output: str = Field(description="FITS result: local path or s3:// URL")
     png: str | None = Field(None, description="PNG plot; default: the output name with .png")
-    scheduler: str | None = Field(None, description="address of an existing dask scheduler; default: a LocalCluster")
+    scheduler: str | None = Field(
+        None, description="address of an existing dask scheduler, or threads|sync; default: a LocalCluster")
     workers: int = Field(2, ge=1, description="workers of the LocalCluster when no scheduler is given")
     tile_px: int = Field(128, ge=16, description="spatial chunk of the cube, pixels")
 

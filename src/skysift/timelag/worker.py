@@ -22,11 +22,6 @@ import os
 import sys
 
 from ..errors import SkysiftError
-from .cluster import dask_client
-from .index import open_index
-from .output import put_bytes
-from .pipeline import find_series, run_timelag
-from .request import TimeLagRequest
 
 log = logging.getLogger("skysift.timelag.worker")
 
@@ -37,6 +32,13 @@ INDEX_ENV = "SKYSIFT_TIMELAG_INDEX"
 
 def run(request_uri: str) -> dict[str, object]:
     """Load the request, run it, write outputs and the summary; return the summary."""
+    # imported here so that a usage error costs no sunpy/dask import time
+    from .cluster import dask_client
+    from .index import open_index
+    from .output import put_bytes
+    from .pipeline import find_series, run_timelag
+    from .request import TimeLagRequest
+
     request = TimeLagRequest.load(request_uri, defaults={"index": os.environ.get(INDEX_ENV)})
     index = open_index(request.index)
     tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do

@@ -1,0 +1,68 @@
+"""``skysift timelag`` command: flag parsing, a full run against a real scheduler, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from astropy.io import fits
+from click.testing import CliRunner
+
+from skysift.timelag.cli import parse_duration_s, parse_pair_arcsec, timelag_command
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("-125,250", (-125.0, 250.0)), ("-125, 250 arcsec", (-125.0, 250.0)), ("-2,4arcmin", (-120.0, 240.0)),
+     ("0.1,0.2 deg", (360.0, 720.0))],
+)
+def test_center_and_fov_accept_arcsec_or_an_angle_unit(text, expected):
+    assert parse_pair_arcsec(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("4min", 240.0), ("6h", 21600.0), ("12 s", 12.0), ("90", 90.0)])
+def test_durations_accept_units(text, seconds):
+    assert parse_duration_s(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-125", "a,b", "1,2 kg"])
+def test_bad_pairs_are_rejected(text):
+    with pytest.raises(click.BadParameter):
+        parse_pair_arcsec(text)
+
+
+def test_timelag_command_writes_fits_and_png_on_the_given_scheduler(small_lag_series, local_cluster, tmp_path):
+    out = tmp_path / "lag.fits"
+    args = [
+        "--channel-a", "193", "--channel-b", "171",
+        "--start", small_lag_series.start.strftime("%Y-%m-%dT%H:%M:%S"),
+        "--end", small_lag_series.end.strftime("%Y-%m-%dT%H:%M:%S"),
+        "--center", "-125,250", "--fov", "160,160", "--cadence", "4min", "--max-lag", "40min",
+        "--instrument", "AIA", "--index", str(small_lag_series.home),
+        "--scheduler", local_cluster.scheduler.address, "-o", str(out),
+    ]
+    result = CliRunner().invoke(timelag_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["frames"] == [12, 12] and summary["shape"] == [40, 40]
+    assert (tmp_path / "lag.png").stat().st_size > 10_000
+    header = fits.getheader(out)
+    assert header["CADENCE"] == 240.0 and header["MAXLAG"] == 2400.0 and header["BUNIT"] == "s"
+
+
+def test_inconsistent_flags_exit_with_the_reason(small_lag_series, tmp_path):
+    args = ["--channel-a", "193", "--channel-b", "171", "--start", "2011-02-15T02:00", "--end", "2011-02-15T01:00",
+            "--center", "0,0", "--index", str(small_lag_series.home), "-o", str(tmp_path / "x.fits")]
+    result = CliRunner().invoke(timelag_command, args)
+    assert result.exit_code == 1
+    assert "[invalid_timelag_request]" in result.output and "must be after start" in result.output
+
+
+def test_unreachable_scheduler_is_reported(small_lag_series, tmp_path):
+    args = ["--channel-a", "193", "--channel-b", "171", "--start", "2011-02-15T00:00", "--end", "2011-02-15T01:00",
+            "--center", "0,0", "--index", str(small_lag_series.home), "-o", str(tmp_path / "x.fits"),
+            "--scheduler", "tcp://127.0.0.1:9", "--scheduler-timeout", "2s"]
+    result = CliRunner().invoke(timelag_command, args)
+    assert result.exit_code == 1
+    assert "[scheduler_unavailable]" in result.output
