@@ -76,3 +76,14 @@ def test_large_images_take_the_tiled_route_within_the_budget(make_sky, tmp_path)
     roomy = process_image(str(path), Settings.load(home=tmp_path))
     assert roomy.image_row["route"] == "local"
     assert abs(result.image_row["n_sources"] - roomy.image_row["n_sources"]) <= 3
+
+
+def test_all_nan_large_image_is_the_same_typed_error_as_in_memory(tmp_path):
+    from astropy.io import fits
+
+    from skysift.errors import AllNaN
+
+    path = tmp_path / "blank.fits"
+    fits.writeto(path, np.full((600, 600), np.nan, np.float32))
+    with pytest.raises(AllNaN):
+        measure_tiled(str(path), Settings.load(home=tmp_path), tile_px=256)

@@ -133,12 +133,19 @@ def run(ctx: click.Context, target: str, hdu: str | None, workers: int, force: b
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--limit", default=50, show_default=True, help="Rows to print in table format.")
+@click.option("--athena", is_flag=True, help="Run on Athena (the deployed stack's Glue tables) instead of locally.")
+@click.option("--stack", default="skysift-dev", show_default=True, help="CloudFormation stack, with --athena.")
 @click.pass_context
-def query(ctx: click.Context, sql: str, fmt: str, limit: int) -> None:
-    """Run SQL on the local tables (sources, images, alerts) with DuckDB."""
-    from .query import LocalCatalog
+def query(ctx: click.Context, sql: str, fmt: str, limit: int, athena: bool, stack: str) -> None:
+    """Run SQL on the tables (sources, images, alerts): DuckDB locally, or Athena."""
+    if athena:
+        from .aws.cli import athena_query_for
 
-    frame = LocalCatalog(_settings(ctx).home).sql(sql)
+        frame = athena_query_for(sql, stack=stack)
+    else:
+        from .query import LocalCatalog
+
+        frame = LocalCatalog(_settings(ctx).home).sql(sql)
     if fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     elif fmt == "json":
@@ -172,13 +179,15 @@ def _fmt(value) -> str:
     return str(value)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("-n", "--limit", default=20, show_default=True)
 @click.option("--rule", help="Only this rule (high_snr, high_flux, new_source).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> None:
-    """The alerts raised, newest first."""
+    """The alerts raised, newest first (and `alerts subscribe` on AWS)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .alerts import LogPublisher
 
     items = [a for a in LogPublisher(_settings(ctx).home).read() if rule is None or a["rule"] == rule][:limit]
@@ -268,10 +277,22 @@ def inspect(image: str, hdu: str | None) -> None:
 
 
 def _register_extensions() -> None:
-    """Commands that live beside their own modules: analysis, and AWS / time-lag when present."""
+    """Commands that live beside their own modules: analysis, AWS and time-lag.
+
+    The AWS and solar commands need the ``aws`` and ``solar`` extras; without them the
+    rest of skysift works and those commands are simply absent.
+    """
     from .analysis_cli import register
 
     register(cli)
+    try:
+        from .aws.cli import emulate_command, ingest_command, subscribe_command
+    except ImportError as exc:
+        logging.getLogger(__name__).debug("AWS commands unavailable: %s", exc)
+    else:
+        cli.add_command(emulate_command)
+        cli.add_command(ingest_command)
+        alerts.add_command(subscribe_command)
 
 
 _register_extensions()

@@ -27,7 +27,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from . import storage
-from .errors import ConfigError, TruncatedFile
+from .errors import AllNaN, ConfigError, TruncatedFile
 from .fitsio import ImageInfo, build_wcs, inspect_image
 from .measurement import Measurement, PixelMeasurement, finish_catalog, measure_pixels
 from .settings import Settings
@@ -106,11 +106,11 @@ def read_tile(uri: str, hdu: int, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     return data, mask
 
 
-def _measure_tile(uri: str, hdu: int, tile: Tile, header: fits.Header, settings: Settings) -> PixelMeasurement:
+def _measure_tile(uri: str, hdu: int, tile: Tile, header: fits.Header, settings: Settings) -> PixelMeasurement | None:
+    """One tile's sources (those centred in its core), or None when every pixel is masked."""
     data, mask = read_tile(uri, hdu, tile)
     if mask.all():
-        empty = measure_pixels(np.zeros((8, 8), np.float32), np.zeros((8, 8), bool), header, settings)
-        return empty.shifted(0, 0, np.zeros(0, dtype=bool))
+        return None
     pixels = measure_pixels(data, mask, header, settings)
     x = pixels.columns["x"] + tile.rx0
     y = pixels.columns["y"] + tile.ry0
@@ -161,6 +161,9 @@ def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None,
             parts = list(pool.map(_measure_tile, [info.uri] * n, [info.hdu] * n, tiles, [header] * n, [settings] * n))
     else:
         parts = [_measure_tile(info.uri, info.hdu, tile, header, settings) for tile in tiles]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise AllNaN("every pixel is NaN, infinite or BLANK", uri=info.uri)
     merged = merge(parts)
     merged.timings["read_s"] = 0.0
     measurement = finish_catalog(merged, build_wcs(header), info, header, settings)

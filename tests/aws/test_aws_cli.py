@@ -34,6 +34,9 @@ def test_alerts_subscribe_creates_a_filtered_subscription_that_receives_matching
     subscription = result.output.splitlines()[0]
     attributes = emulation.client("sns").get_subscription_attributes(SubscriptionArn=subscription)["Attributes"]
     assert json.loads(attributes["FilterPolicy"]) == {"kind": ["high_snr"], "snr": [{"numeric": [">=", 250]}]}
+    queue_policy = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+    [statement] = queue_policy["Statement"]
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": emulation.topic_arn}}
 
     emulation.upload(sky, "night-2026-01-01/field-042.fits")
     emulation.wait()

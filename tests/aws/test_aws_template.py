@@ -158,3 +158,19 @@ def test_every_sample_event_is_used_by_a_test():
     tests = "".join(p.read_text() for p in (ROOT / "tests/aws").glob("test_*.py"))
     for path in (ROOT / "events").glob("*.json"):
         assert path.name in tests, path.name
+
+
+def test_emulation_leaves_moto_and_the_environment_as_it_found_them():
+    import copy
+    import os
+
+    from moto.core.config import default_user_config
+
+    from skysift.aws.emulate import Emulation
+
+    config, environment = copy.deepcopy(default_user_config), dict(os.environ)
+    with Emulation(ROOT, parameters={"Stage": "dev"}) as aws:
+        assert os.environ["AWS_ENDPOINT_URL"] == aws.server.url
+        assert default_user_config["stepfunctions"] == {"execute_state_machine": True}
+    assert default_user_config == config
+    assert dict(os.environ) == environment

@@ -66,3 +66,15 @@ def test_unreachable_scheduler_is_reported(small_lag_series, tmp_path):
     result = CliRunner().invoke(timelag_command, args)
     assert result.exit_code == 1
     assert "[scheduler_unavailable]" in result.output
+
+
+def test_threads_scheduler_runs_in_process_with_a_progress_bar(small_lag_series, tmp_path):
+    args = ["--channel-a", "193", "--channel-b", "171",
+            "--start", small_lag_series.start.strftime("%Y-%m-%dT%H:%M:%S"),
+            "--end", small_lag_series.end.strftime("%Y-%m-%dT%H:%M:%S"),
+            "--center", "-125,250", "--fov", "80,80", "--cadence", "4min", "--max-lag", "20min",
+            "--index", str(small_lag_series.home), "--scheduler", "threads", "-o", str(tmp_path / "t.fits")]
+    result = CliRunner(mix_stderr=False).invoke(timelag_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Completed" in result.stderr  # dask.diagnostics.ProgressBar
+    assert json.loads(result.stdout)["shape"] == [20, 20]

@@ -7,6 +7,13 @@ Layout (the same as :class:`skysift.tables.LocalTables`, under the Glue tables' 
     s3://CATALOG/alerts/ survey=S/band=B/obs_night=N/{image_id}.parquet
     s3://CATALOG/quarantine/{image_id}.json
     s3://CATALOG/cutouts/{alert_id}.fits
+    s3://CATALOG/footprints/hpx6={cell}/{image_id}.json
+
+The footprints are a spatial index of the ``images`` rows (status ok): one small object
+per HEALPix cell (order 6, ~0.9 deg) that an image's disc touches. The "new source"
+rule asks which earlier images cover a position; listing the few cells around it
+answers that in a handful of requests however large the survey grows, where reading
+the whole image index would grow with every image ingested.
 
 One object per image at a key fixed by its image_id and partition, so a duplicate
 event or a re-run overwrites that object: rows are replaced, never duplicated, even
@@ -29,10 +36,23 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from ..metadata import slug
-from ..schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
+from ..schema import ALERTS_SCHEMA, PARTITION_KEYS
 from ..tables import image_row_table, partition_path
 
 log = logging.getLogger(__name__)
+
+
+FOOTPRINT_ORDER = 6
+
+
+def footprint_cells(ra_deg: float, dec_deg: float, radius_deg: float) -> list[int]:
+    """Nested HEALPix cells (order 6) that a disc may touch (padded by one cell size)."""
+    import astropy.units as u
+    from astropy_healpix import HEALPix
+
+    grid = HEALPix(nside=2**FOOTPRINT_ORDER, order="nested")
+    padded = radius_deg * u.deg + grid.pixel_resolution
+    return sorted(int(c) for c in grid.cone_search_lonlat(ra_deg * u.deg, dec_deg * u.deg, radius=padded))
 
 
 def partition_values(row: dict) -> list[str]:
@@ -84,8 +104,16 @@ class S3GlueCatalog:
         return self._put_table("sources", image_row, sources)
 
     def write_image_row(self, image_row: dict) -> str:
-        """Replace this image's ``images`` row."""
-        return self._put_table("images", image_row, image_row_table(image_row))
+        """Replace this image's ``images`` row (and, for measured images, its footprint cells)."""
+        uri = self._put_table("images", image_row, image_row_table(image_row))
+        if image_row.get("status") == "ok" and image_row.get("center_ra") is not None:
+            document = json.dumps({**{k: v for k, v in image_row.items()},
+                                   "obs_time": image_row["obs_time"].isoformat() if image_row.get("obs_time") else None,
+                                   "processed_at": None}, default=str).encode()
+            for cell in footprint_cells(image_row["center_ra"], image_row["center_dec"], image_row["radius_deg"] or 0.0):
+                self.s3.put_object(Bucket=self.bucket, Key=f"footprints/hpx{FOOTPRINT_ORDER}={cell}/{image_row['image_id']}.json",
+                                   Body=document, ContentType="application/json")
+        return uri
 
     def write_image(self, image_row: dict, sources: pa.Table | None) -> dict[str, str]:
         """Sources first, then the images row that indexes them (as locally)."""
@@ -133,26 +161,29 @@ class S3GlueCatalog:
             raise
         return rows[0] if rows else None
 
-    def _images(self) -> list[dict]:
-        """Every ``images`` row (one small object per image), with its partition values."""
-        rows = []
-        for path in wr.s3.list_objects(f"s3://{self.bucket}/images/", suffix=".parquet", boto3_session=self.session):
-            key = path.split("/", 3)[3]
-            partition = dict(part.split("=", 1) for part in key.split("/")[1:-1])
-            table = self._get_table(key)
-            rows += [{**row, **partition} for row in table.select(IMAGES_SCHEMA.names).cast(IMAGES_SCHEMA).to_pylist()]
-        return rows
+    def _footprints(self, cells: list[int]) -> dict[str, dict]:
+        """The image rows registered in these cells, by image_id."""
+        found: dict[str, dict] = {}
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for cell in cells:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"footprints/hpx{FOOTPRINT_ORDER}={cell}/"):
+                for obj in page.get("Contents", []):
+                    image_id = obj["Key"].rsplit("/", 1)[1].removesuffix(".json")
+                    if image_id not in found:
+                        body = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+                        found[image_id] = json.loads(body)
+        return found
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
                        before: datetime) -> list[dict]:
-        """Status-ok ``images`` rows observed before ``before`` whose footprint reaches the cone.
-
-        Reads the image index (one small object per image); at survey scale the same
-        question is an Athena query (``skysift query --athena``).
-        """
-        rows = [r for r in self._images()
-                if r["status"] == "ok" and r["obs_time"] is not None and r["obs_time"] < before
-                and r["center_ra"] is not None and r["center_dec"] is not None]
+        """Status-ok ``images`` rows observed before ``before`` whose footprint reaches the cone."""
+        rows = []
+        for row in self._footprints(footprint_cells(center_ra, center_dec, radius_deg)).values():
+            if row.get("obs_time") is None:
+                continue
+            row["obs_time"] = datetime.fromisoformat(row["obs_time"])
+            if row["obs_time"] < before:
+                rows.append(row)
         if not rows:
             return []
         distance = _angular_distance_deg([r["center_ra"] for r in rows], [r["center_dec"] for r in rows],

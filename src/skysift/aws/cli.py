@@ -69,6 +69,22 @@ def subscribe(topic_arn: str, *, sqs_arn: str | None = None, email: str | None =
     return response["SubscriptionArn"]
 
 
+def allow_topic_to_send(queue_arn: str, topic_arn: str) -> None:
+    """Add to the queue's policy a statement that lets the alert topic (only) send to it."""
+    sqs = boto3.client("sqs")
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {}).get("Policy")
+    policy = json.loads(current) if current else {"Version": "2012-10-17", "Statement": []}
+    sid = "skysift-alerts-" + topic_arn.rsplit(":", 1)[1]
+    if any(statement.get("Sid") == sid for statement in policy["Statement"]):
+        return
+    policy["Statement"].append({"Sid": sid, "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+                                "Action": "sqs:SendMessage", "Resource": queue_arn,
+                                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}})
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+
+
 def _split_s3(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ConfigError(f"expected s3://bucket/prefix, got {uri!r}")
@@ -136,7 +152,9 @@ def ingest_command(target: str | None, manifest: str | None, state_machine: str 
 
 
 @click.command("subscribe")
-@click.option("--sqs", "sqs_arn", help="ARN of an SQS queue (its policy must let the topic send).")
+@click.option("--sqs", "sqs_arn", help="ARN of an SQS queue.")
+@click.option("--allow/--no-allow", default=True, show_default=True,
+              help="Add a statement to the queue's policy that lets the alert topic send to it.")
 @click.option("--email", help="An email address (confirmed by the link SNS sends).")
 @click.option("--min-snr", type=float, help="Only alerts with SNR at least this.")
 @click.option("--max-mag", type=float, help="Only alerts brighter than this AB magnitude.")
@@ -145,10 +163,12 @@ def ingest_command(target: str | None, manifest: str | None, state_machine: str 
 @click.option("--band", "bands", multiple=True, help="Only these bands (repeatable).")
 @click.option("--topic-arn", envvar="SKYSIFT_ALERT_TOPIC_ARN", help="Alert topic (default: stack output).")
 @stack_option
-def subscribe_command(sqs_arn, email, min_snr, max_mag, kinds, surveys, bands, topic_arn, stack) -> None:
+def subscribe_command(sqs_arn, allow, email, min_snr, max_mag, kinds, surveys, bands, topic_arn, stack) -> None:
     """Subscribe to alerts, filtered on their message attributes."""
     topic = topic_arn or stack_output(stack, "AlertTopicArn")
     policy = filter_policy(min_snr=min_snr, kinds=kinds, surveys=surveys, bands=bands, max_mag=max_mag)
+    if sqs_arn and allow:
+        allow_topic_to_send(sqs_arn, topic)
     click.echo(subscribe(topic, sqs_arn=sqs_arn, email=email, policy=policy))
     if policy:
         click.echo(f"filter policy: {json.dumps(policy)}")

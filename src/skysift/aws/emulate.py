@@ -94,10 +94,20 @@ class MotoServer:
         """Forget every resource (a fresh account)."""
         self._post("/moto-api/reset")
 
-    def configure(self) -> None:
-        """Execute state machines; Lambda and Batch without Docker (our dispatchers run the work)."""
-        self._post("/moto-api/config", {"stepfunctions": {"execute_state_machine": True},
-                                         "batch": {"use_docker": False}, "lambda": {"use_docker": False}})
+    def configure(self, config: dict | None = None) -> dict:
+        """Execute state machines; Lambda and Batch without Docker (our dispatchers run the work).
+
+        Returns the configuration it replaced (moto's configuration is process-wide, and the
+        server runs in this process).
+        """
+        import copy
+
+        from moto.core.config import default_user_config
+
+        previous = {key: copy.deepcopy(default_user_config[key]) for key in ("batch", "lambda", "stepfunctions")}
+        self._post("/moto-api/config", config or {"stepfunctions": {"execute_state_machine": True},
+                                                   "batch": {"use_docker": False}, "lambda": {"use_docker": False}})
+        return previous
 
 
 @contextmanager
@@ -199,7 +209,8 @@ class Emulation:
                 "POWERTOOLS_DEV": "false",
             }))
             self.server.reset()
-            self.server.configure()
+            previous = self.server.configure()
+            self._stack.callback(self.server.configure, previous)
             self._stack.enter_context(moto_patches.all_patches(self._dispatch_lambda, self._dispatch_batch))
             self._create()
             self._stack.enter_context(environment(self.function_env))

@@ -35,6 +35,12 @@ Why each one exists:
   ``errorType``; a FAILED job with an exit code).
 
 Every patch is a context manager: nothing changes outside the emulation.
+
+Known limits of moto 5.2.5 that are *not* patched (the system does not depend on them):
+a Distributed Map's ``ToleratedFailurePercentage`` is parsed but not enforced (failed
+items never fail the Map); its ``ResultWriter`` writes a manifest with empty result
+lists (SurveyIngest's report is built from each image's outcome object instead); Athena
+returns canned results instead of running SQL.
 """
 
 from __future__ import annotations

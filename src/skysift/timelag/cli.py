@@ -121,6 +121,8 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
     Prints a JSON summary (outputs, frame counts, lag statistics in seconds) on stdout.
     """
     # imported here: sunpy, reproject and distributed load only when the command runs
+    from dask.diagnostics import ProgressBar
+
     from .cluster import dask_client
     from .index import open_index
     from .pipeline import find_series, run_timelag
@@ -137,8 +139,11 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
         index = open_index(request.index)
         tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
         with dask_client(request.scheduler, request.workers, connect_timeout_s=scheduler_timeout) as client:
-            summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None,
-                                  tables=tables)
+            # distributed: a bar over the submitted futures; threads/sync: dask's local ProgressBar
+            local_bar = ProgressBar(out=sys.stderr) if progress and client is None else contextlib.nullcontext()
+            with local_bar:
+                summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None,
+                                      tables=tables)
     except SkysiftError as exc:
         raise click.ClickException(f"[{exc.reason}] {exc}") from exc
     click.echo(json.dumps(summary, indent=2))

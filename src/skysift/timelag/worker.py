@@ -5,7 +5,8 @@ worker runs the same pipeline as ``skysift timelag`` (on a LocalCluster inside t
 container, or on ``scheduler`` when the request names one), writes the FITS and PNG
 to the request's ``output``/``png`` (usually ``s3://``), writes a summary JSON next
 to the FITS (``<output>.json``) and prints it as one line on stdout. A request without
-``index`` uses the ``SKYSIFT_TIMELAG_INDEX`` environment variable.
+``index`` uses the ``SKYSIFT_TIMELAG_INDEX`` environment variable; without ``workers``, the
+LocalCluster gets one single-threaded worker process per CPU the job was given.
 
 Exit status tells AWS Batch whether a retry can help:
 
@@ -39,7 +40,8 @@ def run(request_uri: str) -> dict[str, object]:
     from .pipeline import find_series, run_timelag
     from .request import TimeLagRequest
 
-    request = TimeLagRequest.load(request_uri, defaults={"index": os.environ.get(INDEX_ENV)})
+    defaults = {"index": os.environ.get(INDEX_ENV), "workers": len(os.sched_getaffinity(0))}  # all the job's vCPUs
+    request = TimeLagRequest.load(request_uri, defaults=defaults)
     index = open_index(request.index)
     tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
     with dask_client(request.scheduler, request.workers) as client:
