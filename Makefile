@@ -22,7 +22,9 @@ demo: install
 	$(BIN)/skysift --home $(HOME_DIR) plot sky/field_001.fits -o field_001.png
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks functions
+	$(BIN)/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 $(BIN)/sam validate --lint --region us-east-1
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 bench: install
