@@ -4,13 +4,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOME_DIR ?= skysift-data
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint lock bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Pinned, resolved set (requirements-lock.txt, from `pip freeze` of a working install): a fresh
+# machine installs exactly what was tested, without pip's resolver searching versions.
+# Regenerate after changing dependencies: `make lock`.
+$(BIN)/.installed: pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet -r requirements-lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+lock:
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^skysift' > requirements-lock.txt
 
 install: $(BIN)/.installed
 
