@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pipeline-repeats", type=int, default=1)
     parser.add_argument("--lag-repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="keep the frames here (default: a temp dir, removed)")
-    parser.add_argument("--report", default="benchmarks/timelag-report.json")
+    parser.add_argument("--report", default="benchmarks/_work/timelag-report.json")
     parser.add_argument("--cubes", default=None,
                         help="save the interpolated cubes here (.npz); if the file exists, load them and time only the lag step")
     args = parser.parse_args(argv)

@@ -293,6 +293,12 @@ def _register_extensions() -> None:
         cli.add_command(emulate_command)
         cli.add_command(ingest_command)
         alerts.add_command(subscribe_command)
+    try:
+        from .timelag.cli import timelag_command
+    except ImportError as exc:
+        logging.getLogger(__name__).debug("time-lag command unavailable: %s", exc)
+    else:
+        cli.add_command(timelag_command)
 
 
 _register_extensions()

@@ -121,12 +121,15 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
     Prints a JSON summary (outputs, frame counts, lag statistics in seconds) on stdout.
     """
     # imported here: sunpy, reproject and distributed load only when the command runs
-    from dask.diagnostics import ProgressBar
+    try:
+        from dask.diagnostics import ProgressBar
 
-    from .cluster import dask_client
-    from .index import open_index
-    from .pipeline import find_series, run_timelag
-    from .request import TimeLagRequest
+        from .cluster import dask_client
+        from .index import open_index
+        from .pipeline import find_series, run_timelag
+        from .request import TimeLagRequest
+    except ImportError as exc:
+        raise click.ClickException(f"time-lag analysis needs the solar extra: pip install 'skysift[solar]' ({exc})") from exc
 
     try:
         request = TimeLagRequest.parse({

@@ -13,10 +13,9 @@ each frame; the pixels stay where they are until the dask tasks read them.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlparse
@@ -25,8 +24,6 @@ import pandas as pd
 
 from ..query import LocalCatalog, QueryError
 from .errors import IndexUnavailable, InvalidRequest, SeriesNotFound
-
-log = logging.getLogger(__name__)
 
 #: A frame matches a wavelength when within this many Angstrom (AIA channels are integers).
 WAVELENGTH_TOLERANCE_ANGSTROM = 0.5
@@ -168,7 +165,7 @@ class SeriesQuery:
     def to_sql(self, backend: IndexBackend) -> str:
         """The SELECT statement for ``backend``'s dialect; partition-pruned by night."""
         start, end = _utc(self.start), _utc(self.end)
-        nights = (start.date().isoformat(), (end + timedelta(seconds=0)).date().isoformat())
+        nights = (start.date().isoformat(), end.date().isoformat())
         where = [
             "wcs_kind = 'helioprojective'",
             "status IN ('ok', 'indexed')",

@@ -1,9 +1,9 @@
 """Writing the time-lag result: a FITS map with the cutout's WCS, and a PNG plot.
 
 The FITS file has the lag in the primary HDU (seconds, ``BUNIT = 's'``) and the
-peak cross-correlation in an ``PEAKCORR`` image extension, both with the reference
-cutout's helioprojective WCS and observer, so ``sunpy.map.Map("lag.fits")`` gives
-a map that can be overplotted on any AIA image. Outputs go to a local path or to
+peak cross-correlation in a ``PEAKCORR`` image extension, both with the reference
+cutout's helioprojective WCS and observer, so ``lag, peak = sunpy.map.Map("lag.fits")``
+gives two maps that can be overplotted on any AIA image. Outputs go to a local path or to
 any fsspec URL (``s3://...``).
 """
 
