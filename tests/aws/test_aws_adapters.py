@@ -8,9 +8,9 @@ import math
 import boto3
 import pyarrow as pa
 import pytest
+from aws_support import THIRD_PARTY_WARNINGS
 from moto import mock_aws
 
-from conftest import THIRD_PARTY_WARNINGS
 from skysift.aws.publisher import SnsPublisher, TransientError, message_attributes
 
 pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]

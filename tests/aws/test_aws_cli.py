@@ -6,9 +6,9 @@ import json
 
 import pytest
 import requests
+from aws_support import ROOT, THIRD_PARTY_WARNINGS, sky_file
 from click.testing import CliRunner
 
-from conftest import ROOT, THIRD_PARTY_WARNINGS, sky_file
 from skysift.aws import cli
 from skysift.errors import ConfigError
 

@@ -11,8 +11,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 from astropy.io import fits
-
-from conftest import THIRD_PARTY_WARNINGS, sky_file
+from aws_support import THIRD_PARTY_WARNINGS, sky_file
 
 pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
@@ -155,7 +154,8 @@ def test_only_fits_uploads_to_the_raw_bucket_start_ingestion(emulation, sky):
 @pytest.fixture
 def large_emulation():
     """The system with a pixel budget so small that every celestial image takes the Batch route."""
-    from conftest import PARAMETERS, ROOT
+    from aws_support import PARAMETERS, ROOT
+
     from skysift.aws.emulate import Emulation
 
     with Emulation(ROOT, parameters={**PARAMETERS, "SmallImageMaxPixels": 10_000}) as aws:

@@ -15,9 +15,9 @@ import time
 
 import boto3
 import pytest
+from aws_support import THIRD_PARTY_WARNINGS
 from moto import mock_aws
 
-from conftest import THIRD_PARTY_WARNINGS
 from skysift.aws import moto_patches
 
 pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]

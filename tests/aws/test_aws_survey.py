@@ -6,8 +6,7 @@ import json
 import time
 
 import pytest
-
-from conftest import THIRD_PARTY_WARNINGS, sky_file
+from aws_support import THIRD_PARTY_WARNINGS, sky_file
 
 pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 

@@ -9,8 +9,8 @@ import sys
 from configparser import ConfigParser
 
 import pytest
+from aws_support import ROOT, THIRD_PARTY_WARNINGS
 
-from conftest import ROOT, THIRD_PARTY_WARNINGS
 from skysift.aws.glue import glue_columns, partition_keys
 from skysift.aws.template import load_template, resources_of_type
 

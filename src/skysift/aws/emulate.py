@@ -5,14 +5,14 @@ and awswrangler all talk to it the way they talk to AWS), the resources of
 ``template.yaml`` with their names resolved from the template: the raw and catalog
 buckets (EventBridge notifications on), the Glue database and tables, the Athena
 workgroup, the alert topic and ledger, the functions, the Batch queue and job
-definition, the alarms, and the two state machines created from the real
+definition, the alarms, and the state machines created from the real
 ``statemachine/*.asl.json`` with the template's DefinitionSubstitutions. The
 EventBridge rule of the template routes uploads to ``IngestImage``.
 
 moto's Step Functions interpreter runs the executions; Lambda tasks are dispatched
 in-process to ``functions/*/app.py`` and Batch jobs to the worker container's
-entrypoint (:mod:`skysift.aws.worker`); see :mod:`skysift.aws.moto_patches` for the
-few fixes that needs. The one deliberate difference from a deployment: retry intervals
+entrypoints (:mod:`skysift.aws.worker`; :mod:`skysift.timelag.worker` for ``TimeLagAnalysis``);
+see :mod:`skysift.aws.moto_patches` for the few fixes that needs. The one deliberate difference from a deployment: retry intervals
 are shortened (moto sleeps them for real), in the loaded definition, never in the file.
 """
 
@@ -49,6 +49,8 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ROLE_NAME = "skysift-emulated"
 FAST_RETRY = {"IntervalSeconds": 1, "BackoffRate": 1.0}
+#: The time-lag job definition's command (the worker image's second entrypoint).
+TIMELAG_ENTRYPOINT = ("python", "-m", "skysift.timelag.worker")
 
 
 def project_root() -> Path:
@@ -189,6 +191,8 @@ class Emulation:
         self._stack: ExitStack | None = None
         self._throttles: dict[str, int] = {}
         self._throttle_lock = threading.Lock()
+        self._timelag_lock = threading.Lock()  # one time-lag job at a time: it sets process-wide variables
+        self.timelag_jobs: list[list[str]] = []  # arguments of every time-lag job run, in order
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Emulation:
@@ -259,6 +263,10 @@ class Emulation:
     @property
     def survey_arn(self) -> str:
         return self.names["SurveyIngestStateMachine"]
+
+    @property
+    def timelag_arn(self) -> str:
+        return self.names["TimeLagAnalysisStateMachine"]
 
     # -- creating the resources of the template ------------------------------------------------
     def _create(self) -> None:
@@ -412,7 +420,17 @@ class Emulation:
             r.refs[name] = batch.register_job_definition(
                 jobDefinitionName=p["JobDefinitionName"], type=p["Type"], platformCapabilities=p["PlatformCapabilities"],
                 containerProperties=container, timeout={"attemptDurationSeconds": int(p["Timeout"]["AttemptDurationSeconds"])},
+                **self._retry_strategy(p),
             )["jobDefinitionArn"]
+
+    @staticmethod
+    def _retry_strategy(p: dict) -> dict:
+        """The job definition's RetryStrategy as RegisterJobDefinition takes it (recorded; moto does not retry)."""
+        strategy = p.get("RetryStrategy")
+        if not strategy:
+            return {}
+        rules = [{k[0].lower() + k[1:]: str(v) for k, v in rule.items()} for rule in strategy.get("EvaluateOnExit", [])]
+        return {"retryStrategy": {"attempts": int(strategy["Attempts"]), "evaluateOnExit": rules}}
 
     def definition(self, name: str) -> dict:
         """A state machine's definition as the emulation runs it (substituted; retries shortened)."""
@@ -478,10 +496,20 @@ class Emulation:
     def _dispatch_batch(self, command: list[str], environment_: dict[str, str]) -> int:
         from . import worker
 
+        if command[:3] == list(TIMELAG_ENTRYPOINT):
+            return self._run_timelag_worker(command[3:], environment_)
         if not command or command[0] != "batch":
-            log.error("the worker image runs Lambda handlers or 'batch ...', not %s", command)
+            log.error("the worker image runs Lambda handlers, 'batch ...' or %s, not %s", " ".join(TIMELAG_ENTRYPOINT), command)
             return 1
         return worker.main(command[1:], environ={**os.environ, **environment_})
+
+    def _run_timelag_worker(self, args: list[str], environment_: dict[str, str]) -> int:
+        """``python -m skysift.timelag.worker ARGS`` with the job's environment (it reads os.environ)."""
+        from ..timelag import worker as timelag_worker
+
+        self.timelag_jobs.append(list(args))
+        with self._timelag_lock, environment(environment_):
+            return timelag_worker.main(args)
 
     # -- using the system --------------------------------------------------------------------------
     def upload(self, path: str | Path | bytes, key: str, bucket: str | None = None) -> str:
@@ -500,7 +528,7 @@ class Emulation:
 
     def wait(self, timeout_s: float = 300, state_machine_arns: list[str] | None = None) -> list[dict]:
         """Block until no execution is running; returns the IngestImage executions."""
-        arns = state_machine_arns or [self.ingest_arn, self.survey_arn]
+        arns = state_machine_arns or [self.ingest_arn, self.survey_arn, self.timelag_arn]
         sfn = self.client("stepfunctions")
         deadline = time.monotonic() + timeout_s
         while True:
@@ -520,6 +548,12 @@ class Emulation:
                     else {"bucket": bucket, "prefix": prefix or ""})
         return self.client("stepfunctions").start_execution(
             stateMachineArn=self.survey_arn, input=json.dumps(document))["executionArn"]
+
+    def start_timelag(self, request: Mapping[str, Any], name: str | None = None) -> str:
+        """Start TimeLagAnalysis with a time-lag request (its ``output`` is placed by the state machine)."""
+        kwargs = {"name": name} if name else {}
+        return self.client("stepfunctions").start_execution(
+            stateMachineArn=self.timelag_arn, input=json.dumps(dict(request)), **kwargs)["executionArn"]
 
     def read_table(self, table: str) -> pa.Table:
         """A catalog table as registered in Glue: its partitions' Parquet objects (via awswrangler)."""

@@ -17,6 +17,9 @@ Why each one exists:
   (``states:startExecution.sync:2``, JSON protocol with camelCase members) fails the
   same way with ``States.Runtime: 'StateMachineArn'``. :func:`service_casing` restores
   the normalisation for these two integrations only, from botocore's own service model.
+  The ``aws-sdk:*`` integration keeps botocore's response as is, so ``s3:getObject``'s
+  ``Body`` reaches the state as a stream and ``States.StringToJson($.Body)`` fails; its
+  response normalisation is restored too (streams become strings, as Step Functions returns them).
 * **EventBridge targets that are state machines.** moto's ``Rule.send_to_targets``
   delivers to SQS, logs and buses, and raises ``NotImplementedError`` for other
   target ARNs (S3's EventBridge notifier swallows it). :func:`eventbridge_to_stepfunctions`
@@ -32,7 +35,8 @@ Why each one exists:
   :func:`lambda_dispatch` and :func:`batch_dispatch` run our own handlers and container
   entrypoint in-process instead, with the payload / command / environment the service
   would pass them, and report errors the way the services do (``FunctionError`` with
-  ``errorType``; a FAILED job with an exit code).
+  ``errorType``; a FAILED job with an exit code). The job's command gets its parameters
+  substituted (``Ref::NAME``), as Batch does.
 
 Every patch is a context manager: nothing changes outside the emulation.
 
@@ -82,9 +86,16 @@ def _snake(name: str) -> str:
 
 @contextmanager
 def service_casing() -> Iterator[None]:
-    """Restore SFN->boto parameter and boto->SFN response casing for ``batch:*`` and ``states:*`` tasks."""
+    """Restore SFN->boto parameter and boto->SFN response casing for ``batch:*`` and ``states:*`` tasks.
+
+    Also the response side of ``aws-sdk:*`` tasks, so a streamed member (``s3:getObject``'s ``Body``)
+    reaches the state as a string, as on AWS.
+    """
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (
         StateTaskService,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+        StateTaskServiceAwsSdk,
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
         StateTaskServiceBatch,
@@ -106,7 +117,9 @@ def service_casing() -> Iterator[None]:
             self._from_boto_response(response, op.output_shape)
 
     # StateTaskServiceSfn's own _normalise_parameters (Input to a JSON string) calls the base one.
+    # aws-sdk responses: streamed members (s3:getObject's Body) become strings, as Step Functions returns them.
     with mock.patch.object(StateTaskServiceBatch, "_normalise_parameters", normalise_parameters), \
+            mock.patch.object(StateTaskServiceAwsSdk, "_normalise_response", normalise_response), \
             mock.patch.object(StateTaskServiceBatch, "_normalise_response", normalise_response), \
             mock.patch.object(StateTaskServiceSfn, "_normalise_response", normalise_response), \
             mock.patch.object(StateTaskService, "_normalise_parameters", _only_for(
@@ -246,7 +259,8 @@ def batch_dispatch(dispatcher: BatchDispatcher) -> Iterator[None]:
     from moto.batch_simple.models import BatchSimpleBackend
 
     def run(job) -> None:
-        command = list(job._get_container_property("command", []))
+        # Batch substitutes the job's parameters (job definition defaults + SubmitJob's) into Ref::NAME
+        command = job._add_parameters_to_command(list(job._get_container_property("command", [])))
         environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
         try:
             code = int(dispatcher(command, environment))

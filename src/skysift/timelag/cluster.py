@@ -57,6 +57,6 @@ def dask_client(scheduler: str | None = None, workers: int = 2, memory_limit: st
             yield client
         return
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         log.info("started a local dask cluster: %d workers at %s", workers, cluster.scheduler_address)
         yield client
