@@ -1,19 +1,6 @@
 """DetectSmall: measure a small celestial image and write its sources rows; returns S3 pointers."""
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from skysift.aws.handlers import lambda_handler
+from skysift.aws.steps import detect_step
 
-from skysift.aws.steps import context_from_env, detect_step
-
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
-
-
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict, context: LambdaContext) -> dict:
-    try:
-        return detect_step(event, context_from_env())
-    finally:
-        metrics.add_metric(name="ImagesMeasured", unit=MetricUnit.Count, value=1)
+handler = lambda_handler(detect_step, "ImagesMeasured")
