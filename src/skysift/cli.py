@@ -198,6 +198,12 @@ def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> N
     if not items:
         console.print("no alerts yet")
         return
+    if console.width < 130:  # a narrow terminal: one block per alert reads better than a squeezed table
+        for a in items:
+            mag = "" if a.get("mag_ab") is None else f"  mag {a['mag_ab']:.2f}"
+            console.print(f"[bold]{a['rule']}[/]  {(a.get('obs_time') or '')[:16]}  {a['source_id']}\n"
+                          f"    RA {a['ra']:.5f}  Dec {a['dec']:+.5f}  SNR {a['snr']:.0f}{mag}\n    {a['detail']}")
+        return
     table = Table(title="alerts (newest first)")
     for name in ("observed", "rule", "source", "ra", "dec", "snr", "mag", "why"):
         table.add_column(name, no_wrap=name != "why")
