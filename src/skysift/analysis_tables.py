@@ -89,16 +89,7 @@ def write_rows(home: str | os.PathLike[str], table: str, image_row: dict, rows: 
 def attach(catalog: LocalCatalog) -> LocalCatalog:
     """Add views ``matches`` and ``injections`` to ``catalog`` (empty ones when not written yet)."""
     for table, schema in ANALYSIS_TABLES.items():
-        root = Path(catalog.home) / "tables" / table
-        catalog.connection.execute(f"DROP VIEW IF EXISTS {table}")
-        if any(root.glob("*/*/*/*.parquet")):
-            catalog._create_view(table, 0)  # the Parquet branch does not depend on the table
-        else:
-            empty = pa.Table.from_pylist([], schema=schema)
-            for key in PARTITION_KEYS:
-                empty = empty.append_column(key, pa.array([], pa.string()))
-            catalog.connection.register(f"_{table}_empty", empty)
-            catalog.connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_empty")
+        catalog.create_view(table, schema)
     return catalog
 
 

@@ -31,9 +31,11 @@ class LocalCatalog:
         self.home = Path(home)
         self.connection = duckdb.connect()
         for table in TABLES:
-            self._create_view(table, n_apertures)
+            self.create_view(table, schema_for(table, n_apertures))
 
-    def _create_view(self, table: str, n_apertures: int) -> None:
+    def create_view(self, table: str, schema: pa.Schema) -> None:
+        """(Re)define view ``table`` over its Parquet files, or empty with ``schema`` when none exist."""
+        self.connection.execute(f"DROP VIEW IF EXISTS {table}")
         root = self.home / "tables" / table
         if any(root.glob("*/*/*/*.parquet")):
             pattern = str(root / "*" / "*" / "*" / "*.parquet").replace("'", "''")
@@ -43,7 +45,6 @@ class LocalCatalog:
                 f"hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})"
             )
         else:
-            schema = schema_for(table, n_apertures)
             empty = pa.Table.from_pylist([], schema=schema)
             for key in PARTITION_KEYS:
                 empty = empty.append_column(key, pa.array([], pa.string()))

@@ -134,13 +134,19 @@ def test_nested_sync_execution_and_unnamed_executions_work_with_the_fixes():
     assert json.loads(execution["output"]) == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
+def _echo_state_machine() -> tuple[str, object, str]:
+    """An IAM role, a Step Functions client and a one-Pass-state machine (inside mock_aws)."""
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = sfn.create_state_machine(name="target", roleArn=role, definition=json.dumps(
+        {"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
+    return role, sfn, machine
+
+
 def test_eventbridge_rule_with_a_state_machine_target_starts_an_execution():
     with mock_aws(config=CONFIG), moto_patches.eventbridge_to_stepfunctions():
-        role = boto3.client("iam", region_name=REGION).create_role(
-            RoleName="role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        machine = sfn.create_state_machine(name="target", roleArn=role, definition=json.dumps(
-            {"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
+        role, sfn, machine = _echo_state_machine()
         events = boto3.client("events", region_name=REGION)
         events.put_rule(Name="fits", EventPattern=json.dumps(
             {"source": ["aws.s3"], "detail": {"object": {"key": [{"suffix": ".fits"}]}}}))
@@ -156,11 +162,7 @@ def test_eventbridge_rule_with_a_state_machine_target_starts_an_execution():
 
 def test_s3_uploads_reach_only_enabled_rules():
     with mock_aws(config=CONFIG), moto_patches.eventbridge_to_stepfunctions():
-        role = boto3.client("iam", region_name=REGION).create_role(
-            RoleName="role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        machine = sfn.create_state_machine(name="target", roleArn=role, definition=json.dumps(
-            {"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
+        role, sfn, machine = _echo_state_machine()
         events = boto3.client("events", region_name=REGION)
         events.put_rule(Name="uploads", EventPattern=json.dumps({"source": ["aws.s3"]}))
         events.put_targets(Rule="uploads", Targets=[{"Id": "1", "Arn": machine, "RoleArn": role}])
