@@ -38,3 +38,34 @@ def test_overflow_beyond_the_retries_is_a_typed_error(overfull):
 def test_large_default_stack_takes_the_same_frame_in_one_pass(overfull):
     result = detect(overfull, np.float32(1.0), None, DetectionSettings(threshold_sigma=0.5, min_area_px=1))
     assert not result.crowded and result.threshold_sigma == 0.5
+
+
+def _blended_pairs(rows: list[int], size: int = 400, seed: int = 3) -> np.ndarray:
+    """A noisy frame with a pair of overlapping stars (a blend SEP splits) at each row."""
+    rng = np.random.default_rng(seed)
+    frame = rng.normal(0, 1, (size, size)).astype(np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    for y in rows:
+        for x, amp in ((180.0, 60.0), (189.0, 35.0)):
+            frame += (amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.8**2))).astype(np.float32)
+    return frame
+
+
+def _children_at(objects: np.ndarray, row: int) -> np.ndarray:
+    picked = objects[np.abs(objects["y"] - row) < 10]
+    return picked[np.argsort(picked["x"])]
+
+
+@pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "sep-alone"])
+def test_a_blend_splits_the_same_whatever_was_scanned_before_it(monkeypatch, isolated):
+    """What tiles and strips rely on: SEP hands a blend's faint pixels out at random, from a
+    sequence shared by the whole call; skysift re-deblends each blend on its own."""
+    if not isolated:
+        monkeypatch.setattr("skysift.detection.isolate_blends", lambda d, e, m, objects, *a, **k: objects)
+    settings = DetectionSettings(threshold_sigma=3.0)
+    alone = _children_at(detect(_blended_pairs([300]), np.float32(1.0), None, settings).objects, 300)
+    after_others = detect(_blended_pairs([60, 120, 180, 300]), np.float32(1.0), None, settings).objects
+    behind = _children_at(after_others, 300)
+    assert len(alone) == 2 and (alone["flag"] & 1).all()  # one blend, split in two
+    same = all(np.array_equal(alone[k], behind[k]) for k in ("x", "y", "flux", "npix"))
+    assert same is isolated

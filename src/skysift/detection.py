@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import sep
 
+from .deblending import isolate_blends
 from .errors import DetectionFailed
 from .settings import DetectionSettings
 
@@ -32,6 +34,7 @@ class Detections:
     objects: np.ndarray  # SEP structured array: x, y, a, b, theta, flux, peak, npix, flag, ...
     threshold_sigma: float  # the threshold actually used
     crowded: bool  # True when SEP overflowed and the threshold had to be raised
+    filter_margin_px: int  # pixels beyond a source that its filtered values depend on, plus one
 
 
 def gaussian_kernel(fwhm_px: float) -> np.ndarray:
@@ -84,25 +87,14 @@ def detect(
     # filter would, at the cost of one convolution instead of two (SEP's 'matched' mode also
     # convolves the variance map, ~4x slower on a 4k image).
     noise_gain = float(np.sqrt((kernel.astype(np.float64) ** 2).sum()))
-    sep.set_extract_pixstack(settings.pixel_stack)
     sep.set_sub_object_limit(settings.sub_object_limit)
     threshold = settings.threshold_sigma
+    margin = kernel.shape[0] // 2 + 1
     for attempt in range(settings.max_retries + 1):
+        extract = partial(_extract, threshold=threshold * noise_gain, kernel=kernel, settings=settings)
         try:
-            objects = sep.extract(
-                data,
-                threshold * noise_gain,
-                err=error,
-                mask=mask,
-                minarea=settings.min_area_px,
-                filter_kernel=kernel,
-                filter_type="conv",
-                deblend_nthresh=settings.deblend_nthresh,
-                deblend_cont=settings.deblend_cont,
-                clean=settings.clean,
-                clean_param=settings.clean_param,
-            )
-            return Detections(objects=objects, threshold_sigma=threshold, crowded=attempt > 0)
+            objects = isolate_blends(data, error, mask, extract(data, error, mask), extract, margin_px=margin)
+            return Detections(objects, threshold_sigma=threshold, crowded=attempt > 0, filter_margin_px=margin)
         except Exception as exc:  # SEP raises plain Exception for its buffer overflows
             if not _is_overflow(exc):
                 raise
@@ -111,4 +103,28 @@ def detect(
     raise DetectionFailed(
         f"SEP overflowed even at {threshold / 1.5:.1f} sigma: the field is too crowded for "
         "the pixel-stack and sub-object limits; raise detection.pixel_stack / sub_object_limit"
+    )
+
+
+def _extract(data, error, mask, *, threshold: float, kernel: np.ndarray, settings: DetectionSettings,
+             segmentation_map: bool = False):
+    """One ``sep.extract`` call with the detection settings (threshold in units of ``error``).
+
+    SEP allocates its whole pixel stack on every call; an array never has more active
+    pixels than pixels, so small arrays (blend cut-outs) get a small stack.
+    """
+    sep.set_extract_pixstack(min(settings.pixel_stack, max(1024, data.size)))
+    return sep.extract(
+        data,
+        threshold,
+        err=error,
+        mask=mask,
+        minarea=settings.min_area_px,
+        filter_kernel=kernel,
+        filter_type="conv",
+        deblend_nthresh=settings.deblend_nthresh,
+        deblend_cont=settings.deblend_cont,
+        clean=settings.clean,
+        clean_param=settings.clean_param,
+        segmentation_map=segmentation_map,
     )

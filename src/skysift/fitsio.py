@@ -19,8 +19,12 @@ import io
 import logging
 import warnings
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
@@ -120,6 +124,7 @@ def build_wcs(header: fits.Header) -> WCS | None:
 
 
 def _open_hdulist(raw: bytes, uri: str) -> fits.HDUList:
+    """Parse FITS bytes (gzip-compressed or not) held in memory."""
     if not raw:
         raise EmptyImage("the file is empty (0 bytes)", uri=uri)
     if raw[:2] == GZIP_MAGIC:
@@ -129,20 +134,51 @@ def _open_hdulist(raw: bytes, uri: str) -> fits.HDUList:
             raise TruncatedFile("the gzip stream ends early: truncated upload?", uri=uri) from exc
         except (gzip.BadGzipFile, zlib.error) as exc:
             raise NotFITS(f"corrupt gzip data ({exc})", uri=uri) from exc
-    if raw[: len(FITS_MAGIC)] != FITS_MAGIC:
+    _check_magic(raw[: len(FITS_MAGIC)], uri)
+    hdul = _parse(io.BytesIO(raw), uri, memmap=False)
+    hdul._skysift_nbytes = len(raw)  # decompressed size, for the truncation check
+    return hdul
+
+
+def _check_magic(head: bytes, uri: str) -> None:
+    if head != FITS_MAGIC:
         raise NotFITS(
-            f"does not start with the FITS 'SIMPLE' card (first bytes {raw[:16]!r}): not a FITS file",
+            f"does not start with the FITS 'SIMPLE' card (first bytes {head[:16]!r}): not a FITS file",
             uri=uri,
         )
+
+
+def _parse(source, uri: str, *, memmap: bool) -> fits.HDUList:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
             warnings.simplefilter("ignore", AstropyWarning)
-            hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False)
+            return fits.open(source, memmap=memmap, lazy_load_hdus=False)
     except OSError as exc:
         raise NotFITS(f"cannot parse FITS structure: {exc}", uri=uri) from exc
-    hdul._skysift_nbytes = len(raw)  # decompressed size, for the truncation check
-    return hdul
+
+
+@contextmanager
+def _opened(uri: str) -> Iterator[tuple[fits.HDUList, int, bytes | None]]:
+    """The file's HDUs, its size, and its bytes when they had to be read into memory.
+
+    A local uncompressed file is opened by path: astropy reads its pixels straight
+    into an array, and the file's bytes are never held in memory a second time.
+    Remote and gzipped files are read whole.
+    """
+    if not storage.is_remote(uri):
+        head = storage.read_bytes(uri, len(FITS_MAGIC))
+        if not head:
+            raise EmptyImage("the file is empty (0 bytes)", uri=uri)
+        if head[:2] != GZIP_MAGIC:
+            _check_magic(head, uri)
+            hdul = _parse(uri, uri, memmap=False)
+            hdul._skysift_nbytes = Path(uri).stat().st_size
+            with hdul:
+                yield hdul, hdul._skysift_nbytes, None
+            return
+    raw = storage.read_bytes(uri)
+    yield _open_hdulist(raw, uri), len(raw), raw
 
 
 def _image_shape(hdu: fits.hdu.base._BaseHDU) -> tuple[int, ...]:
@@ -224,6 +260,30 @@ def _describe(hdul: fits.HDUList, index: int, uri: str, content_hash: str, nbyte
     )
 
 
+def _decode_pixels(selected, uri: str) -> tuple[np.ndarray, np.ndarray]:
+    """Native float32 pixels (BSCALE/BZERO applied) and the mask of NaN, infinite and BLANK ones."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            raw_pixels = selected.data
+    except (TypeError, ValueError, OSError, EOFError) as exc:
+        raise TruncatedFile(f"cannot decode the pixel data: {exc}", uri=uri) from exc
+    if raw_pixels is None or raw_pixels.size == 0:
+        raise EmptyImage("the image HDU has no pixels", uri=uri)
+    pixels = np.squeeze(raw_pixels)
+    if pixels.ndim != 2:
+        raise InvalidImage(f"expected a 2-D image, found shape {raw_pixels.shape}", uri=uri)
+    data = np.array(pixels, dtype=np.float32)  # native byte order, scaled values
+    mask = ~np.isfinite(data)
+    blank = selected.header.get("BLANK")
+    if blank is not None and np.issubdtype(pixels.dtype, np.integer):
+        mask |= pixels == blank
+    if mask.all():
+        raise AllNaN("every pixel is NaN, infinite or BLANK", uri=uri)
+    data[mask] = np.nan
+    return data, mask
+
+
 def inspect_image(uri: str, hdu: int | str | None = None, *, survey_default: str | None = None) -> ImageInfo:
     """Header-only description of an image: size, WCS kind, survey, band, time, exposure.
 
@@ -258,39 +318,22 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
 
     Raises a subclass of :class:`~skysift.errors.InvalidImage` for files that are not
     FITS, truncated, empty, without an image HDU, all-NaN, or larger than ``max_pixels``.
+    The content hash is computed in a thread while the pixels are decoded (hashlib
+    releases the GIL), so it costs no wall time.
     """
     uri = storage.normalize_uri(uri)
-    raw = storage.read_bytes(uri)
-    content_hash = storage.fingerprint(uri) if storage.is_remote(uri) else storage.fingerprint(uri, raw)
-    hdul = _open_hdulist(raw, uri)
-    index = select_hdu(hdul, hdu, uri)
-    info = _describe(hdul, index, uri, content_hash, len(raw), survey_default)
-    if max_pixels is not None and info.pixels > max_pixels:
-        raise ImageTooLarge(
-            f"{info.nx} x {info.ny} pixels exceeds the in-memory limit of {max_pixels:,} pixels; "
-            "use the tiled large-image path",
-            uri=uri,
-        )
-    _check_complete(hdul, index, uri)
-    selected = hdul[index]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            raw_pixels = selected.data
-    except (TypeError, ValueError, OSError, EOFError) as exc:
-        raise TruncatedFile(f"cannot decode the pixel data: {exc}", uri=uri) from exc
-    if raw_pixels is None or raw_pixels.size == 0:
-        raise EmptyImage("the image HDU has no pixels", uri=uri)
-    pixels = np.squeeze(raw_pixels)
-    if pixels.ndim != 2:
-        raise InvalidImage(f"expected a 2-D image, found shape {raw_pixels.shape}", uri=uri)
-    data = np.array(pixels, dtype=np.float32)  # native byte order, scaled values
-    mask = ~np.isfinite(data)
-    blank = selected.header.get("BLANK")
-    if blank is not None and np.issubdtype(pixels.dtype, np.integer):
-        mask |= pixels == blank
-    if mask.all():
-        raise AllNaN("every pixel is NaN, infinite or BLANK", uri=uri)
-    data[mask] = np.nan
-    header = selected.header.copy()
+    with ThreadPoolExecutor(max_workers=1) as hasher, _opened(uri) as (hdul, nbytes, raw):
+        content_hash = hasher.submit(storage.fingerprint, uri, None if storage.is_remote(uri) else raw)
+        index = select_hdu(hdul, hdu, uri)
+        shape = [n for n in _image_shape(hdul[index]) if n > 1]
+        if max_pixels is not None and shape[-1] * shape[-2] > max_pixels:
+            raise ImageTooLarge(
+                f"{shape[-1]} x {shape[-2]} pixels exceeds the in-memory limit of {max_pixels:,} pixels; "
+                "use the tiled large-image path",
+                uri=uri,
+            )
+        _check_complete(hdul, index, uri)
+        data, mask = _decode_pixels(hdul[index], uri)
+        info = _describe(hdul, index, uri, content_hash.result(), nbytes, survey_default)
+    header = hdul[index].header.copy()
     return Image(data=data, mask=mask, header=header, wcs=build_wcs(header), info=info)

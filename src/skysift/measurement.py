@@ -8,17 +8,20 @@ No I/O happens here; :mod:`skysift.pipeline` reads the image and hands it over.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
 from . import astrometry, calibration, classification, psf
 from . import flags as F
-from .background import estimate_background
+from .background import Background, estimate_background
+from .deblending import shift_objects
 from .detection import detect
 from .fitsio import Image, ImageInfo
 from .photometry import measure
 from .settings import Settings
+from .strips import Strip, map_forked, plan_strips, worth_splitting
 
 #: Fraction of a Gaussian PSF's flux inside a circular aperture of radius FWHM.
 GAUSSIAN_FLUX_WITHIN_FWHM = 1.0 - 2.0 ** -4.0
@@ -48,15 +51,47 @@ class PixelMeasurement:
     stamps: dict[int, np.ndarray]  # source row -> background-subtracted stamp, for the seeing fit
     timings: dict[str, float]
 
-    def shifted(self, dx: int, dy: int, keep: np.ndarray) -> PixelMeasurement:
-        """Rows in ``keep`` only, with positions moved by (dx, dy) into image coordinates."""
-        columns = {name: values[keep] for name, values in self.columns.items()}
-        columns["x"] = columns["x"] + dx
-        columns["y"] = columns["y"] + dy
-        new_index = np.cumsum(keep) - 1
-        stamps = {int(new_index[i]): stamp for i, stamp in self.stamps.items() if keep[i]}
-        return PixelMeasurement(columns, self.global_level, self.global_rms, self.threshold_sigma,
-                                self.crowded, stamps, self.timings)
+    def take(self, rows: np.ndarray) -> PixelMeasurement:
+        """These rows only (indices or a boolean mask), in this order; stamps follow their rows."""
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        columns = {name: values[rows] for name, values in self.columns.items()}
+        position = {int(old): new for new, old in enumerate(rows)}
+        stamps = {position[i]: stamp for i, stamp in self.stamps.items() if i in position}
+        return replace(self, columns=columns, stamps=stamps)
+
+    def shifted(self, dx: int, dy: int) -> PixelMeasurement:
+        """Positions moved by (dx, dy) pixels, from a tile's coordinates into the image's."""
+        columns = dict(self.columns, x=self.columns["x"] + dx, y=self.columns["y"] + dy)
+        return replace(self, columns=columns)
+
+    def in_catalog_order(self) -> PixelMeasurement:
+        """Rows sorted by position (y, then x): the same order however the frame was cut up."""
+        return self.take(np.lexsort((self.columns["x"], self.columns["y"])))
+
+
+def combine(parts: list[PixelMeasurement]) -> PixelMeasurement:
+    """One catalog from disjoint parts of a frame (strips or tiles), in catalog order.
+
+    Each part kept seeing-fit stamps for its brightest clean stars; the combined
+    catalog keeps those a whole-frame run would have kept.
+    """
+    columns = {name: np.concatenate([p.columns[name] for p in parts]) for name in parts[0].columns}
+    stamps, offset = {}, 0
+    for part in parts:
+        stamps.update({offset + i: s for i, s in part.stamps.items()})
+        offset += len(part.columns["x"])
+    best = sorted(stamps, key=lambda i: -columns["snr"][i])[: psf.CANDIDATE_STARS]
+    timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in ("background_s", "detect_s", "measure_s")}
+    combined = PixelMeasurement(
+        columns=columns,
+        global_level=float(np.median([p.global_level for p in parts])),
+        global_rms=float(np.median([p.global_rms for p in parts])),
+        threshold_sigma=max(p.threshold_sigma for p in parts),
+        crowded=any(p.crowded for p in parts),
+        stamps={i: stamps[i] for i in best},
+        timings=timings,
+    )
+    return combined.in_catalog_order()
 
 
 def header_float(header, *keys: str) -> float | None:
@@ -71,33 +106,63 @@ def header_float(header, *keys: str) -> float | None:
     return None
 
 
-def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Settings) -> PixelMeasurement:
-    """Background, detection and photometry of one pixel array (subtracted in place)."""
-    timings: dict[str, float] = {}
+def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Settings, *, workers: int = 1) -> PixelMeasurement:
+    """Background, detection and photometry of one pixel array (subtracted in place).
+
+    With ``workers`` > 1 a large frame is detected in strips by forked processes
+    (:mod:`skysift.strips`); the catalog is the same as with one.
+    """
     gain = settings.photometry.gain_e_per_count or header_float(header, "GAIN", "EGAIN", "CCDGAIN")
     saturation = settings.photometry.saturation_level or header_float(header, "SATURATE", "SATLEVEL")
 
     t = time.perf_counter()
+    mask = mask if mask.any() else None  # SEP is faster without a mask to consult
     bkg = estimate_background(data, mask, settings.background)
     bkg.subtract_from(data)
-    data[mask] = 0.0
-    timings["background_s"] = time.perf_counter() - t
+    if mask is not None:
+        data[mask] = 0.0
+    background_s = time.perf_counter() - t
 
+    in_strip = partial(_measure_strip, data=data, mask=mask, bkg=bkg, settings=settings, gain=gain,
+                       saturation=saturation)
+    parts = None
+    if worth_splitting(data.shape, workers):
+        parts = map_forked(in_strip, plan_strips(data.shape[0], workers), workers)
+        # a source too large for the strip margins, or a crowded strip (whose raised
+        # threshold would differ from the frame's): measure the frame in one piece
+        if any(part is None or part.crowded for part in parts):
+            parts = None
+    pixels = combine(parts or [in_strip(Strip.whole(data.shape[0]))])
+    pixels.timings["background_s"] = background_s
+    return pixels
+
+
+def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, bkg: Background, settings: Settings,
+                   gain: float | None, saturation: float | None) -> PixelMeasurement | None:
+    """Detect in ``strip``, measure the sources centred in its core on the whole frame.
+
+    None when such a source reaches the strip's cut edge, where it may be truncated.
+    """
     t = time.perf_counter()
-    detections = detect(data, bkg.rms, mask, settings.detection)
-    timings["detect_s"] = time.perf_counter() - t
+    rows = strip.rows
+    detections = detect(data[rows], bkg.rms[rows], None if mask is None else mask[rows], settings.detection)
+    keep, truncated = strip.owned(detections.objects, guard_px=detections.filter_margin_px + 1)
+    if truncated:
+        return None
+    objects = shift_objects(detections.objects[keep], 0, strip.ry0)
+    detect_s = time.perf_counter() - t
 
     t = time.perf_counter()
     cols = measure(
-        data, detections.objects, bkg.rms, mask, settings.photometry,
+        data, objects, bkg.rms, mask, settings.photometry,
         gain=gain, background_level=bkg.global_level, saturation_level=saturation,
     )
     if detections.crowded:
         cols["flags"] = cols["flags"] | F.CROWDED
     stamps = psf.candidate_stamps(data, cols)
-    timings["measure_s"] = time.perf_counter() - t
-    return PixelMeasurement(cols, bkg.global_level, bkg.global_rms, detections.threshold_sigma,
-                            detections.crowded, stamps, timings)
+    timings = {"detect_s": detect_s, "measure_s": time.perf_counter() - t}
+    return PixelMeasurement(cols, bkg.global_level, bkg.global_rms, detections.threshold_sigma, detections.crowded,
+                            stamps, timings)
 
 
 def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, settings: Settings) -> Measurement:
@@ -144,11 +209,11 @@ def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, setti
     return Measurement(columns=cols, stats=stats, timings=timings)
 
 
-def measure_image(image: Image, settings: Settings) -> Measurement:
+def measure_image(image: Image, settings: Settings, *, workers: int = 1) -> Measurement:
     """Background, detection and all per-source measurements of a celestial image in memory.
 
     The image's pixel array is background-subtracted in place (it is not needed
     afterwards and this saves a full copy of a large image).
     """
-    pixels = measure_pixels(image.data, image.mask, image.header, settings)
+    pixels = measure_pixels(image.data, image.mask, image.header, settings, workers=workers)
     return finish_catalog(pixels, image.wcs, image.info, image.header, settings)

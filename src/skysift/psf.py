@@ -15,6 +15,8 @@ from scipy.optimize import least_squares
 from . import flags as F
 
 MAX_STARS = 12
+#: Bright clean stars whose stamps a frame keeps for the seeing fit.
+CANDIDATE_STARS = 4 * MAX_STARS
 MIN_STARS = 3
 
 
@@ -48,7 +50,7 @@ def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     return fwhm if np.isfinite(fwhm) and 0.5 < fwhm < 2 * half else None
 
 
-def candidate_stamps(data: np.ndarray, columns: dict[str, np.ndarray], n: int = 4 * MAX_STARS) -> dict[int, np.ndarray]:
+def candidate_stamps(data: np.ndarray, columns: dict[str, np.ndarray], n: int = CANDIDATE_STARS) -> dict[int, np.ndarray]:
     """Background-subtracted stamps around the ``n`` most significant clean, unblended sources.
 
     Taken while the pixels are at hand (a tile may be gone by the time star scores are known).

@@ -42,11 +42,14 @@ def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
-def read_bytes(uri: str) -> bytes:
-    """The whole object's bytes. Raises :class:`SourceNotFound` when it does not exist."""
+def read_bytes(uri: str, length: int = -1) -> bytes:
+    """The object's first ``length`` bytes (all by default).
+
+    Raises :class:`SourceNotFound` when it does not exist.
+    """
     try:
         with fsspec.open(uri, "rb") as handle:
-            return handle.read()
+            return handle.read(length)
     except FileNotFoundError as exc:
         raise SourceNotFound("no such file or object", uri=uri) from exc
     except IsADirectoryError as exc:

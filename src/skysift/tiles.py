@@ -29,7 +29,7 @@ from astropy.utils.exceptions import AstropyWarning
 from . import storage
 from .errors import AllNaN, ConfigError, TruncatedFile
 from .fitsio import ImageInfo, build_wcs, inspect_image
-from .measurement import Measurement, PixelMeasurement, finish_catalog, measure_pixels
+from .measurement import Measurement, PixelMeasurement, combine, finish_catalog, measure_pixels
 from .settings import Settings
 
 #: Peak bytes per pixel of one in-memory measurement (float32 data, RMS map, SEP's
@@ -115,26 +115,7 @@ def _measure_tile(uri: str, hdu: int, tile: Tile, header: fits.Header, settings:
     x = pixels.columns["x"] + tile.rx0
     y = pixels.columns["y"] + tile.ry0
     keep = (x >= tile.x0 - 0.5) & (x < tile.x1 - 0.5) & (y >= tile.y0 - 0.5) & (y < tile.y1 - 0.5)
-    return pixels.shifted(tile.rx0, tile.ry0, keep)
-
-
-def merge(parts: list[PixelMeasurement]) -> PixelMeasurement:
-    """One catalog from the tiles' (disjoint) catalogs."""
-    columns = {name: np.concatenate([p.columns[name] for p in parts]) for name in parts[0].columns}
-    stamps, offset = {}, 0
-    for part in parts:
-        stamps.update({offset + i: s for i, s in part.stamps.items()})
-        offset += len(part.columns["x"])
-    timings = {k: sum(p.timings.get(k, 0.0) for p in parts) for k in ("background_s", "detect_s", "measure_s")}
-    return PixelMeasurement(
-        columns=columns,
-        global_level=float(np.median([p.global_level for p in parts])),
-        global_rms=float(np.median([p.global_rms for p in parts])),
-        threshold_sigma=max(p.threshold_sigma for p in parts),
-        crowded=any(p.crowded for p in parts),
-        stamps=stamps,
-        timings=timings,
-    )
+    return pixels.take(keep).shifted(tile.rx0, tile.ry0)
 
 
 def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None, tile_px: int | None = None,
@@ -164,7 +145,7 @@ def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None,
     parts = [p for p in parts if p is not None]
     if not parts:
         raise AllNaN("every pixel is NaN, infinite or BLANK", uri=info.uri)
-    merged = merge(parts)
+    merged = combine(parts)
     merged.timings["read_s"] = 0.0
     measurement = finish_catalog(merged, build_wcs(header), info, header, settings)
     measurement.stats["n_tiles"] = len(tiles)

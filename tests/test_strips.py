@@ -1,0 +1,67 @@
+"""Two processes on one in-memory image: the catalog one process makes, source for source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skysift import strips
+from skysift.pipeline import process_image
+from skysift.settings import Settings
+from skysift.strips import Strip, plan_strips
+
+
+def test_strip_cores_cover_the_frame_exactly_once():
+    cover = np.zeros(1001, int)
+    for strip in plan_strips(1001, 3, margin_px=50):
+        cover[strip.y0 : strip.y1] += 1
+        assert strip.ry0 == max(0, strip.y0 - 50) and strip.ry1 == min(1001, strip.y1 + 50)
+    assert (cover == 1).all()
+
+
+def _objects(y, ymin, ymax):
+    dtype = [("y", float), ("ymin", int), ("ymax", int)]
+    return np.array(list(zip(y, ymin, ymax, strict=True)), dtype=dtype)
+
+
+def test_a_source_reaching_a_cut_edge_is_reported():
+    strip = Strip(y0=1000, y1=2000, ry0=872, ry1=2128, ny=4000)  # strip coordinates: core 128..1128
+    inside = _objects([500.0], [450], [550])
+    assert strip.owned(inside, guard_px=5) == (np.array([True]), False)
+    huge = _objects([140.0], [2], [300])  # centred in the core, pixels up to the cut at the top
+    keep, truncated = strip.owned(huge, guard_px=5)
+    assert keep.all() and truncated
+    in_margin = _objects([60.0], [0], [120])  # touches the cut but belongs to the strip above
+    assert strip.owned(in_margin, guard_px=5) == (np.array([False]), False)
+    first = Strip(y0=0, y1=1000, ry0=0, ry1=1128, ny=4000)  # the frame's own edge is no cut
+    assert not first.owned(_objects([3.0], [0], [8]), guard_px=5)[1]
+
+
+@pytest.fixture(scope="module")
+def big_sky(tmp_path_factory):
+    from skysift.synthetic import SkySpec, random_sources, render, write_fits
+
+    rng = np.random.default_rng(7)
+    spec = SkySpec(nx=2048, ny=2048, fwhm_px=3.0)
+    stars, galaxies = random_sources(spec, 1500, 400, rng)
+    path = tmp_path_factory.mktemp("strips") / "big.fits"
+    write_fits(path, render(spec, stars, galaxies, rng, {"DATE-OBS": "2026-01-01T00:00:00", "FILTER": "r"}))
+    return path
+
+
+def test_two_processes_give_the_one_process_catalog(big_sky, tmp_path, monkeypatch):
+    calls = []
+    real_map = strips.map_forked
+    monkeypatch.setattr("skysift.measurement.map_forked", lambda *a: calls.append(a) or real_map(*a))
+    settings = Settings.load(home=tmp_path)
+    one = process_image(str(big_sky), settings, workers=1)
+    two = process_image(str(big_sky), settings, workers=2)
+    assert len(calls) == 1 and len(calls[0][1]) == 2  # the second run did use two strips
+    a, b = one.sources.to_pandas(), two.sources.to_pandas()
+    assert len(a) == len(b) > 1000 and (a["flags"] & 1).sum() > 20  # blends included
+    for name in a.columns:
+        if a[name].dtype.kind == "f":
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-9, atol=1e-9, err_msg=name)
+        else:
+            assert (a[name] == b[name]).all(), name
+    assert one.image_row["seeing_fwhm_px"] == two.image_row["seeing_fwhm_px"]
