@@ -18,6 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from common import WORK, median_time, synthetic_image
+from skysift import storage
 from skysift.pipeline import process_image, record
 from skysift.query import LocalCatalog
 from skysift.runner import run_local
@@ -48,7 +49,9 @@ def overhead_share(paths: list[str]) -> dict[str, float]:
     home = tempfile.mkdtemp()
     settings = Settings.load(home=home)
     shares, totals = [], []
-    for path in paths:
+    for i, path in enumerate(paths):
+        if i + 1 < len(paths):
+            storage.prefetch(paths[i + 1])  # as `skysift run` does
         t = time.perf_counter()
         result = process_image(path, settings)
         record(result, LocalTables(home))

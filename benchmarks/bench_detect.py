@@ -3,7 +3,8 @@
 Three contenders on the same file, in the same run, medians of REPEATS:
 
 * raw SEP: read + background + extract + AUTO (Kron) flux; the baseline;
-* skysift: read, background, detect, measure everything, WCS, write Parquet;
+* skysift: read, background, detect, measure everything, WCS, write Parquet, in one
+  process and with both cores (detection in strips; the catalogs are checked equal);
 * Source Extractor 2.25 at the equivalent threshold, 1 and 2 threads.
 
 Run: ``.venv/bin/python benchmarks/bench_detect.py [--repeats 5]``
@@ -17,6 +18,7 @@ import os
 import tempfile
 
 import numpy as np
+import pyarrow as pa
 import sep
 from astropy.io import fits
 
@@ -38,11 +40,11 @@ def raw_sep(path) -> int:
     return len(objects)
 
 
-def skysift_end_to_end(path, home) -> int:
+def skysift_end_to_end(path, home, workers: int = 1):
     settings = Settings.load(home=home)
-    result = process_image(str(path), settings)
+    result = process_image(str(path), settings, workers=workers)
     LocalTables(home).write_image(result.image_row, result.sources)
-    return result.sources.num_rows
+    return result.sources
 
 
 def main() -> dict:
@@ -57,15 +59,21 @@ def main() -> dict:
     t, _ = median_time(lambda: raw_sep(path), args.repeats)
     results["raw_sep_s"] = t
     results["raw_sep_n"] = raw_sep(path)
-    t, _ = median_time(lambda: skysift_end_to_end(path, home), args.repeats)
-    results["skysift_s"] = t
-    results["skysift_n"] = skysift_end_to_end(path, home)
+    for workers in (1, 2):
+        t, _ = median_time(lambda workers=workers: skysift_end_to_end(path, home, workers), args.repeats)
+        results[f"skysift_{workers}p_s"] = t
+    one, two = skysift_end_to_end(path, home, 1), skysift_end_to_end(path, home, 2)
+    results["skysift_n"] = one.num_rows
+    numeric = [f.name for f in one.schema if f.type in (pa.float32(), pa.float64())]
+    results["skysift_2p_max_abs_difference"] = max(
+        float(np.nanmax(np.abs(one[c].to_numpy(zero_copy_only=False) - two[c].to_numpy(zero_copy_only=False)))) for c in numeric)
     if SEX:
         for threads in (1, 2):
             t, _ = median_time(lambda threads=threads: run_source_extractor(path, threads, se_threshold), args.repeats)
             results[f"source_extractor_{threads}t_s"] = t
         results["source_extractor_n"] = len(run_source_extractor(path, 1, se_threshold))
-    results["skysift_over_raw_sep"] = results["skysift_s"] / results["raw_sep_s"]
+    for workers in (1, 2):
+        results[f"skysift_{workers}p_over_raw_sep"] = results[f"skysift_{workers}p_s"] / results["raw_sep_s"]
     results["cpus"] = os.cpu_count()
     print(json.dumps(results, indent=2))
     return results

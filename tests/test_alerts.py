@@ -56,3 +56,14 @@ def test_disabled_rules_raise_nothing(survey, tmp_path):
     settings = Settings.load(home=tmp_path / "home", alerts={"high_snr": None, "new_source_radius_arcsec": None})
     run_local([str(p) for p in paths[:5]], settings)
     assert LogPublisher(settings.home).read() == []
+
+
+def test_alerts_prepared_in_parallel_are_delivered_as_one_process_delivers_them(survey, tmp_path):
+    _, paths = survey
+    logs = {}
+    for workers in (1, 2):
+        settings = Settings.load(home=tmp_path / f"home{workers}", alerts={"high_snr": 100.0})
+        run_local([str(p) for p in paths], settings, workers=workers)
+        logs[workers] = [(a["alert_id"], a["obs_time"]) for a in reversed(LogPublisher(settings.home).read())]
+    assert len(logs[1]) > 3 and logs[2] == logs[1]  # the same alerts, sent in the same (time) order
+    assert [t for _, t in logs[1]] == sorted(t for _, t in logs[1])

@@ -61,3 +61,10 @@ def test_bad_memory_size_is_rejected():
 
     with pytest.raises(click.BadParameter):
         parse_bytes("lots")
+
+
+def test_read_ahead_of_a_missing_or_remote_file_is_harmless(tmp_path):
+    from skysift import storage
+
+    storage.prefetch(str(tmp_path / "missing.fits"))  # the image's own read reports it
+    storage.prefetch("s3://bucket/key.fits")  # nothing to read ahead for remote objects

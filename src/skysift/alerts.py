@@ -22,6 +22,7 @@ import io
 import json
 import os
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +56,19 @@ def _clean(sources: pa.Table) -> np.ndarray:
     return (sources["flags"].to_numpy() & F.CLEAN_MASK) == 0
 
 
+@lru_cache(maxsize=4096)
+def _wcs_of(wcs_header: str):
+    """An image's WCS from its stored header text; cached, as every later image asks again."""
+    return build_wcs(fits.Header.fromstring(wcs_header, sep="\n"))
+
+
 def _covered_by_earlier(ra: np.ndarray, dec: np.ndarray, earlier: list[dict]) -> np.ndarray:
     """Which positions fall inside at least one earlier image (pixel bounds of its WCS)."""
     covered = np.zeros(len(ra), dtype=bool)
     for row in earlier:
         if not row.get("wcs_header"):
             continue
-        wcs = build_wcs(fits.Header.fromstring(row["wcs_header"], sep="\n"))
+        wcs = _wcs_of(row["wcs_header"])
         if wcs is None:
             continue
         x, y = sky_to_pixel(wcs, ra, dec)
@@ -117,6 +124,8 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     radius_px = max(2.0, float(image_row.get("seeing_fwhm_px") or 3.0))
     quiet = np.ones(new.size, dtype=bool)
     for row in earlier:
+        if not quiet.any():
+            break  # every candidate already showed flux in an image read before
         snr_before = forced_snr(row["uri"], row.get("hdu"), ra[new], dec[new], radius_px, background)
         quiet &= ~(snr_before >= FORCED_SNR_PRESENT)
     return {
@@ -182,15 +191,32 @@ def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: in
     return out
 
 
-def raise_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, publisher: AlertPublisher,
-                 rules: AlertSettings, background: BackgroundSettings | None = None) -> list[dict]:
-    """Evaluate the rules, store cutouts and the ``alerts`` rows, publish once per alert_id."""
+def prepare_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
+                   background: BackgroundSettings | None = None) -> list[tuple[dict, bytes]]:
+    """The alerts one image raises, each with its FITS cutout: reads only, no effect.
+
+    Images can be prepared in parallel once every image's rows are written; their
+    alerts are then delivered in time order (:func:`deliver_alerts`).
+    """
     alerts = evaluate(image_row, sources, store, rules, background)
-    for alert, data in zip(alerts, cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px), strict=True):
-        alert["cutout_uri"] = store.put_cutout(alert["alert_id"], data)
+    return list(zip(alerts, cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px), strict=True))
+
+
+def deliver_alerts(image_row: dict, prepared: list[tuple[dict, bytes]], store: CatalogStore,
+                   publisher: AlertPublisher) -> list[dict]:
+    """Store the cutouts and the ``alerts`` rows, and publish once per alert_id."""
+    alerts = []
+    for alert, data in prepared:
+        alerts.append({**alert, "cutout_uri": store.put_cutout(alert["alert_id"], data)})
     store.write_alerts(image_row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))
     publisher.publish(alerts)
     return alerts
+
+
+def raise_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, publisher: AlertPublisher,
+                 rules: AlertSettings, background: BackgroundSettings | None = None) -> list[dict]:
+    """Evaluate the rules, store cutouts and the ``alerts`` rows, publish once per alert_id."""
+    return deliver_alerts(image_row, prepare_alerts(image_row, sources, store, rules, background), store, publisher)
 
 
 def alert_message(alert: dict) -> dict:

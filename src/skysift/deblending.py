@@ -59,8 +59,9 @@ def isolate_blends(data: np.ndarray, error: np.ndarray | float, mask: np.ndarray
     components = objects[merged]
     kept = [objects[(objects["flag"] & sep.OBJ_MERGED) == 0]]
     for group in _neighbour_groups(components):
-        for y0, x0, footprint in _parent_footprints(data, error_map, mask, components[group], extract, margin_px):
-            kept.append(_extract_alone(data, error_map, mask, y0, x0, footprint, extract, margin_px))
+        parents, unplaced = _parent_footprints(data, error_map, mask, components[group], extract, margin_px)
+        kept.append(components[group][unplaced])  # never lose a source (not expected to happen)
+        kept += [_extract_alone(data, error_map, mask, y0, x0, fp, extract, margin_px) for y0, x0, fp in parents]
     return np.concatenate(kept)
 
 
@@ -102,7 +103,8 @@ def _cutout(shape: tuple[int, int], y0: int, y1: int, x0: int, x1: int, margin: 
 
 
 def _parent_footprints(data, error_map, mask, components, extract: Extractor, margin: int):
-    """(y0, x0, boolean footprint) in image pixels of each parent detection among ``components``."""
+    """(y0, x0, boolean footprint) in image pixels of each parent detection of ``components``,
+    and which components were found in none."""
     rows, cols = _cutout(data.shape, int(components["ymin"].min()), int(components["ymax"].max()),
                          int(components["xmin"].min()), int(components["xmax"].max()), margin)
     # (the error map may be a read-only broadcast of a scalar, which SEP refuses: copy it)
@@ -111,9 +113,9 @@ def _parent_footprints(data, error_map, mask, components, extract: Extractor, ma
     labels, _ = ndimage.label(segmap > 0, structure=_EIGHT_CONNECTED)
     peaks = labels[components["ycpeak"] - rows.start, components["xcpeak"] - cols.start]
     boxes = ndimage.find_objects(labels)
-    for label in np.unique(peaks[peaks > 0]):
-        box = boxes[label - 1]
-        yield rows.start + box[0].start, cols.start + box[1].start, labels[box] == label
+    parents = [(rows.start + boxes[label - 1][0].start, cols.start + boxes[label - 1][1].start,
+                labels[boxes[label - 1]] == label) for label in np.unique(peaks[peaks > 0])]
+    return parents, peaks == 0
 
 
 def _extract_alone(data, error_map, mask, y0: int, x0: int, footprint: np.ndarray, extract: Extractor,

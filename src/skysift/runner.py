@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import storage
-from .alerts import LogPublisher, raise_alerts
+from .alerts import LogPublisher, deliver_alerts, prepare_alerts
 from .errors import SkysiftError
 from .fitsio import make_image_id
 from .pipeline import ImageSummary, process_image, record, summarize
@@ -76,7 +76,10 @@ class RunReport:
         }
 
 
-def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile_workers: int) -> tuple[ImageSummary, dict]:
+def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile_workers: int,
+                       upcoming: str | None = None) -> tuple[ImageSummary, dict]:
+    if upcoming:
+        storage.prefetch(upcoming)  # read ahead while this image is measured
     result = process_image(uri, settings, hdu=hdu, workers=tile_workers)
     pointers = record(result, LocalTables(settings.home))
     return summarize(result, pointers), result.image_row
@@ -100,6 +103,10 @@ def _already_done(uris: list[str], home: Path) -> tuple[list[str], list[dict]]:
     return todo, done
 
 
+def _upcoming(uris: list[str], index: int) -> str | None:
+    return uris[index] if index < len(uris) else None
+
+
 def _alerts_marker(home: Path, image_id: str) -> Path:
     return home / "alerts-evaluated" / image_id
 
@@ -119,15 +126,17 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
         update={"max_memory_bytes": max(2**28, settings.limits.max_memory_bytes // max(1, workers))})})
     try:
         if workers <= 1 or len(todo) <= 1:
-            for uri in todo:
-                summary, row = _measure_and_write(uri, settings, hdu, workers)
+            for i, uri in enumerate(todo):
+                summary, row = _measure_and_write(uri, settings, hdu, workers, _upcoming(todo, i + 1))
                 report.summaries.append(summary)
                 rows.append(row)
                 if on_image:
                     on_image(summary)
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_measure_and_write, uri, per_worker, hdu, 1) for uri in todo]
+                # tasks start in order: the worker on image i reads ahead the one starting after i's peers
+                futures = [pool.submit(_measure_and_write, uri, per_worker, hdu, 1, _upcoming(todo, i + workers))
+                           for i, uri in enumerate(todo)]
                 try:
                     for future in as_completed(futures):
                         summary, row = future.result()
@@ -142,24 +151,44 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
         report.interrupted = True
         log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
     if not report.interrupted:
-        _raise_alerts_in_time_order(rows, report, settings)
+        _raise_alerts_in_time_order(rows, report, settings, workers)
     report.seconds = time.perf_counter() - t0
     report.report_path = _write_report(home, report)
     return report
 
 
-def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: Settings) -> None:
+def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: Settings, workers: int) -> None:
+    """Alerts of every image not yet evaluated, delivered in order of observation time.
+
+    Every image's rows are written by now, so each image's alerts (which read only the
+    tables and earlier images' pixels) are prepared in parallel; delivery is in order.
+    """
     store, publisher = LocalTables(settings.home), LogPublisher(settings.home)
     by_id = {s.image_id: s for s in report.summaries}
-    for row in sorted(rows, key=lambda r: (r.get("obs_time") is None, str(r.get("obs_time")), r.get("uri") or "")):
+    ordered = sorted(rows, key=lambda r: (r.get("obs_time") is None, str(r.get("obs_time")), r.get("uri") or ""))
+    pending = [r for r in ordered if r.get("status") == "ok" and not _alerts_marker(Path(settings.home), r["image_id"]).exists()]
+    if workers > 1 and len(pending) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            prepared = pool.map(_prepare_alerts, pending, [settings] * len(pending), chunksize=4)
+            _deliver_in_order(pending, prepared, store, publisher, by_id, settings)
+    else:
+        _deliver_in_order(pending, (_prepare_alerts(r, settings, store) for r in pending), store, publisher, by_id, settings)
+
+
+def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[tuple[dict, bytes]]:
+    store = store or LocalTables(settings.home)
+    return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background)
+
+
+def _deliver_in_order(rows: list[dict], prepared: Iterable, store: LocalTables, publisher: LogPublisher,
+                      by_id: dict[str, ImageSummary], settings: Settings) -> None:
+    for row, alerts in zip(rows, prepared, strict=True):
+        sent = deliver_alerts(row, alerts, store, publisher)
         marker = _alerts_marker(Path(settings.home), row["image_id"])
-        if row.get("status") != "ok" or marker.exists():
-            continue
-        alerts = raise_alerts(row, store.read_sources(row), store, publisher, settings.alerts, settings.background)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
         if row["image_id"] in by_id:
-            by_id[row["image_id"]].n_alerts = len(alerts)
+            by_id[row["image_id"]].n_alerts = len(sent)
 
 
 def _write_report(home: Path, report: RunReport) -> str:

@@ -48,6 +48,7 @@ class LocalTables:
         self.home = Path(home)
         self.root = self.home / "tables"
         self.cutouts = self.home / "cutouts"
+        self._query_catalog = None
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -102,9 +103,13 @@ class LocalTables:
         return {t: compaction.compact_table(self.table_dir(t), "healpix" if t == "sources" else None) for t in tables}
 
     def _catalog(self):
+        """One DuckDB catalog for this store (its views list the files again at every query),
+        made afresh while some table still had no file (such a view is a fixed empty table)."""
         from .query import LocalCatalog
 
-        return LocalCatalog(self.home)
+        if self._query_catalog is None or self._query_catalog.empty_tables:
+            self._query_catalog = LocalCatalog(self.home)
+        return self._query_catalog
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
                        before: datetime) -> list[dict]:
