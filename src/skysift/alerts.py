@@ -192,22 +192,21 @@ def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: in
 
 
 def prepare_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
-                   background: BackgroundSettings | None = None) -> list[tuple[dict, bytes]]:
-    """The alerts one image raises, each with its FITS cutout: reads only, no effect.
+                   background: BackgroundSettings | None = None) -> list[dict]:
+    """The alerts one image raises, with their FITS cutouts stored; nothing is sent.
 
-    Images can be prepared in parallel once every image's rows are written; their
-    alerts are then delivered in time order (:func:`deliver_alerts`).
+    Reads the tables and earlier pixels; its one effect, the cutouts, is named by
+    alert_id, so storing one again is harmless. Images can therefore be prepared in
+    parallel once every image's rows are written, and their alerts then delivered in
+    time order (:func:`deliver_alerts`).
     """
     alerts = evaluate(image_row, sources, store, rules, background)
-    return list(zip(alerts, cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px), strict=True))
+    cutouts = cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px)
+    return [{**alert, "cutout_uri": store.put_cutout(alert["alert_id"], data)} for alert, data in zip(alerts, cutouts, strict=True)]
 
 
-def deliver_alerts(image_row: dict, prepared: list[tuple[dict, bytes]], store: CatalogStore,
-                   publisher: AlertPublisher) -> list[dict]:
-    """Store the cutouts and the ``alerts`` rows, and publish once per alert_id."""
-    alerts = []
-    for alert, data in prepared:
-        alerts.append({**alert, "cutout_uri": store.put_cutout(alert["alert_id"], data)})
+def deliver_alerts(image_row: dict, alerts: list[dict], store: CatalogStore, publisher: AlertPublisher) -> list[dict]:
+    """Store the image's ``alerts`` rows, and publish each alert once per alert_id."""
     store.write_alerts(image_row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))
     publisher.publish(alerts)
     return alerts
@@ -237,17 +236,20 @@ class LogPublisher:
         self.sent_dir = self.home / "alerts-sent"
 
     def publish(self, alerts: list[dict]) -> list[str]:
+        if not alerts:
+            return []
         self.sent_dir.mkdir(parents=True, exist_ok=True)
         sent = []
-        for alert in alerts:
-            try:
-                fd = os.open(self.sent_dir / alert["alert_id"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                continue
-            os.close(fd)
-            with open(self.log_path, "a", encoding="utf-8") as log:
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            for alert in alerts:
+                try:
+                    fd = os.open(self.sent_dir / alert["alert_id"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    continue
+                os.close(fd)
                 log.write(json.dumps(alert_message(alert)) + "\n")
-            sent.append(alert["alert_id"])
+                log.flush()  # each line is in the log as soon as its marker exists
+                sent.append(alert["alert_id"])
         return sent
 
     def read(self) -> list[dict]:

@@ -175,7 +175,7 @@ def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: S
         _deliver_in_order(pending, (_prepare_alerts(r, settings, store) for r in pending), store, publisher, by_id, settings)
 
 
-def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[tuple[dict, bytes]]:
+def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[dict]:
     store = store or LocalTables(settings.home)
     return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background)
 
