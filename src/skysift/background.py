@@ -55,3 +55,17 @@ def estimate_background(data: np.ndarray, mask: np.ndarray | None, settings: Bac
         global_level=float(bkg.globalback),
         global_rms=float(bkg.globalrms),
     )
+
+
+def subtract_sky(data: np.ndarray, mask: np.ndarray, settings: BackgroundSettings) -> tuple[Background, np.ndarray | None]:
+    """Estimate the sky of ``data`` and subtract it in place; masked pixels become 0 (empty sky).
+
+    Returns the background and the mask to give SEP: None when no pixel is masked, as
+    SEP is faster without a mask to consult.
+    """
+    mask = mask if mask.any() else None
+    bkg = estimate_background(data, mask, settings)
+    bkg.subtract_from(data)
+    if mask is not None:
+        data[mask] = 0.0
+    return bkg, mask

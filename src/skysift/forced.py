@@ -11,7 +11,7 @@ import numpy as np
 import sep
 
 from .astrometry import sky_to_pixel
-from .background import estimate_background
+from .background import subtract_sky
 from .fitsio import read_image
 from .settings import BackgroundSettings
 
@@ -23,16 +23,14 @@ def forced_snr(uri: str, hdu: int | None, ra_deg: np.ndarray, dec_deg: np.ndarra
     Positions off the image (or on masked pixels only) get NaN.
     """
     image = read_image(uri, hdu)
-    bkg = estimate_background(image.data, image.mask, background)
     data = image.data
-    bkg.subtract_from(data)
-    data[image.mask] = 0.0
+    bkg, mask = subtract_sky(data, image.mask, background)
     x, y = sky_to_pixel(image.wcs, ra_deg, dec_deg)
     ny, nx = data.shape
     inside = (x >= 0) & (y >= 0) & (x <= nx - 1) & (y <= ny - 1)
     snr = np.full(len(x), np.nan)
     if inside.any():
-        flux, err, flag = sep.sum_circle(data, x[inside], y[inside], radius_px, err=bkg.rms, mask=image.mask, subpix=5)
+        flux, err, flag = sep.sum_circle(data, x[inside], y[inside], radius_px, err=bkg.rms, mask=mask, subpix=5)
         with np.errstate(divide="ignore", invalid="ignore"):
             snr[inside] = np.where((err > 0) & ((flag & sep.APER_ALLMASKED) == 0), flux / err, np.nan)
     return snr

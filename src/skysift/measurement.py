@@ -15,7 +15,7 @@ import numpy as np
 
 from . import astrometry, calibration, classification, psf
 from . import flags as F
-from .background import Background, estimate_background
+from .background import Background, subtract_sky
 from .deblending import shift_objects
 from .detection import detect
 from .fitsio import Image, ImageInfo
@@ -116,11 +116,7 @@ def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Setting
     saturation = settings.photometry.saturation_level or header_float(header, "SATURATE", "SATLEVEL")
 
     t = time.perf_counter()
-    mask = mask if mask.any() else None  # SEP is faster without a mask to consult
-    bkg = estimate_background(data, mask, settings.background)
-    bkg.subtract_from(data)
-    if mask is not None:
-        data[mask] = 0.0
+    bkg, mask = subtract_sky(data, mask, settings.background)
     background_s = time.perf_counter() - t
 
     in_strip = partial(_measure_strip, data=data, mask=mask, bkg=bkg, settings=settings, gain=gain,

@@ -160,23 +160,33 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
 def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: Settings, workers: int) -> None:
     """Alerts of every image not yet evaluated, delivered in order of observation time.
 
-    Every image's rows are written by now, so each image's alerts (which read only the
-    tables and earlier images' pixels) are prepared in parallel; delivery is in order.
+    Every image's rows are written by now, so each image's alerts (which read the tables
+    and earlier images' pixels, and store cutouts named by alert_id) are prepared in
+    parallel; delivery is in order.
     """
     store, publisher = LocalTables(settings.home), LogPublisher(settings.home)
     by_id = {s.image_id: s for s in report.summaries}
     ordered = sorted(rows, key=lambda r: (r.get("obs_time") is None, str(r.get("obs_time")), r.get("uri") or ""))
     pending = [r for r in ordered if r.get("status") == "ok" and not _alerts_marker(Path(settings.home), r["image_id"]).exists()]
     if workers > 1 and len(pending) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_store, initargs=(settings.home,)) as pool:
             prepared = pool.map(_prepare_alerts, pending, [settings] * len(pending), chunksize=4)
             _deliver_in_order(pending, prepared, store, publisher, by_id, settings)
     else:
         _deliver_in_order(pending, (_prepare_alerts(r, settings, store) for r in pending), store, publisher, by_id, settings)
 
 
+_worker_store: LocalTables | None = None
+
+
+def _open_worker_store(home: Path) -> None:
+    """Pool initializer: one store per worker process, so its DuckDB catalog serves every image."""
+    global _worker_store
+    _worker_store = LocalTables(home)
+
+
 def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[dict]:
-    store = store or LocalTables(settings.home)
+    store = store or _worker_store
     return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background)
 
 
