@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.nddata import Cutout2D
 
-from skysift.alerts import LogPublisher
+from skysift.alerts import LogPublisher, cutout_fits
+from skysift.fitsio import read_image
 from skysift.query import LocalCatalog
 from skysift.runner import run_local
 from skysift.sample import TRANSIENT_MAG, make_sample
@@ -67,3 +71,18 @@ def test_alerts_prepared_in_parallel_are_delivered_as_one_process_delivers_them(
         logs[workers] = [(a["alert_id"], a["obs_time"]) for a in reversed(LogPublisher(settings.home).read())]
     assert len(logs[1]) > 3 and logs[2] == logs[1]  # the same alerts, sent in the same (time) order
     assert [t for _, t in logs[1]] == sorted(t for _, t in logs[1])
+
+
+def test_cutouts_read_as_sections_equal_cutouts_of_the_whole_image(survey):
+    _, paths = survey
+    image = read_image(str(paths[0]))
+    ny, nx = image.data.shape
+    positions = [(100.3, 200.7), (0.2, 5.6), (nx - 0.6, ny - 1.5), (15.49, ny - 0.1), (nx / 2, ny / 2)]
+    alerts = [{"x": x, "y": y, "alert_id": f"a{i}", "rule": "high_snr"} for i, (x, y) in enumerate(positions)]
+    for alert, data in zip(alerts, cutout_fits(str(paths[0]), None, alerts, 32), strict=True):
+        with fits.open(io.BytesIO(data)) as hdul:
+            expected = Cutout2D(image.data, (alert["x"], alert["y"]), 32, wcs=image.wcs, mode="partial", fill_value=np.nan)
+            np.testing.assert_array_equal(hdul[0].data, expected.data.astype(np.float32))
+            assert hdul[0].header["ALERTID"] == alert["alert_id"]
+            reference = expected.wcs.to_header(relax=True)
+            assert all(hdul[0].header[key] == reference[key] for key in reference)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from skysift import errors
+from skysift import errors, fitsio
 from skysift.fitsio import inspect_image, read_image
 
 
@@ -123,3 +123,25 @@ def test_absurd_size_is_rejected_before_reading_pixels(tmp_path):
 def test_missing_file_is_not_found(tmp_path):
     with pytest.raises(errors.SourceNotFound):
         read_image(str(tmp_path / "nope.fits"))
+
+
+def test_sections_read_the_same_pixels_as_a_whole_read(m13_files, tmp_path, monkeypatch):
+    scaled = np.random.default_rng(3).integers(-500, 500, size=(300, 200)).astype(">i2")
+    scaled[17, 40] = -999
+    hdu = fits.PrimaryHDU(scaled)
+    hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 100.0, -999
+    hdu.writeto(tmp_path / "scaled.fits")
+    files = [*m13_files.values(), tmp_path / "scaled.fits"]
+    rectangles = [(0, 300, 0, 200), (10, 60, 5, 45), (5, 25, 0, 200), (250, 300, 180, 200)]
+    for band_bytes in (0, fitsio.SECTION_BAND_BYTES):  # rectangles read row by row, and as bands
+        monkeypatch.setattr(fitsio, "SECTION_BAND_BYTES", band_bytes)
+        for path in files:
+            whole = read_image(str(path))
+            with fitsio.Sections(str(path)) as image:
+                assert image.shape == whole.data.shape
+                for y0, y1, x0, x1 in rectangles:
+                    data, mask = image.read(y0, y1, x0, x1)
+                    np.testing.assert_array_equal(data, whole.data[y0:y1, x0:x1])
+                    np.testing.assert_array_equal(mask, whole.mask[y0:y1, x0:x1])
+    with fitsio.Sections(str(tmp_path / "scaled.fits")) as image:
+        assert image.read(17, 18, 40, 41)[1].all()

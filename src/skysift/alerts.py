@@ -35,7 +35,7 @@ from astropy.nddata import Cutout2D
 
 from . import flags as F
 from .astrometry import sky_to_pixel
-from .fitsio import build_wcs, read_image
+from .fitsio import Sections, build_wcs
 from .forced import forced_snr
 from .ports import AlertPublisher, CatalogStore
 from .schema import ALERTS_SCHEMA
@@ -46,6 +46,8 @@ NEW_SOURCE_DEPTH_MARGIN_MAG = 0.75
 BLEND_RADIUS_FACTOR = 3.0
 #: Forced-photometry SNR in an earlier image above which the source was already there.
 FORCED_SNR_PRESENT = 3.0
+#: The ``sources`` columns an alert carries.
+ALERT_SOURCE_COLUMNS = ["source_id", "ra", "dec", "x", "y", "flux", "snr", "mag_ab", "star_score"]
 
 
 def alert_id(image_id: str, source_id: str, rule: str) -> str:
@@ -66,6 +68,8 @@ def _covered_by_earlier(ra: np.ndarray, dec: np.ndarray, earlier: list[dict]) ->
     """Which positions fall inside at least one earlier image (pixel bounds of its WCS)."""
     covered = np.zeros(len(ra), dtype=bool)
     for row in earlier:
+        if covered.all():
+            break
         if not row.get("wcs_header"):
             continue
         wcs = _wcs_of(row["wcs_header"])
@@ -126,7 +130,8 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     for row in earlier:
         if not quiet.any():
             break  # every candidate already showed flux in an image read before
-        snr_before = forced_snr(row["uri"], row.get("hdu"), ra[new], dec[new], radius_px, background)
+        wcs = _wcs_of(row["wcs_header"])
+        snr_before = forced_snr(row["uri"], row.get("hdu"), wcs, ra[new], dec[new], radius_px, background)
         quiet &= ~(snr_before >= FORCED_SNR_PRESENT)
     return {
         int(candidates[k]): (f"nothing within {radius_arcsec:g}\" and no flux above "
@@ -152,19 +157,15 @@ def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: Ale
     fired.sort(key=lambda item: -snr[item[0]])
     fired = fired[: rules.max_per_image]
     created = datetime.now(UTC)
-    columns = sources.to_pydict()
+    picked = sources.select(ALERT_SOURCE_COLUMNS).take(np.array([i for i, _, _ in fired], dtype=np.int64)).to_pylist()
     alerts = []
-    for i, rule, why in fired:
+    for source, (_, rule, why) in zip(picked, fired, strict=True):
         alerts.append({
-            "alert_id": alert_id(image_row["image_id"], columns["source_id"][i], rule),
+            "alert_id": alert_id(image_row["image_id"], source["source_id"], rule),
             "rule": rule,
             "image_id": image_row["image_id"],
-            "source_id": columns["source_id"][i],
+            **source,
             "obs_time": image_row.get("obs_time"),
-            "ra": columns["ra"][i], "dec": columns["dec"][i],
-            "x": columns["x"][i], "y": columns["y"][i],
-            "flux": columns["flux"][i], "snr": columns["snr"][i],
-            "mag_ab": columns["mag_ab"][i], "star_score": columns["star_score"][i],
             "image_uri": image_row.get("uri"),
             "cutout_uri": None,
             "detail": why,
@@ -175,19 +176,26 @@ def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: Ale
 
 
 def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: int) -> list[bytes]:
-    """Small FITS cutouts (with WCS) around each alert's source, read from the image once."""
+    """Small FITS cutouts (with WCS) around each alert's source, each read as a section."""
     if not alerts:
         return []
-    image = read_image(image_uri, hdu)
     out = []
-    for alert in alerts:
-        cut = Cutout2D(image.data, (alert["x"], alert["y"]), size_px, wcs=image.wcs, mode="partial", fill_value=np.nan)
-        header = cut.wcs.to_header(relax=True) if cut.wcs is not None else fits.Header()
-        header["ALERTID"] = alert["alert_id"]
-        header["RULE"] = alert["rule"]
-        buffer = io.BytesIO()
-        fits.PrimaryHDU(cut.data.astype(np.float32), header).writeto(buffer)
-        out.append(buffer.getvalue())
+    with Sections(image_uri, hdu) as image:
+        wcs = build_wcs(image.header)
+        ny, nx = image.shape
+        reach = size_px // 2 + 2  # every pixel Cutout2D may take, whatever the rounding
+        for alert in alerts:
+            x0, y0 = max(0, int(alert["x"]) - reach), max(0, int(alert["y"]) - reach)
+            x1, y1 = min(nx, int(alert["x"]) + reach + 1), min(ny, int(alert["y"]) + reach + 1)
+            data, _ = image.read(y0, y1, x0, x1)
+            cut = Cutout2D(data, (alert["x"] - x0, alert["y"] - y0), size_px, wcs=wcs[y0:y1, x0:x1] if wcs else None,
+                           mode="partial", fill_value=np.nan)
+            header = cut.wcs.to_header(relax=True) if cut.wcs is not None else fits.Header()
+            header["ALERTID"] = alert["alert_id"]
+            header["RULE"] = alert["rule"]
+            buffer = io.BytesIO()
+            fits.PrimaryHDU(cut.data.astype(np.float32), header).writeto(buffer)
+            out.append(buffer.getvalue())
     return out
 
 

@@ -3,34 +3,58 @@
 Used by the 'new source' alert rule to look at the earlier images themselves rather
 than only their catalogs: a source that was there but blended or below the
 detection threshold shows flux at its position; a true transient does not.
+
+Each position is measured on a patch of :data:`PATCH_CELLS` x :data:`PATCH_CELLS`
+background cells read around it (a section, not the whole image), with the sky and
+its noise estimated on that patch by the same mesh estimator as a whole image uses.
+When there are so many positions that their patches would cover the image, the image
+is read and its sky estimated once instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import sep
+from astropy.wcs import WCS
 
 from .astrometry import sky_to_pixel
 from .background import subtract_sky
-from .fitsio import read_image
+from .fitsio import Sections
 from .settings import BackgroundSettings
 
+#: Side of the patch read around a position, in background cells (four cells is the
+#: smallest patch on which the background keeps its configured cell size).
+PATCH_CELLS = 4
 
-def forced_snr(uri: str, hdu: int | None, ra_deg: np.ndarray, dec_deg: np.ndarray, radius_px: float,
-               background: BackgroundSettings) -> np.ndarray:
+
+def _patch_bounds(centre: float, size: int, side: int) -> tuple[int, int]:
+    """[start, stop) of a ``side``-pixel window around ``centre``, kept inside [0, size)."""
+    start = min(max(0, int(np.rint(centre)) - side // 2), max(0, size - side))
+    return start, min(size, start + side)
+
+
+def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, dec_deg: np.ndarray,
+               radius_px: float, background: BackgroundSettings) -> np.ndarray:
     """SNR of the background-subtracted flux in circles of ``radius_px`` at each position.
 
-    Positions off the image (or on masked pixels only) get NaN.
+    ``wcs`` is the image's WCS. Positions off the image (or on masked pixels only) get NaN.
     """
-    image = read_image(uri, hdu)
-    data = image.data
-    bkg, mask = subtract_sky(data, image.mask, background)
-    x, y = sky_to_pixel(image.wcs, ra_deg, dec_deg)
-    ny, nx = data.shape
-    inside = (x >= 0) & (y >= 0) & (x <= nx - 1) & (y <= ny - 1)
+    x, y = sky_to_pixel(wcs, ra_deg, dec_deg)
     snr = np.full(len(x), np.nan)
-    if inside.any():
-        flux, err, flag = sep.sum_circle(data, x[inside], y[inside], radius_px, err=bkg.rms, mask=mask, subpix=5)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            snr[inside] = np.where((err > 0) & ((flag & sep.APER_ALLMASKED) == 0), flux / err, np.nan)
+    side = PATCH_CELLS * background.box_px
+    with Sections(uri, hdu) as image:
+        ny, nx = image.shape
+        inside = np.flatnonzero((x >= 0) & (y >= 0) & (x <= nx - 1) & (y <= ny - 1))
+        if inside.size * side * side >= nx * ny // 2:  # patches would cover the image: read it once
+            regions = [((0, ny, 0, nx), inside)]
+        else:
+            regions = [((*_patch_bounds(y[k], ny, side), *_patch_bounds(x[k], nx, side)), [k]) for k in inside]
+        for (y0, y1, x0, x1), chosen in regions:
+            data, mask = image.read(y0, y1, x0, x1)
+            if mask.all():
+                continue
+            bkg, mask = subtract_sky(data, mask, background)
+            flux, err, flag = sep.sum_circle(data, x[chosen] - x0, y[chosen] - y0, radius_px, err=bkg.rms, mask=mask, subpix=5)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr[chosen] = np.where((err > 0) & ((flag & sep.APER_ALLMASKED) == 0), flux / err, np.nan)
     return snr

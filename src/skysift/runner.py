@@ -43,6 +43,7 @@ ProgressCallback = Callable[[ImageSummary], None]
 class RunReport:
     summaries: list[ImageSummary] = field(default_factory=list)
     seconds: float = 0.0
+    alerts_seconds: float = 0.0  # wall time of the alert phase (included in ``seconds``)
     skipped: int = 0
     interrupted: bool = False
     report_path: str | None = None
@@ -63,6 +64,7 @@ class RunReport:
         return {
             "finished_at": datetime.now(UTC).isoformat(),
             "seconds": self.seconds,
+            "alerts_seconds": self.alerts_seconds,
             "interrupted": self.interrupted,
             "images": len(self.summaries),
             "skipped_already_done": self.skipped,
@@ -151,7 +153,9 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
         report.interrupted = True
         log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
     if not report.interrupted:
+        t_alerts = time.perf_counter()
         _raise_alerts_in_time_order(rows, report, settings, workers)
+        report.alerts_seconds = time.perf_counter() - t_alerts
     report.seconds = time.perf_counter() - t0
     report.report_path = _write_report(home, report)
     return report

@@ -24,11 +24,13 @@ import pyarrow as pa
 import pyarrow.compute  # makes pa.compute available
 import pyarrow.parquet as pq
 
-from . import compaction
+from . import compaction, history
 from .metadata import slug
 from .schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
 
 TABLES = ("sources", "images", "alerts")
+#: Source files whose positions a store keeps in memory (about 40 kB per 1,000 sources).
+POSITION_FILES_CACHED = 4096
 
 
 def partition_path(row: dict) -> str:
@@ -41,6 +43,16 @@ def image_row_table(row: dict) -> pa.Table:
     return pa.Table.from_pylist([{k: row.get(k) for k in IMAGES_SCHEMA.names}], schema=IMAGES_SCHEMA)
 
 
+def _read_image_rows(path: Path) -> list[dict]:
+    """The rows of an ``images`` file with the partition keys of its folders."""
+    partition = dict(part.split("=", 1) for part in path.parts[-4:-1])
+    return [row | partition for row in pq.read_table(path).to_pylist()]
+
+
+def _read_positions(path: Path) -> pa.Table:
+    return pq.read_table(path, columns=history.HISTORY_SCHEMA.names)
+
+
 class LocalTables:
     """The local :class:`~skysift.ports.CatalogStore`: Parquet files under ``home``."""
 
@@ -48,7 +60,10 @@ class LocalTables:
         self.home = Path(home)
         self.root = self.home / "tables"
         self.cutouts = self.home / "cutouts"
-        self._query_catalog = None
+        # The 'new source' rule asks for earlier images and detections once per image:
+        # rows are read from each file once (while it is unchanged), not once per question.
+        self._image_rows = history.FileCache(_read_image_rows)
+        self._positions = history.FileCache(_read_positions, max_files=POSITION_FILES_CACHED)
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -88,46 +103,59 @@ class LocalTables:
             return None
         return self.write_rows("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
 
-    def read_sources(self, image_row: dict) -> pa.Table:
+    def _sources_file(self, image_row: dict) -> Path:
+        """The file holding one image's ``sources`` rows: its own, or a compacted one."""
         folder = self.table_dir("sources") / partition_path(image_row)
         path = folder / f"{image_row['image_id']}.parquet"
         if path.exists():
-            return pq.read_table(path)
+            return path
         for compacted in folder.glob(f"{compaction.COMPACTED_PREFIX}*.parquet"):
             if image_row["image_id"] in compaction.image_ids_of(compacted):
-                return pq.read_table(compacted, filters=[("image_id", "=", image_row["image_id"])])
+                return compacted
         raise FileNotFoundError(f"no sources stored for image {image_row['image_id']}")
+
+    def read_sources(self, image_row: dict) -> pa.Table:
+        path = self._sources_file(image_row)
+        if path.name.startswith(compaction.COMPACTED_PREFIX):
+            return pq.read_table(path, filters=[("image_id", "=", image_row["image_id"])])
+        return pq.read_table(path)
 
     def compact(self, tables: tuple[str, ...] = TABLES) -> dict[str, compaction.CompactionReport]:
         """Merge each partition's files into one (see :mod:`skysift.compaction`)."""
         return {t: compaction.compact_table(self.table_dir(t), "healpix" if t == "sources" else None) for t in tables}
 
-    def _catalog(self):
-        """One DuckDB catalog for this store (its views list the files again at every query),
-        made afresh while some table still had no file (such a view is a fixed empty table)."""
-        from .query import LocalCatalog
-
-        if self._query_catalog is None or self._query_catalog.empty_tables:
-            self._query_catalog = LocalCatalog(self.home)
-        return self._query_catalog
+    def image_rows(self) -> list[dict]:
+        """Every ``images`` row (partition keys included), each file read once while unchanged."""
+        paths = set(self.table_dir("images").glob("*/*/*/*.parquet"))
+        self._image_rows.forget_missing(paths)
+        rows: list[dict] = []
+        for path in sorted(paths):
+            try:
+                rows += self._image_rows.get(path)
+            except FileNotFoundError:
+                continue  # replaced since it was listed; the next call lists its new file
+        return rows
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
                        before: datetime) -> list[dict]:
-        sql = f"""
-            SELECT * FROM images
-            WHERE status = 'ok' AND obs_time < $before
-              AND {cone_sql('center_ra', 'center_dec', '$ra', '$dec', '$radius + radius_deg')}
-            ORDER BY obs_time"""
-        frame = self._catalog().sql(sql, {"before": before, "ra": center_ra, "dec": center_dec, "radius": radius_deg})
-        return frame.to_dict("records")
+        return [dict(r) for r in history.images_reaching(self.image_rows(), center_ra, center_dec, radius_deg, before)]
 
     def earlier_sources(self, center_ra: float, center_dec: float, radius_deg: float,
                         before: datetime) -> pa.Table:
-        sql = f"""
-            SELECT ra, dec, image_id, flags FROM sources
-            WHERE obs_time < $before AND dec BETWEEN $dec - $radius AND $dec + $radius
-              AND {cone_sql('ra', 'dec', '$ra', '$dec', '$radius')}"""
-        return self._catalog().arrow(sql, {"before": before, "ra": center_ra, "dec": center_dec, "radius": radius_deg})
+        """From the earlier overlapping images' own files (cached), not a scan of the whole table."""
+        return history.sources_in_cone(
+            (self._positions_of(row) for row in self.earlier_images(center_ra, center_dec, radius_deg, before)),
+            center_ra, center_dec, radius_deg)
+
+    def _positions_of(self, image_row: dict) -> pa.Table:
+        try:
+            path = self._sources_file(image_row)
+            table = self._positions.get(path)
+        except FileNotFoundError:
+            return history.HISTORY_SCHEMA.empty_table()  # replaced or removed meanwhile
+        if path.name.startswith(compaction.COMPACTED_PREFIX):
+            table = table.filter(pa.compute.equal(table["image_id"], image_row["image_id"]))
+        return table
 
     def record_failure(self, image_row: dict, error: dict) -> str:
         """A JSON quarantine record ``{home}/quarantine/{image_id}.json``."""
@@ -145,13 +173,3 @@ class LocalTables:
         path.write_bytes(fits_bytes)
         return str(path)
 
-
-def cone_sql(ra_col: str, dec_col: str, ra: str, dec: str, radius_deg: str) -> str:
-    """SQL predicate: angular distance between two positions (degrees) within a radius.
-
-    Written with functions DuckDB and Athena (Trino) share, so the same text works on both.
-    """
-    return (
-        f"degrees(acos(least(1.0, sin(radians({dec_col})) * sin(radians({dec})) + "
-        f"cos(radians({dec_col})) * cos(radians({dec})) * cos(radians({ra_col} - ({ra})))))) <= {radius_deg}"
-    )

@@ -27,8 +27,8 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from . import storage
-from .errors import AllNaN, ConfigError, TruncatedFile
-from .fitsio import ImageInfo, build_wcs, inspect_image
+from .errors import AllNaN, ConfigError
+from .fitsio import ImageInfo, Sections, build_wcs, inspect_image
 from .measurement import Measurement, PixelMeasurement, combine, finish_catalog, measure_pixels
 from .settings import Settings
 
@@ -89,21 +89,8 @@ def plan_tiles(nx: int, ny: int, tile_px: int, margin_px: int) -> list[Tile]:
 
 def read_tile(uri: str, hdu: int, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     """The tile's read region as native float32 with its NaN/BLANK mask, nothing more."""
-    with storage.open_binary(uri, block_size=2**20) as handle, warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        try:
-            with fits.open(handle, memmap=False, lazy_load_hdus=True) as hdul:
-                section = hdul[hdu].section
-                raw = section[tile.ry0 : tile.ry1, tile.rx0 : tile.rx1]
-                blank = hdul[hdu].header.get("BLANK")
-        except (OSError, EOFError, ValueError, TypeError) as exc:
-            raise TruncatedFile(f"cannot read pixels {tile}: {exc}", uri=uri) from exc
-    data = np.array(raw, dtype=np.float32)
-    mask = ~np.isfinite(data)
-    if blank is not None and np.issubdtype(np.asarray(raw).dtype, np.integer):
-        mask |= raw == blank
-    data[mask] = np.nan
-    return data, mask
+    with Sections(uri, hdu, block_size=2**20) as image:
+        return image.read(tile.ry0, tile.ry1, tile.rx0, tile.rx1)
 
 
 def _measure_tile(uri: str, hdu: int, tile: Tile, header: fits.Header, settings: Settings) -> PixelMeasurement | None:

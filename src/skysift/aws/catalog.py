@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 
 import awswrangler as wr
 import boto3
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
+from .. import history
 from ..metadata import slug
 from ..schema import ALERTS_SCHEMA, PARTITION_KEYS
 from ..tables import image_row_table, partition_path
@@ -57,12 +57,6 @@ def footprint_cells(ra_deg: float, dec_deg: float, radius_deg: float) -> list[in
 
 def partition_values(row: dict) -> list[str]:
     return [slug(str(row.get(key) or "unknown")) for key in PARTITION_KEYS]
-
-
-def _angular_distance_deg(ra1, dec1, ra2, dec2):
-    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))
-    cos = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 class S3GlueCatalog:
@@ -177,30 +171,15 @@ class S3GlueCatalog:
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
                        before: datetime) -> list[dict]:
         """Status-ok ``images`` rows observed before ``before`` whose footprint reaches the cone."""
-        rows = []
-        for row in self._footprints(footprint_cells(center_ra, center_dec, radius_deg)).values():
-            if row.get("obs_time") is None:
-                continue
-            row["obs_time"] = datetime.fromisoformat(row["obs_time"])
-            if row["obs_time"] < before:
-                rows.append(row)
-        if not rows:
-            return []
-        distance = _angular_distance_deg([r["center_ra"] for r in rows], [r["center_dec"] for r in rows],
-                                         center_ra, center_dec)
-        reach = np.array([radius_deg + (r["radius_deg"] or 0.0) for r in rows])
-        picked = [r for r, d, limit in zip(rows, distance, reach, strict=True) if d <= limit]
-        return sorted(picked, key=lambda r: r["obs_time"])
+        rows = list(self._footprints(footprint_cells(center_ra, center_dec, radius_deg)).values())
+        for row in rows:
+            if row.get("obs_time") is not None:
+                row["obs_time"] = datetime.fromisoformat(row["obs_time"])
+        return history.images_reaching(rows, center_ra, center_dec, radius_deg, before)
 
     def earlier_sources(self, center_ra: float, center_dec: float, radius_deg: float,
                         before: datetime) -> pa.Table:
         """ra/dec/image_id/flags of earlier detections in the cone, from the overlapping images only."""
-        schema = pa.schema([("ra", pa.float64()), ("dec", pa.float64()), ("image_id", pa.string()), ("flags", pa.int32())])
-        parts = []
-        for row in self.earlier_images(center_ra, center_dec, radius_deg, before):
-            table = self.read_sources(row).select(schema.names).cast(schema)
-            if table.num_rows == 0:
-                continue
-            distance = _angular_distance_deg(table["ra"].to_numpy(), table["dec"].to_numpy(), center_ra, center_dec)
-            parts.append(table.filter(pa.array(distance <= radius_deg)))
-        return pa.concat_tables(parts) if parts else schema.empty_table()
+        return history.sources_in_cone(
+            (self.read_sources(row) for row in self.earlier_images(center_ra, center_dec, radius_deg, before)),
+            center_ra, center_dec, radius_deg)

@@ -1,0 +1,47 @@
+"""Forced photometry from patches read around each position: the same answer as the whole image."""
+
+from __future__ import annotations
+
+import numpy as np
+import sep
+
+from skysift.astrometry import pixel_to_sky
+from skysift.background import subtract_sky
+from skysift.fitsio import read_image
+from skysift.forced import PATCH_CELLS, forced_snr
+from skysift.settings import BackgroundSettings
+
+RADIUS_PX = 3.0
+
+
+def whole_image_snr(path, x, y, settings):
+    """The reference: sky estimated on the whole image, then the same apertures."""
+    image = read_image(str(path))
+    bkg, mask = subtract_sky(image.data, image.mask, settings)
+    flux, err, _ = sep.sum_circle(image.data, x, y, RADIUS_PX, err=bkg.rms, mask=mask, subpix=5)
+    return flux / err
+
+
+def test_patches_agree_with_the_whole_image_and_find_faint_sources(make_sky):
+    path, sky = make_sky(size=1024, n_stars=300, n_galaxies=0, seed=4)
+    settings = BackgroundSettings()
+    truth = sky.truth
+    faint = np.flatnonzero((truth["snr_true"] > 8) & (truth["snr_true"] < 30))[:40]
+    rng = np.random.default_rng(5)
+    x = np.concatenate([truth["x"][faint], rng.uniform(0, 1023, 40), [-20.0]])
+    y = np.concatenate([truth["y"][faint], rng.uniform(0, 1023, 40), [500.0]])
+    wcs = read_image(str(path)).wcs
+    ra, dec = pixel_to_sky(wcs, x, y)
+    patch_area = (PATCH_CELLS * settings.box_px) ** 2
+    assert 5 * patch_area < 1024 * 1024 // 2 <= len(x) * patch_area  # 5 positions: patches; all: the whole image
+    patch_snr = np.concatenate([forced_snr(str(path), None, wcs, ra[i : i + 5], dec[i : i + 5], RADIUS_PX, settings)
+                                for i in range(0, len(ra), 5)])
+    whole_snr = forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)  # many positions: read whole
+    reference = whole_image_snr(path, x[:-1], y[:-1], settings)
+    np.testing.assert_allclose(whole_snr[:-1], reference, rtol=1e-6, atol=1e-6)
+    assert np.isnan(patch_snr[-1]) and np.isnan(whole_snr[-1])  # off the image
+    difference = np.abs(patch_snr[:-1] - reference)
+    assert np.median(difference) < 0.1 and difference.max() < 0.5
+    assert np.all(patch_snr[: len(faint)] >= 5)  # every faint star shows its flux
+    present = patch_snr[:-1] >= 3
+    assert np.array_equal(present, reference >= 3)  # the rule decides the same way

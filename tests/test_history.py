@@ -1,0 +1,73 @@
+"""The history the 'new source' rule reads: earlier images and their detections in a cone.
+
+The local store keeps each file's rows in memory while the file is unchanged; these
+tests check that what it answers always equals a fresh SQL query over the tables,
+after new images, rewrites and compaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from skysift.history import angular_distance_deg
+from skysift.pipeline import process_image, record
+from skysift.query import LocalCatalog
+from skysift.tables import LocalTables, image_row_table
+
+LATER = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def expected_sources(home, ra, dec, radius_deg, before):
+    """The reference answer: every earlier ok image's sources in the cone, by SQL."""
+    frame = LocalCatalog(home).sql("SELECT s.ra, s.dec, s.image_id FROM sources s JOIN images i USING (image_id) "
+                                   "WHERE i.status = 'ok' AND s.obs_time < $before", {"before": before})
+    inside = angular_distance_deg(frame["ra"], frame["dec"], ra, dec) <= radius_deg
+    return sorted(zip(frame["image_id"][inside], np.round(frame["ra"][inside], 10), strict=True))
+
+
+def answer(store, ra, dec, radius_deg, before):
+    table = store.earlier_sources(ra, dec, radius_deg, before)
+    return sorted(zip(table["image_id"].to_pylist(), np.round(table["ra"].to_numpy(), 10), strict=True))
+
+
+@pytest.fixture
+def three_nights(make_sky, settings):
+    """One field observed on three nights (same sky and WCS, own DATE-OBS)."""
+    rows = []
+    store = LocalTables(settings.home)
+    for night in range(3):
+        path, _ = make_sky(f"night{night}.fits", seed=night, size=256, n_stars=40, n_galaxies=5,
+                           header={"DATE-OBS": f"2026-01-0{night + 1}T00:00:00"})
+        result = process_image(str(path), settings)
+        record(result, store)
+        rows.append(result.image_row)
+    return store, rows
+
+
+def test_earlier_images_and_sources_follow_new_files_rewrites_and_compaction(three_nights, settings):
+    store, rows = three_nights
+    ra, dec, radius = rows[0]["center_ra"], rows[0]["center_dec"], 0.01
+    last = rows[2]["obs_time"]
+    assert [r["image_id"] for r in store.earlier_images(ra, dec, radius, last)] == [r["image_id"] for r in rows[:2]]
+    assert [r["image_id"] for r in store.earlier_images(ra + 1.0, dec, radius, last)] == []
+    assert answer(store, ra, dec, radius, last) == expected_sources(settings.home, ra, dec, radius, last)
+    in_cone = answer(store, ra, dec, radius, last)
+    assert {image_id for image_id, _ in in_cone} == {r["image_id"] for r in rows[:2]}
+    assert 10 < len(in_cone) < rows[0]["n_sources"] + rows[1]["n_sources"]  # the cone cuts the images
+
+    # the same store object sees an image rewritten as failed (its row file replaced)
+    store.write_rows("images", rows[1], store_row(rows[1], status="failed"))
+    assert [r["image_id"] for r in store.earlier_images(ra, dec, radius, LATER)] == [rows[0]["image_id"], rows[2]["image_id"]]
+    assert answer(store, ra, dec, radius, LATER) == expected_sources(settings.home, ra, dec, radius, LATER)
+
+    store.compact()  # rows move into compacted files
+    assert [r["image_id"] for r in store.earlier_images(ra, dec, radius, LATER)] == [rows[0]["image_id"], rows[2]["image_id"]]
+    assert answer(store, ra, dec, radius, LATER) == expected_sources(settings.home, ra, dec, radius, LATER)
+    assert answer(LocalTables(settings.home), ra, dec, radius, LATER) == answer(store, ra, dec, radius, LATER)
+
+
+def store_row(row, **changes):
+    return image_row_table(row | changes)
