@@ -42,6 +42,20 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(images, tmp_path
     assert third.skipped == 5 and [s.status for s in third.summaries] == ["failed"]  # bad files are retried
 
 
+def test_resume_fingerprints_only_files_already_in_the_table(images, tmp_path, monkeypatch):
+    from skysift import runner, storage
+
+    settings = Settings.load(home=tmp_path / "home")
+    run_local(images[:3], settings)
+    Path(images[2]).write_bytes(Path(images[3]).read_bytes())  # same name, new content
+    hashed = []
+    fingerprint = storage.fingerprint
+    monkeypatch.setattr(storage, "fingerprint", lambda uri, data=None: hashed.append(uri) or fingerprint(uri, data))
+    todo, done = runner._already_done(images, Path(settings.home))
+    assert sorted(hashed) == sorted(images[:3])  # new files are to do without reading them
+    assert [r["uri"] for r in done] == images[:2] and todo == images[2:]
+
+
 def test_run_report_counts_failures_and_reasons(images, tmp_path):
     report = run_local(images, Settings.load(home=tmp_path / "home"), workers=2)
     written = json.loads(Path(report.report_path).read_text())

@@ -9,7 +9,7 @@ pytest.importorskip("s3fs")
 boto3 = pytest.importorskip("boto3")
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from skysift.fitsio import inspect_image, read_image  # noqa: E402
+from skysift.fitsio import Sections, inspect_image, read_image  # noqa: E402
 from skysift.storage import list_fits  # noqa: E402
 
 
@@ -50,3 +50,11 @@ def test_s3_header_inspection_and_listing(bucket):
     info = inspect_image("s3://raw/night1/m13.fits")
     assert (info.nx, info.ny, info.wcs_kind) == (300, 300, "celestial")
     assert list_fits("s3://raw/night1") == ["s3://raw/night1/m13 rice.fits.fz", "s3://raw/night1/m13.fits"]
+
+
+def test_s3_sections_give_the_same_pixels_as_local_reads(bucket, m13_files):
+    local = read_image(str(m13_files["plain"]))
+    with Sections("s3://raw/night1/m13.fits") as image, Sections("s3://raw/night1/m13 rice.fits.fz") as packed:
+        for y0, y1, x0, x1 in [(10, 60, 5, 45), (250, 300, 0, 300)]:
+            np.testing.assert_array_equal(image.read(y0, y1, x0, x1)[0], local.data[y0:y1, x0:x1])
+            np.testing.assert_array_equal(packed.read(y0, y1, x0, x1)[0], read_image(str(m13_files["rice"])).data[y0:y1, x0:x1])

@@ -88,14 +88,22 @@ def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile
 
 
 def _already_done(uris: list[str], home: Path) -> tuple[list[str], list[dict]]:
-    """Split ``uris`` into those to measure and the ``images`` rows of those already done."""
+    """Split ``uris`` into those to measure and the ``images`` rows of those already done.
+
+    Only files whose URI is in the ``images`` table are fingerprinted (to check that
+    their content is the one measured); a file never seen is simply to do.
+    """
     catalog = LocalCatalog(home)
     rows = catalog.sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
     if rows.empty:
         return uris, []
     by_id = {r["image_id"]: r for r in rows.to_dict("records")}
+    seen_uris = {r["uri"] for r in by_id.values()}
     todo, done = [], []
     for uri in uris:
+        if uri not in seen_uris:
+            todo.append(uri)
+            continue
         try:
             image_id = make_image_id(uri, storage.fingerprint(uri))
         except (SkysiftError, OSError):
