@@ -58,3 +58,20 @@ def test_s3_sections_give_the_same_pixels_as_local_reads(bucket, m13_files):
         for y0, y1, x0, x1 in [(10, 60, 5, 45), (250, 300, 0, 300)]:
             np.testing.assert_array_equal(image.read(y0, y1, x0, x1)[0], local.data[y0:y1, x0:x1])
             np.testing.assert_array_equal(packed.read(y0, y1, x0, x1)[0], read_image(str(m13_files["rice"])).data[y0:y1, x0:x1])
+
+
+def test_a_patch_of_an_s3_image_is_one_ranged_read(bucket, tmp_path, monkeypatch):
+    import s3fs
+    from astropy.io import fits
+
+    path = tmp_path / "big.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(size=(2048, 2048)).astype(np.float32)).writeto(path)
+    bucket.upload_file(str(path), "raw", "big.fits")
+    fetched = []
+    fetch = s3fs.core.S3File._fetch_range
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", lambda self, start, end: fetched.append(end - start) or fetch(self, start, end))
+    with Sections("s3://raw/big.fits") as image:
+        fetched.clear()  # the headers are read on opening
+        data, _ = image.read(1000, 1256, 1000, 1256)
+    assert data.shape == (256, 256)
+    assert len(fetched) == 1 and sum(fetched) < path.stat().st_size / 6  # one GET of the 256-row band

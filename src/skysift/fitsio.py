@@ -340,7 +340,7 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
 
 
 #: Rectangles are read as bands of whole rows up to this size (see :meth:`Sections.read`).
-SECTION_BAND_BYTES = 8 * 2**20
+SECTION_BAND_BYTES = 32 * 2**20
 
 
 class Sections:
