@@ -48,6 +48,13 @@ def test_aia_image_is_indexed_as_helioprojective_not_extracted(aia_file, setting
     assert LocalCatalog(settings.home).sql("SELECT COUNT(*) n FROM sources")["n"][0] == 0
 
 
+def test_a_large_solar_image_keeps_its_helioprojective_wcs_in_the_index(aia_file, settings):
+    whole = process_image(str(aia_file), settings).image_row
+    large = process_image(str(aia_file), settings, route="large").image_row  # judged from its header only
+    assert large["status"] == "indexed" and large["wcs_header"] == whole["wcs_header"]
+    assert "HPLN-TAN" in large["wcs_header"]
+
+
 def test_rerunning_an_image_replaces_its_rows_and_keeps_others(make_sky, settings):
     first, _ = make_sky("a.fits", seed=1)
     second, _ = make_sky("b.fits", seed=2)

@@ -291,6 +291,12 @@ def inspect_image(uri: str, hdu: int | str | None = None, *, survey_default: str
     are streamed through the decompressor). The content fingerprint is the ETag for
     S3 objects and a SHA-256 of the file otherwise.
     """
+    return inspect_with_header(uri, hdu, survey_default=survey_default)[0]
+
+
+def inspect_with_header(uri: str, hdu: int | str | None = None, *,
+                        survey_default: str | None = None) -> tuple[ImageInfo, fits.Header]:
+    """:func:`inspect_image`, and the chosen HDU's header from the same read."""
     uri = storage.normalize_uri(uri)
     nbytes = storage.object_size(uri)
     if nbytes == 0:
@@ -307,7 +313,7 @@ def inspect_image(uri: str, hdu: int | str | None = None, *, survey_default: str
                 warnings.simplefilter("ignore", AstropyWarning)
                 hdul = fits.open(handle, lazy_load_hdus=True)
                 index = select_hdu(hdul, hdu, uri)
-                return _describe(hdul, index, uri, content_hash, nbytes, survey_default)
+                return _describe(hdul, index, uri, content_hash, nbytes, survey_default), hdul[index].header.copy()
         except (OSError, EOFError) as exc:
             raise TruncatedFile(f"cannot read the headers: {exc}", uri=uri) from exc
 

@@ -20,7 +20,7 @@ from astropy.io import fits
 from . import __version__, storage
 from .alerts import raise_alerts
 from .errors import ImageTooLarge, SkysiftError
-from .fitsio import ImageInfo, build_wcs, inspect_image, make_image_id, read_image
+from .fitsio import ImageInfo, build_wcs, inspect_with_header, make_image_id, read_image
 from .measurement import measure_image
 from .ports import AlertPublisher, CatalogStore
 from .schema import IMAGES_SCHEMA, sources_schema
@@ -151,13 +151,13 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     try:
         # judge big files from their header before reading any pixel
         if route == "large" or storage.object_size(storage.normalize_uri(uri)) > limit * 4:
-            info = inspect_image(uri, hdu, survey_default=settings.survey)
-        if info is not None and (info.pixels > limit or route == "large"):
-            return _process_tiled(info, settings, workers, t0)
+            info, header = inspect_with_header(uri, hdu, survey_default=settings.survey)
+            if info.pixels > limit or route == "large":
+                return _process_tiled(info, header, settings, workers, t0)
         image = read_image(uri, hdu, max_pixels=limit, survey_default=settings.survey)
     except ImageTooLarge:  # a compressed file that expands beyond the limit
         try:
-            return _process_tiled(inspect_image(uri, hdu, survey_default=settings.survey), settings, workers, t0)
+            return _process_tiled(*inspect_with_header(uri, hdu, survey_default=settings.survey), settings, workers, t0)
         except SkysiftError as exc:
             return _failed(uri, "large", exc, info)
     except SkysiftError as exc:
@@ -173,12 +173,12 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     return _measured(info, image.header, image.wcs, result, settings, route, t0, read_s)
 
 
-def _process_tiled(info: ImageInfo, settings: Settings, workers: int, t0: float) -> ImageResult:
+def _process_tiled(info: ImageInfo, header: fits.Header, settings: Settings, workers: int, t0: float) -> ImageResult:
     """The large-image path: header known, pixels read tile by tile."""
     if info.wcs_kind != "celestial":
-        return _indexed(info, fits.Header(), None, t0)
+        return _indexed(info, header, build_wcs(header), t0)
     try:
-        info, result, header = measure_tiled(info.uri, settings, workers=workers, info=info)
+        info, result, header = measure_tiled(info.uri, settings, workers=workers, inspected=(info, header))
     except SkysiftError as exc:
         return _failed(info.uri, "large", exc, info)
     return _measured(info, header, build_wcs(header), result, settings, "large", t0, 0.0)

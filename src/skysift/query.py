@@ -30,7 +30,6 @@ class LocalCatalog:
     def __init__(self, home: str | os.PathLike[str], n_apertures: int = 3) -> None:
         self.home = Path(home)
         self.connection = duckdb.connect()
-        self.empty_tables: set[str] = set()  # tables whose view is a fixed empty table
         for table in TABLES:
             self.create_view(table, schema_for(table, n_apertures))
 
@@ -38,7 +37,6 @@ class LocalCatalog:
         """(Re)define view ``table`` over its Parquet files, or empty with ``schema`` when none exist."""
         self.connection.execute(f"DROP VIEW IF EXISTS {table}")
         root = self.home / "tables" / table
-        self.empty_tables.discard(table)
         if any(root.glob("*/*/*/*.parquet")):
             pattern = str(root / "*" / "*" / "*" / "*.parquet").replace("'", "''")
             types = ", ".join(f"'{key}': VARCHAR" for key in PARTITION_KEYS)
@@ -47,7 +45,6 @@ class LocalCatalog:
                 f"hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})"
             )
         else:
-            self.empty_tables.add(table)
             empty = pa.Table.from_pylist([], schema=schema)
             for key in PARTITION_KEYS:
                 empty = empty.append_column(key, pa.array([], pa.string()))

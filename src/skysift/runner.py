@@ -192,7 +192,7 @@ _worker_store: LocalTables | None = None
 
 
 def _open_worker_store(home: Path) -> None:
-    """Pool initializer: one store per worker process, so its DuckDB catalog serves every image."""
+    """Pool initializer: one store per worker process, so its file caches serve every image."""
     global _worker_store
     _worker_store = LocalTables(home)
 

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 
-from . import storage
 from .errors import AllNaN, ConfigError
-from .fitsio import ImageInfo, Sections, build_wcs, inspect_image
+from .fitsio import ImageInfo, Sections, build_wcs, inspect_with_header
 from .measurement import Measurement, PixelMeasurement, combine, finish_catalog, measure_pixels
 from .settings import Settings
 
@@ -106,18 +103,16 @@ def _measure_tile(uri: str, hdu: int, tile: Tile, header: fits.Header, settings:
 
 
 def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None, tile_px: int | None = None,
-                  workers: int = 1, info: ImageInfo | None = None) -> tuple[ImageInfo, Measurement, fits.Header]:
+                  workers: int = 1, inspected: tuple[ImageInfo, fits.Header] | None = None,
+                  ) -> tuple[ImageInfo, Measurement, fits.Header]:
     """Measure an image tile by tile, never holding more than one tile per worker.
 
     ``tile_px`` defaults to what ``settings.limits.max_memory_bytes`` allows for
-    ``workers`` processes.
+    ``workers`` processes. ``inspected`` is the image's description and header when
+    the caller has read them already.
     """
     t0 = time.perf_counter()
-    info = info or inspect_image(uri, hdu, survey_default=settings.survey)
-    with storage.open_binary(info.uri) as handle, warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(handle, lazy_load_hdus=True) as hdul:
-            header = hdul[info.hdu].header.copy()
+    info, header = inspected or inspect_with_header(uri, hdu, survey_default=settings.survey)
     margin, box = settings.limits.tile_margin_px, settings.background.box_px
     if tile_px is None:
         tile_px = tile_size_for_memory(settings.limits.max_memory_bytes, workers, margin, box)
