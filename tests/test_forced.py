@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import sep
 
+from skysift import forced
 from skysift.astrometry import pixel_to_sky
 from skysift.background import subtract_sky
-from skysift.fitsio import read_image
+from skysift.fitsio import Sections, read_image
 from skysift.forced import PATCH_CELLS, forced_snr
 from skysift.settings import BackgroundSettings
 
@@ -45,3 +46,20 @@ def test_patches_agree_with_the_whole_image_and_find_faint_sources(make_sky):
     assert np.all(patch_snr[: len(faint)] >= 5)  # every faint star shows its flux
     present = patch_snr[:-1] >= 3
     assert np.array_equal(present, reference >= 3)  # the rule decides the same way
+
+
+def test_many_positions_on_a_large_image_are_read_patch_by_patch(make_sky, monkeypatch):
+    path, sky = make_sky(size=512, n_stars=40, n_galaxies=0, seed=6)
+    settings = BackgroundSettings()
+    wcs = read_image(str(path)).wcs
+    ra, dec = pixel_to_sky(wcs, sky.truth["x"][:20], sky.truth["y"][:20])
+    one_by_one = np.array([forced_snr(str(path), None, wcs, ra[i : i + 1], dec[i : i + 1], RADIUS_PX, settings)[0]
+                           for i in range(len(ra))])
+    monkeypatch.setattr(forced, "WHOLE_READ_MAX_PIXELS", 512 * 512 - 1)  # this image counts as large
+    shapes = []
+    read = Sections.read
+    monkeypatch.setattr(Sections, "read", lambda self, *box: shapes.append((box[1] - box[0], box[3] - box[2])) or read(self, *box))
+    together = forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)
+    side = PATCH_CELLS * settings.box_px
+    assert len(shapes) == len(ra) and max(h * w for h, w in shapes) <= side * side  # memory bounded by the patch
+    np.testing.assert_array_equal(together, one_by_one)

@@ -7,8 +7,8 @@ detection threshold shows flux at its position; a true transient does not.
 Each position is measured on a patch of :data:`PATCH_CELLS` x :data:`PATCH_CELLS`
 background cells read around it (a section, not the whole image), with the sky and
 its noise estimated on that patch by the same mesh estimator as a whole image uses.
-When there are so many positions that their patches would cover the image, the image
-is read and its sky estimated once instead.
+When there are so many positions that their patches would cover half the image, an
+image of up to :data:`WHOLE_READ_MAX_PIXELS` is read and its sky estimated once instead.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from .settings import BackgroundSettings
 #: Side of the patch read around a position, in background cells (four cells is the
 #: smallest patch on which the background keeps its configured cell size).
 PATCH_CELLS = 4
+#: Largest image (pixels, 64 MiB of float32) read whole when positions are many; larger
+#: images are always read patch by patch, so memory stays bounded whatever the image.
+WHOLE_READ_MAX_PIXELS = 4096 * 4096
 
 
 def _patch_bounds(centre: float, size: int, side: int) -> tuple[int, int]:
@@ -45,7 +48,8 @@ def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, de
     with Sections(uri, hdu) as image:
         ny, nx = image.shape
         inside = np.flatnonzero((x >= 0) & (y >= 0) & (x <= nx - 1) & (y <= ny - 1))
-        if inside.size * side * side >= nx * ny // 2:  # patches would cover the image: read it once
+        if inside.size * side * side >= nx * ny // 2 and nx * ny <= WHOLE_READ_MAX_PIXELS:
+            # the patches would cover half of a modest image: read it once instead
             regions = [((0, ny, 0, nx), inside)]
         else:
             regions = [((*_patch_bounds(y[k], ny, side), *_patch_bounds(x[k], nx, side)), [k]) for k in inside]
