@@ -131,7 +131,9 @@ def test_sections_read_the_same_pixels_as_a_whole_read(m13_files, tmp_path, monk
     hdu = fits.PrimaryHDU(scaled)
     hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 100.0, -999
     hdu.writeto(tmp_path / "scaled.fits")
-    files = [*m13_files.values(), tmp_path / "scaled.fits"]
+    (tmp_path / "scaled.fits.gz").write_bytes(gzip.compress((tmp_path / "scaled.fits").read_bytes()))
+    fits.PrimaryHDU(scaled[None].astype(np.float32)).writeto(tmp_path / "naxis3.fits")  # NAXIS3 = 1
+    files = [*m13_files.values(), tmp_path / "scaled.fits", tmp_path / "scaled.fits.gz", tmp_path / "naxis3.fits"]
     rectangles = [(0, 300, 0, 200), (10, 60, 5, 45), (5, 25, 0, 200), (250, 300, 180, 200)]
     for band_bytes in (0, fitsio.SECTION_BAND_BYTES):  # rectangles read row by row, and as bands
         monkeypatch.setattr(fitsio, "SECTION_BAND_BYTES", band_bytes)

@@ -61,5 +61,23 @@ def test_many_positions_on_a_large_image_are_read_patch_by_patch(make_sky, monke
     monkeypatch.setattr(Sections, "read", lambda self, *box: shapes.append((box[1] - box[0], box[3] - box[2])) or read(self, *box))
     together = forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)
     side = PATCH_CELLS * settings.box_px
-    assert len(shapes) == len(ra) and max(h * w for h, w in shapes) <= side * side  # memory bounded by the patch
+    assert len(shapes) == len(ra) and max(h * w for h, w in shapes) <= side * side  # one patch per read, never the image
     np.testing.assert_array_equal(together, one_by_one)
+
+
+def test_a_patch_mostly_masked_is_enlarged_until_the_sky_can_be_estimated(tmp_path):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng(2)
+    n = 1024
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval, wcs.wcs.crpix, wcs.wcs.cdelt = ["RA---TAN", "DEC--TAN"], [10, 20], [n / 2, n / 2], [-1 / 3600, 1 / 3600]
+    data = rng.normal(100, 5, (n, n)).astype(np.float32)
+    data[300:700, :] = np.nan
+    data[480:520, :] = rng.normal(100, 5, (40, n))  # a 40-row strip of empty sky inside a masked band
+    path = tmp_path / "strip.fits"
+    fits.PrimaryHDU(data, wcs.to_header()).writeto(path)
+    ra, dec = wcs.all_pix2world([500.0], [500.0], 0)
+    # a 256-px patch there is 84% masked: without enlarging it, SEP finds no sky and the SNR is ~500
+    assert abs(forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, BackgroundSettings())[0]) < 3

@@ -71,3 +71,29 @@ def test_earlier_images_and_sources_follow_new_files_rewrites_and_compaction(thr
 
 def store_row(row, **changes):
     return image_row_table(row | changes)
+
+
+def test_file_cache_rereads_replaced_files_and_keeps_within_its_byte_budget(tmp_path):
+    import os
+
+    from skysift.history import FileCache
+
+    reads = []
+
+    def load(path):
+        reads.append(path.name)
+        return path.read_bytes()
+
+    cache = FileCache(load, max_bytes=10, size=len)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"123456")
+    b.write_bytes(b"abcdef")
+    assert cache.get(a) == b"123456" and cache.get(a) == b"123456" and reads == ["a"]
+    replacement = tmp_path / "a.tmp"
+    replacement.write_bytes(b"654321")  # same size, replaced atomically as the tables do
+    os.replace(replacement, a)
+    assert cache.get(a) == b"654321" and reads == ["a", "a"]
+    cache.get(b)  # 12 bytes > 10: the least recently used entry (a) goes
+    cache.get(b)
+    cache.get(a)
+    assert reads == ["a", "a", "b", "a"]

@@ -130,7 +130,9 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     for row in earlier:
         if not quiet.any():
             break  # every candidate already showed flux in an image read before
-        wcs = _wcs_of(row["wcs_header"])
+        wcs = _wcs_of(row["wcs_header"]) if row.get("wcs_header") else None
+        if wcs is None:
+            continue  # no usable WCS stored: it covers nothing (see _covered_by_earlier)
         snr_before = forced_snr(row["uri"], row.get("hdu"), wcs, ra[new], dec[new], radius_px, background)
         quiet &= ~(snr_before >= FORCED_SNR_PRESENT)
     return {

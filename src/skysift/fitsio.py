@@ -347,34 +347,48 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
 
 #: Rectangles are read as bands of whole rows up to this size (see :meth:`Sections.read`).
 SECTION_BAND_BYTES = 32 * 2**20
+#: gzip files up to this size are decompressed once into memory by :class:`Sections`
+#: (astropy would decompress from the start of the file again for every read).
+GZIP_IN_MEMORY_MAX_BYTES = 256 * 2**20
 
 
 class Sections:
     """Rectangles of one image HDU, read on demand with astropy's ``section``.
 
-    Only what a rectangle spans is read: rows from disk, byte ranges of an S3 object,
-    or the compressed tiles it touches; never the whole array, and the file is not
-    hashed. Serves the tiles of images too large for memory and the small cut-outs
-    of alerts and forced photometry. Use as a context manager::
+    Only the rows a rectangle spans are read (see :meth:`read`): from disk, as byte
+    ranges of an S3 object, or the compressed tiles they touch; the file is not
+    hashed. Serves the tiles of images too large for memory and the small cut-outs of
+    alerts and forced photometry. A gzip file is decompressed once into memory when
+    ``gzip_in_memory`` and it is at most :data:`GZIP_IN_MEMORY_MAX_BYTES`; otherwise it
+    is streamed (bounded memory, but every read decompresses from the start). Use as a
+    context manager::
 
         with Sections(uri, hdu) as image:
             data, mask = image.read(y0, y1, x0, x1)
     """
 
-    def __init__(self, uri: str, hdu: int | str | None = None, *, block_size: int = 2**16) -> None:
+    def __init__(self, uri: str, hdu: int | str | None = None, *, block_size: int = 2**16,
+                 gzip_in_memory: bool = True) -> None:
         self.uri = storage.normalize_uri(uri)
         self._hdu = hdu
         self._block_size = block_size
+        self._gzip_in_memory = gzip_in_memory
         self._stack = ExitStack()
 
     def __enter__(self) -> Sections:
         try:
-            handle = self._stack.enter_context(storage.open_binary(self.uri, block_size=self._block_size))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
-                hdul = self._stack.enter_context(fits.open(handle, memmap=False, lazy_load_hdus=True))
+                hdul = self._open()
                 self.selected = hdul[select_hdu(hdul, self._hdu, self.uri)]
                 self.header = self.selected.header
+            full_shape = _image_shape(self.selected)
+            self._image_axes = [axis for axis, n in enumerate(full_shape) if n > 1]
+            self._ndim = len(full_shape)
+            if len(self._image_axes) != 2:
+                raise InvalidImage(f"expected a 2-D image, found shape {full_shape}", uri=self.uri)
+            #: (ny, nx) of the image, axes of length 1 (NAXIS3 = 1, ...) left out as read_image does
+            self.shape = tuple(full_shape[axis] for axis in self._image_axes)
         except (OSError, EOFError) as exc:
             self._stack.close()
             raise TruncatedFile(f"cannot read the headers: {exc}", uri=self.uri) from exc
@@ -386,26 +400,37 @@ class Sections:
     def __exit__(self, *exc_info) -> None:
         self._stack.close()
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(ny, nx) of the image."""
-        return int(self.header["NAXIS2"]), int(self.header["NAXIS1"])
+    def _open(self) -> fits.HDUList:
+        if (self._gzip_in_memory and storage.read_bytes(self.uri, len(GZIP_MAGIC)) == GZIP_MAGIC
+                and storage.object_size(self.uri) <= GZIP_IN_MEMORY_MAX_BYTES):
+            return self._stack.enter_context(_open_hdulist(storage.read_bytes(self.uri), self.uri))
+        handle = self._stack.enter_context(storage.open_binary(self.uri, block_size=self._block_size))
+        return self._stack.enter_context(fits.open(handle, memmap=False, lazy_load_hdus=True))
+
+    def _section(self, rows: slice, columns: slice) -> np.ndarray:
+        """The HDU's ``section`` at these rows and columns, any length-1 axes indexed at 0."""
+        index: list[int | slice] = [0] * self._ndim
+        index[self._image_axes[0]], index[self._image_axes[1]] = rows, columns
+        return np.asarray(self.selected.section[tuple(index)])
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels [y0:y1, x0:x1] as native float32 (scaled, NaN where masked) and the mask
-        of NaN, infinite and BLANK pixels."""
+        of NaN, infinite and BLANK pixels.
+
+        astropy reads a rectangle narrower than the image row by row; a band of whole rows
+        is one contiguous read (one range request on S3), far quicker, so rectangles are
+        read as such bands (then cut) while the band is at most :data:`SECTION_BAND_BYTES`.
+        """
         nx = self.shape[1]
         band_bytes = (y1 - y0) * nx * abs(int(self.header["BITPIX"])) // 8
-        # astropy reads a rectangle narrower than the image row by row; a band of whole
-        # rows is one contiguous read (one range request on S3), far quicker while small.
         whole_rows = (x0 == 0 and x1 == nx) or band_bytes <= SECTION_BAND_BYTES
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
                 if whole_rows:
-                    raw = np.asarray(self.selected.section[y0:y1, :])[:, x0:x1]
+                    raw = self._section(slice(y0, y1), slice(None))[:, x0:x1]
                 else:
-                    raw = np.asarray(self.selected.section[y0:y1, x0:x1])
+                    raw = self._section(slice(y0, y1), slice(x0, x1))
         except (OSError, EOFError, ValueError, TypeError) as exc:
             raise TruncatedFile(f"cannot read pixels [{y0}:{y1}, {x0}:{x1}]: {exc}", uri=self.uri) from exc
         data = np.array(raw, dtype=np.float32)

@@ -28,12 +28,26 @@ PATCH_CELLS = 4
 #: Largest image (pixels, 64 MiB of float32) read whole when positions are many; larger
 #: images are always read patch by patch, so memory stays bounded whatever the image.
 WHOLE_READ_MAX_PIXELS = 4096 * 4096
+#: A patch more masked than this is enlarged: SEP needs unmasked cells to estimate the sky.
+MAX_MASKED_FRACTION = 0.5
 
 
 def _patch_bounds(centre: float, size: int, side: int) -> tuple[int, int]:
     """[start, stop) of a ``side``-pixel window around ``centre``, kept inside [0, size)."""
     start = min(max(0, int(np.rint(centre)) - side // 2), max(0, size - side))
     return start, min(size, start + side)
+
+
+def _read_patch(image: Sections, x: float, y: float, side: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+    """The patch around (x, y), doubled in size while more than half of it is masked (the
+    sky needs unmasked cells to be estimated from), up to the whole image."""
+    ny, nx = image.shape
+    while True:
+        box = (*_patch_bounds(y, ny, side), *_patch_bounds(x, nx, side))
+        data, mask = image.read(*box)
+        if mask.mean() <= MAX_MASKED_FRACTION or (box[1] - box[0] == ny and box[3] - box[2] == nx):
+            return box, data, mask
+        side *= 2
 
 
 def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, dec_deg: np.ndarray,
@@ -50,11 +64,10 @@ def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, de
         inside = np.flatnonzero((x >= 0) & (y >= 0) & (x <= nx - 1) & (y <= ny - 1))
         if inside.size * side * side >= nx * ny // 2 and nx * ny <= WHOLE_READ_MAX_PIXELS:
             # the patches would cover half of a modest image: read it once instead
-            regions = [((0, ny, 0, nx), inside)]
+            patches = [((0, ny, 0, nx), *image.read(0, ny, 0, nx), inside)]
         else:
-            regions = [((*_patch_bounds(y[k], ny, side), *_patch_bounds(x[k], nx, side)), [k]) for k in inside]
-        for (y0, y1, x0, x1), chosen in regions:
-            data, mask = image.read(y0, y1, x0, x1)
+            patches = ((*_read_patch(image, x[k], y[k], side), [k]) for k in inside)
+        for (y0, _, x0, _), data, mask, chosen in patches:
             if mask.all():
                 continue
             bkg, mask = subtract_sky(data, mask, background)

@@ -61,13 +61,17 @@ class FileCache(Generic[T]):
 
     A file counts as unchanged while its inode, size and modification time are:
     skysift replaces files atomically (new inode), so a rewritten file is read again.
-    With ``max_files``, the least recently used entries are dropped beyond that many.
+    With ``max_bytes`` (and ``size`` to measure an entry), the least recently used
+    entries are dropped beyond that total.
     """
 
-    def __init__(self, load: Callable[[Path], T], max_files: int | None = None) -> None:
+    def __init__(self, load: Callable[[Path], T], *, max_bytes: int | None = None,
+                 size: Callable[[T], int] | None = None) -> None:
         self._load = load
-        self._max_files = max_files
-        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], T]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._size = size or (lambda _: 0)
+        self._bytes = 0
+        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], T, int]] = OrderedDict()
 
     def get(self, path: Path) -> T:
         """The loaded content of ``path`` (FileNotFoundError if it is gone)."""
@@ -78,14 +82,20 @@ class FileCache(Generic[T]):
             self._entries.move_to_end(path)
             return entry[1]
         value = self._load(path)
-        self._entries[path] = (version, value)
-        self._entries.move_to_end(path)
-        if self._max_files is not None:
-            while len(self._entries) > self._max_files:
-                self._entries.popitem(last=False)
+        self._drop(path)
+        nbytes = self._size(value)
+        self._entries[path] = (version, value, nbytes)
+        self._bytes += nbytes
+        while self._max_bytes is not None and self._bytes > self._max_bytes and len(self._entries) > 1:
+            self._drop(next(iter(self._entries)))
         return value
 
     def forget_missing(self, present: set[Path]) -> None:
         """Drop the entries of files no longer listed."""
         for path in [p for p in self._entries if p not in present]:
-            del self._entries[path]
+            self._drop(path)
+
+    def _drop(self, path: Path) -> None:
+        entry = self._entries.pop(path, None)
+        if entry is not None:
+            self._bytes -= entry[2]

@@ -15,6 +15,7 @@ The same layout is what the AWS writers put under the Glue tables' locations.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -28,9 +29,13 @@ from . import compaction, history
 from .metadata import slug
 from .schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
 
+log = logging.getLogger(__name__)
+
 TABLES = ("sources", "images", "alerts")
-#: Source files whose positions a store keeps in memory (about 40 kB per 1,000 sources).
-POSITION_FILES_CACHED = 4096
+#: Memory a store gives to cached source positions (about 40 kB per 1,000 sources).
+POSITION_CACHE_BYTES = 256 * 2**20
+#: Tries to read a file that another writer may be replacing (atomic renames) at that moment.
+LISTING_ATTEMPTS = 3
 
 
 def partition_path(row: dict) -> str:
@@ -63,7 +68,7 @@ class LocalTables:
         # The 'new source' rule asks for earlier images and detections once per image:
         # rows are read from each file once (while it is unchanged), not once per question.
         self._image_rows = history.FileCache(_read_image_rows)
-        self._positions = history.FileCache(_read_positions, max_files=POSITION_FILES_CACHED)
+        self._positions = history.FileCache(_read_positions, max_bytes=POSITION_CACHE_BYTES, size=lambda t: t.nbytes)
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -126,15 +131,17 @@ class LocalTables:
 
     def image_rows(self) -> list[dict]:
         """Every ``images`` row (partition keys included), each file read once while unchanged."""
+        for _ in range(LISTING_ATTEMPTS - 1):
+            try:
+                return self._list_image_rows()
+            except FileNotFoundError:
+                continue  # a file was replaced (or compacted) while listing: list again
+        return self._list_image_rows()
+
+    def _list_image_rows(self) -> list[dict]:
         paths = set(self.table_dir("images").glob("*/*/*/*.parquet"))
         self._image_rows.forget_missing(paths)
-        rows: list[dict] = []
-        for path in sorted(paths):
-            try:
-                rows += self._image_rows.get(path)
-            except FileNotFoundError:
-                continue  # replaced since it was listed; the next call lists its new file
-        return rows
+        return [row for path in sorted(paths) for row in self._image_rows.get(path)]
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
                        before: datetime) -> list[dict]:
@@ -148,11 +155,15 @@ class LocalTables:
             center_ra, center_dec, radius_deg)
 
     def _positions_of(self, image_row: dict) -> pa.Table:
-        try:
-            path = self._sources_file(image_row)
-            table = self._positions.get(path)
-        except FileNotFoundError:
-            return history.HISTORY_SCHEMA.empty_table()  # replaced or removed meanwhile
+        for attempt in range(LISTING_ATTEMPTS):
+            try:
+                path = self._sources_file(image_row)
+                table = self._positions.get(path)
+                break
+            except FileNotFoundError:
+                if attempt == LISTING_ATTEMPTS - 1:  # being re-run, or the tables were damaged
+                    log.warning("no sources file for image %s; its detections are left out", image_row["image_id"])
+                    return history.HISTORY_SCHEMA.empty_table()
         if path.name.startswith(compaction.COMPACTED_PREFIX):
             table = table.filter(pa.compute.equal(table["image_id"], image_row["image_id"]))
         return table

@@ -86,7 +86,7 @@ def plan_tiles(nx: int, ny: int, tile_px: int, margin_px: int) -> list[Tile]:
 
 def read_tile(uri: str, hdu: int, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     """The tile's read region as native float32 with its NaN/BLANK mask, nothing more."""
-    with Sections(uri, hdu, block_size=2**20) as image:
+    with Sections(uri, hdu, block_size=2**20, gzip_in_memory=False) as image:  # memory stays bounded
         return image.read(tile.ry0, tile.ry1, tile.rx0, tile.rx1)
 
 
