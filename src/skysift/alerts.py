@@ -64,15 +64,18 @@ def _wcs_of(wcs_header: str):
     return build_wcs(fits.Header.fromstring(wcs_header, sep="\n"))
 
 
+def _earlier_wcs(row: dict):
+    """An earlier image's WCS, or None when it stored none usable (it then covers nothing)."""
+    return _wcs_of(row["wcs_header"]) if row.get("wcs_header") else None
+
+
 def _covered_by_earlier(ra: np.ndarray, dec: np.ndarray, earlier: list[dict]) -> np.ndarray:
     """Which positions fall inside at least one earlier image (pixel bounds of its WCS)."""
     covered = np.zeros(len(ra), dtype=bool)
     for row in earlier:
         if covered.all():
             break
-        if not row.get("wcs_header"):
-            continue
-        wcs = _wcs_of(row["wcs_header"])
+        wcs = _earlier_wcs(row)
         if wcs is None:
             continue
         x, y = sky_to_pixel(wcs, ra, dec)
@@ -130,9 +133,9 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     for row in earlier:
         if not quiet.any():
             break  # every candidate already showed flux in an image read before
-        wcs = _wcs_of(row["wcs_header"]) if row.get("wcs_header") else None
+        wcs = _earlier_wcs(row)
         if wcs is None:
-            continue  # no usable WCS stored: it covers nothing (see _covered_by_earlier)
+            continue
         snr_before = forced_snr(row["uri"], row.get("hdu"), wcs, ra[new], dec[new], radius_px, background)
         quiet &= ~(snr_before >= FORCED_SNR_PRESENT)
     return {

@@ -273,13 +273,20 @@ def _decode_pixels(selected, uri: str) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.squeeze(raw_pixels)
     if pixels.ndim != 2:
         raise InvalidImage(f"expected a 2-D image, found shape {raw_pixels.shape}", uri=uri)
-    data = np.array(pixels, dtype=np.float32)  # native byte order, scaled values
-    mask = ~np.isfinite(data)
-    blank = selected.header.get("BLANK")
-    if blank is not None and np.issubdtype(pixels.dtype, np.integer):
-        mask |= pixels == blank
+    data, mask = _float32_and_mask(pixels, selected.header)
     if mask.all():
         raise AllNaN("every pixel is NaN, infinite or BLANK", uri=uri)
+    return data, mask
+
+
+def _float32_and_mask(pixels: np.ndarray, header: fits.Header) -> tuple[np.ndarray, np.ndarray]:
+    """``pixels`` (scaled values, any byte order) as native float32 with NaN where masked,
+    and the mask of NaN, infinite and BLANK pixels."""
+    data = np.array(pixels, dtype=np.float32)
+    mask = ~np.isfinite(data)
+    blank = header.get("BLANK")
+    if blank is not None and np.issubdtype(pixels.dtype, np.integer):
+        mask |= pixels == blank
     data[mask] = np.nan
     return data, mask
 
@@ -433,10 +440,4 @@ class Sections:
                     raw = self._section(slice(y0, y1), slice(x0, x1))
         except (OSError, EOFError, ValueError, TypeError) as exc:
             raise TruncatedFile(f"cannot read pixels [{y0}:{y1}, {x0}:{x1}]: {exc}", uri=self.uri) from exc
-        data = np.array(raw, dtype=np.float32)
-        mask = ~np.isfinite(data)
-        blank = self.header.get("BLANK")
-        if blank is not None and np.issubdtype(raw.dtype, np.integer):
-            mask |= raw == blank
-        data[mask] = np.nan
-        return data, mask
+        return _float32_and_mask(raw, self.header)

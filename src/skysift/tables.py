@@ -155,15 +155,16 @@ class LocalTables:
             center_ra, center_dec, radius_deg)
 
     def _positions_of(self, image_row: dict) -> pa.Table:
-        for attempt in range(LISTING_ATTEMPTS):
+        for _ in range(LISTING_ATTEMPTS):
             try:
                 path = self._sources_file(image_row)
                 table = self._positions.get(path)
                 break
             except FileNotFoundError:
-                if attempt == LISTING_ATTEMPTS - 1:  # being re-run, or the tables were damaged
-                    log.warning("no sources file for image %s; its detections are left out", image_row["image_id"])
-                    return history.HISTORY_SCHEMA.empty_table()
+                continue  # replaced (or compacted) meanwhile: look for its file again
+        else:  # the image is being re-run, or the tables were damaged
+            log.warning("no sources file for image %s; its detections are left out", image_row["image_id"])
+            return history.HISTORY_SCHEMA.empty_table()
         if path.name.startswith(compaction.COMPACTED_PREFIX):
             table = table.filter(pa.compute.equal(table["image_id"], image_row["image_id"]))
         return table

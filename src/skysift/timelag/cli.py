@@ -61,30 +61,23 @@ def _is_number(text: str) -> bool:
     return True
 
 
-class _Pair(click.ParamType):
-    name = "X,Y"
+class _Parsed(click.ParamType):
+    """An option type made from one of the parsers above; already parsed values pass through."""
+
+    def __init__(self, name: str, parse, parsed_type: type) -> None:
+        self.name, self._parse, self._parsed_type = name, parse, parsed_type
 
     def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
+        if isinstance(value, self._parsed_type):
             return value
         try:
-            return parse_pair_arcsec(value)
+            return self._parse(value)
         except click.BadParameter as exc:
             self.fail(exc.message, param, ctx)
 
 
-class _Duration(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration_s(value)
-        except click.BadParameter as exc:
-            self.fail(exc.message, param, ctx)
-
-
+PAIR_TYPE = _Parsed("X,Y", parse_pair_arcsec, tuple)
+DURATION_TYPE = _Parsed("DURATION", parse_duration_s, float)
 _TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"])
 
 
@@ -93,10 +86,10 @@ _TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d
 @click.option("--channel-b", type=float, required=True, help="wavelength of channel B, Angstrom; lag > 0: B follows A")
 @click.option("--start", type=_TIME, required=True, help="series start, UTC (ISO 8601)")
 @click.option("--end", type=_TIME, required=True, help="series end, UTC (ISO 8601)")
-@click.option("--center", type=_Pair(), required=True, help='cutout centre "Tx,Ty" at the start, arcsec (or add a unit)')
-@click.option("--fov", type=_Pair(), default="500,500", show_default=True, help="cutout width,height, arcsec")
-@click.option("--cadence", type=_Duration(), default="4min", show_default=True, help="common time grid step")
-@click.option("--max-lag", type=_Duration(), default="6h", show_default=True, help="largest |lag| searched")
+@click.option("--center", type=PAIR_TYPE, required=True, help='cutout centre "Tx,Ty" at the start, arcsec (or add a unit)')
+@click.option("--fov", type=PAIR_TYPE, default="500,500", show_default=True, help="cutout width,height, arcsec")
+@click.option("--cadence", type=DURATION_TYPE, default="4min", show_default=True, help="common time grid step")
+@click.option("--max-lag", type=DURATION_TYPE, default="6h", show_default=True, help="largest |lag| searched")
 @click.option("-o", "--output", required=True, help="FITS result: path or s3:// URL")
 @click.option("--png", default=None, help="PNG plot [default: output name with .png]")
 @click.option("--instrument", default=None, help="only frames whose INSTRUME/TELESCOP contains this, e.g. AIA")
@@ -106,7 +99,7 @@ _TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d
               help="skysift home with the images table, or athena://DATABASE?workgroup=W [default: $SKYSIFT_HOME]")
 @click.option("--scheduler", default=None,
               help="address of an existing dask scheduler, or 'threads'/'sync' [default: a local cluster]")
-@click.option("--scheduler-timeout", type=_Duration(), default="30s", show_default=True,
+@click.option("--scheduler-timeout", type=DURATION_TYPE, default="30s", show_default=True,
               help="how long to wait for --scheduler")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="local cluster worker processes")
 @click.option("--tile", type=click.IntRange(16), default=128, show_default=True, help="spatial chunk, pixels")
