@@ -86,3 +86,25 @@ def test_cutouts_read_as_sections_equal_cutouts_of_the_whole_image(survey):
             assert hdul[0].header["ALERTID"] == alert["alert_id"]
             reference = expected.wcs.to_header(relax=True)
             assert all(hdul[0].header[key] == reference[key] for key in reference)
+
+
+def test_earlier_images_gone_since_they_were_measured_are_skipped_not_fatal(survey, tmp_path, caplog):
+    import shutil
+
+    _, paths = survey
+    copies = [tmp_path / "sky" / path.name for path in paths]
+    copies[0].parent.mkdir()
+    for path, copy in zip(paths, copies, strict=True):
+        shutil.copy(path, copy)
+    first_night, second_night = copies[: len(copies) // 2], copies[len(copies) // 2 :]
+    settings = Settings.load(home=tmp_path / "home")
+    run_local([str(p) for p in first_night], settings)
+    for path in first_night:
+        path.unlink()  # the first night's files moved away after it was processed
+    report = run_local([str(p) for p in second_night], settings)
+    assert report.count("ok") == len(second_night) and not report.interrupted
+    assert "forced photometry skipped earlier image" in caplog.text
+    # without the earlier pixels only the catalogs decide: the transient is still found
+    new = [a for a in LogPublisher(settings.home).read() if a["rule"] == "new_source"]
+    assert any(abs(a["mag_ab"] - TRANSIENT_MAG) < 0.15 for a in new)
+    assert all("in 0 earlier image(s)" in a["detail"] for a in new)

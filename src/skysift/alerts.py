@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,11 +36,14 @@ from astropy.nddata import Cutout2D
 
 from . import flags as F
 from .astrometry import sky_to_pixel
+from .errors import SkysiftError
 from .fitsio import Sections, build_wcs
 from .forced import forced_snr
 from .ports import AlertPublisher, CatalogStore
 from .schema import ALERTS_SCHEMA
 from .settings import AlertSettings, BackgroundSettings
+
+log = logging.getLogger(__name__)
 
 #: Detections this close to a brighter earlier image's limit are not called new.
 NEW_SOURCE_DEPTH_MARGIN_MAG = 0.75
@@ -130,17 +134,23 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     # Catalogs miss blended and faint sources: look at the earlier pixels themselves.
     radius_px = max(2.0, float(image_row.get("seeing_fwhm_px") or 3.0))
     quiet = np.ones(new.size, dtype=bool)
+    looked = 0
     for row in earlier:
         if not quiet.any():
             break  # every candidate already showed flux in an image read before
         wcs = _earlier_wcs(row)
         if wcs is None:
             continue
-        snr_before = forced_snr(row["uri"], row.get("hdu"), wcs, ra[new], dec[new], radius_px, background)
+        try:
+            snr_before = forced_snr(row["uri"], row.get("hdu"), wcs, ra[new], dec[new], radius_px, background)
+        except SkysiftError as exc:  # moved, deleted or damaged since it was measured
+            log.warning("forced photometry skipped earlier image %s: %s", row["uri"], exc)
+            continue
+        looked += 1
         quiet &= ~(snr_before >= FORCED_SNR_PRESENT)
     return {
         int(candidates[k]): (f"nothing within {radius_arcsec:g}\" and no flux above "
-                             f"{FORCED_SNR_PRESENT:g} sigma at this position in {len(earlier)} earlier image(s)")
+                             f"{FORCED_SNR_PRESENT:g} sigma at this position in {looked} earlier image(s)")
         for k in new[quiet]
     }
 
