@@ -91,3 +91,52 @@ class SourceNotFound(SkysiftError):
     """A path or object does not exist."""
 
     reason = "not_found"
+
+
+class InvalidHeader(InvalidImage):
+    """A header that cannot describe a real image: bad BITPIX or NAXISn, absurd sizes,
+    too many extensions, or a declared data size no object of this size can hold."""
+
+    reason = "bad_header"
+
+
+class ChecksumMismatch(InvalidImage):
+    """``CHECKSUM``/``DATASUM`` present and not matching the bytes (quarantined only
+    when the ``reject_bad_checksum`` setting is on; otherwise recorded in ``images``)."""
+
+    reason = "bad_checksum"
+
+
+class InternalError(SkysiftError):
+    """An unexpected exception inside one image's processing (a bug or a library edge).
+
+    The image gets a failed row with the original exception's class, message and a
+    digest of its traceback, and the run goes on.
+    """
+
+    reason = "internal_error"
+    permanent = True
+
+    def __init__(self, message: str, *, uri: str | None = None, exception_type: str = "",
+                 traceback_digest: str = "") -> None:
+        super().__init__(message, uri=uri)
+        self.exception_type = exception_type
+        self.traceback_digest = traceback_digest
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, uri: str | None = None) -> InternalError:
+        """Wrap ``exc``: its class and message in the message, its traceback as a short digest."""
+        import hashlib
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[-4:])
+        digest = hashlib.blake2b(where.encode(), digest_size=6).hexdigest()
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        error = cls(f"{type(exc).__name__}: {first_line} (at {where or 'unknown'})", uri=uri,
+                    exception_type=type(exc).__name__, traceback_digest=digest)
+        return error
+
+    def to_record(self) -> dict[str, str | None]:
+        return super().to_record() | {"exception_type": self.exception_type,
+                                      "traceback_digest": self.traceback_digest}
