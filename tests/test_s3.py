@@ -75,3 +75,32 @@ def test_a_patch_of_an_s3_image_is_one_ranged_read(bucket, tmp_path, monkeypatch
         data, _ = image.read(1000, 1256, 1000, 1256)
     assert data.shape == (256, 256)
     assert len(fetched) == 1 and sum(fetched) < path.stat().st_size / 6  # one GET of the 256-row band
+
+
+def test_gzipped_files_read_from_s3_exactly_as_from_disk(bucket, m13_files, tmp_path):
+    """The Inspect Lambda and the workers read .fits.gz from S3 (they quarantined it as 'truncated')."""
+    import gzip
+
+    local = tmp_path / "m13.fits.gz"
+    local.write_bytes(gzip.compress(m13_files["plain"].read_bytes()))
+    bucket.upload_file(str(local), "raw", "night2/m13.fits.gz")
+    remote_info, local_info = inspect_image("s3://raw/night2/m13.fits.gz"), inspect_image(str(local))
+    assert remote_info.model_dump(exclude={"uri", "image_id", "content_hash"}) == \
+        local_info.model_dump(exclude={"uri", "image_id", "content_hash"})
+    assert remote_info.wcs_kind == "celestial"
+    np.testing.assert_array_equal(read_image("s3://raw/night2/m13.fits.gz").data, read_image(str(local)).data)
+    with Sections("s3://raw/night2/m13.fits.gz", gzip_in_memory=False) as streamed:
+        np.testing.assert_array_equal(streamed.read(100, 140, 20, 60)[0], read_image(str(local)).data[100:140, 20:60])
+
+
+def test_a_truncated_gzip_upload_gets_the_same_reason_from_s3_as_from_disk(bucket, m13_files, tmp_path):
+    import gzip
+
+    from skysift.errors import TruncatedFile
+
+    local = tmp_path / "cut.fits.gz"
+    local.write_bytes(gzip.compress(m13_files["plain"].read_bytes())[:-20000])
+    bucket.upload_file(str(local), "raw", "night2/cut.fits.gz")
+    for uri in (str(local), "s3://raw/night2/cut.fits.gz"):
+        with pytest.raises(TruncatedFile):
+            read_image(uri)

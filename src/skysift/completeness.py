@@ -243,7 +243,8 @@ def run_completeness(uri: str, settings: Settings, *, seeing_fwhm_px: float | No
         HDU to read.
     """
     rng = np.random.default_rng(seed)
-    original = read_image(uri, hdu, max_pixels=settings.limits.max_pixels, survey_default=settings.survey)
+    original = read_image(uri, hdu, max_pixels=settings.limits.max_pixels, survey_default=settings.survey,
+                          limits=settings.limits.header_limits())
     if original.wcs is None:
         raise CompletenessError("the image has no celestial WCS, so it is not source-extracted", uri=original.info.uri)
     baseline = measure_image(_with_data(original, original.data.copy()), settings)

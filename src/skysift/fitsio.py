@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import logging
+import math
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from astropy.io import fits
@@ -33,22 +35,27 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from pydantic import BaseModel, ConfigDict
 
-from . import metadata, storage
+from . import fitsheader, metadata, storage
 from .errors import (
     AllNaN,
+    ChecksumMismatch,
     EmptyImage,
     ImageTooLarge,
     InvalidImage,
-    NoImageHDU,
     NotFITS,
     TruncatedFile,
+)
+from .fitsheader import (
+    DEFAULT_LIMITS,
+    GZIP_MAGIC,
+    ChecksumStatus,
+    FileLayout,
+    HduLayout,
+    HeaderLimits,
 )
 
 log = logging.getLogger(__name__)
 
-FITS_MAGIC = b"SIMPLE  ="
-GZIP_MAGIC = b"\x1f\x8b"
-IMAGE_HDU_TYPES = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 
 
 class ImageInfo(BaseModel):
@@ -74,6 +81,8 @@ class ImageInfo(BaseModel):
     wavelength_angstrom: float | None = None
     obs_time: datetime | None = None
     exptime_s: float | None = None
+    #: CHECKSUM/DATASUM verdict: ok | bad | absent | unverified (header-only or tiled reads)
+    checksum_status: ChecksumStatus = ChecksumStatus.ABSENT
 
     @property
     def pixels(self) -> int:
@@ -123,132 +132,139 @@ def build_wcs(header: fits.Header) -> WCS | None:
     return wcs if wcs.has_celestial else None
 
 
-def _open_hdulist(raw: bytes, uri: str) -> fits.HDUList:
-    """Parse FITS bytes (gzip-compressed or not) held in memory."""
-    if not raw:
-        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError as exc:
-            raise TruncatedFile("the gzip stream ends early: truncated upload?", uri=uri) from exc
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            raise NotFITS(f"corrupt gzip data ({exc})", uri=uri) from exc
-    _check_magic(raw[: len(FITS_MAGIC)], uri)
-    hdul = _parse(io.BytesIO(raw), uri, memmap=False)
-    hdul._skysift_nbytes = len(raw)  # decompressed size, for the truncation check
-    return hdul
+def _parse(source, uri: str) -> fits.HDUList:
+    """astropy's view of a file whose structure :func:`fitsheader.walk` has already checked.
 
-
-def _check_magic(head: bytes, uri: str) -> None:
-    if head != FITS_MAGIC:
-        raise NotFITS(
-            f"does not start with the FITS 'SIMPLE' card (first bytes {head[:16]!r}): not a FITS file",
-            uri=uri,
-        )
-
-
-def _parse(source, uri: str, *, memmap: bool) -> fits.HDUList:
+    HDUs are loaded lazily, so astropy reads no further than the HDU asked for.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
             warnings.simplefilter("ignore", AstropyWarning)
-            return fits.open(source, memmap=memmap, lazy_load_hdus=False)
-    except OSError as exc:
+            return fits.open(source, memmap=False, lazy_load_hdus=True)
+    except (OSError, ValueError, EOFError) as exc:
         raise NotFITS(f"cannot parse FITS structure: {exc}", uri=uri) from exc
 
 
+def walk_gzip(stream: IO[bytes], uri: str, hdu: int | str | None, limits: HeaderLimits) -> FileLayout:
+    """:func:`fitsheader.walk` through an inflating gzip stream (read through, never seeked)."""
+    try:
+        with gzip.GzipFile(fileobj=stream, mode="rb") as inflating:
+            return fitsheader.walk(inflating, uri=uri, object_size=None, hdu=hdu, limits=limits, seekable=False)
+    except EOFError as exc:
+        raise TruncatedFile("the gzip stream ends before the image's header does: truncated upload?", uri=uri) from exc
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise NotFITS(f"corrupt gzip data ({exc})", uri=uri) from exc
+
+
+def walk_file(uri: str, hdu: int | str | None = None, *, limits: HeaderLimits = DEFAULT_LIMITS,
+              block_size: int = 2**16) -> FileLayout:
+    """The checked structure of a local or remote, plain or gzipped file (headers only:
+    a few ranged reads on S3; a gzip file is inflated only up to the HDU wanted)."""
+    nbytes = storage.object_size(uri)
+    if nbytes == 0:
+        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
+    with storage.open_binary(uri, block_size=block_size) as handle:
+        if handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+            handle.seek(0)
+            return walk_gzip(handle, uri, hdu, limits)
+        handle.seek(0)
+        return fitsheader.walk(handle, uri=uri, object_size=nbytes, hdu=hdu, limits=limits)
+
+
+def _checked(layout: FileLayout, uri: str, hdu: int | str | None, max_pixels: int | None) -> FileLayout:
+    """The chosen HDU holds an image within ``max_pixels`` (judged before any allocation)."""
+    fitsheader.check_selected(layout, uri=uri, hdu=hdu)
+    shape = [n for n in layout.selected.image_shape if n > 1]
+    if max_pixels is not None and math.prod(shape) > max_pixels:
+        raise ImageTooLarge(
+            f"{' x '.join(str(n) for n in reversed(shape))} pixels exceeds the in-memory limit of "
+            f"{max_pixels:,} pixels; use the tiled large-image path",
+            uri=uri,
+        )
+    return layout
+
+
+@dataclass
+class _Opened:
+    """One opened file: astropy's HDUs, the checked layout, and where the bytes are."""
+
+    hdul: fits.HDUList
+    layout: FileLayout
+    stored_bytes: int  # size of the stored object (compressed size for gzip)
+    stored: bytes | None  # the stored object's bytes when read into memory
+    inflated: bytes | None  # the (decompressed) FITS bytes when held in memory
+
+    def data_chunks(self, uri: str) -> Iterator[bytes]:
+        """The chosen HDU's data bytes as stored, in chunks (for checksums)."""
+        selected = self.layout.selected
+        start, end = selected.data_offset, selected.padded_end
+        if self.inflated is not None:
+            yield memoryview(self.inflated)[start:end]
+            return
+        with open(uri, "rb") as handle:
+            handle.seek(start)
+            while start < end:
+                chunk = handle.read(min(2**24, end - start))
+                if not chunk:
+                    return
+                start += len(chunk)
+                yield chunk
+
+
 @contextmanager
-def _opened(uri: str) -> Iterator[tuple[fits.HDUList, int, bytes | None]]:
-    """The file's HDUs, its size, and its bytes when they had to be read into memory.
+def _opened(uri: str, hdu: int | str | None, max_pixels: int | None, limits: HeaderLimits) -> Iterator[_Opened]:
+    """The file's checked layout and HDUs (astropy, lazily), the chosen image within limits.
 
     A local uncompressed file is opened by path: astropy reads its pixels straight
     into an array, and the file's bytes are never held in memory a second time.
-    Remote and gzipped files are read whole.
+    Remote and gzipped files are read whole; gzip is inflated only as far as the
+    headers declare.
     """
     if not storage.is_remote(uri):
-        head = storage.read_bytes(uri, len(FITS_MAGIC))
+        head = storage.read_bytes(uri, len(GZIP_MAGIC))
         if not head:
             raise EmptyImage("the file is empty (0 bytes)", uri=uri)
         if head[:2] != GZIP_MAGIC:
-            _check_magic(head, uri)
-            hdul = _parse(uri, uri, memmap=False)
-            hdul._skysift_nbytes = Path(uri).stat().st_size
-            with hdul:
-                yield hdul, hdul._skysift_nbytes, None
+            nbytes = Path(uri).stat().st_size
+            with open(uri, "rb") as handle:
+                layout = fitsheader.walk(handle, uri=uri, object_size=nbytes, hdu=hdu, limits=limits)
+            _checked(layout, uri, hdu, max_pixels)
+            with _parse(uri, uri) as hdul:
+                yield _Opened(hdul, layout, nbytes, None, None)
             return
-    raw = storage.read_bytes(uri)
-    yield _open_hdulist(raw, uri), len(raw), raw
+    stored = storage.read_bytes(uri)
+    if not stored:
+        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
+    inflated = stored
+    if stored[:2] == GZIP_MAGIC:
+        declared = _checked(walk_gzip(io.BytesIO(stored), uri, hdu, limits), uri, hdu, max_pixels)
+        inflated = fitsheader.inflate_declared(stored, declared.declared_bytes, uri=uri, limits=limits)
+    layout = fitsheader.walk(io.BytesIO(inflated), uri=uri, object_size=len(inflated), hdu=hdu, limits=limits)
+    _checked(layout, uri, hdu, max_pixels)
+    with _parse(io.BytesIO(inflated), uri) as hdul:
+        yield _Opened(hdul, layout, len(stored), stored, inflated)
 
 
-def _image_shape(hdu: fits.hdu.base._BaseHDU) -> tuple[int, ...]:
-    header = hdu.header
-    naxis = int(header.get("NAXIS", 0))
-    return tuple(int(header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
-
-
-def _is_image(hdu) -> bool:
-    shape = _image_shape(hdu) if isinstance(hdu, IMAGE_HDU_TYPES) else ()
-    return len([n for n in shape if n > 1]) >= 2
-
-
-def select_hdu(hdul: fits.HDUList, hdu: int | str | None, uri: str) -> int:
-    """Index of the requested HDU, or of the first HDU holding a 2-D image."""
-    if hdu is not None:
-        try:
-            index = hdul.index_of(hdu)
-        except (KeyError, IndexError) as exc:
-            raise NoImageHDU(f"there is no HDU {hdu!r} (the file has {len(hdul)})", uri=uri) from exc
-        if not _is_image(hdul[index]):
-            raise NoImageHDU(f"HDU {hdu!r} holds no 2-D image", uri=uri)
-        return index
-    for index, candidate in enumerate(hdul):
-        if _is_image(candidate):
-            return index
-    kinds = ", ".join(type(h).__name__ for h in hdul)
-    raise NoImageHDU(f"no HDU holds a 2-D image (HDUs: {kinds})", uri=uri)
-
-
-def _check_complete(hdul: fits.HDUList, index: int, uri: str) -> None:
-    """Fail if the file ends before the selected HDU's data does."""
-    info = hdul[index].fileinfo()
-    header = hdul[index].header
-    if isinstance(hdul[index], fits.CompImageHDU):
-        needed = info["datSpan"] - 2879  # compressed table: allow for missing final padding
-    else:
-        bitpix = abs(int(header.get("BITPIX", 8))) // 8
-        needed = bitpix * int(np.prod(_image_shape(hdul[index]), dtype=np.int64))
-    have = hdul._skysift_nbytes - info["datLoc"]
-    if have < needed:
-        shape = " x ".join(str(n) for n in reversed(_image_shape(hdul[index])))
-        raise TruncatedFile(
-            f"header says a {shape} image with BITPIX={header.get('BITPIX')} "
-            f"({needed / 2**20:.1f} MiB of data) but the file ends after "
-            f"{hdul._skysift_nbytes / 2**20:.1f} MiB: truncated upload?",
-            uri=uri,
-        )
-
-
-def _describe(hdul: fits.HDUList, index: int, uri: str, content_hash: str, nbytes: int,
-              survey_default: str | None) -> ImageInfo:
-    hdu = hdul[index]
-    header = hdu.header
-    shape = [n for n in _image_shape(hdu) if n > 1]
+def _describe(primary: fits.Header, header: fits.Header, selected: HduLayout, uri: str, content_hash: str,
+              nbytes: int, survey_default: str | None, checksum: ChecksumStatus) -> ImageInfo:
+    """``header`` is the chosen HDU's image header (astropy's, for a tile-compressed image)."""
+    shape = [n for n in selected.image_shape if n > 1]
     ny, nx = shape[-2], shape[-1]
     # Observation metadata may sit in the primary header of a multi-extension file.
-    merged = hdul[0].header.copy() if index else fits.Header()
+    merged = primary.copy() if selected.index else fits.Header()
     merged.update({k: v for k, v in header.items() if k not in ("COMMENT", "HISTORY", "")})
     return ImageInfo(
         image_id=make_image_id(uri, content_hash),
         uri=uri,
         content_hash=content_hash,
-        hdu=index,
-        hdu_name=hdu.name or "PRIMARY",
+        hdu=selected.index,
+        hdu_name=selected.name or "PRIMARY",
         nx=nx,
         ny=ny,
         bytes=nbytes,
-        bitpix=int(header.get("BITPIX", 0)),
-        compressed=isinstance(hdu, fits.CompImageHDU),
+        bitpix=selected.bitpix,
+        compressed=selected.compressed,
         wcs_kind=wcs_kind(header),
         survey=metadata.survey_name(merged, survey_default),
         band=metadata.band_name(merged),
@@ -257,6 +273,7 @@ def _describe(hdul: fits.HDUList, index: int, uri: str, content_hash: str, nbyte
         wavelength_angstrom=metadata.wavelength_angstrom(merged),
         obs_time=metadata.observation_time(merged),
         exptime_s=metadata.exposure_seconds(merged),
+        checksum_status=checksum,
     )
 
 
@@ -266,7 +283,7 @@ def _decode_pixels(selected, uri: str) -> tuple[np.ndarray, np.ndarray]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             raw_pixels = selected.data
-    except (TypeError, ValueError, OSError, EOFError) as exc:
+    except (TypeError, ValueError, OSError, EOFError, zlib.error) as exc:
         raise TruncatedFile(f"cannot decode the pixel data: {exc}", uri=uri) from exc
     if raw_pixels is None or raw_pixels.size == 0:
         raise EmptyImage("the image HDU has no pixels", uri=uri)
@@ -291,64 +308,74 @@ def _float32_and_mask(pixels: np.ndarray, header: fits.Header) -> tuple[np.ndarr
     return data, mask
 
 
-def inspect_image(uri: str, hdu: int | str | None = None, *, survey_default: str | None = None) -> ImageInfo:
+def inspect_image(uri: str, hdu: int | str | None = None, *, survey_default: str | None = None,
+                  limits: HeaderLimits = DEFAULT_LIMITS) -> ImageInfo:
     """Header-only description of an image: size, WCS kind, survey, band, time, exposure.
 
     Remote objects are read in small ranges up to the chosen HDU's header (gzip files
-    are streamed through the decompressor). The content fingerprint is the ETag for
-    S3 objects and a SHA-256 of the file otherwise.
+    are streamed through the decompressor, never past that header). The content
+    fingerprint is the ETag for S3 objects and a SHA-256 of the file otherwise. Every
+    header on the way is checked first (:mod:`skysift.fitsheader`).
     """
-    return inspect_with_header(uri, hdu, survey_default=survey_default)[0]
+    return inspect_with_header(uri, hdu, survey_default=survey_default, limits=limits)[0]
 
 
-def inspect_with_header(uri: str, hdu: int | str | None = None, *,
-                        survey_default: str | None = None) -> tuple[ImageInfo, fits.Header]:
-    """:func:`inspect_image`, and the chosen HDU's header from the same read."""
+def inspect_with_header(uri: str, hdu: int | str | None = None, *, survey_default: str | None = None,
+                        limits: HeaderLimits = DEFAULT_LIMITS) -> tuple[ImageInfo, fits.Header]:
+    """:func:`inspect_image`, and the chosen HDU's (image) header from the same read."""
     uri = storage.normalize_uri(uri)
-    nbytes = storage.object_size(uri)
-    if nbytes == 0:
-        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
-    content_hash = storage.fingerprint(uri)
+    layout = _checked(walk_file(uri, hdu, limits=limits), uri, hdu, None)
+    selected = layout.selected
+    header = selected.header
+    if selected.compressed:
+        header = _compressed_image_header(uri, selected.index)
+    info = _describe(layout.primary.header, header, selected, uri, storage.fingerprint(uri),
+                     storage.object_size(uri), survey_default, fitsheader.checksum_status(selected, None))
+    return info, header.copy()
+
+
+def _compressed_image_header(uri: str, index: int) -> fits.Header:
+    """astropy's image header of a tile-compressed HDU (Z keywords translated)."""
     with storage.open_binary(uri) as handle:
-        head = handle.read(len(FITS_MAGIC))
-        if head[:2] != GZIP_MAGIC and head != FITS_MAGIC:
-            raise NotFITS(f"does not start with the FITS 'SIMPLE' card (first bytes {head!r})", uri=uri)
+        stream: IO[bytes] = handle
+        if handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+            stream = gzip.GzipFile(fileobj=handle, mode="rb")
         handle.seek(0)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", VerifyWarning)
-                warnings.simplefilter("ignore", AstropyWarning)
-                hdul = fits.open(handle, lazy_load_hdus=True)
-                index = select_hdu(hdul, hdu, uri)
-                return _describe(hdul, index, uri, content_hash, nbytes, survey_default), hdul[index].header.copy()
-        except (OSError, EOFError) as exc:
-            raise TruncatedFile(f"cannot read the headers: {exc}", uri=uri) from exc
+        with _parse(stream, uri) as hdul:
+            try:
+                return hdul[index].header.copy()
+            except (OSError, EOFError, ValueError, IndexError) as exc:
+                raise TruncatedFile(f"cannot read the compressed image's header: {exc}", uri=uri) from exc
 
 
 def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None = None,
-               survey_default: str | None = None) -> Image:
+               survey_default: str | None = None, limits: HeaderLimits = DEFAULT_LIMITS,
+               reject_bad_checksum: bool = False) -> Image:
     """Read and verify one image's pixels into memory.
 
-    Raises a subclass of :class:`~skysift.errors.InvalidImage` for files that are not
-    FITS, truncated, empty, without an image HDU, all-NaN, or larger than ``max_pixels``.
-    The content hash is computed in a thread while the pixels are decoded (hashlib
-    releases the GIL), so it costs no wall time.
+    Every header is checked before anything is allocated (:mod:`skysift.fitsheader`);
+    raises a subclass of :class:`~skysift.errors.InvalidImage` for files that are not
+    FITS, have impossible headers, are truncated, empty, without an image HDU, all-NaN,
+    or larger than ``max_pixels``. ``CHECKSUM``/``DATASUM``, when present, are verified
+    (``info.checksum_status``); a bad one raises :class:`ChecksumMismatch` when
+    ``reject_bad_checksum``. The content hash is computed in a thread while the pixels
+    are decoded (hashlib releases the GIL), so it costs no wall time.
     """
     uri = storage.normalize_uri(uri)
-    with ThreadPoolExecutor(max_workers=1) as hasher, _opened(uri) as (hdul, nbytes, raw):
-        content_hash = hasher.submit(storage.fingerprint, uri, None if storage.is_remote(uri) else raw)
-        index = select_hdu(hdul, hdu, uri)
-        shape = [n for n in _image_shape(hdul[index]) if n > 1]
-        if max_pixels is not None and shape[-1] * shape[-2] > max_pixels:
-            raise ImageTooLarge(
-                f"{shape[-1]} x {shape[-2]} pixels exceeds the in-memory limit of {max_pixels:,} pixels; "
-                "use the tiled large-image path",
-                uri=uri,
-            )
-        _check_complete(hdul, index, uri)
-        data, mask = _decode_pixels(hdul[index], uri)
-        info = _describe(hdul, index, uri, content_hash.result(), nbytes, survey_default)
-    header = hdul[index].header.copy()
+    with ThreadPoolExecutor(max_workers=1) as hasher, _opened(uri, hdu, max_pixels, limits) as opened:
+        content_hash = hasher.submit(storage.fingerprint, uri, None if storage.is_remote(uri) else opened.stored)
+        selected = opened.layout.selected
+        try:
+            astropy_hdu = opened.hdul[selected.index]
+        except (OSError, EOFError, ValueError, IndexError) as exc:
+            raise TruncatedFile(f"cannot read HDU {selected.index}: {exc}", uri=uri) from exc
+        checksum = fitsheader.checksum_status(selected, opened.data_chunks(uri))
+        if checksum is ChecksumStatus.BAD and reject_bad_checksum:
+            raise ChecksumMismatch("CHECKSUM/DATASUM do not match the file's bytes: corrupted in transfer?", uri=uri)
+        data, mask = _decode_pixels(astropy_hdu, uri)
+        header = astropy_hdu.header.copy()
+        info = _describe(opened.layout.primary.header, header, selected, uri, content_hash.result(),
+                         opened.stored_bytes, survey_default, checksum)
     return Image(data=data, mask=mask, header=header, wcs=build_wcs(header), info=info)
 
 
@@ -375,8 +402,9 @@ class Sections:
     """
 
     def __init__(self, uri: str, hdu: int | str | None = None, *, block_size: int = 2**16,
-                 gzip_in_memory: bool = True) -> None:
+                 gzip_in_memory: bool = True, limits: HeaderLimits = DEFAULT_LIMITS) -> None:
         self.uri = storage.normalize_uri(uri)
+        self._limits = limits
         self._hdu = hdu
         self._block_size = block_size
         self._gzip_in_memory = gzip_in_memory
@@ -384,12 +412,14 @@ class Sections:
 
     def __enter__(self) -> Sections:
         try:
+            layout = _checked(walk_file(self.uri, self._hdu, limits=self._limits, block_size=self._block_size),
+                              self.uri, self._hdu, None)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", AstropyWarning)
-                hdul = self._open()
-                self.selected = hdul[select_hdu(hdul, self._hdu, self.uri)]
+                hdul = self._open(layout)
+                self.selected = hdul[layout.selected.index]
                 self.header = self.selected.header
-            full_shape = _image_shape(self.selected)
+            full_shape = layout.selected.image_shape
             self._image_axes = [axis for axis, n in enumerate(full_shape) if n > 1]
             self._ndim = len(full_shape)
             if len(self._image_axes) != 2:
@@ -407,12 +437,17 @@ class Sections:
     def __exit__(self, *exc_info) -> None:
         self._stack.close()
 
-    def _open(self) -> fits.HDUList:
-        if (self._gzip_in_memory and storage.read_bytes(self.uri, len(GZIP_MAGIC)) == GZIP_MAGIC
-                and storage.object_size(self.uri) <= GZIP_IN_MEMORY_MAX_BYTES):
-            return self._stack.enter_context(_open_hdulist(storage.read_bytes(self.uri), self.uri))
+    def _open(self, layout: FileLayout) -> fits.HDUList:
+        if storage.read_bytes(self.uri, len(GZIP_MAGIC)) == GZIP_MAGIC:
+            if self._gzip_in_memory and storage.object_size(self.uri) <= GZIP_IN_MEMORY_MAX_BYTES:
+                inflated = fitsheader.inflate_declared(storage.read_bytes(self.uri), layout.declared_bytes,
+                                                       uri=self.uri, limits=self._limits)
+                return self._stack.enter_context(_parse(io.BytesIO(inflated), self.uri))
+            handle = self._stack.enter_context(storage.open_binary(self.uri, block_size=self._block_size))
+            stream = self._stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb"))
+            return self._stack.enter_context(_parse(stream, self.uri))
         handle = self._stack.enter_context(storage.open_binary(self.uri, block_size=self._block_size))
-        return self._stack.enter_context(fits.open(handle, memmap=False, lazy_load_hdus=True))
+        return self._stack.enter_context(_parse(handle, self.uri))
 
     def _section(self, rows: slice, columns: slice) -> np.ndarray:
         """The HDU's ``section`` at these rows and columns, any length-1 axes indexed at 0."""

@@ -81,6 +81,7 @@ IMAGES_SCHEMA = pa.schema(
         _field("bitpix", pa.int32()),
         _field("compressed", pa.bool_(), "", "tile-compressed HDU"),
         _field("wcs_kind", pa.string(), "", "celestial | helioprojective | none"),
+        _field("checksum_status", pa.string(), "", "CHECKSUM/DATASUM: ok | bad | absent | unverified (not all pixels read)"),
         _field("telescope", pa.string()),
         _field("instrument", pa.string()),
         _field("wavelength_angstrom", pa.float64(), "Angstrom"),

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .fitsheader import DEFAULT_LIMITS, HeaderLimits
 
 
 class _Frozen(BaseModel):
@@ -77,6 +78,18 @@ class LimitSettings(_Frozen):
     max_pixels: int = Field(2**29, description="largest image the in-memory path accepts (SEP: < 2^31 bytes)")
     max_memory_bytes: int = Field(2 * 2**30, ge=2**28, description="memory budget of the tiled path (all workers)")
     tile_margin_px: int = Field(256, ge=64, description="overlap read around each tile: > the largest source, and enough background cells that tiles see the sky a whole-image run sees")
+    max_hdus: int = Field(DEFAULT_LIMITS.max_hdus, ge=1, description="HDUs a file may have before the image wanted")
+    max_header_bytes: int = Field(DEFAULT_LIMITS.max_header_bytes, ge=2880, description="longest header accepted")
+    max_axis_px: int = Field(DEFAULT_LIMITS.max_axis_px, ge=1, description="longest NAXISn accepted")
+    max_decompressed_bytes: int = Field(DEFAULT_LIMITS.max_decompressed_bytes, ge=2880,
+                                        description="a gzip file is never inflated past this")
+    reject_bad_checksum: bool = Field(False, description="quarantine a file whose CHECKSUM/DATASUM do not match "
+                                      "(off: process it and record checksum_status = 'bad')")
+
+    def header_limits(self) -> HeaderLimits:
+        """The header checks' limits (:mod:`skysift.fitsheader`) from these settings."""
+        return HeaderLimits(max_hdus=self.max_hdus, max_header_bytes=self.max_header_bytes,
+                            max_axis_px=self.max_axis_px, max_decompressed_bytes=self.max_decompressed_bytes)
 
 
 class Settings(_Frozen):

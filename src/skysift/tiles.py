@@ -112,7 +112,8 @@ def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None,
     the caller has read them already.
     """
     t0 = time.perf_counter()
-    info, header = inspected or inspect_with_header(uri, hdu, survey_default=settings.survey)
+    info, header = inspected or inspect_with_header(uri, hdu, survey_default=settings.survey,
+                                        limits=settings.limits.header_limits())
     margin, box = settings.limits.tile_margin_px, settings.background.box_px
     if tile_px is None:
         tile_px = tile_size_for_memory(settings.limits.max_memory_bytes, workers, margin, box)

@@ -162,13 +162,15 @@ def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
 def inspect_step(event: dict[str, Any], ctx: Context) -> dict:
     source = parse_source(event)
     try:
-        info = inspect_image(source.uri, survey_default=ctx.settings.survey)
+        info = inspect_image(source.uri, survey_default=ctx.settings.survey,
+                             limits=ctx.settings.limits.header_limits())
     except errors.SourceNotFound:
         # S3 notifications carry URL-encoded keys ("red flower.fits" arrives as "red+flower.fits").
         decoded = SourceObject(bucket=source.bucket, key=unquote_plus(source.key))
         if decoded == source:
             raise
-        source, info = decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey)
+        source, info = decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey,
+                                                  limits=ctx.settings.limits.header_limits())
     route = choose_route(info, ctx.config.small_image_max_pixels)
     log.info("inspected %s: %dx%d %s -> %s", source.uri, info.nx, info.ny, info.wcs_kind, route)
     image = {"info": info.model_dump(mode="json"), "route": route, "summary_uri": ctx.summary_uri(info.image_id)}
