@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from . import integrity
 from .errors import SkysiftError
 from .schema import PARTITION_KEYS, schema_for
 from .tables import TABLES
@@ -31,7 +32,11 @@ class LocalCatalog:
         self.home = Path(home)
         self.connection = duckdb.connect()
         for table in TABLES:
-            self.create_view(table, schema_for(table, n_apertures))
+            try:
+                self.create_view(table, schema_for(table, n_apertures))
+            except duckdb.Error as exc:
+                raise integrity.damaged_table_error(exc, self.home) or QueryError(
+                    f"cannot open table {table}: {type(exc).__name__}: {exc}") from exc
 
     def create_view(self, table: str, schema: pa.Schema) -> None:
         """(Re)define view ``table`` over its Parquet files, or empty with ``schema`` when none exist."""
@@ -55,7 +60,8 @@ class LocalCatalog:
         try:
             return self.connection.sql(sql, params=params or None)
         except duckdb.Error as exc:
-            raise QueryError(f"{type(exc).__name__}: {exc}".strip()) from exc
+            damaged = integrity.damaged_table_error(exc, self.home)
+            raise damaged or QueryError(f"{type(exc).__name__}: {exc}".strip()) from exc
 
     def sql(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Run a query; the result as a pandas DataFrame."""
