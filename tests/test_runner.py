@@ -31,7 +31,7 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(images, tmp_path
             raise KeyboardInterrupt
 
     first = run_local(images, settings, on_image=interrupt_after_two)
-    assert first.interrupted and len(first.summaries) == 2
+    assert first.interrupted and len(first.summaries) == 2 and first.exit_code == 130
     assert LocalCatalog(settings.home).sql("SELECT COUNT(*) n FROM images")["n"][0] == 2
     second = run_local(images, settings, workers=2)
     assert not second.interrupted and second.skipped == 2 and len(second.summaries) == 4
@@ -82,3 +82,120 @@ def test_read_ahead_of_a_missing_or_remote_file_is_harmless(tmp_path):
 
     storage.prefetch(str(tmp_path / "missing.fits"))  # the image's own read reports it
     storage.prefetch("s3://bucket/key.fits")  # nothing to read ahead for remote objects
+
+
+def _failing_on(name: str, action):
+    """A stand-in for ``skysift.runner.process_image`` that runs ``action`` for the file ``name``
+    (forked pool workers inherit it) and measures every other file for real."""
+    from skysift import runner
+
+    real = runner.process_image
+
+    def process(uri, *args, **kwargs):
+        if Path(uri).name == name:
+            action()
+        return real(uri, *args, **kwargs)
+
+    return process
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_unexpected_exception_fails_only_its_image_with_a_traceback_digest(images, tmp_path, monkeypatch, workers):
+    from skysift import pipeline
+
+    real = pipeline.measure_image
+
+    def measure(image, *args, **kwargs):
+        if image.info.uri.endswith("img_3.fits"):
+            raise ValueError("a bug deep in the science")
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "measure_image", measure)
+    settings = Settings.load(home=tmp_path / "home")
+
+    report = run_local(images, settings, workers=workers)
+
+    by_name = {Path(s.uri).name: s for s in report.summaries}
+    assert [n for n, s in sorted(by_name.items()) if s.status == "ok"] == [f"img_{i}.fits" for i in (0, 1, 2, 4)]
+    broken = by_name["img_3.fits"]
+    assert (broken.status, broken.reason) == ("failed", "internal_error")
+    assert broken.message.startswith("ValueError: a bug deep in the science (at ")
+    record = json.loads(Path(broken.pointers["quarantine"]).read_text())
+    assert record["exception_type"] == "ValueError" and len(record["traceback_digest"]) == 12
+    row = LocalCatalog(settings.home).sql("SELECT * FROM images WHERE status = 'failed' AND error_reason = 'internal_error'")
+    assert len(row) == 1 and row["band"][0] == "r"  # the header was still read for the row
+    assert not report.succeeded and report.exit_code == 1
+
+
+def test_a_worker_killed_by_the_kernel_fails_only_its_image_and_the_pool_goes_on(images, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from skysift import runner
+
+    monkeypatch.setattr(runner, "process_image", _failing_on("img_2.fits", lambda: os.kill(os.getpid(), signal.SIGKILL)))
+    settings = Settings.load(home=tmp_path / "home")
+
+    report = run_local(images, settings, workers=2)
+
+    statuses = {Path(s.uri).name: (s.status, s.reason) for s in report.summaries if s.uri != images[-1]}
+    assert statuses == {"img_0.fits": ("ok", None), "img_1.fits": ("ok", None), "img_2.fits": ("failed", "worker_died"),
+                        "img_3.fits": ("ok", None), "img_4.fits": ("ok", None)}
+    [died] = [s for s in report.summaries if s.reason == "worker_died"]
+    assert "killed by SIGKILL" in died.message
+    catalog = LocalCatalog(settings.home)
+    assert catalog.sql("SELECT COUNT(*) n, COUNT(DISTINCT image_id) d FROM images").iloc[0].tolist() == [6, 6]
+    assert catalog.sql("SELECT COUNT(DISTINCT image_id) n FROM sources")["n"][0] == 4
+    monkeypatch.undo()
+    again = run_local(images, settings, workers=2)  # the next run (here without the fault) retries it
+    assert {Path(s.uri).name: s.status for s in again.summaries}["img_2.fits"] == "ok"
+
+
+def test_alerts_that_fail_for_one_image_are_reported_and_retried_next_run(images, tmp_path, monkeypatch):
+    from skysift import runner
+
+    real = runner.prepare_alerts
+
+    def prepare(row, *args, **kwargs):
+        if row["uri"].endswith("img_1.fits"):
+            raise KeyError("missing column")
+        return real(row, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "prepare_alerts", prepare)
+    settings = Settings.load(home=tmp_path / "home")
+
+    report = run_local(images, settings, workers=2)
+
+    [failure] = report.alert_failures
+    assert failure["uri"].endswith("img_1.fits") and failure["reason"] == "internal_error"
+    assert "KeyError" in failure["message"]
+    evaluated = {p.name for p in (tmp_path / "home" / "alerts-evaluated").iterdir()}
+    ok_ids = {s.image_id for s in report.summaries if s.status == "ok"}
+    assert evaluated == ok_ids - {failure["image_id"]}
+    assert json.loads(Path(report.report_path).read_text())["alert_failures"] == [failure]
+    monkeypatch.setattr(runner, "prepare_alerts", real)
+    again = run_local(images, settings)
+    assert report.exit_code == 1 and again.alert_failures == [] and (tmp_path / "home" / "alerts-evaluated" / failure["image_id"]).exists()
+
+
+def test_a_run_never_ingests_files_inside_its_home(images, tmp_path):
+    home = Path(images[0]).parent / "skysift-data"  # the home inside the folder being processed
+    (home / "cutouts").mkdir(parents=True)
+    (home / "cutouts" / "abc.fits").write_bytes(Path(images[0]).read_bytes())
+    report = run_local([*images, str(home / "cutouts" / "abc.fits")], Settings.load(home=home))
+    assert len(report.summaries) == 6
+    assert not any("skysift-data" in s.uri for s in report.summaries)
+
+
+def test_file_discovery_leaves_out_the_home_even_inside_the_target(tmp_path, monkeypatch):
+    from skysift.storage import list_fits
+
+    (tmp_path / "night").mkdir()
+    (tmp_path / "night" / "a.fits").write_bytes(b"")
+    (tmp_path / "skysift-data" / "cutouts").mkdir(parents=True)
+    (tmp_path / "skysift-data" / "cutouts" / "b.fits").write_bytes(b"")
+    (tmp_path / "skysift-data-old.fits").write_bytes(b"")  # a sibling whose name starts like the home
+    monkeypatch.chdir(tmp_path)
+    assert list_fits(".", exclude=["skysift-data"]) == [str(tmp_path / "night" / "a.fits"),
+                                                         str(tmp_path / "skysift-data-old.fits")]
+    assert list_fits("skysift-data/cutouts/b.fits", exclude=["skysift-data"]) == []

@@ -65,3 +65,26 @@ def test_two_processes_give_the_one_process_catalog(big_sky, tmp_path, monkeypat
         else:
             assert (a[name] == b[name]).all(), name
     assert one.image_row["seeing_fwhm_px"] == two.image_row["seeing_fwhm_px"]
+
+
+def test_a_strip_process_killed_fails_the_image_instead_of_waiting_forever(big_sky, tmp_path, monkeypatch):
+    """A strip worker killed by the kernel (SIGKILL, as the out-of-memory killer does) used to leave
+    ``multiprocessing.Pool.map`` waiting for it for ever; now the image fails with ``worker_died``."""
+    import os
+    import signal
+
+    from skysift import measurement
+
+    real = measurement._measure_strip
+
+    def measure_strip(strip, **kwargs):
+        if strip.ry0 > 0:  # the second strip (in a forked child, which inherits this function)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(strip, **kwargs)
+
+    monkeypatch.setattr(measurement, "_measure_strip", measure_strip)
+
+    result = process_image(str(big_sky), Settings.load(home=tmp_path), workers=2)
+
+    assert (result.image_row["status"], result.image_row["error_reason"]) == ("failed", "worker_died")
+    assert "part of this image died" in result.image_row["error_message"]

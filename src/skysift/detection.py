@@ -11,6 +11,8 @@ limits are raised first, then the threshold, and the result says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -44,6 +46,27 @@ def gaussian_kernel(fwhm_px: float) -> np.ndarray:
     axis = np.arange(-half, half + 1, dtype=np.float32)
     kernel = np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2.0 * sigma**2))
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+@contextmanager
+def sep_limits(*, pixel_stack: int | None = None, sub_object_limit: int | None = None) -> Iterator[None]:
+    """Set SEP's process-wide extraction limits for a block, and restore the previous ones after it.
+
+    ``sep.set_extract_pixstack`` and ``sep.set_sub_object_limit`` change globals of the
+    SEP library: left set, the last value (e.g. the small pixel stack of a blend
+    cut-out) would make a later ``sep.extract`` in the same process, skysift's or the
+    caller's, fail with "internal pixel buffer full". A limit given as None is left alone.
+    """
+    saved_stack, saved_limit = sep.get_extract_pixstack(), sep.get_sub_object_limit()
+    try:
+        if pixel_stack is not None:
+            sep.set_extract_pixstack(pixel_stack)
+        if sub_object_limit is not None:
+            sep.set_sub_object_limit(sub_object_limit)
+        yield
+    finally:
+        sep.set_extract_pixstack(saved_stack)
+        sep.set_sub_object_limit(saved_limit)
 
 
 def _is_overflow(exc: Exception) -> bool:
@@ -87,13 +110,13 @@ def detect(
     # filter would, at the cost of one convolution instead of two (SEP's 'matched' mode also
     # convolves the variance map, ~4x slower on a 4k image).
     noise_gain = float(np.sqrt((kernel.astype(np.float64) ** 2).sum()))
-    sep.set_sub_object_limit(settings.sub_object_limit)
     threshold = settings.threshold_sigma
     margin = kernel.shape[0] // 2 + 1
     for attempt in range(settings.max_retries + 1):
         extract = partial(_extract, threshold=threshold * noise_gain, kernel=kernel, settings=settings)
         try:
-            objects = isolate_blends(data, error, mask, extract(data, error, mask), extract, margin_px=margin)
+            with sep_limits(sub_object_limit=settings.sub_object_limit):
+                objects = isolate_blends(data, error, mask, extract(data, error, mask), extract, margin_px=margin)
             return Detections(objects, threshold_sigma=threshold, crowded=attempt > 0, filter_margin_px=margin)
         except Exception as exc:  # SEP raises plain Exception for its buffer overflows
             if not _is_overflow(exc):
@@ -113,18 +136,18 @@ def _extract(data, error, mask, *, threshold: float, kernel: np.ndarray, setting
     SEP allocates its whole pixel stack on every call; an array never has more active
     pixels than pixels, so small arrays (blend cut-outs) get a small stack.
     """
-    sep.set_extract_pixstack(min(settings.pixel_stack, max(1024, data.size)))
-    return sep.extract(
-        data,
-        threshold,
-        err=error,
-        mask=mask,
-        minarea=settings.min_area_px,
-        filter_kernel=kernel,
-        filter_type="conv",
-        deblend_nthresh=settings.deblend_nthresh,
-        deblend_cont=settings.deblend_cont,
-        clean=settings.clean,
-        clean_param=settings.clean_param,
-        segmentation_map=segmentation_map,
-    )
+    with sep_limits(pixel_stack=min(settings.pixel_stack, max(1024, data.size))):
+        return sep.extract(
+            data,
+            threshold,
+            err=error,
+            mask=mask,
+            minarea=settings.min_area_px,
+            filter_kernel=kernel,
+            filter_type="conv",
+            deblend_nthresh=settings.deblend_nthresh,
+            deblend_cont=settings.deblend_cont,
+            clean=settings.clean,
+            clean_param=settings.clean_param,
+            segmentation_map=segmentation_map,
+        )

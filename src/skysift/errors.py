@@ -93,6 +93,13 @@ class SourceNotFound(SkysiftError):
     reason = "not_found"
 
 
+class NotWritable(SkysiftError):
+    """An output cannot be written: its directory is missing or read-only, it is a
+    directory, or its bucket does not exist. Checked before the work that produces it."""
+
+    reason = "not_writable"
+
+
 class InvalidHeader(InvalidImage):
     """A header that cannot describe a real image: bad BITPIX or NAXISn, absurd sizes,
     too many extensions, or a declared data size no object of this size can hold."""
@@ -140,3 +147,15 @@ class InternalError(SkysiftError):
     def to_record(self) -> dict[str, str | None]:
         return super().to_record() | {"exception_type": self.exception_type,
                                       "traceback_digest": self.traceback_digest}
+
+
+class WorkerDied(SkysiftError):
+    """A process measuring an image (or a tile or strip of it) died: killed by the kernel (out of
+    memory) or a crash in compiled code. In a run's pool the image was first tried again alone,
+    in a fresh process, which died as well.
+
+    Not permanent: the same file may go through with more memory or fewer parallel workers.
+    """
+
+    reason = "worker_died"
+    permanent = False

@@ -201,6 +201,9 @@ def _read_header(stream: IO[bytes], offset: int, index: int, uri: str, limits: H
         block = _read_exactly(stream, BLOCK)
         if not block and not chunks:
             return None
+        if index == 0 and not chunks and block[: len(FITS_MAGIC)] != FITS_MAGIC[: len(block)]:
+            raise NotFITS(f"does not start with the FITS 'SIMPLE' card (first bytes {block[:16]!r}): "
+                          "not a FITS file", uri=uri)
         if len(block) < BLOCK:
             if not chunks and not block.strip(b"\0 "):
                 return None  # trailing padding after the last HDU

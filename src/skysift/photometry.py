@@ -16,6 +16,47 @@ from . import flags as F
 from .settings import PhotometrySettings
 
 GAUSSIAN_R50_TO_FWHM = 2.0  # a Gaussian's half-light radius is half its FWHM
+HALF_PI = np.pi / 2.0  # in float64: SEP's aperture functions accept theta in [-HALF_PI, HALF_PI]
+#: Semi-axes (pixels) of the circle that measures a source whose shape is degenerate.
+DEGENERATE_AXIS_PX = 1.0
+
+
+def sep_ellipses(a: np.ndarray, b: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ellipses (a, b, theta) that SEP's aperture functions accept for every source, and which were degenerate.
+
+    SEP rejects a whole ``sum_ellipse`` call ("invalid aperture parameters") when any
+    one source has theta outside [-pi/2, pi/2], a or b not finite, or b > a. Its own
+    extraction computes theta in float32, so a one-pixel-wide vertical object comes
+    back with ``float32(pi/2) = 1.5707963705``, just above pi/2 in float64 (SEP issue
+    #110): theta is clipped into the range in float64, which changes no ellipse. A
+    shape with a or b zero, negative or not finite (or theta not finite) defines no
+    ellipse: that source is measured in a circle of :data:`DEGENERATE_AXIS_PX` (times
+    the Kron scale, so at least ``kron_min_radius`` pixels) and reported as degenerate,
+    so one bad shape cannot lose the frame's photometry.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Semi-major and semi-minor axes, pixels.
+    theta : ndarray
+        Position angle of ``a`` from +x towards +y, radians.
+
+    Returns
+    -------
+    a, b, theta : ndarray of float64
+        Valid ellipse parameters (b <= a, theta in [-pi/2, pi/2]).
+    degenerate : ndarray of bool
+        True where a circle replaced an unusable shape (to flag as SINGULAR).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    theta = np.asarray(theta, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        degenerate = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(theta) & (a > 0) & (b > 0))
+    a = np.where(degenerate, DEGENERATE_AXIS_PX, a)
+    b = np.where(degenerate, DEGENERATE_AXIS_PX, np.minimum(b, a))  # b > a only by rounding
+    theta = np.where(degenerate, 0.0, np.clip(theta, -HALF_PI, HALF_PI))
+    return a, b, theta, degenerate
 
 
 def measure(
@@ -64,17 +105,18 @@ def measure(
     if n == 0:
         return _empty_columns(settings)
 
-    kron_radius, kron_flag = sep.kron_radius(data, x, y, a, b, theta, 6.0, mask=mask)
+    ea, eb, etheta, degenerate = sep_ellipses(a, b, theta)
+    kron_radius, kron_flag = sep.kron_radius(data, x, y, ea, eb, etheta, 6.0, mask=mask)
     kron_radius = np.where(np.isfinite(kron_radius), kron_radius, 0.0)
     # As SExtractor's PHOT_AUTOPARAMS: the aperture is k * r_kron, at least r_min, in units of a, b.
     aperture = np.maximum(settings.kron_factor * kron_radius, settings.kron_min_radius)
     flux, flux_err, aper_flag = sep.sum_ellipse(
-        data, x, y, a, b, theta, aperture, err=error, gain=gain, mask=mask, subpix=1,
+        data, x, y, ea, eb, etheta, aperture, err=error, gain=gain, mask=mask, subpix=1,
     )
 
     # 3x3 sub-pixels on the circle's edge: r50 within 0.5% (median) of 5x5 at 60% of the cost
     r50, _r50_flag = sep.flux_radius(
-        data, x, y, 6.0 * a, 0.5, normflux=np.where(flux > 0, flux, np.nan), subpix=3, mask=mask,
+        data, x, y, 6.0 * ea, 0.5, normflux=np.where(flux > 0, flux, np.nan), subpix=3, mask=mask,
     )
     sig = np.where(np.isfinite(r50) & (r50 > 0), r50, 1.0) * (2.0 / 2.35)
     # exact pixel/circle overlaps (subpix=0) are both more accurate and faster than sampling
@@ -108,6 +150,7 @@ def measure(
         columns["snr"] = np.where(flux_err > 0, flux / flux_err, 0.0).astype(np.float32)
 
     flag = objects["flag"].astype(np.int64) | F.aperture_flags(aper_flag | kron_flag)
+    flag |= np.where(degenerate, F.SINGULAR, 0)
     near = (xpos < edge_margin_px) | (ypos < edge_margin_px) | (xpos > nx - 1 - edge_margin_px) | (ypos > ny - 1 - edge_margin_px)
     flag |= np.where(near, F.NEAR_EDGE, 0)
     if saturation_level is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,8 +20,16 @@ from astropy.io import fits
 
 from . import __version__, storage
 from .alerts import raise_alerts
-from .errors import ImageTooLarge, SkysiftError
-from .fitsio import ImageInfo, build_wcs, inspect_with_header, make_image_id, read_image
+from .astrometry import WcsStatus
+from .errors import ImageTooLarge, InternalError, SkysiftError, WorkerDied
+from .fitsio import (
+    ImageInfo,
+    build_wcs,
+    inspect_image,
+    inspect_with_header,
+    make_image_id,
+    read_image,
+)
 from .measurement import measure_image
 from .ports import AlertPublisher, CatalogStore
 from .schema import IMAGES_SCHEMA, sources_schema
@@ -58,7 +67,7 @@ def _info_columns(info: ImageInfo) -> dict:
         "image_id": info.image_id, "uri": info.uri, "content_hash": info.content_hash,
         "hdu": info.hdu, "hdu_name": info.hdu_name, "nx": info.nx, "ny": info.ny,
         "bytes": info.bytes, "bitpix": info.bitpix, "compressed": info.compressed,
-        "wcs_kind": info.wcs_kind, "telescope": info.telescope, "instrument": info.instrument,
+        "wcs_kind": info.wcs_kind, "checksum_status": str(info.checksum_status), "telescope": info.telescope, "instrument": info.instrument,
         "wavelength_angstrom": info.wavelength_angstrom, "obs_time": info.obs_time,
         "exptime_s": info.exptime_s, "survey": info.survey, "band": info.band, "obs_night": info.obs_night,
     }
@@ -122,49 +131,93 @@ def _failed(uri: str, route: str, exc: SkysiftError, info: ImageInfo | None = No
     return ImageResult(image_row(info, status="failed", route=route, uri=str(uri), error=exc, **values), info=info, error=exc)
 
 
+def failed_result(uri: str, error: SkysiftError, *, route: str = "local", hdu: int | str | None = None,
+                  survey_default: str | None = None, read_header: bool = True) -> ImageResult:
+    """The ``failed`` result of an image whose processing broke off with ``error``.
+
+    With ``read_header`` its header is read again (cheap, and bounded) so that the row
+    still carries the image's survey, band and night when the header is readable;
+    otherwise, or when it is not, the row has the URI and a content-based image_id only.
+    """
+    info = None
+    if read_header:
+        try:
+            info = inspect_image(uri, hdu, survey_default=survey_default)
+        except Exception:  # the header may be the very thing that broke
+            info = None
+    return _failed(uri, route, error, info)
+
+
 def _indexed(info: ImageInfo, header, wcs, t0: float, **values) -> ImageResult:
     row = image_row(info, status="indexed", route="index_only", total_s=time.perf_counter() - t0,
-                    wcs_header=_wcs_text(header, wcs), **values)
+                    wcs_header=_wcs_text(header, wcs), wcs_status=str(WcsStatus.NONE), **values)
     return ImageResult(row, info=info)
 
 
 def _measured(info: ImageInfo, header, wcs, result, settings: Settings, route: str, t0: float, read_s: float) -> ImageResult:
     table = sources_table(info, result.columns, settings)
     timings = {"read_s": read_s, **result.timings, "total_s": time.perf_counter() - t0}
-    row = image_row(info, status="ok", route=route, wcs_header=_wcs_text(header, wcs), **result.stats, **timings)
+    trusted = result.stats.get("wcs_status") == WcsStatus.VALID  # an untrusted WCS is not kept for reuse
+    row = image_row(info, status="ok", route=route, wcs_header=_wcs_text(header, wcs) if trusted else None,
+                    **result.stats, **timings)
     return ImageResult(row, sources=table, info=info, timings=timings)
 
 
 def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: str = "local",
                   workers: int = 1) -> ImageResult:
-    """Read and measure one image; never raises for bad input.
+    """Read and measure one image; never raises, whatever the input or the fault.
 
     Images within :func:`in_memory_pixel_limit` are read whole; larger ones (judged from
     the header, before any pixel is read) are measured tile by tile in bounded memory,
     with ``workers`` processes. Returns an :class:`ImageResult` whose ``image_row`` has
-    status ``ok`` (sources measured), ``indexed`` (helioprojective or no celestial WCS:
-    indexed, not extracted) or ``failed`` (``error`` holds the typed error and its reason).
+    status ``ok`` (sources measured; if the header names sky axes but its WCS cannot be
+    trusted, with null sky positions and ``wcs_status`` = 'wcs_invalid'), ``indexed``
+    (helioprojective or no celestial WCS: indexed, not extracted) or ``failed`` (``error`` holds the typed error and its reason).
+
+    Known causes fail with their typed reason; any other exception (a bug, a library's
+    edge case, memory exhausted) fails the image with reason ``internal_error``, the
+    exception's class, message and a traceback digest, so that one image can never stop
+    a run. Only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
     """
+    try:
+        return _process_image(uri, settings, hdu=hdu, route=route, workers=workers)
+    except SkysiftError as exc:  # a typed error from a step that does not catch its own
+        return failed_result(uri, exc, route=route, hdu=hdu, survey_default=settings.survey)
+    except BrokenProcessPool as exc:  # a tile or strip process was killed (out of memory?)
+        died = WorkerDied(f"a process measuring part of this image died ({exc}): give it more memory "
+                          "(--max-memory, fewer workers with -j) or check the file", uri=str(uri))
+        return failed_result(uri, died, route=route, hdu=hdu, survey_default=settings.survey)
+    except Exception as exc:  # the point: no exception escapes one image
+        log.debug("internal error while processing %s", uri, exc_info=True)
+        error = InternalError.from_exception(exc, uri=str(uri))
+        return failed_result(uri, error, route=route, hdu=hdu, survey_default=settings.survey)
+
+
+def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route: str, workers: int) -> ImageResult:
     t0 = time.perf_counter()
     limit = in_memory_pixel_limit(settings)
     info = None
     try:
         # judge big files from their header before reading any pixel
         if route == "large" or storage.object_size(storage.normalize_uri(uri)) > limit * 4:
-            info, header = inspect_with_header(uri, hdu, survey_default=settings.survey)
+            info, header = inspect_with_header(uri, hdu, survey_default=settings.survey,
+                                        limits=settings.limits.header_limits())
             if info.pixels > limit or route == "large":
                 return _process_tiled(info, header, settings, workers, t0)
-        image = read_image(uri, hdu, max_pixels=limit, survey_default=settings.survey)
+        image = read_image(uri, hdu, max_pixels=limit, survey_default=settings.survey,
+                           limits=settings.limits.header_limits(),
+                           reject_bad_checksum=settings.limits.reject_bad_checksum)
     except ImageTooLarge:  # a compressed file that expands beyond the limit
         try:
-            return _process_tiled(*inspect_with_header(uri, hdu, survey_default=settings.survey), settings, workers, t0)
+            return _process_tiled(*inspect_with_header(uri, hdu, survey_default=settings.survey,
+                                        limits=settings.limits.header_limits()), settings, workers, t0)
         except SkysiftError as exc:
             return _failed(uri, "large", exc, info)
     except SkysiftError as exc:
         return _failed(uri, route, exc, info)
     read_s = time.perf_counter() - t0
     info = image.info
-    if info.wcs_kind != "celestial" or image.wcs is None:
+    if info.wcs_kind != "celestial":  # a broken celestial WCS is still measured, with null sky positions
         return _indexed(info, image.header, image.wcs, t0, read_s=read_s)
     try:
         result = measure_image(image, settings, workers=workers)

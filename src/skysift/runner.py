@@ -10,26 +10,40 @@ Runs resume: an image whose current version (same image_id) already has an ``ok`
 or ``indexed`` row is not measured again, and its alerts are not evaluated again
 once they have been. Every image is written on its own, atomically, so an
 interrupted run loses at most the images in flight. Each run leaves a JSON report.
+
+One image never stops a run: :func:`~skysift.pipeline.process_image` turns every
+exception into a failed row; a worker process killed by the kernel (out of memory, a
+crash in compiled code) breaks the pool, so the images it was measuring are tried
+again alone and, if they kill their process again, recorded as failed
+(``worker_died``) while the run goes on in a new pool; and an image whose alerts
+cannot be evaluated is logged and listed in the report (and tried again next run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
+import os
+import signal
 import statistics
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import storage
 from .alerts import LogPublisher, deliver_alerts, prepare_alerts
-from .errors import SkysiftError
+from .errors import InternalError, SkysiftError, WorkerDied
 from .fitsio import make_image_id
-from .pipeline import ImageSummary, process_image, record, summarize
+from .pipeline import ImageSummary, failed_result, process_image, record, summarize
 from .query import LocalCatalog
 from .settings import Settings
 from .tables import LocalTables
@@ -37,6 +51,10 @@ from .tables import LocalTables
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[ImageSummary], None]
+#: Exit statuses of ``skysift run`` (usage and configuration errors exit with 2).
+EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+#: ``on_done(index, result, error)``: one call of :func:`run_surviving` finished.
+DoneCallback = Callable[[int, Any, BaseException | None], None]
 
 
 @dataclass
@@ -47,9 +65,25 @@ class RunReport:
     skipped: int = 0
     interrupted: bool = False
     report_path: str | None = None
+    #: images measured but whose alerts could not be evaluated: {uri, image_id, reason, message}
+    alert_failures: list[dict] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.summaries if s.status == status)
+
+    @property
+    def succeeded(self) -> bool:
+        """Every image ok or indexed, every alert evaluated, and the run not interrupted."""
+        return not (self.interrupted or self.alert_failures or self.count("failed"))
+
+    @property
+    def exit_code(self) -> int:
+        """The run's exit status: :data:`EXIT_OK` (0) when it :attr:`succeeded`, :data:`EXIT_FAILURES`
+        (1) when any image or its alerts failed (each is recorded and listed), :data:`EXIT_INTERRUPTED`
+        (130, as for SIGINT) when interrupted."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.succeeded else EXIT_FAILURES
 
     @property
     def n_sources(self) -> int:
@@ -71,6 +105,7 @@ class RunReport:
             "status": dict(Counter(s.status for s in self.summaries)),
             "failure_reasons": dict(Counter(s.reason for s in self.summaries if s.reason)),
             "failures": [{"uri": s.uri, "reason": s.reason, "message": s.message} for s in self.summaries if s.status == "failed"],
+            "alert_failures": self.alert_failures,
             "sources": self.n_sources,
             "alerts": self.n_alerts,
             "seconds_per_image_median": statistics.median(measured) if measured else None,
@@ -84,6 +119,20 @@ def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile
         storage.prefetch(upcoming)  # read ahead while this image is measured
     result = process_image(uri, settings, hdu=hdu, workers=tile_workers)
     pointers = record(result, LocalTables(settings.home))
+    return summarize(result, pointers), result.image_row
+
+
+def _record_failure(uri: str, exc: BaseException, settings: Settings, hdu: int | str | None) -> tuple[ImageSummary, dict]:
+    """The failed row of an image whose measurement ended in ``exc`` outside
+    :func:`process_image` (its process died, or its rows could not be written)."""
+    error = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=uri)
+    # a dead worker may have died reading the header: do not read it again in this process
+    result = failed_result(uri, error, hdu=hdu, survey_default=settings.survey, read_header=not isinstance(exc, WorkerDied))
+    try:
+        pointers = record(result, LocalTables(settings.home))
+    except Exception:  # the failure is still reported in the run's summary and report
+        log.warning("%s: could not record its failure", uri, exc_info=True)
+        pointers = {}
     return summarize(result, pointers), result.image_row
 
 
@@ -125,8 +174,12 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
               on_image: ProgressCallback | None = None, resume: bool = True) -> RunReport:
     """Process every image, write the tables under ``settings.home``, raise alerts, report."""
     t0 = time.perf_counter()
-    uris = [storage.normalize_uri(u) for u in uris]
     home = Path(settings.home)
+    uris = [storage.normalize_uri(u) for u in uris]
+    own = {u for u in uris if storage.is_within(u, home)}
+    if own:  # the home's cut-outs and tables are outputs, never inputs (no recursion)
+        log.warning("%d file(s) inside the skysift home %s left out: a run never ingests its own outputs", len(own), home)
+        uris = [u for u in uris if u not in own]
     todo, finished_rows = _already_done(uris, home) if resume else (uris, [])
     report = RunReport(skipped=len(finished_rows))
     rows: list[dict] = list(finished_rows)
@@ -134,29 +187,26 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
     # with an equal share of the memory budget.
     per_worker = settings.model_copy(update={"limits": settings.limits.model_copy(
         update={"max_memory_bytes": max(2**28, settings.limits.max_memory_bytes // max(1, workers))})})
+
+    def done(i: int, outcome: tuple[ImageSummary, dict] | None, error: BaseException | None) -> None:
+        summary, row = outcome if error is None else _record_failure(todo[i], error, settings, hdu)
+        report.summaries.append(summary)
+        rows.append(row)
+        if on_image:
+            on_image(summary)
+
     try:
         if workers <= 1 or len(todo) <= 1:
             for i, uri in enumerate(todo):
-                summary, row = _measure_and_write(uri, settings, hdu, workers, _upcoming(todo, i + 1))
-                report.summaries.append(summary)
-                rows.append(row)
-                if on_image:
-                    on_image(summary)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                # tasks start in order: the worker on image i reads ahead the one starting after i's peers
-                futures = [pool.submit(_measure_and_write, uri, per_worker, hdu, 1, _upcoming(todo, i + workers))
-                           for i, uri in enumerate(todo)]
                 try:
-                    for future in as_completed(futures):
-                        summary, row = future.result()
-                        report.summaries.append(summary)
-                        rows.append(row)
-                        if on_image:
-                            on_image(summary)
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+                    outcome, error = _measure_and_write(uri, settings, hdu, workers, _upcoming(todo, i + 1)), None
+                except Exception as exc:  # e.g. the rows could not be written: this image fails, the run goes on
+                    outcome, error = None, exc
+                done(i, outcome, error)
+        else:
+            # tasks start in order: the worker on image i reads ahead the one starting after i's peers
+            calls = [(uri, per_worker, hdu, 1, _upcoming(todo, i + workers)) for i, uri in enumerate(todo)]
+            run_surviving(_measure_and_write, calls, workers, done)
     except KeyboardInterrupt:
         report.interrupted = True
         log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
@@ -174,18 +224,25 @@ def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: S
 
     Every image's rows are written by now, so each image's alerts (which read the tables
     and earlier images' pixels, and store cutouts named by alert_id) are prepared in
-    parallel; delivery is in order.
+    parallel; delivery is in order. An image whose alerts fail (to prepare or to deliver)
+    is logged and listed in ``report.alert_failures``, is not marked as evaluated (the
+    next run tries it again), and the other images' alerts go on.
     """
     store, publisher = LocalTables(settings.home), LogPublisher(settings.home)
     by_id = {s.image_id: s for s in report.summaries}
     ordered = sorted(rows, key=lambda r: (r.get("obs_time") is None, str(r.get("obs_time")), r.get("uri") or ""))
     pending = [r for r in ordered if r.get("status") == "ok" and not _alerts_marker(Path(settings.home), r["image_id"]).exists()]
+    deliver = _InOrderDelivery(pending, store, publisher, by_id, settings, report)
     if workers > 1 and len(pending) > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_open_worker_store, initargs=(settings.home,)) as pool:
-            prepared = pool.map(_prepare_alerts, pending, [settings] * len(pending), chunksize=4)
-            _deliver_in_order(pending, prepared, store, publisher, by_id, settings)
+        run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
+                      initializer=_open_worker_store, initargs=(settings.home,))
     else:
-        _deliver_in_order(pending, (_prepare_alerts(r, settings, store) for r in pending), store, publisher, by_id, settings)
+        for i, row in enumerate(pending):
+            try:
+                prepared, error = _prepare_alerts(row, settings, store), None
+            except Exception as exc:
+                prepared, error = None, exc
+            deliver(i, prepared, error)
 
 
 _worker_store: LocalTables | None = None
@@ -202,15 +259,160 @@ def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = N
     return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background)
 
 
-def _deliver_in_order(rows: list[dict], prepared: Iterable, store: LocalTables, publisher: LogPublisher,
-                      by_id: dict[str, ImageSummary], settings: Settings) -> None:
-    for row, alerts in zip(rows, prepared, strict=True):
-        sent = deliver_alerts(row, alerts, store, publisher)
-        marker = _alerts_marker(Path(settings.home), row["image_id"])
+class _InOrderDelivery:
+    """A :data:`DoneCallback` that delivers prepared alerts in the rows' order, whatever order
+    they were prepared in, and records an image whose alerts failed instead of stopping."""
+
+    def __init__(self, rows: list[dict], store: LocalTables, publisher: LogPublisher,
+                 by_id: dict[str, ImageSummary], settings: Settings, report: RunReport) -> None:
+        self.rows, self.store, self.publisher = rows, store, publisher
+        self.by_id, self.home, self.report = by_id, Path(settings.home), report
+        self.ready: dict[int, tuple[list[dict] | None, BaseException | None]] = {}
+        self.next = 0
+
+    def __call__(self, index: int, alerts: list[dict] | None, error: BaseException | None) -> None:
+        self.ready[index] = (alerts, error)
+        while self.next in self.ready:
+            alerts, error = self.ready.pop(self.next)
+            self._deliver(self.rows[self.next], alerts, error)
+            self.next += 1
+
+    def _deliver(self, row: dict, alerts: list[dict] | None, error: BaseException | None) -> None:
+        try:
+            if error is not None:
+                raise error
+            sent = deliver_alerts(row, alerts, self.store, self.publisher)
+        except Exception as exc:
+            failure = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=row.get("uri"))
+            log.warning("%s: alerts not evaluated (%s: %s); the next run tries again", row.get("uri"), failure.reason, failure.message)
+            self.report.alert_failures.append({"uri": row.get("uri"), "image_id": row["image_id"], "reason": failure.reason,
+                                               "message": failure.message})
+            return
+        marker = _alerts_marker(self.home, row["image_id"])
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
-        if row["image_id"] in by_id:
-            by_id[row["image_id"]].n_alerts = len(sent)
+        if row["image_id"] in self.by_id:
+            self.by_id[row["image_id"]].n_alerts = len(sent)
+
+
+def run_surviving(fn: Callable[..., Any], calls: list[tuple], workers: int, on_done: DoneCallback, *,
+                  initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> None:
+    """``fn(*calls[i])`` for every ``i`` in ``workers`` processes, surviving the death of a worker.
+
+    ``on_done(i, result, error)`` runs in this process as each call finishes, with the
+    exception the call raised as ``error`` (then ``result`` is None). A worker killed by
+    the kernel (out of memory, a crash in compiled code) breaks the whole pool and every
+    call not yet finished with it: the calls that were running are each tried again alone
+    in a fresh process, so the one that kills its process again ends with
+    :class:`~skysift.errors.WorkerDied` and the innocent ones succeed; the calls that were
+    still queued go on in a new pool. ``KeyboardInterrupt`` cancels what has not started.
+    """
+    pending = list(range(len(calls)))
+    with tempfile.TemporaryDirectory(prefix="skysift-running-") as running:
+        while pending:
+            broken = _pool_round(fn, calls, pending, workers, on_done, running, initializer, initargs)
+            suspects = _running_when_broken(running, broken) or broken[:1]
+            if broken:
+                log.warning("a worker process died; trying the %d image(s) it may have been measuring alone", len(suspects))
+            for i in suspects:
+                _run_alone(fn, calls[i], i, on_done, initializer, initargs)
+            pending = [i for i in broken if i not in suspects]
+
+
+def _pool_round(fn, calls, pending: list[int], workers: int, on_done: DoneCallback, running: str,
+                initializer, initargs) -> list[int]:
+    """Run ``pending`` calls in one pool; returns those lost when the pool broke (submission order)."""
+    broken = []
+    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
+        futures = {pool.submit(_tracked, running, i, fn, *calls[i]): i for i in pending}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken.append(i)
+                    continue
+                except Exception as exc:
+                    on_done(i, None, exc)
+                    continue
+                on_done(i, result, None)
+        except BaseException:  # KeyboardInterrupt (also from ``on_done``): start nothing new
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return sorted(broken)
+
+
+def _tracked(running: str, index: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a pool worker, leaving ``running/<pid>`` = index while it runs,
+    so that after a pool breaks the parent knows which calls were running."""
+    marker = Path(running) / str(os.getpid())
+    marker.write_text(str(index))
+    try:
+        return fn(*args)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _running_when_broken(running: str, broken: list[int]) -> list[int]:
+    """Indices of the calls that were running when the pool broke (their markers remain); clears them."""
+    found = set()
+    for marker in Path(running).iterdir():
+        with contextlib.suppress(OSError, ValueError):  # a marker being written as the pool broke
+            found.add(int(marker.read_text()))
+        marker.unlink(missing_ok=True)
+    return [i for i in broken if i in found]
+
+
+def _run_alone(fn: Callable[..., Any], args: tuple, index: int, on_done: DoneCallback,
+               initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """``fn(*args)`` in a process of its own, so that if it dies, it dies alone and says how."""
+    context = multiprocessing.get_context()
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_alone_child, args=(send, fn, args, initializer, initargs))
+    process.start()
+    send.close()
+    try:
+        outcome = receive.recv()  # EOFError when the child dies before it answers
+    except EOFError:
+        outcome = None
+    finally:
+        receive.close()
+        process.join()
+    if outcome is None:
+        on_done(index, None, WorkerDied(_death_message(process.exitcode)))
+    elif outcome[0] == "ok":
+        on_done(index, outcome[1], None)
+    else:
+        on_done(index, None, outcome[1])
+
+
+def _alone_child(send, fn: Callable[..., Any], args: tuple, initializer, initargs: tuple) -> None:
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+        outcome = ("ok", fn(*args))
+    except Exception as exc:
+        outcome = ("error", exc)
+    try:
+        send.send(outcome)
+    except Exception as exc:  # an exception that cannot be pickled: send what it was
+        send.send(("error", InternalError.from_exception(exc)))
+    send.close()
+
+
+def _death_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        cause = " (the kernel's out-of-memory killer sends it)" if -exitcode == signal.SIGKILL else ""
+        how = f"was killed by {name}{cause}"
+    else:
+        how = f"exited with status {exitcode}"
+    return (f"the process measuring this image {how}, in the pool and again alone: "
+            "give it more memory (--max-memory, fewer workers with -j) or check the file")
 
 
 def _write_report(home: Path, report: RunReport) -> str:

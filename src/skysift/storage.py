@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import fsspec
 
-from .errors import SourceNotFound
+from .errors import NotWritable, SourceNotFound
 
 #: Extensions of files that are treated as FITS images when scanning directories.
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
@@ -77,6 +77,40 @@ def object_size(uri: str) -> int:
         raise SourceNotFound("no such file or object", uri=uri) from exc
 
 
+def check_writable(uri: str, *, make_parents: bool = False) -> None:
+    """Fail now, not after a long computation, when ``uri`` cannot be written.
+
+    A local path must not be a directory and its directory must exist and be writable
+    (with ``make_parents``: the nearest existing ancestor, where the missing directories
+    will be made). For a remote URL the bucket must exist and accept the credentials (a
+    HEAD request; a role that may write but not read the bucket passes, and the write
+    itself will tell). Raises :class:`NotWritable`; the remote store's own credential and
+    region errors propagate as they are.
+    """
+    if is_remote(uri):
+        fs, path = _filesystem(uri)
+        bucket = path.split("/", 1)[0]
+        try:
+            fs.info(bucket)
+        except FileNotFoundError as exc:
+            raise NotWritable(f"bucket {bucket!r} does not exist", uri=uri) from exc
+        except PermissionError:
+            pass
+        return
+    target = Path(uri).expanduser()
+    if target.is_dir():
+        raise NotWritable("is a directory: give a file name", uri=uri)
+    folder = target.parent
+    if make_parents:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    if not folder.is_dir():
+        problem = f"{str(folder)!r} is not a directory" if folder.exists() else f"directory {str(folder)!r} does not exist"
+        raise NotWritable(problem, uri=uri)
+    if not os.access(folder, os.W_OK):
+        raise NotWritable(f"directory {str(folder)!r} is not writable", uri=uri)
+
+
 def prefetch(uri: str) -> None:
     """Ask the OS to start reading a local file into the page cache, and return at once.
 
@@ -113,18 +147,32 @@ def fingerprint(uri: str, data: bytes | None = None) -> str:
         return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def list_fits(root: str, recursive: bool = True) -> list[str]:
-    """FITS files below a directory or prefix, sorted; a single file is returned as is."""
+def is_within(uri: str, folder: str | os.PathLike[str]) -> bool:
+    """True when ``uri`` is ``folder`` or lies below it (local paths resolved, remote prefixes compared)."""
+    return _below(normalize_uri(uri), normalize_uri(folder))
+
+
+def _below(uri: str, folder: str) -> bool:
+    folder = folder.rstrip("/")
+    return uri == folder or uri.startswith(folder + "/")
+
+
+def list_fits(root: str, recursive: bool = True, *, exclude: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """FITS files below a directory or prefix, sorted; a single file is returned as is.
+
+    Files within any of the ``exclude`` folders are left out: a run passes its own home
+    (tables, alert cut-outs, reports) so that it never ingests its own outputs, even
+    when the home lies inside the directory it scans.
+    """
+    excluded = [normalize_uri(folder) for folder in exclude]
     if not is_remote(root) and Path(root).is_file():
-        return [normalize_uri(root)]
-    fs, path = _filesystem(root)
-    if not fs.exists(path):
-        raise SourceNotFound("no such directory or prefix", uri=root)
-    found = fs.find(path) if recursive else fs.ls(path, detail=False)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    uris = []
-    for item in found:
-        if not item.lower().endswith(FITS_SUFFIXES):
-            continue
-        uris.append(item if protocol in ("file", "local") else f"{protocol}://{item}")
-    return sorted(normalize_uri(u) for u in uris)
+        found_uris = [normalize_uri(root)]
+    else:
+        fs, path = _filesystem(root)
+        if not fs.exists(path):
+            raise SourceNotFound("no such directory or prefix", uri=root)
+        found = fs.find(path) if recursive else fs.ls(path, detail=False)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        found_uris = [normalize_uri(item if protocol in ("file", "local") else f"{protocol}://{item}")
+                      for item in found if item.lower().endswith(FITS_SUFFIXES)]
+    return sorted(u for u in found_uris if not any(_below(u, folder) for folder in excluded))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TypeVar
@@ -85,12 +86,13 @@ def map_forked(func: Callable[[T], R], items: list[T], workers: int) -> list[R]:
     """``[func(item) for item in items]`` in ``workers`` forked processes.
 
     The children inherit ``func`` and the arrays it closes over, so only the items
-    and the results cross process boundaries.
+    and the results cross process boundaries. A child killed by the kernel raises
+    ``BrokenProcessPool`` here (a ``multiprocessing.Pool`` would wait for it forever).
     """
     global _task
     _task = func
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(items))) as pool:
-            return pool.map(_run, items, chunksize=1)
+        with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_run, items))
     finally:
         _task = None
