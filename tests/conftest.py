@@ -68,3 +68,10 @@ def make_sky(tmp_path):
         return path, sky
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _plain_output(monkeypatch):
+    """Commands print what they print in CI, whatever the developer's shell forces (colour, width)."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "LINES"):
+        monkeypatch.delenv(name, raising=False)

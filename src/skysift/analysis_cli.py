@@ -1,8 +1,8 @@
 """``skysift crossmatch`` and ``skysift completeness``: parse input, call the library, print.
 
 Registered on the main group with :func:`register` (``register(cli)`` in
-:mod:`skysift.cli`). Errors are skysift's typed errors, which the group turns into a
-one-line message and exit code 2.
+:mod:`skysift.cli`). Errors are skysift's typed errors, which the group ends with a
+one-line message and the exit status of :mod:`skysift.terminal`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import click
 from astropy import units as u
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from . import terminal
+from .terminal import HDU, OutputFile
+
+console = terminal.console()
 
 
 def _settings(ctx: click.Context, **overrides):
@@ -25,17 +27,18 @@ def _settings(ctx: click.Context, **overrides):
 
 
 def _arcsec(text: str) -> float:
-    """'1arcsec', '0.5 arcsec', '2' (arcsec), '0.001deg' -> arcsec."""
+    """'1arcsec', '0.5 arcsec', '2' (arcsec), '0.001deg' -> arcsec (> 0)."""
     try:
         quantity = u.Quantity(text.strip())
     except (TypeError, ValueError) as exc:
         raise click.BadParameter(f"{text!r} is not an angle such as 1arcsec or 0.0003deg") from exc
-    if quantity.unit == u.dimensionless_unscaled:
-        return float(quantity.value)
     try:
-        return float(quantity.to_value(u.arcsec))
+        value = float(quantity.value if quantity.unit == u.dimensionless_unscaled else quantity.to_value(u.arcsec))
     except u.UnitConversionError as exc:
         raise click.BadParameter(f"{text!r} is not an angle") from exc
+    if not value > 0:
+        raise click.BadParameter(f"{text!r}: the radius must be positive")
+    return value
 
 
 def _fmt(value, digits: int = 3, sign: str = "+") -> str:
@@ -46,12 +49,13 @@ def _fmt(value, digits: int = 3, sign: str = "+") -> str:
 @click.option("--reference", "reference_path", type=click.Path(exists=True, dir_okay=False),
               help="Reference catalog: Parquet or CSV with ra, dec (deg) and a magnitude column.")
 @click.option("--gaia", is_flag=True, help="Fetch Gaia DR3 around the image footprints (needs network and astroquery).")
-@click.option("--radius", default="1arcsec", show_default=True, help="Match radius (e.g. 1arcsec, 0.5arcsec).")
+@click.option("--radius", "radius_arcsec", default="1arcsec", show_default=True, callback=lambda ctx, param, value: _arcsec(value),
+              help="Match radius (e.g. 1arcsec, 0.5arcsec).")
 @click.option("--mag-column", default=None, help="Reference magnitude column (default: mag, phot_g_mean_mag, rmag...).")
-@click.option("--min-snr-zp", default=20.0, show_default=True, help="Minimum SNR of sources in the zero-point statistic.")
+@click.option("--min-snr-zp", type=click.FloatRange(min=0), default=20.0, show_default=True, help="Minimum SNR of sources in the zero-point statistic.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def crossmatch(ctx: click.Context, reference_path: str | None, gaia: bool, radius: str, mag_column: str | None,
+def crossmatch(ctx: click.Context, reference_path: str | None, gaia: bool, radius_arcsec: float, mag_column: str | None,
                min_snr_zp: float, as_json: bool) -> None:
     """Match the sources table to a reference catalog; write the matches table; report offsets."""
     from . import crossmatch as xm
@@ -60,9 +64,9 @@ def crossmatch(ctx: click.Context, reference_path: str | None, gaia: bool, radiu
     if bool(reference_path) == gaia:
         raise click.UsageError("give exactly one of --reference FILE or --gaia")
     home = _settings(ctx).home
-    radius_arcsec = _arcsec(radius)
     if gaia:
-        images = LocalCatalog(home).sql("SELECT center_ra, center_dec, radius_deg FROM images WHERE status = 'ok'")
+        images = LocalCatalog(home).sql("SELECT center_ra, center_dec, radius_deg FROM images WHERE status = 'ok' "
+                                    "AND center_ra IS NOT NULL")
         reference = xm.fetch_gaia(images.itertuples(index=False, name=None))
     else:
         reference = xm.read_reference(reference_path, mag_column)
@@ -92,24 +96,23 @@ def crossmatch(ctx: click.Context, reference_path: str | None, gaia: bool, radiu
 
 @click.command()
 @click.argument("image")
-@click.option("--rounds", default=4, show_default=True, help="Detection runs, each with a fresh set of stars.")
-@click.option("--stars", "n_per_round", default=300, show_default=True, help="Artificial stars per run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True, help="Detection runs, each with a fresh set of stars.")
+@click.option("--stars", "n_per_round", type=click.IntRange(min=1), default=300, show_default=True, help="Artificial stars per run.")
 @click.option("--mag-min", type=float, help="Brightest injected magnitude (default: 5-sigma limit - 2.5).")
 @click.option("--mag-max", type=float, help="Faintest injected magnitude (default: 5-sigma limit + 1.5).")
-@click.option("--fwhm", "seeing_fwhm_px", type=float, help="PSF FWHM in pixels (default: the image's measured seeing).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--plot", "plot_path", default=None, help="Also draw the curve into this PNG.")
-@click.option("--hdu", default=None)
+@click.option("--fwhm", "seeing_fwhm_px", type=click.FloatRange(min=0, min_open=True), help="PSF FWHM in pixels (default: the image's measured seeing).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--plot", "plot_path", type=OutputFile(), default=None, help="Also draw the curve into this PNG.")
+@click.option("--hdu", type=HDU, default=None)
 @click.pass_context
 def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, mag_min: float | None,
                  mag_max: float | None, seeing_fwhm_px: float | None, seed: int, plot_path: str | None,
-                 hdu: str | None) -> None:
+                 hdu: int | str | None) -> None:
     """Inject artificial stars into IMAGE, re-detect, and record its 50%/90% limiting magnitudes."""
     from .analysis_tables import analysis_catalog
     from .completeness import record_completeness, run_completeness
 
     settings = _settings(ctx)
-    hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
     if seeing_fwhm_px is None:
         from .storage import normalize_uri
 
@@ -124,7 +127,7 @@ def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, 
         mag_range = (mag_min, mag_max)
     with console.status(f"injecting {rounds} x {n_per_round} stars..."):
         result = run_completeness(image, settings, seeing_fwhm_px=seeing_fwhm_px, mag_range=mag_range,
-                                  n_per_round=n_per_round, rounds=rounds, seed=seed, hdu=hdu_value)
+                                  n_per_round=n_per_round, rounds=rounds, seed=seed, hdu=hdu)
     pointers = record_completeness(settings.home, result)
     table = Table(title=f"completeness of {Path(result.uri).name} (FWHM {result.seeing_fwhm_px:.2f} px)")
     for name in ("mag", "injected", "recovered", "completeness"):

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,32 +20,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__, storage
-from .errors import SkysiftError
-from .settings import Settings
+from . import __version__, storage, terminal
+from .errors import NoImageHDU, SkysiftError
+from .settings import ALERT_RULES, Settings
+from .terminal import HDU, OutputFile, SkysiftGroup
 
-console = Console()
-err_console = Console(stderr=True)
+console = terminal.console()
+err_console = terminal.console(stderr=True)
 
 
 def _settings(ctx: click.Context, **overrides) -> Settings:
     root = ctx.find_root().params
     return Settings.load(root.get("config"), home=root.get("home"), **overrides)
-
-
-def _fail(exc: SkysiftError) -> None:
-    err_console.print(f"[bold red]error[/] ({exc.reason}): {exc}")
-    sys.exit(2)
-
-
-class SkysiftGroup(click.Group):
-    """Turns skysift's typed errors into a one-line message and exit code 2."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except SkysiftError as exc:
-            _fail(exc)
 
 
 @click.group(cls=SkysiftGroup)
@@ -64,8 +49,8 @@ def cli(home: str, config: str | None, verbose: int) -> None:
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False), default="sky")
-@click.option("--size", default=1024, show_default=True, help="Image side, pixels.")
-@click.option("--seed", default=42, show_default=True)
+@click.option("--size", type=click.IntRange(64, 16384), default=1024, show_default=True, help="Image side, pixels.")
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
 def sample(out_dir: str, size: int, seed: int) -> None:
     """Write a small synthetic survey with known truth into OUT_DIR."""
     from .sample import make_sample
@@ -77,8 +62,9 @@ def sample(out_dir: str, size: int, seed: int) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("--hdu", default=None, help="HDU index or name (default: the first 2-D image).")
-@click.option("-j", "--workers", default=os.cpu_count() or 1, show_default=True, help="Parallel processes.")
+@click.option("--hdu", type=HDU, default=None, help="HDU index or name (default: the first 2-D image).")
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
+              help="Parallel processes.")
 @click.option("--threshold", "detection__threshold_sigma", type=float, help="Detection threshold (matched-filter sigma).")
 @click.option("--min-area", "detection__min_area_px", type=int, help="Minimum pixels above threshold.")
 @click.option("--deblend-cont", "detection__deblend_cont", type=float, help="Deblending contrast (1 = off).")
@@ -91,15 +77,21 @@ def sample(out_dir: str, size: int, seed: int) -> None:
 @click.option("--min-flux-alert", "alerts__high_flux", type=float, help="high_flux alert threshold (counts).")
 @click.option("--new-radius", "alerts__new_source_radius_arcsec", type=float, help="new_source match radius, arcsec.")
 @click.pass_context
-def run(ctx: click.Context, target: str, hdu: str | None, workers: int, force: bool, **overrides) -> None:
-    """Process every FITS file under TARGET (a directory, file or s3:// prefix)."""
+def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, force: bool, **overrides) -> None:
+    """Process every FITS file under TARGET (a directory, file or s3:// prefix).
+
+    Files inside the home (tables, alert cut-outs, reports) are never taken as input.
+    Exit status: 0 when every image was measured or indexed, 1 when any image (or its
+    alerts) failed (each failure is recorded and listed, and the run goes on), 130 when
+    interrupted, 2 for a usage or configuration error.
+    """
     from .runner import run_local
 
     settings = _settings(ctx, **overrides)
-    uris = storage.list_fits(target)
+    uris = storage.list_fits(target, exclude=[settings.home])  # never its own outputs
     if not uris:
         raise click.UsageError(f"no FITS files (*.fits, *.fits.gz, *.fz) under {target}")
-    hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
+    hdu_value = _hdu_of_single_file(hdu, target, uris)
     columns = [TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as progress:
@@ -126,13 +118,20 @@ def run(ctx: click.Context, target: str, hdu: str | None, workers: int, force: b
         console.print(f"{report.skipped} image(s) already done were skipped (--force to redo them)")
     if report.interrupted:
         console.print("[yellow]interrupted[/]: finished images are kept; run the same command again to resume")
+    failures = [(s.uri, s.reason, s.message) for s in report.summaries if s.status == "failed"]
+    failures += [(f["uri"], "alerts " + str(f["reason"]), f["message"]) for f in report.alert_failures]
+    if failures:
+        console.print(f"[bold red]{len(failures)} failure(s)[/] (details in the run report):")
+        for uri, reason, message in failures:
+            console.print(f"  {uri}: {reason}: {message}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"run report: {report.report_path}")
+    sys.exit(report.exit_code)
 
 
 @cli.command()
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--limit", default=50, show_default=True, help="Rows to print in table format.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Rows to print in table format.")
 @click.option("--athena", is_flag=True, help="Run on Athena (the deployed stack's Glue tables) instead of locally.")
 @click.option("--stack", default="skysift-dev", show_default=True, help="CloudFormation stack, with --athena.")
 @click.pass_context
@@ -161,6 +160,25 @@ def query(ctx: click.Context, sql: str, fmt: str, limit: int, athena: bool, stac
             console.print(f"... {len(frame) - limit} more rows (use --limit or --format csv)")
 
 
+def _hdu_of_single_file(hdu: int | str | None, target: str, uris: list[str]) -> int | str | None:
+    """``hdu``, after checking that the one file given has it (a usage error if not).
+
+    A directory's files are not opened here: one without the HDU is recorded as
+    failed (``no_image_hdu``) and the run goes on.
+    """
+    if hdu is None or uris != [storage.normalize_uri(target)]:
+        return hdu
+    from .fitsio import inspect_image
+
+    try:
+        inspect_image(uris[0], hdu)
+    except NoImageHDU as exc:
+        raise click.BadParameter(exc.message, param_hint="'--hdu'") from exc
+    except SkysiftError:
+        pass  # any other problem with the file is the run's to record
+    return hdu
+
+
 _BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
                "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
 
@@ -180,8 +198,8 @@ def _fmt(value) -> str:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("-n", "--limit", default=20, show_default=True)
-@click.option("--rule", help="Only this rule (high_snr, high_flux, new_source).")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--rule", type=click.Choice(ALERT_RULES), help="Only this rule.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> None:
@@ -201,37 +219,47 @@ def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> N
     if console.width < 130:  # a narrow terminal: one block per alert reads better than a squeezed table
         for a in items:
             mag = "" if a.get("mag_ab") is None else f"  mag {a['mag_ab']:.2f}"
+            where = "RA, Dec unknown (WCS not trusted)" if a.get("ra") is None else f"RA {a['ra']:.5f}  Dec {a['dec']:+.5f}"
             console.print(f"[bold]{a['rule']}[/]  {(a.get('obs_time') or '')[:16]}  {a['source_id']}\n"
-                          f"    RA {a['ra']:.5f}  Dec {a['dec']:+.5f}  SNR {a['snr']:.0f}{mag}\n    {a['detail']}")
+                          f"    {where}  SNR {a['snr']:.0f}{mag}\n    {a['detail']}")
         return
     table = Table(title="alerts (newest first)")
     for name in ("observed", "rule", "source", "ra", "dec", "snr", "mag", "why"):
         table.add_column(name, no_wrap=name != "why")
     for a in items:
-        table.add_row((a.get("obs_time") or "")[:16], a["rule"], a["source_id"], f"{a['ra']:.5f}", f"{a['dec']:.5f}",
+        ra, dec = ("", "") if a.get("ra") is None else (f"{a['ra']:.5f}", f"{a['dec']:.5f}")  # null: WCS not trusted
+        table.add_row((a.get("obs_time") or "")[:16], a["rule"], a["source_id"], ra, dec,
                       f"{a['snr']:.0f}", "" if a.get("mag_ab") is None else f"{a['mag_ab']:.2f}", a["detail"])
     console.print(table)
 
 
 @cli.command()
 @click.argument("image", required=False)
-@click.option("-o", "--output", default=None, help="PNG path (default: IMAGE name + .png, or overview.png).")
-@click.option("--hdu", default=None)
+@click.option("-o", "--output", type=OutputFile(), default=None,
+              help="PNG path (default: IMAGE name + .png, or overview.png).")
+@click.option("--hdu", type=HDU, default=None)
 @click.option("--overview", is_flag=True, help="Catalog overview from the tables: sky map with footprints, "
               "magnitude and SNR histograms, size-magnitude diagram (no IMAGE).")
 @click.option("--diagnostics", is_flag=True, help="IMAGE with detections, its background map and RMS map.")
 @click.pass_context
-def plot(ctx: click.Context, image: str | None, output: str | None, hdu: str | None, overview: bool,
+def plot(ctx: click.Context, image: str | None, output: str | None, hdu: int | str | None, overview: bool,
          diagnostics: bool) -> None:
-    """Draw an image with its detections (measured now, with the current settings), or the catalog overview."""
-    from .fitsio import read_image
+    """Draw an image with its detections (measured now, with the current settings), or the catalog overview.
+
+    Large images are drawn block-averaged, read in bands or tiles within the memory budget.
+    """
     from .pipeline import process_image
-    from .plotting import catalog_overview, detections_overlay, image_diagnostics
+    from .plotting import catalog_overview, detections_overlay, image_diagnostics, read_for_display
 
     settings = _settings(ctx)
+    if overview and (image is not None or diagnostics):
+        raise click.UsageError("--overview draws the whole catalog: give no IMAGE and no --diagnostics")
+    if not overview and image is None:
+        raise click.UsageError("give an IMAGE, or --overview")
+    out = output or ("overview.png" if overview else
+                     Path(image).name.split(".")[0] + ("_diagnostics" if diagnostics else "") + ".png")
+    storage.check_writable(out)  # before the work, not after
     if overview:
-        if image is not None or diagnostics:
-            raise click.UsageError("--overview draws the whole catalog: give no IMAGE and no --diagnostics")
         from .query import LocalCatalog
 
         catalog = LocalCatalog(settings.home)
@@ -239,22 +267,14 @@ def plot(ctx: click.Context, image: str | None, output: str | None, hdu: str | N
         if sources.empty:
             raise click.UsageError(f"no sources in {settings.home}: run `skysift run` first")
         images = catalog.sql("SELECT corners_ra, corners_dec FROM images WHERE status = 'ok'")
-        out = output or "overview.png"
         catalog_overview(sources, images, out, title=str(settings.home))
         console.print(f"wrote {out} ({len(sources)} sources, {len(images)} images)")
         return
-    if image is None:
-        raise click.UsageError("give an IMAGE, or --overview")
-    hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
-    result = process_image(image, settings, hdu=hdu_value)
+    result = process_image(image, settings, hdu=hdu)
     if result.error is not None:
         raise result.error
-    pixels = read_image(image, hdu_value, max_pixels=settings.limits.max_pixels)
-    out = output or Path(image).name.split(".")[0] + ("_diagnostics" if diagnostics else "") + ".png"
-    if diagnostics:
-        image_diagnostics(pixels, result.sources, out, background=settings.background)
-    else:
-        detections_overlay(pixels, result.sources, out)
+    view = read_for_display(image, result.info.hdu, settings, background=diagnostics)
+    (image_diagnostics if diagnostics else detections_overlay)(view, result.sources, out)
     console.print(f"wrote {out} ({result.image_row.get('n_sources') or 0} detections)")
 
 
@@ -273,13 +293,78 @@ def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("image")
-@click.option("--hdu", default=None)
-def inspect(image: str, hdu: str | None) -> None:
+@click.option("--hdu", type=HDU, default=None)
+def inspect(image: str, hdu: int | str | None) -> None:
     """Header-only description of an image (what the router sees)."""
     from .fitsio import inspect_image
 
-    hdu_value = int(hdu) if hdu is not None and hdu.isdigit() else hdu
-    click.echo(inspect_image(image, hdu_value).model_dump_json(indent=2))
+    click.echo(inspect_image(image, hdu).model_dump_json(indent=2))
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Move damaged files to HOME/damaged/ (their images are then measured "
+              "again by the next run) and remove temporaries that killed writers left.")
+@click.option("--deep", is_flag=True, help="Read every column of every file, not only the footers (slower).")
+@click.pass_context
+def check(ctx: click.Context, repair: bool, deep: bool) -> None:
+    """Check that every table file under the home can be read; exit 1 if any cannot."""
+    from . import integrity
+
+    home = Path(_settings(ctx).home)
+    files = integrity.table_files(home)
+    damaged = integrity.find_damaged(home, deep=deep)
+    for item in damaged:
+        click.echo(f"damaged: {item.path} ({item.problem})")
+    if repair:
+        orphaned = integrity.images_without_sources(home, damaged) if damaged else []
+        for item in orphaned:
+            click.echo(f"to redo: {item.path} ({item.problem})")
+        for target in integrity.move_aside(home, damaged + orphaned):
+            click.echo(f"moved to {target}")
+        for path in integrity.remove_orphan_temporaries(home, older_than_s=0.0):
+            click.echo(f"removed temporary {path}")
+    click.echo(f"{len(files)} table files, {len(damaged)} damaged" + (", moved aside" if repair and damaged else ""))
+    if damaged and not repair:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("-o", "--output", type=OutputFile(), required=True,
+              help="File to write: .fits (FITS table), .vot (VOTable) or .reg (DS9 regions).")
+@click.option("--format", "fmt", type=click.Choice(["fits", "votable", "ds9"]), default=None,
+              help="Default: from the output's suffix.")
+@click.option("--image", default=None, help="Only this image (its path, URI or image_id); required for ds9.")
+@click.option("--table", type=click.Choice(["sources", "images", "alerts"]), default="sources", show_default=True)
+@click.option("--where", default=None, help="SQL condition on the table's columns, e.g. \"snr > 20\".")
+@click.pass_context
+def export(ctx: click.Context, output: str, fmt: str | None, image: str | None, table: str,
+           where: str | None) -> None:
+    """Write a catalog for TOPCAT, Aladin or DS9: FITS table, VOTable or DS9 region file."""
+    from .export import ExportError, ExportFormat, image_wcs, write_regions, write_table
+    from .query import LocalCatalog
+
+    chosen = ExportFormat(fmt) if fmt else ExportFormat.from_path(output)
+    catalog = LocalCatalog(_settings(ctx).home)
+    images = catalog.sql("SELECT image_id, uri, wcs_header FROM images WHERE status = 'ok'")
+    if image is not None:
+        wanted = {image, storage.normalize_uri(image)}
+        images = images[images["image_id"].isin(wanted) | images["uri"].isin(wanted)]
+        if images.empty:
+            raise ExportError(f"no measured image {image!r} in the tables (see 'skysift query \"SELECT uri FROM images\"')")
+    if chosen is ExportFormat.DS9 and len(images) != 1:
+        raise click.UsageError("a DS9 region file is for one image: name it with --image")
+    conditions = [f"({where})"] if where else []
+    params = {}
+    if image is not None or chosen is ExportFormat.DS9:
+        conditions.append("image_id = $image_id")
+        params["image_id"] = images.iloc[0]["image_id"]
+    sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+    rows = catalog.arrow(sql, params)
+    if chosen is ExportFormat.DS9:
+        path = write_regions(rows, image_wcs(images.iloc[0]["wcs_header"]), output)
+    else:
+        path = write_table(rows, output, chosen, table)
+    click.echo(f"wrote {path} ({rows.num_rows} rows, {chosen})")
 
 
 def _register_extensions() -> None:

@@ -1,6 +1,16 @@
-"""Pictures people would rather look at than tables (matplotlib, headless Agg)."""
+"""Pictures people would rather look at than tables (matplotlib, headless Agg).
+
+Images are drawn from a :class:`DisplayImage`: block averages small enough to draw
+(:data:`DISPLAY_MAX_SIDE`), read in bands or tiles by :func:`read_for_display` so that
+drawing an image of any size stays within the configured memory budget. The blocks are
+placed in the full image's pixel coordinates, so its WCS and its detections (measured
+at full resolution) are drawn as they are.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -11,27 +21,116 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from astropy.visualization import ImageNormalize, ZScaleInterval
+from astropy.wcs import WCS
 from matplotlib.patches import Ellipse, Polygon
 
 from .background import estimate_background
-from .fitsio import Image
-from .settings import BackgroundSettings
+from .fitsio import SECTION_BAND_BYTES, Sections, build_wcs
+from .settings import Settings
+from .tiles import plan_tiles, tile_size_for_memory
+
+#: Longest side, in blocks, of an image as drawn; larger images are block-averaged down to it
+#: (a figure is about 1000 pixels across, so nothing visible is lost).
+DISPLAY_MAX_SIDE = 1024
 
 
-def detections_overlay(image: Image, sources: pa.Table | None, out_path: str, *, title: str | None = None,
+@dataclass(frozen=True)
+class DisplayImage:
+    """An image reduced for drawing: means of ``factor`` x ``factor`` pixel blocks (counts).
+
+    ``background`` and ``rms`` (the sky level and noise maps, same blocks) are present
+    when asked for. Blocks with no valid pixel are NaN.
+    """
+
+    name: str
+    shape: tuple[int, int]  # (ny, nx) of the full image
+    data: np.ndarray
+    factor: int
+    wcs: WCS | None
+    background: np.ndarray | None = None
+    rms: np.ndarray | None = None
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """Where the blocks lie in full-resolution pixel coordinates (for ``imshow``)."""
+        ny, nx = self.data.shape
+        return (-0.5, nx * self.factor - 0.5, -0.5, ny * self.factor - 0.5)
+
+
+def block_mean(data: np.ndarray, factor: int) -> np.ndarray:
+    """Means of the finite pixels of ``factor`` x ``factor`` blocks of ``data`` (float32).
+
+    Edge blocks may be partial; a block without a finite pixel is NaN.
+    """
+    finite = np.isfinite(data)
+    if factor == 1:
+        return np.where(finite, data, np.nan).astype(np.float32)
+    starts_y, starts_x = np.arange(0, data.shape[0], factor), np.arange(0, data.shape[1], factor)
+    sums = np.add.reduceat(np.add.reduceat(np.where(finite, data, 0), starts_y, axis=0, dtype=np.float64),
+                           starts_x, axis=1)
+    counts = np.add.reduceat(np.add.reduceat(finite.astype(np.int32), starts_y, axis=0), starts_x, axis=1)
+    means = np.full(sums.shape, np.nan, np.float32)
+    np.divide(sums, counts, out=means, where=counts > 0, casting="unsafe")
+    return means
+
+
+def read_for_display(uri: str, hdu: int | str | None, settings: Settings, *, background: bool = False,
+                     max_side: int = DISPLAY_MAX_SIDE) -> DisplayImage:
+    """The image as blocks of at most ``max_side`` per side, read without holding it whole.
+
+    Without ``background``, bands of whole rows are read (each at most
+    :data:`~skysift.fitsio.SECTION_BAND_BYTES` as float64). With it, the image is read in
+    the tiles (with margins) that the large-image path uses under
+    ``settings.limits.max_memory_bytes``, and each tile's sky level and RMS maps are
+    averaged in the same blocks.
+    """
+    with Sections(uri, hdu, block_size=2**20, gzip_in_memory=False) as image:
+        ny, nx = image.shape
+        factor = max(1, math.ceil(max(ny, nx) / max_side))
+        blocks = (math.ceil(ny / factor), math.ceil(nx / factor))
+        maps = {name: np.full(blocks, np.nan, np.float32) for name in ("data", "background", "rms")[: 3 if background else 1]}
+        if background:
+            margin, box = settings.limits.tile_margin_px, settings.background.box_px
+            step = box * factor // math.gcd(box, factor)  # cores on both the mesh and the block grid
+            tile_px = tile_size_for_memory(settings.limits.max_memory_bytes, 1, margin, box)
+            tile_px = max(step, tile_px - tile_px % step)
+            for tile in plan_tiles(nx, ny, tile_px, margin):
+                data, mask = image.read(tile.ry0, tile.ry1, tile.rx0, tile.rx1)
+                if mask.all():
+                    continue
+                sky = estimate_background(data, mask if mask.any() else None, settings.background)
+                core = (slice(tile.y0 - tile.ry0, tile.y1 - tile.ry0), slice(tile.x0 - tile.rx0, tile.x1 - tile.rx0))
+                for name, values in (("data", data), ("background", sky.model.back(dtype=np.float32)), ("rms", sky.rms)):
+                    _put_blocks(maps[name], values[core], tile.y0, tile.x0, factor)
+        else:
+            rows = max(factor, SECTION_BAND_BYTES // (8 * nx) // factor * factor)
+            for y0 in range(0, ny, rows):
+                data, _ = image.read(y0, min(ny, y0 + rows), 0, nx)
+                _put_blocks(maps["data"], data, y0, 0, factor)
+        wcs = build_wcs(image.header)
+    return DisplayImage(name=uri.rsplit("/", 1)[-1], shape=(ny, nx), data=maps["data"], factor=factor, wcs=wcs,
+                        background=maps.get("background"), rms=maps.get("rms"))
+
+
+def _put_blocks(out: np.ndarray, data: np.ndarray, y0: int, x0: int, factor: int) -> None:
+    """Block means of ``data``, whose corner [y0, x0] lies on the block grid, into ``out``."""
+    means = block_mean(data, factor)
+    by, bx = y0 // factor, x0 // factor
+    out[by : by + means.shape[0], bx : bx + means.shape[1]] = means
+
+
+def detections_overlay(image: DisplayImage, sources: pa.Table | None, out_path: str, *, title: str | None = None,
                        max_ellipses: int = 5000) -> str:
     """The image (zscale) with each detection's Kron ellipse, coloured by star/galaxy score."""
     fig = plt.figure(figsize=(9, 8))
     ax = fig.add_subplot(111, projection=image.wcs) if image.wcs is not None else fig.add_subplot(111)
-    _show(ax, image.data)
+    _show(ax, image)
     n = _draw_detections(fig, ax, sources, max_ellipses)
     if image.wcs is not None:
         ax.set_xlabel("RA (ICRS)")
         ax.set_ylabel("Dec (ICRS)")
-    ax.set_title(title or f"{image.info.uri.rsplit('/', 1)[-1]}: {n} detections")
-    fig.savefig(out_path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out_path
+    ax.set_title(title or f"{image.name}: {n} detections")
+    return _save(fig, out_path)
 
 
 def _draw_detections(fig, ax, sources: pa.Table | None, max_ellipses: int) -> int:
@@ -51,9 +150,16 @@ def _draw_detections(fig, ax, sources: pa.Table | None, max_ellipses: int) -> in
     return n
 
 
-def _show(ax, data: np.ndarray, cmap: str = "gray"):
-    norm = ImageNormalize(np.nan_to_num(data, nan=np.nanmedian(data)), interval=ZScaleInterval())
-    return ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+def _show(ax, image: DisplayImage, data: np.ndarray | None = None, cmap: str = "gray", norm=None):
+    """``data`` (default: the image's, zscaled) in the full image's pixel coordinates, cropped to them
+    (edge blocks may reach past the image)."""
+    if data is None:
+        data = image.data
+        norm = ImageNormalize(np.nan_to_num(data, nan=np.nanmedian(data)), interval=ZScaleInterval())
+    shown = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest", extent=image.extent)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(-0.5, image.shape[0] - 0.5)
+    return shown
 
 
 def _save(fig, out_path: str) -> str:
@@ -113,19 +219,22 @@ def catalog_overview(sources: pd.DataFrame, images: pd.DataFrame, out_path: str,
     return _save(fig, out_path)
 
 
-def image_diagnostics(image: Image, sources: pa.Table | None, out_path: str, *,
-                      background: BackgroundSettings | None = None, max_ellipses: int = 5000) -> str:
-    """Three panels of one image: detections drawn on it, the background map and the RMS map (counts)."""
-    bkg = estimate_background(image.data.copy(), image.mask, background or BackgroundSettings())
-    level = bkg.model.back(dtype=np.float32)
-    fig, (ax_img, ax_back, ax_rms) = plt.subplots(1, 3, figsize=(19, 6))
-    _show(ax_img, image.data)
+def image_diagnostics(image: DisplayImage, sources: pa.Table | None, out_path: str, *,
+                      max_ellipses: int = 5000) -> str:
+    """Three panels of one image: detections drawn on it, the background map and the RMS map (counts).
+
+    ``image`` comes from :func:`read_for_display` with ``background=True``.
+    """
+    if image.background is None or image.rms is None:
+        raise ValueError("image_diagnostics needs read_for_display(..., background=True)")
+    fig, (ax_img, ax_back, ax_rms) = plt.subplots(1, 3, figsize=(19, 6), layout="constrained")
+    _show(ax_img, image)
     n = _draw_detections(fig, ax_img, sources, max_ellipses)
-    ax_img.set_title(f"{image.info.uri.rsplit('/', 1)[-1]}: {n} detections")
-    for ax, data, name in ((ax_back, level, "background level"), (ax_rms, bkg.rms, "background RMS")):
-        shown = ax.imshow(data, origin="lower", cmap="magma", interpolation="nearest")
+    ax_img.set_title(f"{image.name}: {n} detections")
+    for ax, data, name in ((ax_back, image.background, "background level"), (ax_rms, image.rms, "background RMS")):
+        shown = _show(ax, image, data, cmap="magma")
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="counts")
-        ax.set_title(f"{name}: median {np.median(data):.4g} counts")
+        ax.set_title(f"{name}: median {np.nanmedian(data):.4g} counts")
     for ax in (ax_img, ax_back, ax_rms):
         ax.set(xlabel="x (pix)", ylabel="y (pix)")
     return _save(fig, out_path)

@@ -42,7 +42,12 @@ def _universe(rng: np.random.Generator, n_stars: int, n_galaxies: int, half_widt
 
 def _on_image(spec: SkySpec, catalog: dict) -> dict:
     wcs = make_wcs(spec)
-    x, y = wcs.all_world2pix(catalog["ra"], catalog["dec"], 0)
+    # the SIP polynomial diverges far outside a small image: invert it only near the image
+    x, y = wcs.wcs_world2pix(catalog["ra"], catalog["dec"], 0)
+    near = (x > -50) & (y > -50) & (x < spec.nx + 49) & (y < spec.ny + 49)
+    x, y = np.full_like(x, -1e9), np.full_like(y, -1e9)
+    if near.any():
+        x[near], y[near] = wcs.all_world2pix(catalog["ra"][near], catalog["dec"][near], 0)
     inside = (x > -10) & (y > -10) & (x < spec.nx + 9) & (y < spec.ny + 9)
     out = {k: np.asarray(v)[inside] for k, v in catalog.items() if k not in ("ra", "dec")}
     out["x"], out["y"] = x[inside], y[inside]

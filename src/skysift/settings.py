@@ -1,8 +1,8 @@
 """Settings: one typed, frozen object built once at the entrypoint and passed down.
 
 Values come, lowest priority first, from the defaults below, a TOML file
-(``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``
-tables), ``SKYSIFT_*`` environment variables for the few deployment knobs, and
+(``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``,
+``[wcs]`` tables), ``SKYSIFT_*`` environment variables for the few deployment knobs, and
 explicit overrides from command-line flags.
 """
 
@@ -59,6 +59,10 @@ class PhotometrySettings(_Frozen):
     gain_e_per_count: float | None = Field(None, description="None: GAIN header keyword")
 
 
+#: The alert rules: an alert's ``rule`` and its SNS ``kind`` attribute.
+ALERT_RULES = ("high_snr", "high_flux", "new_source")
+
+
 class AlertSettings(_Frozen):
     """Alert rules. A rule with its threshold set to None is off."""
 
@@ -92,6 +96,14 @@ class LimitSettings(_Frozen):
                             max_axis_px=self.max_axis_px, max_decompressed_bytes=self.max_decompressed_bytes)
 
 
+class WcsSettings(_Frozen):
+    """When an image's celestial WCS is trusted (see :func:`skysift.astrometry.validate_celestial_wcs`);
+    an untrusted one leaves its sources' sky positions null, with the reason."""
+
+    min_pixel_scale_arcsec: float = Field(1e-5, gt=0, description="finer pixel scales are implausible, arcsec/pixel")
+    max_pixel_scale_arcsec: float = Field(3600.0, gt=0, description="coarser pixel scales are implausible, arcsec/pixel")
+
+
 class Settings(_Frozen):
     """Everything the pipeline needs to know, in one frozen object."""
 
@@ -102,6 +114,7 @@ class Settings(_Frozen):
     photometry: PhotometrySettings = PhotometrySettings()
     alerts: AlertSettings = AlertSettings()
     limits: LimitSettings = LimitSettings()
+    wcs: WcsSettings = WcsSettings()
 
     @classmethod
     def load(cls, toml_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -55,7 +55,7 @@ def _run(definition: dict, role: str, document: dict | None = None) -> dict:
     machine = sfn.create_state_machine(name=f"m{time.monotonic_ns()}", definition=json.dumps(definition),
                                        roleArn=role)["stateMachineArn"]
     execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(document or {}))["executionArn"]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 600  # a guard against a hang, far beyond any slow machine
     while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.05)

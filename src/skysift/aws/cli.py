@@ -14,23 +14,32 @@ CloudFormation stack (``--stack``, default ``skysift-dev``).
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 import click
+from botocore.exceptions import ClientError
 
 from ..errors import ConfigError
+from ..settings import ALERT_RULES
 from ..storage import FITS_SUFFIXES
 
 #: Alert kinds the rules produce (the ``kind`` message attribute).
-KINDS = ("high_snr", "high_flux", "new_source")
+KINDS = ALERT_RULES
 
 
 def stack_output(stack: str, key: str) -> str:
     """One output of the deployed stack (e.g. ``SurveyIngestStateMachineArn``)."""
-    outputs = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    try:
+        outputs = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ValidationError":
+            raise
+        raise ConfigError(f"no CloudFormation stack {stack!r} in this account and region: deploy it "
+                          "(sam deploy) or name it with --stack or SKYSIFT_STACK") from exc
     for output in outputs:
         if output["OutputKey"] == key:
             return output["OutputValue"]
@@ -128,18 +137,53 @@ def athena_query_for(sql: str, *, stack: str = "skysift-dev", database: str | No
 
 
 # -- click commands ----------------------------------------------------------------------------
+_ARN = re.compile(r"^arn:aws[a-z-]*:(?P<service>[a-z0-9-]+):[a-z0-9-]+:\d{12}:[A-Za-z0-9_.:-]+$")
+
+
+def _arn_of(service: str):
+    """A click callback accepting only ARNs of ``service`` (checked before any AWS call)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        match = _ARN.match(value) if value is not None else None
+        if value is not None and (match is None or match.group("service") != service):
+            raise click.BadParameter(f"{value!r} is not an {service.upper()} ARN "
+                                     f"(arn:aws:{service}:REGION:ACCOUNT:NAME)")
+        return value
+
+    return check
+
+
+def _s3_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.match(r"^s3://[^/\s]+(/.*)?$", value):
+        raise click.BadParameter(f"expected s3://bucket/prefix, got {value!r}")
+    return value
+
+
+def _parameters(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs as a dict (names are checked against template.yaml by the emulation)."""
+    parsed = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {text!r}")
+        parsed[name.strip()] = value
+    return parsed
+
+
 stack_option = click.option("--stack", default="skysift-dev", show_default=True, envvar="SKYSIFT_STACK",
                             help="CloudFormation stack whose outputs name the resources.")
 
 
 @click.command("ingest")
-@click.argument("target", required=False)
-@click.option("--manifest", help="s3://bucket/key of a JSON array of {bucket, key}.")
+@click.argument("target", required=False, callback=_s3_url)
+@click.option("--manifest", callback=_s3_url, help="s3://bucket/key of a JSON array of {bucket, key}.")
 @click.option("--state-machine", envvar="SKYSIFT_SURVEY_STATE_MACHINE_ARN", help="SurveyIngest ARN (default: stack output).")
 @stack_option
 @click.option("--wait/--no-wait", default=False, help="Wait for the survey and print its report.")
 def ingest_command(target: str | None, manifest: str | None, state_machine: str | None, stack: str, wait: bool) -> None:
     """Ingest every FITS object under s3://BUCKET/PREFIX (or a manifest) through SurveyIngest on AWS."""
+    if bool(target) == bool(manifest):
+        raise click.UsageError("give exactly one of s3://BUCKET/PREFIX or --manifest s3://BUCKET/KEY")
     arn = state_machine or stack_output(stack, "SurveyIngestStateMachineArn")
     execution = start_survey(arn, target, manifest)
     click.echo(execution)
@@ -152,7 +196,7 @@ def ingest_command(target: str | None, manifest: str | None, state_machine: str 
 
 
 @click.command("subscribe")
-@click.option("--sqs", "sqs_arn", help="ARN of an SQS queue.")
+@click.option("--sqs", "sqs_arn", callback=_arn_of("sqs"), help="ARN of an SQS queue.")
 @click.option("--allow/--no-allow", default=True, show_default=True,
               help="Add a statement to the queue's policy that lets the alert topic send to it.")
 @click.option("--email", help="An email address (confirmed by the link SNS sends).")
@@ -161,10 +205,12 @@ def ingest_command(target: str | None, manifest: str | None, state_machine: str 
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only these rules (repeatable).")
 @click.option("--survey", "surveys", multiple=True, help="Only these surveys (repeatable).")
 @click.option("--band", "bands", multiple=True, help="Only these bands (repeatable).")
-@click.option("--topic-arn", envvar="SKYSIFT_ALERT_TOPIC_ARN", help="Alert topic (default: stack output).")
+@click.option("--topic-arn", envvar="SKYSIFT_ALERT_TOPIC_ARN", callback=_arn_of("sns"), help="Alert topic (default: stack output).")
 @stack_option
 def subscribe_command(sqs_arn, allow, email, min_snr, max_mag, kinds, surveys, bands, topic_arn, stack) -> None:
     """Subscribe to alerts, filtered on their message attributes."""
+    if bool(sqs_arn) == bool(email):
+        raise click.UsageError("give exactly one of --sqs ARN or --email ADDRESS")
     topic = topic_arn or stack_output(stack, "AlertTopicArn")
     policy = filter_policy(min_snr=min_snr, kinds=kinds, surveys=surveys, bands=bands, max_mag=max_mag)
     if sqs_arn and allow:
@@ -179,15 +225,15 @@ def subscribe_command(sqs_arn, allow, email, min_snr, max_mag, kinds, surveys, b
               help="Upload these FITS files to the raw bucket and report what the system did.")
 @click.option("--survey", "survey_dir", type=click.Path(exists=True, file_okay=False),
               help="Upload these FITS files under survey/ and run SurveyIngest over them.")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Template parameter (repeatable).")
+@click.option("--param", "parameters", multiple=True, metavar="NAME=VALUE", callback=_parameters,
+              help="Template parameter of template.yaml (repeatable).")
 @click.option("--serve/--no-serve", default=False, help="Keep the emulation up (Ctrl-C to stop) for aws --endpoint-url.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), help="Checkout with template.yaml (default: cwd).")
-def emulate_command(upload_dir: str | None, survey_dir: str | None, params: tuple[str, ...], serve: bool,
+def emulate_command(upload_dir: str | None, survey_dir: str | None, parameters: dict[str, str], serve: bool,
                     root: str | None) -> None:
     """Run the AWS system of template.yaml on moto in this process (no AWS account, no Docker)."""
     from .emulate import Emulation
 
-    parameters = dict(p.split("=", 1) for p in params)
     with Emulation(root, parameters=parameters) as aws:
         click.echo(f"moto endpoint: {aws.server.url}  (AWS_ENDPOINT_URL={aws.server.url} aws s3 ls)")
         click.echo(f"raw bucket: s3://{aws.raw_bucket}  catalog: s3://{aws.catalog_bucket}  glue: {aws.database}")

@@ -120,3 +120,34 @@ def parameter_defaults(template: dict[str, Any]) -> dict[str, Any]:
 
 def resources_of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {name: spec for name, spec in template["Resources"].items() if spec["Type"] == type_}
+
+
+def check_parameters(template: dict[str, Any], values: dict[str, Any]) -> None:
+    """Refuse parameter values CloudFormation would refuse for this template.
+
+    A name the template does not declare (the message lists those it does), a
+    ``Number`` that is not a number or lies outside ``MinValue``/``MaxValue``, a value
+    outside ``AllowedValues`` or not matching ``AllowedPattern``: :class:`ConfigError`.
+    """
+    declared = template.get("Parameters", {})
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise ConfigError(f"template.yaml has no parameter {', '.join(unknown)}; "
+                          f"its parameters are {', '.join(declared)}")
+    for name, value in values.items():
+        spec, text = declared[name], str(value)
+        if spec.get("Type") == "Number":
+            try:
+                number = float(text)
+            except ValueError:
+                raise ConfigError(f"parameter {name} must be a number, got {text!r}") from None
+            low, high = spec.get("MinValue"), spec.get("MaxValue")
+            if (low is not None and number < float(low)) or (high is not None and number > float(high)):
+                raise ConfigError(f"parameter {name} = {text} is outside [{low if low is not None else '-inf'}, "
+                                  f"{high if high is not None else 'inf'}]")
+        allowed = spec.get("AllowedValues")
+        if allowed is not None and text not in [str(v) for v in allowed]:
+            raise ConfigError(f"parameter {name} = {text!r} is not one of {', '.join(str(v) for v in allowed)}")
+        pattern = spec.get("AllowedPattern")
+        if pattern is not None and not re.fullmatch(pattern, text):
+            raise ConfigError(f"parameter {name} = {text!r} does not match {pattern}")

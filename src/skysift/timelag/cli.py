@@ -23,8 +23,9 @@ from datetime import datetime
 import astropy.units as u
 import click
 
-from ..errors import SkysiftError
+from .. import storage
 from ..settings import Settings
+from ..terminal import OutputFile, SkysiftCommand
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ DURATION_TYPE = _Parsed("DURATION", parse_duration_s, float)
 _TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"])
 
 
-@click.command("timelag")
+@click.command("timelag", cls=SkysiftCommand)
 @click.option("--channel-a", type=float, required=True, help="wavelength of channel A, Angstrom (e.g. 193)")
 @click.option("--channel-b", type=float, required=True, help="wavelength of channel B, Angstrom; lag > 0: B follows A")
 @click.option("--start", type=_TIME, required=True, help="series start, UTC (ISO 8601)")
@@ -90,8 +91,9 @@ _TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d
 @click.option("--fov", type=PAIR_TYPE, default="500,500", show_default=True, help="cutout width,height, arcsec")
 @click.option("--cadence", type=DURATION_TYPE, default="4min", show_default=True, help="common time grid step")
 @click.option("--max-lag", type=DURATION_TYPE, default="6h", show_default=True, help="largest |lag| searched")
-@click.option("-o", "--output", required=True, help="FITS result: path or s3:// URL")
-@click.option("--png", default=None, help="PNG plot [default: output name with .png]")
+@click.option("-o", "--output", type=OutputFile(make_parents=True, remote_ok=True), required=True,
+              help="FITS result: path or s3:// URL")
+@click.option("--png", type=OutputFile(make_parents=True, remote_ok=True), default=None, help="PNG plot [default: output name with .png]")
 @click.option("--instrument", default=None, help="only frames whose INSTRUME/TELESCOP contains this, e.g. AIA")
 @click.option("--scale", type=float, default=None, help="cutout pixel size, arcsec [default: the reference frame's]")
 @click.option("--reference-time", type=_TIME, default=None, help="observer/time of the cutout [default: --start]")
@@ -112,6 +114,8 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
     """Map the time lag between two channels of a solar image series (FITS + PNG).
 
     Prints a JSON summary (outputs, frame counts, lag statistics in seconds) on stdout.
+    The outputs are checked to be writable (for s3://, the bucket and credentials) before
+    any work starts.
     """
     # imported here: sunpy, reproject and distributed load only when the command runs
     try:
@@ -124,24 +128,23 @@ def timelag_command(channel_a: float, channel_b: float, start: datetime, end: da
     except ImportError as exc:
         raise click.ClickException(f"time-lag analysis needs the solar extra: pip install 'skysift[solar]' ({exc})") from exc
 
-    try:
-        request = TimeLagRequest.parse({
-            "channel_a": channel_a, "channel_b": channel_b, "start": start, "end": end,
-            "center_arcsec": center, "fov_arcsec": fov, "cadence_s": cadence, "max_lag_s": max_lag,
-            "instrument": instrument, "scale_arcsec": scale, "reference_time": reference_time,
-            "index": index_spec or str(Settings().home), "output": output, "png": png,
-            "scheduler": scheduler, "workers": workers, "tile_px": tile,
-        })
-        index = open_index(request.index)
-        tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
-        with dask_client(request.scheduler, request.workers, connect_timeout_s=scheduler_timeout) as client:
-            # distributed: a bar over the submitted futures; threads/sync: dask's local ProgressBar
-            local_bar = ProgressBar(out=sys.stderr) if progress and client is None else contextlib.nullcontext()
-            with local_bar:
-                summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None,
-                                      tables=tables)
-    except SkysiftError as exc:
-        raise click.ClickException(f"[{exc.reason}] {exc}") from exc
+    request = TimeLagRequest.parse({
+        "channel_a": channel_a, "channel_b": channel_b, "start": start, "end": end,
+        "center_arcsec": center, "fov_arcsec": fov, "cadence_s": cadence, "max_lag_s": max_lag,
+        "instrument": instrument, "scale_arcsec": scale, "reference_time": reference_time,
+        "index": index_spec or str(Settings().home), "output": output, "png": png,
+        "scheduler": scheduler, "workers": workers, "tile_px": tile,
+    })
+    for uri in (request.output, request.png_output):  # before the computation, not after it
+        storage.check_writable(uri, make_parents=True)
+    index = open_index(request.index)
+    tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
+    with dask_client(request.scheduler, request.workers, connect_timeout_s=scheduler_timeout) as client:
+        # distributed: a bar over the submitted futures; threads/sync: dask's local ProgressBar
+        local_bar = ProgressBar(out=sys.stderr) if progress and client is None else contextlib.nullcontext()
+        with local_bar:
+            summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None,
+                                  tables=tables)
     click.echo(json.dumps(summary, indent=2))
 
 
