@@ -35,7 +35,7 @@ from astropy.io import fits
 from astropy.nddata import Cutout2D
 
 from . import flags as F
-from .astrometry import sky_to_pixel
+from .astrometry import WcsStatus, sky_to_pixel
 from .errors import SkysiftError
 from .fitsio import Sections, build_wcs
 from .forced import forced_snr
@@ -99,11 +99,17 @@ def _farther_than(here: SkyCoord, history: pa.Table, radius_arcsec: float) -> np
 
 def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
                 background: BackgroundSettings) -> dict[int, str]:
-    """Row index -> reason for sources with no counterpart in earlier images of this sky."""
-    if rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image_row.get("obs_time") is None:
+    """Row index -> reason for sources with no counterpart in earlier images of this sky.
+
+    A source without a sky position (its image's WCS is not trusted) is never new: there
+    is nothing to compare it with.
+    """
+    if (rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image_row.get("obs_time") is None
+            or image_row.get("center_ra") is None):
         return {}
     snr = sources["snr"].to_numpy(zero_copy_only=False)
-    candidates = np.flatnonzero(_clean(sources) & (snr >= rules.new_source_min_snr))
+    placed = np.isfinite(sources["ra"].to_numpy()) & np.isfinite(sources["dec"].to_numpy())  # null -> NaN
+    candidates = np.flatnonzero(_clean(sources) & placed & (snr >= rules.new_source_min_snr))
     if candidates.size == 0:
         return {}
     radius = float(image_row["radius_deg"])
@@ -190,13 +196,15 @@ def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: Ale
     return alerts
 
 
-def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: int) -> list[bytes]:
-    """Small FITS cutouts (with WCS) around each alert's source, each read as a section."""
+def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: int, *,
+                with_wcs: bool = True) -> list[bytes]:
+    """Small FITS cutouts around each alert's source, each read as a section; with the
+    image's WCS unless ``with_wcs`` is False (a WCS that is not trusted is not passed on)."""
     if not alerts:
         return []
     out = []
     with Sections(image_uri, hdu) as image:
-        wcs = build_wcs(image.header)
+        wcs = build_wcs(image.header) if with_wcs else None
         ny, nx = image.shape
         reach = size_px // 2 + 2  # every pixel Cutout2D may take, whatever the rounding
         for alert in alerts:
@@ -224,7 +232,8 @@ def prepare_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, rule
     time order (:func:`deliver_alerts`).
     """
     alerts = evaluate(image_row, sources, store, rules, background)
-    cutouts = cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px)
+    cutouts = cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px,
+                          with_wcs=image_row.get("wcs_status") != WcsStatus.INVALID)
     return [{**alert, "cutout_uri": store.put_cutout(alert["alert_id"], data)} for alert, data in zip(alerts, cutouts, strict=True)]
 
 
@@ -249,8 +258,12 @@ def alert_message(alert: dict) -> dict:
 class LogPublisher:
     """The local :class:`~skysift.ports.AlertPublisher`: an append-only JSON-lines log.
 
-    A marker file per alert_id, created with O_EXCL (the local twin of a conditional
-    put), decides who sends: concurrent or repeated runs send each alert once.
+    Sending an alert is appending its line to ``alerts.jsonl``; a marker file per
+    alert_id under ``alerts-sent/`` then records that it was sent, so a re-run sends
+    nothing again. The line is written (and flushed to disk) before the marker: a crash
+    between the two only logs the alert again on the next attempt, and :meth:`read`
+    shows each alert_id once; a crash can never mark an alert sent that was not logged.
+    One writer at a time: runs hold the home's lock (:mod:`skysift.homelock`).
     """
 
     def __init__(self, home: str | os.PathLike[str]) -> None:
@@ -258,26 +271,52 @@ class LogPublisher:
         self.log_path = self.home / "alerts.jsonl"
         self.sent_dir = self.home / "alerts-sent"
 
+    def was_sent(self, alert_id: str) -> bool:
+        return (self.sent_dir / alert_id).exists()
+
     def publish(self, alerts: list[dict]) -> list[str]:
-        if not alerts:
+        unsent = list({a["alert_id"]: a for a in alerts if not self.was_sent(a["alert_id"])}.values())
+        if not unsent:
             return []
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as log_file:
+            if not self._ends_with_newline():
+                log_file.write("\n")  # a line cut short by a crash stays a line of its own
+            log_file.writelines(json.dumps(alert_message(alert)) + "\n" for alert in unsent)
+            log_file.flush()
+            os.fsync(log_file.fileno())
         self.sent_dir.mkdir(parents=True, exist_ok=True)
-        sent = []
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            for alert in alerts:
-                try:
-                    fd = os.open(self.sent_dir / alert["alert_id"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                except FileExistsError:
-                    continue
-                os.close(fd)
-                log.write(json.dumps(alert_message(alert)) + "\n")
-                log.flush()  # each line is in the log as soon as its marker exists
-                sent.append(alert["alert_id"])
-        return sent
+        for alert in unsent:
+            self._mark_sent(alert["alert_id"])
+        return [alert["alert_id"] for alert in unsent]
+
+    def _mark_sent(self, alert_id: str) -> None:
+        (self.sent_dir / alert_id).touch()
+
+    def _ends_with_newline(self) -> bool:
+        try:
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(-1, os.SEEK_END)
+                return log_file.read(1) == b"\n"
+        except (FileNotFoundError, OSError):  # no log yet, or an empty one (cannot seek before its start)
+            return True
 
     def read(self) -> list[dict]:
-        """Every alert sent, newest first."""
+        """Every alert sent, once per alert_id (as first logged), newest first."""
         if not self.log_path.exists():
             return []
-        lines = self.log_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in reversed(lines) if line.strip()]
+        seen: set[str] = set()
+        alerts = []
+        for number, line in enumerate(self.log_path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                alert = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: line %d is not a whole alert (a write cut short by a crash?); skipped",
+                            self.log_path, number)
+                continue
+            if alert.get("alert_id") not in seen:
+                seen.add(alert.get("alert_id"))
+                alerts.append(alert)
+        return alerts[::-1]

@@ -329,7 +329,9 @@ def crossmatch(home: str | os.PathLike[str], reference: Reference, *, radius_arc
     if radius_arcsec <= 0:
         raise CrossmatchError(f"the match radius must be positive, got {radius_arcsec} arcsec")
     catalog = analysis_catalog(home)
-    images = catalog.sql("SELECT * FROM images WHERE status = 'ok' ORDER BY obs_time, uri").to_dict("records")
+    # an image whose WCS is not trusted has no sky positions to match (center_ra null)
+    images = catalog.sql("SELECT * FROM images WHERE status = 'ok' AND center_ra IS NOT NULL "
+                         "ORDER BY obs_time, uri").to_dict("records")
     if image_ids is not None:
         wanted = set(image_ids)
         images = [row for row in images if row["image_id"] in wanted]

@@ -32,7 +32,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyWarning
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict
 
 from . import fitsheader, metadata, storage
@@ -115,21 +115,26 @@ def wcs_kind(header: fits.Header) -> str:
     ctypes = [str(header.get(f"CTYPE{i}", "")).upper() for i in (1, 2)]
     if any(c.startswith(("HPLN", "HPLT", "SOLX", "SOLY")) for c in ctypes):
         return "helioprojective"
+    # sky axes named in CTYPE make an image celestial even when its WCS is broken: it is
+    # measured, with null sky positions and the reason (astrometry.validate_celestial_wcs)
+    from .astrometry import names_celestial_axes
+
     wcs = build_wcs(header)
-    return "celestial" if wcs is not None and wcs.has_celestial else "none"
+    return "celestial" if (wcs is not None and wcs.has_celestial) or names_celestial_axes(header) else "none"
 
 
 def build_wcs(header: fits.Header) -> WCS | None:
-    """The celestial WCS (with SIP distortion when present), or None when unusable."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        warnings.simplefilter("ignore", AstropyWarning)
-        try:
-            wcs = WCS(header, naxis=2, relax=True)
-        except Exception as exc:  # astropy raises many types for broken WCS keywords
-            log.info("ignoring unusable WCS: %s", exc)
-            return None
-    return wcs if wcs.has_celestial else None
+    """The celestial WCS (with SIP distortion when present), or None when unusable.
+
+    Whether it can be trusted is :func:`skysift.astrometry.validate_celestial_wcs`'s question.
+    """
+    from .astrometry import read_wcs  # one reading of WCS headers, where they are judged
+
+    parsed = read_wcs(header)
+    if parsed.wcs is None:
+        log.info("ignoring unusable WCS: %s", parsed.error)
+        return None
+    return parsed.wcs if parsed.wcs.has_celestial else None
 
 
 def _parse(source, uri: str) -> fits.HDUList:
@@ -252,8 +257,8 @@ def _describe(primary: fits.Header, header: fits.Header, selected: HduLayout, ur
     shape = [n for n in selected.image_shape if n > 1]
     ny, nx = shape[-2], shape[-1]
     # Observation metadata may sit in the primary header of a multi-extension file.
-    merged = primary.copy() if selected.index else fits.Header()
-    merged.update({k: v for k, v in header.items() if k not in ("COMMENT", "HISTORY", "")})
+    merged = _readable_cards(primary) if selected.index else fits.Header()
+    merged.update(_readable_cards(header))
     return ImageInfo(
         image_id=make_image_id(uri, content_hash),
         uri=uri,
@@ -275,6 +280,28 @@ def _describe(primary: fits.Header, header: fits.Header, selected: HduLayout, ur
         exptime_s=metadata.exposure_seconds(merged),
         checksum_status=checksum,
     )
+
+
+def _readable_cards(header: fits.Header) -> fits.Header:
+    """The cards of ``header`` whose values parse to something a header can hold.
+
+    A card astropy cannot parse (``CRVAL1 = NaN``) or hold (``1E400`` overflows to
+    inf) is left out of the metadata; the WCS check judges the original header.
+    """
+    readable = fits.Header()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        for card in header.cards:
+            if card.keyword in ("COMMENT", "HISTORY", ""):
+                continue
+            try:
+                value = card.value
+                if isinstance(value, float) and not np.isfinite(value):
+                    continue
+                readable[card.keyword] = value
+            except (ValueError, TypeError, fits.VerifyError):
+                continue
+    return readable
 
 
 def _decode_pixels(selected, uri: str) -> tuple[np.ndarray, np.ndarray]:

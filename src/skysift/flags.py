@@ -19,6 +19,7 @@ APER_NONPOSITIVE = sep.APER_NONPOSITIVE << 4  # 2048: non-positive flux in the K
 NEAR_EDGE = 4096  # within the detection kernel of the image edge
 SATURATED = 8192  # peak at or above the saturation level
 CROWDED = 16384  # the image was extracted at a raised threshold after SEP overflowed
+WCS_INVALID = 32768  # the image's WCS cannot be trusted: ra, dec (and what needs them) are null
 
 NAMES = {
     MERGED: "merged",
@@ -32,6 +33,7 @@ NAMES = {
     NEAR_EDGE: "near_edge",
     SATURATED: "saturated",
     CROWDED: "crowded",
+    WCS_INVALID: "wcs_invalid",
 }
 
 #: Flags that make a source unsuitable for seeing estimates and alerts.

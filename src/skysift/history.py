@@ -32,7 +32,8 @@ def images_reaching(rows: Iterable[dict], center_ra: float, center_dec: float, r
                     before: datetime) -> list[dict]:
     """Status-ok ``images`` rows observed before ``before`` whose disc comes within
     ``radius_deg`` of the centre, oldest first."""
-    rows = [r for r in rows if r.get("status") == "ok" and r.get("obs_time") is not None and r["obs_time"] < before]
+    rows = [r for r in rows if r.get("status") == "ok" and r.get("obs_time") is not None and r["obs_time"] < before
+            and r.get("center_ra") is not None]  # an image without a trusted WCS reaches no sky
     if not rows:
         return []
     distance = angular_distance_deg([r["center_ra"] for r in rows], [r["center_dec"] for r in rows], center_ra, center_dec)

@@ -7,6 +7,7 @@ No I/O happens here; :mod:`skysift.pipeline` reads the image and hands it over.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -17,11 +18,13 @@ from . import astrometry, calibration, classification, psf
 from . import flags as F
 from .background import Background, subtract_sky
 from .deblending import shift_objects
-from .detection import detect
+from .detection import detect, detection_kernel, noise_correlation_factor
 from .fitsio import Image, ImageInfo
 from .photometry import measure
 from .settings import Settings
 from .strips import Strip, map_forked, plan_strips, worth_splitting
+
+log = logging.getLogger(__name__)
 
 #: Fraction of a Gaussian PSF's flux inside a circular aperture of radius FWHM.
 GAUSSIAN_FLUX_WITHIN_FWHM = 1.0 - 2.0 ** -4.0
@@ -50,6 +53,7 @@ class PixelMeasurement:
     crowded: bool
     stamps: dict[int, np.ndarray]  # source row -> background-subtracted stamp, for the seeing fit
     timings: dict[str, float]
+    noise_correlation_factor: float = 1.0  # the detection threshold's scale (skysift.detection)
 
     def take(self, rows: np.ndarray) -> PixelMeasurement:
         """These rows only (indices or a boolean mask), in this order; stamps follow their rows."""
@@ -90,6 +94,7 @@ def combine(parts: list[PixelMeasurement]) -> PixelMeasurement:
         crowded=any(p.crowded for p in parts),
         stamps={i: stamps[i] for i in best},
         timings=timings,
+        noise_correlation_factor=float(np.median([p.noise_correlation_factor for p in parts])),
     )
     return combined.in_catalog_order()
 
@@ -119,8 +124,10 @@ def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Setting
     bkg, mask = subtract_sky(data, mask, settings.background)
     background_s = time.perf_counter() - t
 
+    # measured once on the whole array, so that every strip detects at the frame's threshold
+    noise_factor = noise_correlation_factor(data, bkg.rms, mask, detection_kernel(settings.detection))
     in_strip = partial(_measure_strip, data=data, mask=mask, bkg=bkg, settings=settings, gain=gain,
-                       saturation=saturation)
+                       saturation=saturation, noise_factor=noise_factor)
     parts = None
     if worth_splitting(data.shape, workers):
         parts = map_forked(in_strip, plan_strips(data.shape[0], workers), workers)
@@ -134,42 +141,60 @@ def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Setting
 
 
 def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, bkg: Background, settings: Settings,
-                   gain: float | None, saturation: float | None) -> PixelMeasurement | None:
+                   gain: float | None, saturation: float | None, noise_factor: float) -> PixelMeasurement | None:
     """Detect in ``strip``, measure the sources centred in its core on the whole frame.
 
     None when such a source reaches the strip's cut edge, where it may be truncated.
     """
     t = time.perf_counter()
     rows = strip.rows
-    detections = detect(data[rows], bkg.rms[rows], None if mask is None else mask[rows], settings.detection)
+    detections = detect(data[rows], bkg.rms[rows], None if mask is None else mask[rows], settings.detection,
+                        noise_factor=noise_factor)
     keep, truncated = strip.owned(detections.objects, guard_px=detections.filter_margin_px + 1)
     if truncated:
         return None
-    objects = shift_objects(detections.objects[keep], 0, strip.ry0)
+    detected = shift_objects(detections.objects, 0, strip.ry0)
+    objects = detected[keep]
     detect_s = time.perf_counter() - t
 
     t = time.perf_counter()
     cols = measure(
         data, objects, bkg.rms, mask, settings.photometry,
-        gain=gain, background_level=bkg.global_level, saturation_level=saturation,
+        gain=gain, background_level=bkg.global_level, saturation_level=saturation, neighbours=detected,
     )
     if detections.crowded:
         cols["flags"] = cols["flags"] | F.CROWDED
     stamps = psf.candidate_stamps(data, cols)
     timings = {"detect_s": detect_s, "measure_s": time.perf_counter() - t}
     return PixelMeasurement(cols, bkg.global_level, bkg.global_rms, detections.threshold_sigma, detections.crowded,
-                            stamps, timings)
+                            stamps, timings, noise_factor)
 
 
 def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, settings: Settings) -> Measurement:
-    """Sky positions, calibration, star/galaxy scores, seeing and depth for a whole image."""
+    """Sky positions, calibration, star/galaxy scores, seeing and depth for a whole image.
+
+    Sky positions (and the footprint, HEALPix index and sizes in arcsec) come only from a
+    WCS that :func:`~skysift.astrometry.validate_celestial_wcs` trusts; otherwise they are
+    null, every source carries :data:`~skysift.flags.WCS_INVALID`, and the stats say why
+    (``wcs_status``, ``wcs_message``). Pixel positions and fluxes are measured either way.
+    """
     t = time.perf_counter()
     cols = pixels.columns
-    ra, dec = astrometry.pixel_to_sky(wcs, cols["x"], cols["y"])
-    foot = astrometry.footprint(wcs, info.nx, info.ny)
-    scale = foot.pixel_scale_arcsec
+    n = len(cols["x"])
+    check = astrometry.validate_celestial_wcs(wcs, header, (info.ny, info.nx),
+                                              min_scale_arcsec=settings.wcs.min_pixel_scale_arcsec,
+                                              max_scale_arcsec=settings.wcs.max_pixel_scale_arcsec)
+    if check.valid:
+        ra, dec = astrometry.pixel_to_sky(wcs, cols["x"], cols["y"])
+        foot = astrometry.footprint(wcs, info.nx, info.ny)
+        scale = foot.pixel_scale_arcsec
+        cols["healpix"] = astrometry.healpix_index(ra, dec)
+    else:
+        log.warning("%s: sky positions left null, the WCS is not trusted: %s", info.uri, check.message)
+        ra, dec, foot, scale = np.full(n, np.nan), np.full(n, np.nan), None, np.nan
+        cols["healpix"] = np.full(n, None, dtype=object)
+        cols["flags"] = cols["flags"] | F.WCS_INVALID
     cols["ra"], cols["dec"] = ra, dec
-    cols["healpix"] = astrometry.healpix_index(ra, dec)
     cols["pos_err_arcsec"] = (np.hypot(cols["x_err"], cols["y_err"]) * scale).astype(np.float32)
     cols["fwhm_arcsec"] = (cols["fwhm_px"] * scale).astype(np.float32)
     zp = calibration.zero_point(header, info.exptime_s)
@@ -183,19 +208,22 @@ def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, setti
         "n_sources": len(cols["x"]),
         "background_level": pixels.global_level,
         "background_rms": pixels.global_rms,
-        "pixel_scale_arcsec": scale,
+        "pixel_scale_arcsec": scale if foot else None,
         "seeing_fwhm_px": seeing,
-        "seeing_fwhm_arcsec": seeing * scale if seeing else None,
+        "seeing_fwhm_arcsec": seeing * scale if seeing and foot else None,
         "zero_point_ab": zp.zp_ab if zp else None,
         "zero_point_source": zp.source if zp else None,
         "limit_flux_5sigma": float(limit_flux),
         "limit_mag_5sigma": calibration.magnitude(float(limit_flux), zp),
-        "center_ra": foot.center_ra,
-        "center_dec": foot.center_dec,
-        "radius_deg": foot.radius_deg,
-        "corners_ra": foot.corners_ra,
-        "corners_dec": foot.corners_dec,
+        "center_ra": foot.center_ra if foot else None,
+        "center_dec": foot.center_dec if foot else None,
+        "radius_deg": foot.radius_deg if foot else None,
+        "corners_ra": foot.corners_ra if foot else None,
+        "corners_dec": foot.corners_dec if foot else None,
+        "wcs_status": str(check.status),
+        "wcs_message": check.message,
         "detection_threshold_sigma": pixels.threshold_sigma,
+        "noise_correlation_factor": pixels.noise_correlation_factor,
         "crowded": pixels.crowded,
         "filter_fwhm_px": settings.detection.filter_fwhm_px or 3.0,
         "aperture_radii_px": list(settings.photometry.aperture_radii_px),

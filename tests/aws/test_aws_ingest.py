@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 from pathlib import Path
@@ -181,17 +182,23 @@ def test_large_image_runs_as_a_batch_job_with_the_same_results(large_emulation, 
 
 
 def test_bad_large_image_fails_its_batch_job_and_is_quarantined_with_the_reason(large_emulation, sky):
-    # The header reads fine (Inspect routes it to Batch), the pixels stop short: an upload cut off.
-    large_emulation.upload(sky.read_bytes()[:60_000], "night-2026-01-01/cut-off.fits")
+    # The header reads fine and the file is whole (Inspect routes it to Batch); only the
+    # pixels show it is unusable: every one is NaN. (A cut-off upload is caught by Inspect's
+    # header check now, before any job starts: see test_hostile_corpus.)
+    with fits.open(sky) as hdul:
+        hdul[0].data[:] = np.nan
+        blank = io.BytesIO()
+        hdul.writeto(blank)
+    large_emulation.upload(blank.getvalue(), "night-2026-01-01/all-nan.fits")
 
     execution = only(large_emulation.wait())
 
-    assert (execution["status"], execution.get("error")) == ("FAILED", "truncated")
+    assert (execution["status"], execution.get("error")) == ("FAILED", "all_nan")
     jobs = large_emulation.client("batch").list_jobs(
         jobQueue=large_emulation.names["LargeJobQueue"], jobStatus="FAILED")["jobSummaryList"]
     assert len(jobs) == 1
     row = large_emulation.read_table("images").to_pylist()[0]
-    assert (row["status"], row["route"], row["error_reason"]) == ("failed", "large", "truncated")
+    assert (row["status"], row["route"], row["error_reason"]) == ("failed", "large", "all_nan")
 
 
 def test_throttled_functions_are_retried_and_the_image_still_goes_through(emulation, sky):
@@ -235,3 +242,59 @@ def test_url_encoded_keys_in_events_find_their_object(emulation, sky):
 
     assert execution["status"] == "SUCCEEDED", execution.get("cause")
     assert emulation.read_table("images").to_pylist()[0]["uri"].endswith("/night 1/field+a (1).fits")
+
+
+def _pattern_matches(pattern: dict, event: dict) -> bool:
+    """EventBridge matching of an event by a pattern (exact values, prefix and suffix: what S3
+    upload rules use; any other operator fails the test rather than being guessed at)."""
+    for name, rule in pattern.items():
+        value = event.get(name)
+        if isinstance(rule, dict):
+            if not isinstance(value, dict) or not _pattern_matches(rule, value):
+                return False
+            continue
+        if not any(_value_matches(choice, value) for choice in rule):
+            return False
+    return True
+
+
+def _value_matches(choice, value) -> bool:
+    if not isinstance(choice, dict):
+        return choice == value
+    [(operator, argument)] = choice.items()
+    if operator == "prefix":
+        return isinstance(value, str) and value.startswith(argument)
+    if operator == "suffix":
+        if isinstance(argument, dict):  # {"suffix": {"equals-ignore-case": ".fits"}}
+            [(mode, text)] = argument.items()
+            assert mode == "equals-ignore-case", f"suffix mode {mode!r}: teach this test what it means"
+            return isinstance(value, str) and value.lower().endswith(text.lower())
+        return isinstance(value, str) and value.endswith(argument)
+    raise AssertionError(f"pattern operator {operator!r}: teach this test what it means")
+
+
+def test_nothing_the_system_writes_starts_an_ingestion(emulation, sky, tmp_path):
+    """No recursion: after an ingestion with alerts (FITS cut-outs), a quarantine and a survey
+    report, no object the system wrote, in any bucket, matches an upload trigger rule."""
+    uploads = {emulation.upload(sky, "night-2026-01-01/field-042.fits"),
+               emulation.upload(b"not FITS at all", "night-2026-01-01/notes.fits")}
+    emulation.wait()
+    emulation.start_survey(prefix="night-2026-01-01/")
+    emulation.wait()
+
+    s3, events = emulation.client("s3"), emulation.client("events")
+    patterns = [json.loads(rule["EventPattern"]) for rule in events.list_rules()["Rules"] if "EventPattern" in rule]
+    assert patterns
+    written = [(bucket["Name"], obj["Key"]) for bucket in s3.list_buckets()["Buckets"]
+               for obj in s3.list_objects_v2(Bucket=bucket["Name"]).get("Contents", [])
+               if f"s3://{bucket['Name']}/{obj['Key']}" not in uploads]
+    keys = [key for _, key in written]
+    for prefix in ("quarantine/", "cutouts/", "reports/", "runs/", "images/", "sources/"):
+        assert any(k.startswith(prefix) for k in keys), prefix  # the outputs of every kind were written
+    assert any(k.endswith(".fits") for k in keys)  # cut-outs are FITS files: the suffix filter alone would not do
+    for bucket, key in written:
+        event = {"source": "aws.s3", "detail-type": "Object Created",
+                 "detail": {"bucket": {"name": bucket}, "object": {"key": key}}}
+        assert not any(_pattern_matches(p, event) for p in patterns), f"s3://{bucket}/{key} would start an ingestion"
+    started_by_uploads = [e for e in emulation.executions() if json.loads(e["input"]).get("source") == "aws.s3"]
+    assert len(started_by_uploads) == 2

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..settings import Settings
 
 #: Settings sections that ``SKYSIFT_<SECTION>__<FIELD>`` variables may set.
-SETTINGS_SECTIONS = ("background", "detection", "photometry", "alerts", "limits")
+SETTINGS_SECTIONS = ("background", "detection", "photometry", "alerts", "limits", "wcs")
 
 
 class AwsConfig(BaseModel):
