@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOME_DIR ?= skysift-data
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION := 3.3.30
 
-.PHONY: install demo test lint lock bench clean
+.PHONY: install demo test lint lock lock-checkov checkov bench clean
 
 # Pinned, resolved set (requirements-lock.txt, from `pip freeze` of a working install): a fresh
 # machine installs exactly what was tested, without pip's resolver searching versions.
@@ -22,6 +24,25 @@ lock:
 
 install: $(BIN)/.installed
 
+# checkov pins boto3, botocore, packaging and others below this project's pins, so it lives in a
+# venv of its own, installed from its own lock (requirements-checkov.txt).
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+lock-checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	{ echo "# checkov, in its own venv (.venv-checkov, made by \`make checkov\`): it pins boto3, packaging and"; \
+	  echo "# others below the project's own pins (requirements-lock.txt). Regenerate: \`make lock-checkov\`."; \
+	  $(CHECKOV_VENV)/bin/python -m pip freeze; } > requirements-checkov.txt
+
+# Every finding is fixed or skipped in template.yaml (Metadata: checkov: skip, with the reason).
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
+
 demo: install
 	$(BIN)/skysift sample sky
 	$(BIN)/skysift --home $(HOME_DIR) run sky
@@ -29,7 +50,7 @@ demo: install
 	$(BIN)/skysift --home $(HOME_DIR) alerts
 	$(BIN)/skysift --home $(HOME_DIR) plot sky/field_001.fits -o field_001.png
 
-test: install
+test: install checkov
 	$(BIN)/ruff check src tests benchmarks functions
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(BIN)/sam validate --lint --region us-east-1

@@ -23,6 +23,10 @@ THIRD_PARTY_WARNINGS = [
     "ignore:The copy keyword is deprecated:Warning",  # pandas 3 about awswrangler's DataFrame(copy=...)
 ]
 
+#: Each Batch job definition -> the module its command runs (through containers/entrypoint.sh;
+#: tests/aws/test_containers.py runs them, tests/aws/test_aws_iam.py checks their roles).
+JOB_ENTRYPOINTS = {"LargeJobDefinition": "skysift.aws.worker", "TimeLagJobDefinition": "skysift.timelag.worker"}
+
 #: Settings of the emulated deployment (template parameters): alerts fire for SNR >= 200.
 PARAMETERS = {"Stage": "dev", "AlertHighSnr": 200}
 

@@ -98,18 +98,25 @@ def test_every_function_handler_exists_in_functions():
         assert spec["Metadata"]["Dockerfile"] == "containers/Dockerfile", name
 
 
-def test_buckets_are_encrypted_private_tls_only_and_notify_eventbridge():
+def test_buckets_are_encrypted_private_tls_only_versioned_and_logged():
     buckets = resources_of_type(TEMPLATE, "AWS::S3::Bucket")
     policies = {p["Properties"]["Bucket"]["Ref"]: p["Properties"]["PolicyDocument"]
                 for p in resources_of_type(TEMPLATE, "AWS::S3::BucketPolicy").values()}
-    assert set(buckets) == {"RawBucket", "CatalogBucket"}
+    assert set(buckets) == {"RawBucket", "CatalogBucket", "AccessLogBucket"}
     for name, spec in buckets.items():
         p = spec["Properties"]
         assert p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         assert all(p["PublicAccessBlockConfiguration"].values())
+        assert p["VersioningConfiguration"] == {"Status": "Enabled"}, name
+        assert any("NoncurrentVersionExpiration" in rule for rule in p["LifecycleConfiguration"]["Rules"]), name
+        deny = policies[name]["Statement"][0]
+        assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert all(s["Effect"] == "Deny" or s["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+                   for s in policies[name]["Statement"]), name
+    for name in ("RawBucket", "CatalogBucket"):  # the buckets the steps read and write
+        p = buckets[name]["Properties"]
         assert p["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
-        [statement] = policies[name]["Statement"]
-        assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert p["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogBucket"}
 
 
 def test_iam_is_least_privilege():
@@ -119,14 +126,18 @@ def test_iam_is_least_privilege():
     for action in actions:
         for item in re.split(r",\s*", action):
             item = item.strip().strip('"')
-            assert not item.endswith(":*") or item == "s3:*", item  # s3:* appears only in the TLS Deny
-    assert text.count('Action: "s3:*"') == 2
+            # s3:* appears only in the TLS Deny, kms:* only for the account in the key policy
+            assert not item.endswith(":*") or item in ("s3:*", "kms:*"), item
+    assert text.count('Action: "s3:*"') == 3
+    assert text.count('Action: "kms:*"') == 1
 
 
-def test_upload_rule_matches_fits_suffixes_of_the_raw_bucket_only():
+def test_upload_rule_matches_the_fits_suffixes_of_local_mode_in_any_case_on_the_raw_bucket_only():
+    from skysift.storage import FITS_SUFFIXES
+
     pattern = MACHINES["IngestImageStateMachine"]["Properties"]["Events"]["FitsUploaded"]["Properties"]["Pattern"]
-    suffixes = {s["suffix"].lower() for s in pattern["detail"]["object"]["key"]}
-    assert suffixes == {".fits", ".fits.gz", ".fz"}
+    suffixes = [s["suffix"]["equals-ignore-case"] for s in pattern["detail"]["object"]["key"]]
+    assert sorted(suffixes) == sorted(FITS_SUFFIXES)  # local mode lower-cases names before matching
     assert pattern["detail"]["bucket"]["name"] == [{"Ref": "RawBucket"}]
 
 
@@ -178,3 +189,107 @@ def test_emulation_leaves_moto_and_the_environment_as_it_found_them():
         assert default_user_config["stepfunctions"] == {"execute_state_machine": True}
     assert default_user_config == config
     assert dict(os.environ) == environment
+
+
+def _environment_refs(template: dict) -> dict[str, str]:
+    """``SKYSIFT_*`` variable -> the template parameter it is set from, over every function and job."""
+    refs: dict[str, str] = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            for name, value in node.get("Variables", {}).items():  # Globals and functions
+                if isinstance(value, dict) and "Ref" in value:
+                    refs[name] = value["Ref"]
+            if isinstance(node.get("Name"), str) and isinstance(node.get("Value"), dict) and "Ref" in node["Value"]:
+                refs[node["Name"]] = node["Value"]["Ref"]  # Batch container environment
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({k: v for k, v in TEMPLATE.items() if k in ("Globals", "Resources")})
+    return refs
+
+
+def test_parameter_defaults_equal_the_local_settings_defaults():
+    """The same file gives the same catalog locally and on AWS: a parameter that sets a setting
+    (``SKYSIFT_<SECTION>__<FIELD>``) defaults to that setting's local default."""
+    from skysift.aws.config import SETTINGS_SECTIONS
+    from skysift.settings import Settings
+
+    defaults = Settings()
+    mirrored = {}
+    for variable, parameter in _environment_refs(TEMPLATE).items():
+        section, _, field = variable.removeprefix("SKYSIFT_").lower().partition("__")
+        if section in SETTINGS_SECTIONS and field and parameter in TEMPLATE["Parameters"]:
+            mirrored[parameter] = getattr(getattr(defaults, section), field)
+    assert "DetectionThresholdSigma" in mirrored and len(mirrored) >= 5
+    for parameter, local in mirrored.items():
+        assert float(TEMPLATE["Parameters"][parameter]["Default"]) == float(local), parameter
+
+
+#: SAM policy templates and IAM actions that can create or replace an S3 object.
+S3_WRITE_POLICY_TEMPLATES = {"S3CrudPolicy", "S3WritePolicy", "S3FullAccessPolicy"}
+S3_WRITE_ACTIONS = re.compile(r"^s3:(\*|Put.*|Copy.*|RestoreObject|CreateMultipartUpload|CompleteMultipartUpload)$")
+
+
+def _bucket_names_in(node, buckets: set[str]) -> set[str]:
+    """Logical ids of the template's buckets that ``node`` (a Resource value) refers to; all of them for '*'."""
+    text = json.dumps(node)
+    if '"*"' in text or '"arn:aws:s3:::*' in text:
+        return set(buckets)
+    return {b for b in buckets if re.search(rf'"(Ref|Fn::GetAtt)": \[?"{b}"|\$\{{{b}(\.Arn)?\}}', text)}
+
+
+def _writable_buckets(template: dict) -> set[str]:
+    """Buckets some function, job or state machine of the template is allowed to write to."""
+    buckets = set(resources_of_type(template, "AWS::S3::Bucket"))
+    found: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for policy in S3_WRITE_POLICY_TEMPLATES & node.keys():
+                found.update(_bucket_names_in(node[policy], buckets))
+            if node.get("Effect") == "Allow" and "Action" in node:
+                actions = node["Action"] if isinstance(node["Action"], list) else [node["Action"]]
+                if any(S3_WRITE_ACTIONS.match(a) for a in actions if isinstance(a, str)):
+                    found.update(_bucket_names_in(node.get("Resource", "*"), buckets))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(template["Resources"])
+    return found
+
+
+def _s3_trigger_patterns(template: dict) -> list[dict]:
+    """The event patterns of every EventBridge rule (SAM ``EventBridgeRule`` events and
+    ``AWS::Events::Rule``) that S3 events can match."""
+    patterns = []
+    for spec in template["Resources"].values():
+        for event in spec.get("Properties", {}).get("Events", {}).values():
+            if event.get("Type") == "EventBridgeRule":
+                patterns.append(event["Properties"]["Pattern"])
+        if spec["Type"] == "AWS::Events::Rule" and "EventPattern" in spec["Properties"]:
+            patterns.append(spec["Properties"]["EventPattern"])
+    return [p for p in patterns if "source" not in p or "aws.s3" in p["source"]]
+
+
+def test_no_output_is_written_where_an_upload_trigger_listens():
+    """No recursion on AWS: every bucket an S3 trigger rule listens to is one nothing in the
+    stack may write to (outputs, quarantine records, cut-outs, summaries and reports all go to
+    buckets no rule watches), judged from the IAM the template grants."""
+    buckets = set(resources_of_type(TEMPLATE, "AWS::S3::Bucket"))
+    patterns = _s3_trigger_patterns(TEMPLATE)
+    assert patterns, "the template has no S3 upload trigger: this test no longer tests anything"
+    watched = set()
+    for pattern in patterns:
+        names = pattern.get("detail", {}).get("bucket", {}).get("name")
+        watched |= set(buckets) if names is None else _bucket_names_in(names, buckets)
+    writable = _writable_buckets(TEMPLATE)
+    assert "CatalogBucket" in writable  # the outputs' bucket is seen as written (the test can see writes)
+    assert not watched & writable, f"the stack may write to {sorted(watched & writable)}, which a trigger rule watches"
+

@@ -41,7 +41,13 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError
 from . import moto_patches
-from .template import Resolver, load_template, parameter_defaults, resources_of_type
+from .template import (
+    Resolver,
+    check_parameters,
+    load_template,
+    parameter_defaults,
+    resources_of_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,15 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ROLE_NAME = "skysift-emulated"
 FAST_RETRY = {"IntervalSeconds": 1, "BackoffRate": 1.0}
+#: Lambda handlers and Batch jobs that run at once. On AWS each has a sandbox and memory of its
+#: own; here all share this process, so the rest wait their turn: a burst of uploads then costs
+#: the memory of this many images at a time (SEP holds the GIL, so more would not be faster).
+CONCURRENCY = 2
+#: Stack size of the threads started while the emulation runs. moto runs every execution in
+#: four threads and every request in one; each reserves its whole stack as address space
+#: (8 MiB by default on Linux), so a burst of 40 uploads would reserve over a GiB of it, all
+#: counted against a process's RLIMIT_AS although almost none of it is ever touched.
+THREAD_STACK_BYTES = 4 * 2**20
 #: The time-lag job definition's command (the worker image's second entrypoint).
 TIMELAG_ENTRYPOINT = ("python", "-m", "skysift.timelag.worker")
 
@@ -178,10 +193,11 @@ class Emulation:
     """
 
     def __init__(self, root: str | Path | None = None, *, parameters: Mapping[str, Any] | None = None,
-                 fast_retries: bool = True, bucket_policies: bool = False) -> None:
+                 fast_retries: bool = True, bucket_policies: bool = False, concurrency: int = CONCURRENCY) -> None:
         self.root = Path(root) if root else project_root()
         self.template = load_template(self.root / "template.yaml")
         self.parameter_overrides = dict(parameters or {})
+        check_parameters(self.template, self.parameter_overrides)  # before anything starts
         self.fast_retries = fast_retries
         self.bucket_policies = bucket_policies
         self.server: MotoServer | None = None
@@ -191,6 +207,7 @@ class Emulation:
         self._stack: ExitStack | None = None
         self._throttles: dict[str, int] = {}
         self._throttle_lock = threading.Lock()
+        self._running = threading.BoundedSemaphore(max(1, concurrency))  # handlers and jobs at once
         self._timelag_lock = threading.Lock()  # one time-lag job at a time: it sets process-wide variables
         self.timelag_jobs: list[list[str]] = []  # arguments of every time-lag job run, in order
 
@@ -203,9 +220,10 @@ class Emulation:
         self.stop()
 
     def start(self) -> None:
-        self.server = MotoServer.get()
         self._stack = ExitStack()
+        self._stack.callback(threading.stack_size, threading.stack_size(THREAD_STACK_BYTES))
         try:
+            self.server = MotoServer.get()
             self._stack.enter_context(environment({
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
                 "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": self.server.url,
@@ -290,6 +308,7 @@ class Emulation:
 
         self._create_buckets(r)
         self._create_catalog(r)
+        self._create_keys(r)
         self._create_alerting(r)
         self._create_functions(r)
         self._create_batch(r)
@@ -302,7 +321,11 @@ class Emulation:
 
     def _create_buckets(self, r: Resolver) -> None:
         s3 = self.client("s3")
-        for name, spec in resources_of_type(self.template, "AWS::S3::Bucket").items():
+        buckets = resources_of_type(self.template, "AWS::S3::Bucket")
+        for name, spec in buckets.items():  # names first: a bucket's properties may name another (access logs)
+            r.refs[name] = r.resolve(spec["Properties"]["BucketName"])
+            r.attributes[(name, "Arn")] = f"arn:aws:s3:::{r.refs[name]}"
+        for spec in buckets.values():
             p = self._props(spec)
             bucket = p["BucketName"]
             s3.create_bucket(Bucket=bucket)
@@ -315,8 +338,6 @@ class Emulation:
             if p.get("NotificationConfiguration", {}).get("EventBridgeConfiguration", {}).get("EventBridgeEnabled"):
                 s3.put_bucket_notification_configuration(
                     Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}})
-            r.refs[name] = bucket
-            r.attributes[(name, "Arn")] = f"arn:aws:s3:::{bucket}"
         # The template's bucket policies deny requests without TLS, and the emulation's endpoint
         # is plain HTTP, which moto (rightly) refuses under them; they are applied on request.
         for spec in resources_of_type(self.template, "AWS::S3::BucketPolicy").values() if self.bucket_policies else ():
@@ -340,6 +361,17 @@ class Emulation:
             configuration["BytesScannedCutoffPerQuery"] = int(configuration["BytesScannedCutoffPerQuery"])
             athena.create_work_group(Name=p["Name"], Description=p.get("Description", ""), Configuration=configuration)
             r.refs[name] = p["Name"]
+
+    def _create_keys(self, r: Resolver) -> None:
+        kms = self.client("kms")
+        for name, spec in resources_of_type(self.template, "AWS::KMS::Key").items():
+            p = self._props(spec)
+            key = kms.create_key(Description=p.get("Description", ""), Policy=json.dumps(p["KeyPolicy"]))["KeyMetadata"]
+            if p.get("EnableKeyRotation"):
+                kms.enable_key_rotation(KeyId=key["KeyId"])
+            r.refs[name] = key["KeyId"]
+            r.attributes[(name, "Arn")] = key["Arn"]
+            r.attributes[(name, "KeyId")] = key["KeyId"]
 
     def _create_alerting(self, r: Resolver) -> None:
         sns, dynamodb = self.client("sns"), self.client("dynamodb")
@@ -491,7 +523,8 @@ class Emulation:
         context = LambdaContext(function_name=function_name, memory_limit_in_mb=1024,
                                 invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}",
                                 aws_request_id=str(uuid.uuid4()))
-        return handler(event, context)
+        with self._running:
+            return handler(event, context)
 
     def _dispatch_batch(self, command: list[str], environment_: dict[str, str]) -> int:
         from . import worker
@@ -501,14 +534,15 @@ class Emulation:
         if not command or command[0] != "batch":
             log.error("the worker image runs Lambda handlers, 'batch ...' or %s, not %s", " ".join(TIMELAG_ENTRYPOINT), command)
             return 1
-        return worker.main(command[1:], environ={**os.environ, **environment_})
+        with self._running:
+            return worker.main(command[1:], environ={**os.environ, **environment_})
 
     def _run_timelag_worker(self, args: list[str], environment_: dict[str, str]) -> int:
         """``python -m skysift.timelag.worker ARGS`` with the job's environment (it reads os.environ)."""
         from ..timelag import worker as timelag_worker
 
         self.timelag_jobs.append(list(args))
-        with self._timelag_lock, environment(environment_):
+        with self._running, self._timelag_lock, environment(environment_):
             return timelag_worker.main(args)
 
     # -- using the system --------------------------------------------------------------------------
