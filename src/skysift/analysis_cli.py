@@ -26,6 +26,12 @@ def _settings(ctx: click.Context, **overrides):
     return settings_from_root(ctx, **overrides)
 
 
+def _hold_home_lock(ctx: click.Context, home) -> None:
+    from .cli import _hold_home_lock as hold
+
+    hold(ctx, home)
+
+
 def _arcsec(text: str) -> float:
     """'1arcsec', '0.5 arcsec', '2' (arcsec), '0.001deg' -> arcsec (> 0)."""
     try:
@@ -70,6 +76,7 @@ def crossmatch(ctx: click.Context, reference_path: str | None, gaia: bool, radiu
         reference = xm.fetch_gaia(images.itertuples(index=False, name=None))
     else:
         reference = xm.read_reference(reference_path, mag_column)
+    _hold_home_lock(ctx, home)  # it writes the matches table
     report = xm.crossmatch(home, reference, radius_arcsec=radius_arcsec, min_snr_zp=min_snr_zp)
     if as_json:
         click.echo(json.dumps({**report.to_dict(), "per_image": report.per_image}, default=str))
@@ -128,6 +135,7 @@ def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, 
     with console.status(f"injecting {rounds} x {n_per_round} stars..."):
         result = run_completeness(image, settings, seeing_fwhm_px=seeing_fwhm_px, mag_range=mag_range,
                                   n_per_round=n_per_round, rounds=rounds, seed=seed, hdu=hdu)
+    _hold_home_lock(ctx, settings.home)  # it rewrites the image's images row
     pointers = record_completeness(settings.home, result)
     table = Table(title=f"completeness of {Path(result.uri).name} (FWHM {result.seeing_fwhm_px:.2f} px)")
     for name in ("mag", "injected", "recovered", "completeness"):

@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, storage, terminal
 from .errors import NoImageHDU, SkysiftError
@@ -32,6 +33,13 @@ err_console = terminal.console(stderr=True)
 def _settings(ctx: click.Context, **overrides) -> Settings:
     root = ctx.find_root().params
     return Settings.load(root.get("config"), home=root.get("home"), **overrides)
+
+
+def _hold_home_lock(ctx: click.Context, home: str | os.PathLike[str]) -> None:
+    """Hold the home's write lock until the command ends (one line on stderr if it must wait)."""
+    from .homelock import home_lock
+
+    ctx.with_resource(home_lock(home, on_wait=lambda message: click.echo(message, err=True)))
 
 
 @click.group(cls=SkysiftGroup)
@@ -88,6 +96,7 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
     from .runner import run_local
 
     settings = _settings(ctx, **overrides)
+    _hold_home_lock(ctx, settings.home)  # runs on one home go one after the other
     uris = storage.list_fits(target, exclude=[settings.home])  # never its own outputs
     if not uris:
         raise click.UsageError(f"no FITS files (*.fits, *.fits.gz, *.fz) under {target}")
@@ -125,39 +134,184 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
         for uri, reason, message in failures:
             console.print(f"  {uri}: {reason}: {message}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"run report: {report.report_path}")
-    sys.exit(report.exit_code)
+    objects_ok = _update_objects(settings, [s.image_id for s in report.summaries])
+    sys.exit(report.exit_code if objects_ok else max(report.exit_code, 1))
+
+
+def _update_objects(settings: Settings, image_ids: list[str]) -> bool:
+    """The objects the run's images touch, recomputed; False (and a message) if that failed."""
+    from .objects import update_objects
+
+    try:
+        done = update_objects(settings.home, image_ids, radius_arcsec=settings.objects.radius_arcsec)
+    except SkysiftError as exc:
+        terminal.print_error(exc.reason, f"objects not updated: {exc} (then run `skysift objects --rebuild`)")
+        return False
+    if done.cells:
+        console.print(f"objects: {done.objects} in the {done.cells} sky cell(s) these images cover"
+                      + (" (table built from every source)" if done.rebuilt else ""))
+    return True
 
 
 @cli.command()
-@click.argument("sql")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--rebuild", is_flag=True, help="Recompute every object from the sources table (after a radius "
+              "change, or deleted images).")
+@click.option("--radius", "objects__radius_arcsec", type=click.FloatRange(min=0, min_open=True, max=60),
+              help="Association radius, arcsec (setting objects.radius_arcsec; default 1), with --rebuild.")
+@click.pass_context
+def objects(ctx: click.Context, rebuild: bool, **overrides) -> None:
+    """Detections associated across images into objects: how many, seen how often.
+
+    `skysift run` keeps the objects table up to date; it is built from every source the
+    first time, and by --rebuild.
+    """
+    from .objects import rebuild_objects, update_objects
+    from .query import LocalCatalog
+
+    if overrides["objects__radius_arcsec"] is not None and not rebuild:
+        raise click.UsageError("--radius changes every object: give it with --rebuild")
+    settings = _settings(ctx, **overrides)
+    radius = settings.objects.radius_arcsec
+    _hold_home_lock(ctx, settings.home)  # it writes the objects table
+    with console.status("associating detections..."):
+        if rebuild:
+            done = rebuild_objects(settings.home, radius_arcsec=radius)
+        else:  # builds the table when it was never built
+            done = update_objects(settings.home, [], radius_arcsec=radius)
+    catalog = LocalCatalog(settings.home)
+    counts = catalog.arrow("SELECT n_det, COUNT(*) AS objects FROM objects GROUP BY 1 ORDER BY 1").to_pylist()
+    total = catalog.arrow("SELECT COUNT(*) AS n, COALESCE(SUM(n_det), 0) AS d, COUNT(DISTINCT sky_cell) AS c, "
+                          "MIN(radius_arcsec) AS r FROM objects").to_pylist()[0]
+    if done.rebuilt:
+        console.print(f"rebuilt from {done.detections} clean detections")
+    if not total["n"]:
+        console.print(f"no objects in {settings.home}: no clean detection with a sky position (run `skysift run` first)")
+        return
+    table = Table(title=f"{total['n']} objects from {total['d']} clean detections in {total['c']} sky cell(s), "
+                  f"association radius {total['r']:g} arcsec")
+    table.add_column("detections per object", justify="right")
+    table.add_column("objects", justify="right")
+    for row in counts:
+        table.add_row(str(row["n_det"]), str(row["objects"]))
+    console.print(table)
+
+
+#: An argument that is an option's name, not SQL (``--fromat``, ``-x``): a typo, never a comment.
+_OPTION_LIKE = re.compile(r"-{1,2}[A-Za-z][\w-]*(=\S*)?")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("sql_parts", metavar="[SQL]...", nargs=-1)
+@click.option("-f", "--file", "sql_file", type=click.File("r"), help="Read the SQL from FILE ('-': standard input).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="csv, json and parquet keep the column types (parquet needs -o).")
+@click.option("-o", "--output", type=OutputFile(), default=None, help="Write the result to this file (csv, json, parquet).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Rows to print in table format.")
 @click.option("--athena", is_flag=True, help="Run on Athena (the deployed stack's Glue tables) instead of locally.")
 @click.option("--stack", default="skysift-dev", show_default=True, help="CloudFormation stack, with --athena.")
 @click.pass_context
-def query(ctx: click.Context, sql: str, fmt: str, limit: int, athena: bool, stack: str) -> None:
-    """Run SQL on the tables (sources, images, alerts): DuckDB locally, or Athena."""
-    if athena:
-        from .aws.cli import athena_query_for
+def query(ctx: click.Context, sql_parts: tuple[str, ...], sql_file, fmt: str, output: str | None, limit: int,
+          athena: bool, stack: str) -> None:
+    """Run SQL on the tables: DuckDB locally, or Athena.
 
-        frame = athena_query_for(sql, stack=stack)
-    else:
-        from .query import LocalCatalog
+    The SQL is the argument(s), FILE (-f), or standard input ('-', or nothing when
+    piped). It may start with a '-- comment' and hold several statements separated
+    by ';': each result is printed (csv, json and parquet take one result). Tables:
+    sources, images, alerts, objects, detections, matches, injections.
+    """
+    from .query_output import csv_text, json_text, write_parquet
 
-        frame = LocalCatalog(_settings(ctx).home).sql(sql)
-    if fmt == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
-    elif fmt == "json":
-        click.echo(frame.to_json(orient="records", date_format="iso"))
+    sql = _query_text(sql_parts, sql_file)
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet writes a file: give -o FILE.parquet")
+    if fmt == "table" and output is not None:
+        raise click.UsageError("-o writes csv, json or parquet: add --format csv|json|parquet")
+    results = _athena_results(sql, stack) if athena else _local_results(ctx, sql)
+    if fmt == "table":
+        for result in results:
+            _print_result(result, limit, titled=len(results) > 1)
+        if not results:
+            console.print("done (no statement returned rows)")
+        return
+    if len(results) != 1:
+        from .query import QueryError
+
+        numbers = ", ".join(str(r.number) for r in results) or "none"
+        raise QueryError(f"--format {fmt} writes one result, and {len(results)} statements returned rows "
+                         f"(statements {numbers}): run them one at a time, or use --format table")
+    table = results[0].table
+    if fmt == "parquet":
+        write_parquet(table, output)
+        console.print(f"wrote {output} ({table.num_rows} rows, {table.num_columns} columns)")
+        return
+    text = csv_text(table) if fmt == "csv" else json_text(table) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
     else:
-        table = Table(show_lines=False)
-        for column in frame.columns:
-            table.add_column(str(column))
-        for row in frame.head(limit).itertuples(index=False):
-            table.add_row(*[_fmt(v) for v in row])
-        console.print(table)
-        if len(frame) > limit:
-            console.print(f"... {len(frame) - limit} more rows (use --limit or --format csv)")
+        Path(output).write_text(text)
+        console.print(f"wrote {output} ({table.num_rows} rows)")
+
+
+def _query_text(sql_parts: tuple[str, ...], sql_file) -> str:
+    """The SQL of ``skysift query``: arguments (joined by newlines, so a '-- comment' argument
+    ends at its own end), ``-f FILE``, or standard input (``-`` or nothing when piped)."""
+    for part in sql_parts:
+        if _OPTION_LIKE.fullmatch(part):
+            raise click.NoSuchOption(part.split("=", 1)[0])
+    if sql_parts and sql_file is not None:
+        raise click.UsageError("give the SQL as an argument or with -f FILE, not both")
+    if sql_parts == ("-",):
+        sql = click.get_text_stream("stdin").read()
+    elif sql_parts:
+        sql = "\n".join(sql_parts)
+    elif sql_file is not None:
+        sql = sql_file.read()
+    elif not terminal.is_terminal(click.get_text_stream("stdin")):
+        sql = click.get_text_stream("stdin").read()
+    else:
+        raise click.UsageError("give the SQL: skysift query \"SELECT ...\", -f FILE.sql, or - to read standard input")
+    if not sql.strip():
+        raise click.UsageError("the SQL is empty")
+    return sql
+
+
+def _local_results(ctx: click.Context, sql: str):
+    from .query import LocalCatalog
+
+    return LocalCatalog(_settings(ctx).home).run_script(sql)
+
+
+def _athena_results(sql: str, stack: str):
+    """Each statement run on Athena (which takes one statement per query), in order."""
+    import pyarrow as pa
+
+    from .aws.cli import athena_query_for
+    from .query import QueryError, QueryResult, split_statements
+
+    try:
+        statements = split_statements(sql)
+    except QueryError:  # Athena's SQL is not all DuckDB's: send it whole, Athena will say
+        statements = [sql]
+    results = []
+    for number, statement in enumerate(statements, start=1):
+        frame = athena_query_for(statement, stack=stack)
+        results.append(QueryResult(number, statement, pa.Table.from_pandas(frame, preserve_index=False)))
+    return results
+
+
+def _print_result(result, limit: int, *, titled: bool) -> None:
+    """One result as a table: every digit of every value (a terminal folds, never cuts)."""
+    from .query_output import is_numeric, text_rows
+
+    title = Text(f"statement {result.number}: {' '.join(result.statement.split())}") if titled else None
+    table = Table(title=title, title_justify="left")
+    for field in result.table.schema:
+        table.add_column(Text(field.name), justify="right" if is_numeric(field.type) else "left", overflow="fold")
+    for row in text_rows(result.table, limit):
+        table.add_row(*(Text(cell) for cell in row))  # Text: a value is never read as rich markup
+    console.print(table, highlight=False)
+    if result.table.num_rows > limit:
+        console.print(f"... {result.table.num_rows - limit} more rows (use --limit or --format csv)")
 
 
 def _hdu_of_single_file(hdu: int | str | None, target: str, uris: list[str]) -> int | str | None:
@@ -189,12 +343,6 @@ def parse_bytes(text: str) -> int:
     if not match or match.group(2).lower() not in _BYTE_UNITS:
         raise click.BadParameter(f"{text!r} is not a size like 1GiB, 512MB or 2000000000")
     return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 @cli.group(invoke_without_command=True)
@@ -286,7 +434,9 @@ def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
     """Merge each partition's small per-image files into one large file."""
     from .tables import TABLES, LocalTables
 
-    reports = LocalTables(_settings(ctx).home).compact(tables or TABLES)
+    home = _settings(ctx).home
+    _hold_home_lock(ctx, home)
+    reports = LocalTables(home).compact(tables or TABLES)
     for table, r in reports.items():
         console.print(f"{table}: {r.files_before} files -> {r.files_after} ({r.partitions} partitions rewritten, {r.rows:,} rows)")
 
@@ -311,6 +461,8 @@ def check(ctx: click.Context, repair: bool, deep: bool) -> None:
     from . import integrity
 
     home = Path(_settings(ctx).home)
+    if repair:
+        _hold_home_lock(ctx, home)
     files = integrity.table_files(home)
     damaged = integrity.find_damaged(home, deep=deep)
     for item in damaged:

@@ -6,10 +6,22 @@ Phase 2 raises alerts image by image in order of observation time, so the 'new
 source' rule always compares with every earlier image, whatever order the workers
 finished in.
 
-Runs resume: an image whose current version (same image_id) already has an ``ok``
-or ``indexed`` row is not measured again, and its alerts are not evaluated again
-once they have been. Every image is written on its own, atomically, so an
-interrupted run loses at most the images in flight. Each run leaves a JSON report.
+A run holds the home's lock (:mod:`skysift.homelock`) from start to end, so two runs
+on one home go one after the other; with the lock held it first removes the
+temporary files a killed writer left. Runs resume: an image whose current version
+(same image_id) already has an ``ok`` or ``indexed`` row is not measured again.
+Every image is written on its own, atomically, so an interrupted run loses at most
+the images in flight.
+
+The alert decision of an image rests on the earlier images of its sky, so the
+marker ``{home}/alerts-evaluated/{image_id}`` records which ones it was made
+against. Phase 2 evaluates every ``ok`` image of the home (not only this run's)
+whose marker is missing or lists other earlier images than the tables now hold: an
+earlier image that arrives late (a later run, another night's folder) re-opens the
+decision of the later images it overlaps. Alerts are sent once per alert_id, so a
+re-evaluation sends only what is new; an alert already sent stays sent (and keeps
+its ``alerts`` row) even if the new decision would not raise it. Each run leaves a
+JSON report.
 
 One image never stops a run: :func:`~skysift.pipeline.process_image` turns every
 exception into a failed row; a worker process killed by the kernel (out of memory, a
@@ -26,6 +38,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import statistics
 import tempfile
@@ -39,10 +52,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import storage
 from .alerts import LogPublisher, deliver_alerts, prepare_alerts
 from .errors import InternalError, SkysiftError, WorkerDied
 from .fitsio import make_image_id
+from .homelock import home_lock
+from .integrity import remove_orphan_temporaries
 from .pipeline import ImageSummary, failed_result, process_image, record, summarize
 from .query import LocalCatalog
 from .settings import Settings
@@ -67,6 +84,8 @@ class RunReport:
     report_path: str | None = None
     #: images measured but whose alerts could not be evaluated: {uri, image_id, reason, message}
     alert_failures: list[dict] = field(default_factory=list)
+    #: alerts sent for images of earlier runs, whose decision an earlier image arriving now re-opened
+    reopened_alerts: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.summaries if s.status == status)
@@ -91,7 +110,7 @@ class RunReport:
 
     @property
     def n_alerts(self) -> int:
-        return sum(s.n_alerts for s in self.summaries)
+        return sum(s.n_alerts for s in self.summaries) + self.reopened_alerts
 
     def to_dict(self) -> dict:
         measured = [s.seconds for s in self.summaries if s.seconds > 0]
@@ -108,6 +127,7 @@ class RunReport:
             "alert_failures": self.alert_failures,
             "sources": self.n_sources,
             "alerts": self.n_alerts,
+            "reopened_alerts": self.reopened_alerts,
             "seconds_per_image_median": statistics.median(measured) if measured else None,
             "per_image": [asdict(s) | {"top_sources": None} for s in self.summaries],
         }
@@ -170,9 +190,40 @@ def _alerts_marker(home: Path, image_id: str) -> Path:
     return home / "alerts-evaluated" / image_id
 
 
+#: Prefix of the folder (in the home) where a run's pool notes which image each worker measures.
+RUNNING_PREFIX = ".running-"
+#: Beyond the footprints' discs, the 'new source' rule also reads detections this far (deg).
+HISTORY_MARGIN_DEG = 0.01
+
+
 def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu: int | str | None = None,
-              on_image: ProgressCallback | None = None, resume: bool = True) -> RunReport:
-    """Process every image, write the tables under ``settings.home``, raise alerts, report."""
+              on_image: ProgressCallback | None = None, resume: bool = True,
+              on_wait: Callable[[str], None] | None = None) -> RunReport:
+    """Process every image, write the tables under ``settings.home``, raise alerts, report.
+
+    Holds the home's lock throughout (``on_wait`` gets the one-line message when
+    another run holds it first, see :func:`~skysift.homelock.home_lock`).
+    """
+    with home_lock(settings.home, on_wait=on_wait):
+        _clean_after_killed_runs(Path(settings.home))
+        return _run_locked(uris, settings, workers=workers, hdu=hdu, on_image=on_image, resume=resume)
+
+
+def _clean_after_killed_runs(home: Path) -> None:
+    """Remove what a killed run left: temporary table files and its pool's notes.
+
+    Only with the home's lock held: then no other writer exists, so every temporary
+    file, however fresh, is an orphan.
+    """
+    removed = remove_orphan_temporaries(home, older_than_s=0.0)
+    for folder in home.glob(f"{RUNNING_PREFIX}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    if removed:
+        log.warning("removed %d temporary file(s) left by an interrupted writer", len(removed))
+
+
+def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: int | str | None,
+                on_image: ProgressCallback | None, resume: bool) -> RunReport:
     t0 = time.perf_counter()
     home = Path(settings.home)
     uris = [storage.normalize_uri(u) for u in uris]
@@ -206,7 +257,7 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
         else:
             # tasks start in order: the worker on image i reads ahead the one starting after i's peers
             calls = [(uri, per_worker, hdu, 1, _upcoming(todo, i + workers)) for i, uri in enumerate(todo)]
-            run_surviving(_measure_and_write, calls, workers, done)
+            run_surviving(_measure_and_write, calls, workers, done, scratch=home)
     except KeyboardInterrupt:
         report.interrupted = True
         log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
@@ -220,22 +271,39 @@ def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu:
 
 
 def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: Settings, workers: int) -> None:
-    """Alerts of every image not yet evaluated, delivered in order of observation time.
+    """Alerts of every ``ok`` image of the home not evaluated against the earlier images
+    it has now, delivered in order of observation time.
 
-    Every image's rows are written by now, so each image's alerts (which read the tables
-    and earlier images' pixels, and store cutouts named by alert_id) are prepared in
-    parallel; delivery is in order. An image whose alerts fail (to prepare or to deliver)
-    is logged and listed in ``report.alert_failures``, is not marked as evaluated (the
-    next run tries it again), and the other images' alerts go on.
+    ``rows`` are this run's images (as measured); the home's other images come from the
+    tables. Every image's rows are written by now, so each image's alerts (which read the
+    tables and earlier images' pixels, and store cutouts named by alert_id) are prepared
+    in parallel; delivery is in order. An image whose alerts fail (to prepare or to
+    deliver) is logged and listed in ``report.alert_failures``, is not marked as
+    evaluated (the next run tries it again), and the other images' alerts go on.
     """
-    store, publisher = LocalTables(settings.home), LogPublisher(settings.home)
+    home = Path(settings.home)
+    store, publisher = LocalTables(home), LogPublisher(home)
     by_id = {s.image_id: s for s in report.summaries}
-    ordered = sorted(rows, key=lambda r: (r.get("obs_time") is None, str(r.get("obs_time")), r.get("uri") or ""))
-    pending = [r for r in ordered if r.get("status") == "ok" and not _alerts_marker(Path(settings.home), r["image_id"]).exists()]
-    deliver = _InOrderDelivery(pending, store, publisher, by_id, settings, report)
+    stored = store.image_rows()
+    history = _SkyHistory(stored)
+    candidates = {r["image_id"]: r for r in stored if r.get("status") == "ok"}
+    candidates.update({r["image_id"]: r for r in rows if r.get("status") == "ok"})  # this run's, as measured
+    ordered = sorted(candidates.values(), key=lambda r: (_seconds(r.get("obs_time")) is None, _seconds(r.get("obs_time")) or 0.0,
+                                                         r.get("uri") or ""))
+    pending, earlier, reopened = [], [], 0
+    for row in ordered:
+        against = history.earlier_ids(row)
+        decided = _evaluated_against(home, row["image_id"])
+        if decided != against:
+            pending.append(row)
+            earlier.append(against)
+            reopened += decided is not None
+    if reopened:
+        log.info("%d image(s) evaluated again: an earlier image of their sky arrived since their alerts were decided", reopened)
+    deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
     if workers > 1 and len(pending) > 1:
         run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
-                      initializer=_open_worker_store, initargs=(settings.home,))
+                      initializer=_open_worker_store, initargs=(settings.home,), scratch=home)
     else:
         for i, row in enumerate(pending):
             try:
@@ -259,13 +327,73 @@ def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = N
     return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background)
 
 
+def _seconds(value: Any) -> float | None:
+    """A time (datetime, pandas Timestamp; naive means UTC) as POSIX seconds, or None."""
+    if not isinstance(value, datetime):
+        return None
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    except ValueError:  # pandas' NaT
+        return None
+
+
+class _SkyHistory:
+    """The ``ok`` images of the tables that reach each image's sky earlier than it:
+    what its 'new source' decision rests on (a superset of what the rule reads)."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        placed = [(r, _seconds(r.get("obs_time"))) for r in rows if r.get("status") == "ok"]
+        placed = [(r, t) for r, t in placed if t is not None and _finite(r.get("center_ra")) and _finite(r.get("center_dec"))]
+        placed.sort(key=lambda item: item[1])  # oldest first: the images earlier than t are a prefix
+        self.ids = np.array([r["image_id"] for r, _ in placed], dtype=object)
+        self.time = np.array([t for _, t in placed], dtype=float)
+        self.xyz = _unit_vectors(np.array([float(r["center_ra"]) for r, _ in placed]),
+                                 np.array([float(r["center_dec"]) for r, _ in placed]))
+        self.radius = np.array([float(r.get("radius_deg") or 0.0) for r, _ in placed])
+
+    def earlier_ids(self, row: dict) -> list[str]:
+        """Sorted image_ids of the images observed before ``row`` whose footprint reaches its own."""
+        when = _seconds(row.get("obs_time"))
+        if when is None or not (_finite(row.get("center_ra")) and _finite(row.get("center_dec"))):
+            return []
+        n = int(np.searchsorted(self.time, when, side="left"))
+        if n == 0:
+            return []
+        here = _unit_vectors(np.array([float(row["center_ra"])]), np.array([float(row["center_dec"])]))[0]
+        distance = np.degrees(np.arccos(np.clip(self.xyz[:n] @ here, -1.0, 1.0)))
+        reach = self.radius[:n] + float(row.get("radius_deg") or 0.0) + HISTORY_MARGIN_DEG
+        return sorted(self.ids[:n][distance <= reach].tolist())
+
+
+def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1).reshape(-1, 3)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and bool(np.isfinite(value))
+
+
+def _evaluated_against(home: Path, image_id: str) -> list[str] | None:
+    """The earlier images an image's alerts were decided against; None if never decided
+    (no marker, a marker cut short by a crash, or one from before markers said it)."""
+    try:
+        return json.loads(_alerts_marker(home, image_id).read_text())["earlier_images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class _InOrderDelivery:
     """A :data:`DoneCallback` that delivers prepared alerts in the rows' order, whatever order
-    they were prepared in, and records an image whose alerts failed instead of stopping."""
+    they were prepared in, and records an image whose alerts failed instead of stopping.
 
-    def __init__(self, rows: list[dict], store: LocalTables, publisher: LogPublisher,
+    ``earlier[i]`` are the earlier images ``rows[i]`` is decided against, written into its
+    marker once its alerts are delivered.
+    """
+
+    def __init__(self, rows: list[dict], earlier: list[list[str]], store: LocalTables, publisher: LogPublisher,
                  by_id: dict[str, ImageSummary], settings: Settings, report: RunReport) -> None:
-        self.rows, self.store, self.publisher = rows, store, publisher
+        self.rows, self.earlier, self.store, self.publisher = rows, earlier, store, publisher
         self.by_id, self.home, self.report = by_id, Path(settings.home), report
         self.ready: dict[int, tuple[list[dict] | None, BaseException | None]] = {}
         self.next = 0
@@ -274,14 +402,15 @@ class _InOrderDelivery:
         self.ready[index] = (alerts, error)
         while self.next in self.ready:
             alerts, error = self.ready.pop(self.next)
-            self._deliver(self.rows[self.next], alerts, error)
+            self._deliver(self.rows[self.next], self.earlier[self.next], alerts, error)
             self.next += 1
 
-    def _deliver(self, row: dict, alerts: list[dict] | None, error: BaseException | None) -> None:
+    def _deliver(self, row: dict, earlier: list[str], alerts: list[dict] | None, error: BaseException | None) -> None:
         try:
             if error is not None:
                 raise error
-            sent = deliver_alerts(row, alerts, self.store, self.publisher)
+            unsent = sum(not self.publisher.was_sent(a["alert_id"]) for a in alerts)
+            sent = deliver_alerts(row, alerts + self._sent_before(row, alerts), self.store, self.publisher)
         except Exception as exc:
             failure = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=row.get("uri"))
             log.warning("%s: alerts not evaluated (%s: %s); the next run tries again", row.get("uri"), failure.reason, failure.message)
@@ -290,13 +419,23 @@ class _InOrderDelivery:
             return
         marker = _alerts_marker(self.home, row["image_id"])
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        marker.write_text(json.dumps({"earlier_images": earlier}))
         if row["image_id"] in self.by_id:
             self.by_id[row["image_id"]].n_alerts = len(sent)
+        else:  # an image of an earlier run, evaluated again
+            self.report.reopened_alerts += unsent
+
+    def _sent_before(self, row: dict, alerts: list[dict]) -> list[dict]:
+        """The stored alerts of this image that were sent and that this evaluation no longer
+        raises (an earlier image arrived since): sent cannot be unsent, so their rows stay."""
+        now = {a["alert_id"] for a in alerts}
+        return [a for a in self.store.read_alerts(row).to_pylist()
+                if a["alert_id"] not in now and self.publisher.was_sent(a["alert_id"])]
 
 
 def run_surviving(fn: Callable[..., Any], calls: list[tuple], workers: int, on_done: DoneCallback, *,
-                  initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> None:
+                  initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                  scratch: str | os.PathLike[str] | None = None) -> None:
     """``fn(*calls[i])`` for every ``i`` in ``workers`` processes, surviving the death of a worker.
 
     ``on_done(i, result, error)`` runs in this process as each call finishes, with the
@@ -306,9 +445,13 @@ def run_surviving(fn: Callable[..., Any], calls: list[tuple], workers: int, on_d
     in a fresh process, so the one that kills its process again ends with
     :class:`~skysift.errors.WorkerDied` and the innocent ones succeed; the calls that were
     still queued go on in a new pool. ``KeyboardInterrupt`` cancels what has not started.
+    The workers' notes live in a temporary folder in ``scratch`` (default: the system's).
     """
     pending = list(range(len(calls)))
-    with tempfile.TemporaryDirectory(prefix="skysift-running-") as running:
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=RUNNING_PREFIX if scratch is not None else "skysift-running-",
+                                     dir=scratch) as running:
         while pending:
             broken = _pool_round(fn, calls, pending, workers, on_done, running, initializer, initargs)
             suspects = _running_when_broken(running, broken) or broken[:1]

@@ -109,21 +109,34 @@ class LocalTables:
         return self.write_rows("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
 
     def _sources_file(self, image_row: dict) -> Path:
-        """The file holding one image's ``sources`` rows: its own, or a compacted one."""
-        folder = self.table_dir("sources") / partition_path(image_row)
+        return self._image_file("sources", image_row)
+
+    def _image_file(self, table: str, image_row: dict) -> Path:
+        """The file holding one image's rows of ``table``: its own, or a compacted one."""
+        folder = self.table_dir(table) / partition_path(image_row)
         path = folder / f"{image_row['image_id']}.parquet"
         if path.exists():
             return path
         for compacted in folder.glob(f"{compaction.COMPACTED_PREFIX}*.parquet"):
             if image_row["image_id"] in compaction.image_ids_of(compacted):
                 return compacted
-        raise FileNotFoundError(f"no sources stored for image {image_row['image_id']}")
+        raise FileNotFoundError(f"no {table} stored for image {image_row['image_id']}")
 
-    def read_sources(self, image_row: dict) -> pa.Table:
-        path = self._sources_file(image_row)
+    def _read_image_file(self, table: str, image_row: dict) -> pa.Table:
+        path = self._image_file(table, image_row)
         if path.name.startswith(compaction.COMPACTED_PREFIX):
             return pq.read_table(path, filters=[("image_id", "=", image_row["image_id"])])
         return pq.read_table(path)
+
+    def read_sources(self, image_row: dict) -> pa.Table:
+        return self._read_image_file("sources", image_row)
+
+    def read_alerts(self, image_row: dict) -> pa.Table:
+        """The ``alerts`` rows stored for one image (none: an empty table)."""
+        try:
+            return self._read_image_file("alerts", image_row).select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA)
+        except FileNotFoundError:
+            return ALERTS_SCHEMA.empty_table()
 
     def compact(self, tables: tuple[str, ...] = TABLES) -> dict[str, compaction.CompactionReport]:
         """Merge each partition's files into one (see :mod:`skysift.compaction`)."""
