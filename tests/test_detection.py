@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skysift.detection import detect, gaussian_kernel
+from skysift.background import subtract_sky
+from skysift.detection import detect, gaussian_kernel, noise_correlation_factor
 from skysift.errors import DetectionFailed
-from skysift.settings import DetectionSettings
+from skysift.settings import BackgroundSettings, DetectionSettings
 
 
 def test_gaussian_kernel_is_normalised_and_odd():
@@ -69,3 +70,44 @@ def test_a_blend_splits_the_same_whatever_was_scanned_before_it(monkeypatch, iso
     assert len(alone) == 2 and (alone["flag"] & 1).all()  # one blend, split in two
     same = all(np.array_equal(alone[k], behind[k]) for k in ("x", "y", "flux", "npix"))
     assert same is isolated
+
+
+def _correlated_noise(smoothing_sigma_px: float, size: int = 500, seed: int = 5) -> tuple[np.ndarray, float]:
+    """Unit white noise smoothed by a Gaussian (as resampling or a radio beam does), and the
+    spread of its filtered significance predicted from the kernels alone."""
+    from scipy.signal import convolve, fftconvolve
+
+    axis = np.arange(-8, 9)
+    smooth = np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * smoothing_sigma_px**2))
+    smooth /= smooth.sum()
+    white = np.random.default_rng(seed).normal(0.0, 1.0, (size + 100, size + 100))
+    noise = fftconvolve(white, smooth, mode="same")[50:-50, 50:-50].astype(np.float32)
+    kernel = gaussian_kernel(3.0).astype(np.float64)
+    predicted = np.sqrt((convolve(kernel, smooth) ** 2).sum()) / np.sqrt((smooth**2).sum() * (kernel**2).sum())
+    return noise, float(predicted)
+
+
+@pytest.mark.parametrize("smoothing_sigma_px", [0.7, 1.5])
+def test_the_threshold_is_the_true_significance_in_correlated_noise(smoothing_sigma_px):
+    """Issue 14: the RMS map sees each pixel's noise, not its correlation; "5 sigma" in the
+    filtered image was 1.3-2.3 sigma, and pure noise gave hundreds of detections."""
+    noise, predicted = _correlated_noise(smoothing_sigma_px)
+    background, _ = subtract_sky(noise, np.zeros(noise.shape, dtype=bool), BackgroundSettings())
+    factor = noise_correlation_factor(noise, background.rms, None, gaussian_kernel(3.0))
+    assert factor == pytest.approx(predicted, rel=0.06)  # (the RMS map's clipping reads ~1.5% low)
+    settings = DetectionSettings()
+    assert len(detect(noise, background.rms, None, settings).objects) == 0
+    assert len(detect(-noise, background.rms, None, settings).objects) == 0
+    assert len(detect(noise, background.rms, None, settings, noise_factor=1.0).objects) > 100
+
+
+def test_white_noise_keeps_the_nominal_threshold_and_sources_do_not_raise_it():
+    rng = np.random.default_rng(8)
+    frame = rng.normal(0.0, 1.0, (400, 400)).astype(np.float32)
+    yy, xx = np.mgrid[:400, :400]
+    for x, y in rng.uniform(20, 380, (60, 2)):  # bright stars on ~6% of the sky
+        frame += (500.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.3**2))).astype(np.float32)
+    assert noise_correlation_factor(frame, np.float32(1.0), None, gaussian_kernel(3.0)) == 1.0
+    assert noise_correlation_factor(-frame, np.float32(1.0), None, gaussian_kernel(3.0)) == 1.0
+    result = detect(frame, np.float32(1.0), None, DetectionSettings())
+    assert result.noise_correlation_factor == 1.0 and len(result.objects) > 50

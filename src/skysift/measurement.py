@@ -203,7 +203,10 @@ def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, setti
     cols["star_score"] = classification.star_score(cols["half_light_radius_px"], cols["snr"], locus)
     seeing = psf.seeing_fwhm_px(pixels.stamps, cols["star_score"], cols["fwhm_px"])
     limit_radius = seeing if seeing else (settings.detection.filter_fwhm_px or 3.0)
-    limit_flux = 5.0 * pixels.global_rms * np.sqrt(np.pi) * limit_radius / GAUSSIAN_FLUX_WITHIN_FWHM
+    # correlated noise is larger in an aperture than the per-pixel RMS says, by about the factor
+    # the detection threshold is scaled by (the matched filter and the aperture have one scale)
+    limit_flux = (5.0 * pixels.global_rms * pixels.noise_correlation_factor * np.sqrt(np.pi) * limit_radius
+                  / GAUSSIAN_FLUX_WITHIN_FWHM)
     stats: dict[str, object] = {
         "n_sources": len(cols["x"]),
         "background_level": pixels.global_level,
