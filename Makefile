@@ -6,7 +6,7 @@ HOME_DIR ?= skysift-data
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install demo test lint lock lock-checkov checkov bench clean
+.PHONY: install demo notebooks test lint lock lock-checkov checkov bench clean
 
 # Pinned, resolved set (requirements-lock.txt, from `pip freeze` of a working install): a fresh
 # machine installs exactly what was tested, without pip's resolver searching versions.
@@ -49,6 +49,13 @@ demo: install
 	$(BIN)/skysift --home $(HOME_DIR) query "SELECT COUNT(*) AS total_sources, AVG(flux) AS mean_flux, MAX(snr) AS max_snr FROM sources WHERE flux > 500"
 	$(BIN)/skysift --home $(HOME_DIR) alerts
 	$(BIN)/skysift --home $(HOME_DIR) plot sky/field_001.fits -o field_001.png
+
+# Executed copies of the notebooks, outputs and figures included, that people can read without
+# running them: notebooks/executed/*.ipynb (the notebooks themselves are committed without outputs).
+# sky_analysis.ipynb reads the demo survey: run `make demo` first.
+NOTEBOOKS ?= notebooks/sky_analysis.ipynb
+notebooks: install
+	SKYSIFT_HOME=$(HOME_DIR) SKYSIFT_SKY=sky $(BIN)/python notebooks/execute.py $(NOTEBOOKS)
 
 test: install checkov
 	$(BIN)/ruff check src tests benchmarks functions

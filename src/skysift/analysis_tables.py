@@ -4,8 +4,8 @@
 reference catalog; ``injections`` (from :mod:`skysift.completeness`) one row per
 artificial star injected into an image. Both are Hive-partitioned Parquet under
 ``{home}/tables/{table}/survey=S/band=B/obs_night=N/{image_id}.parquet``, written with
-:class:`skysift.tables.LocalTables` so a re-run replaces an image's rows, and
-:func:`attach` adds them as views to a :class:`skysift.query.LocalCatalog`.
+:class:`skysift.tables.LocalTables` so a re-run replaces an image's rows; every
+:class:`skysift.query.LocalCatalog` (and so ``skysift query``) has a view of each.
 """
 
 from __future__ import annotations
@@ -87,15 +87,18 @@ def write_rows(home: str | os.PathLike[str], table: str, image_row: dict, rows: 
 
 
 def attach(catalog: LocalCatalog) -> LocalCatalog:
-    """Add views ``matches`` and ``injections`` to ``catalog`` (empty ones when not written yet)."""
-    for table, schema in ANALYSIS_TABLES.items():
-        catalog.create_view(table, schema)
+    """``catalog`` with its views defined again, so that tables written since it was made show.
+
+    Every :class:`LocalCatalog` has the ``matches`` and ``injections`` views (empty ones
+    when not written yet).
+    """
+    catalog.refresh()
     return catalog
 
 
 def analysis_catalog(home: str | os.PathLike[str]) -> LocalCatalog:
-    """A :class:`LocalCatalog` over ``home`` with the analysis tables attached."""
-    return attach(LocalCatalog(home))
+    """A :class:`LocalCatalog` over ``home`` (every table, the analysis ones included)."""
+    return LocalCatalog(home)
 
 
 def images_row(home: str | os.PathLike[str], image_id: str) -> tuple[dict, Path] | None:

@@ -1,4 +1,9 @@
-"""Pictures people would rather look at than tables (matplotlib, headless Agg).
+"""Pictures people would rather look at than tables (matplotlib).
+
+Each picture is a function that returns a :class:`matplotlib.figure.Figure` (made
+without pyplot: no backend, window or global figure list is involved, so it is safe in
+worker processes and servers, and a notebook shows it inline when a cell returns it),
+and a twin that writes it to a PNG (``skysift plot``, ``skysift completeness --plot``).
 
 Images are drawn from a :class:`DisplayImage`: block averages small enough to draw
 (:data:`DISPLAY_MAX_SIDE`), read in bands or tiles by :func:`read_for_display` so that
@@ -10,18 +15,18 @@ at full resolution) are drawn as they are.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from astropy.visualization import ImageNormalize, ZScaleInterval
 from astropy.wcs import WCS
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Polygon
 
 from .background import estimate_background
@@ -121,8 +126,14 @@ def _put_blocks(out: np.ndarray, data: np.ndarray, y0: int, x0: int, factor: int
 
 def detections_overlay(image: DisplayImage, sources: pa.Table | None, out_path: str, *, title: str | None = None,
                        max_ellipses: int = 5000) -> str:
+    """:func:`detections_figure` written to the PNG ``out_path``; returns the path."""
+    return save(detections_figure(image, sources, title=title, max_ellipses=max_ellipses), out_path)
+
+
+def detections_figure(image: DisplayImage, sources: pa.Table | None, *, title: str | None = None,
+                      max_ellipses: int = 5000) -> Figure:
     """The image (zscale) with each detection's Kron ellipse, coloured by star/galaxy score."""
-    fig = plt.figure(figsize=(9, 8))
+    fig = Figure(figsize=(9, 8))
     ax = fig.add_subplot(111, projection=image.wcs) if image.wcs is not None else fig.add_subplot(111)
     _show(ax, image)
     n = _draw_detections(fig, ax, sources, max_ellipses)
@@ -130,7 +141,7 @@ def detections_overlay(image: DisplayImage, sources: pa.Table | None, out_path: 
         ax.set_xlabel("RA (ICRS)")
         ax.set_ylabel("Dec (ICRS)")
     ax.set_title(title or f"{image.name}: {n} detections")
-    return _save(fig, out_path)
+    return fig
 
 
 def _draw_detections(fig, ax, sources: pa.Table | None, max_ellipses: int) -> int:
@@ -138,14 +149,14 @@ def _draw_detections(fig, ax, sources: pa.Table | None, max_ellipses: int) -> in
     n = 0 if sources is None else sources.num_rows
     if n:
         cols = sources.select(["x", "y", "a", "b", "theta", "kron_radius", "star_score"]).to_pydict()
-        cmap = plt.get_cmap("coolwarm_r")
+        cmap = matplotlib.colormaps["coolwarm_r"]
         for i in range(min(n, max_ellipses)):
             scale = max(2.5 * (cols["kron_radius"][i] or 1.0), 3.5)
             score = cols["star_score"][i]
             colour = cmap(score if score is not None and np.isfinite(score) else 0.5)
             ax.add_patch(Ellipse((cols["x"][i], cols["y"][i]), 2 * scale * cols["a"][i], 2 * scale * cols["b"][i],
                                  angle=np.degrees(cols["theta"][i]), fill=False, lw=0.7, color=colour))
-        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+        sm = ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
         fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04, label="star score (1 = point source)")
     return n
 
@@ -162,10 +173,10 @@ def _show(ax, image: DisplayImage, data: np.ndarray | None = None, cmap: str = "
     return shown
 
 
-def _save(fig, out_path: str) -> str:
-    fig.savefig(out_path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out_path
+def save(fig: Figure, out_path: str | os.PathLike[str], *, dpi: int = 110) -> str:
+    """Write ``fig`` as a PNG (or the format of the suffix); returns the path."""
+    fig.savefig(out_path, dpi=dpi, bbox_inches="tight")
+    return os.fspath(out_path)
 
 
 def draw_footprints(ax, images: pd.DataFrame, **style) -> None:
@@ -177,6 +188,11 @@ def draw_footprints(ax, images: pd.DataFrame, **style) -> None:
 
 
 def catalog_overview(sources: pd.DataFrame, images: pd.DataFrame, out_path: str, *, title: str | None = None) -> str:
+    """:func:`overview_figure` written to the PNG ``out_path``; returns the path."""
+    return save(overview_figure(sources, images, title=title), out_path)
+
+
+def overview_figure(sources: pd.DataFrame, images: pd.DataFrame, *, title: str | None = None) -> Figure:
     """Four panels: sky map with footprints, magnitude and SNR histograms, size-magnitude diagram.
 
     Parameters
@@ -186,8 +202,6 @@ def catalog_overview(sources: pd.DataFrame, images: pd.DataFrame, out_path: str,
         ``-2.5 log10 flux`` is used where null), ``snr``, ``fwhm_arcsec`` and ``star_score``.
     images : DataFrame
         ``images`` rows with ``corners_ra`` and ``corners_dec`` (deg).
-    out_path : str
-        PNG to write.
     """
     mag = sources["mag_ab"].astype(float)
     instrumental = mag.isna().all()
@@ -196,7 +210,8 @@ def catalog_overview(sources: pd.DataFrame, images: pd.DataFrame, out_path: str,
             mag = -2.5 * np.log10(sources["flux"].astype(float).where(sources["flux"] > 0))
     label = "instrumental mag" if instrumental else "AB mag"
     score = sources["star_score"].astype(float).fillna(0.5)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 10))
+    fig = Figure(figsize=(12, 10))
+    axes = fig.subplots(2, 2)
     sky, hist_mag, hist_snr, size = axes.ravel()
     points = sky.scatter(sources["ra"], sources["dec"], c=mag, s=4, cmap="viridis_r")
     draw_footprints(sky, images)
@@ -216,18 +231,24 @@ def catalog_overview(sources: pd.DataFrame, images: pd.DataFrame, out_path: str,
     size.set(xlabel=label, ylabel="FWHM (arcsec)", yscale="log", title="star / galaxy separation")
     if title:
         fig.suptitle(title)
-    return _save(fig, out_path)
+    return fig
 
 
 def image_diagnostics(image: DisplayImage, sources: pa.Table | None, out_path: str, *,
                       max_ellipses: int = 5000) -> str:
+    """:func:`diagnostics_figure` written to the PNG ``out_path``; returns the path."""
+    return save(diagnostics_figure(image, sources, max_ellipses=max_ellipses), out_path)
+
+
+def diagnostics_figure(image: DisplayImage, sources: pa.Table | None, *, max_ellipses: int = 5000) -> Figure:
     """Three panels of one image: detections drawn on it, the background map and the RMS map (counts).
 
     ``image`` comes from :func:`read_for_display` with ``background=True``.
     """
     if image.background is None or image.rms is None:
         raise ValueError("image_diagnostics needs read_for_display(..., background=True)")
-    fig, (ax_img, ax_back, ax_rms) = plt.subplots(1, 3, figsize=(19, 6), layout="constrained")
+    fig = Figure(figsize=(19, 6), layout="constrained")
+    ax_img, ax_back, ax_rms = fig.subplots(1, 3)
     _show(ax_img, image)
     n = _draw_detections(fig, ax_img, sources, max_ellipses)
     ax_img.set_title(f"{image.name}: {n} detections")
@@ -237,10 +258,15 @@ def image_diagnostics(image: DisplayImage, sources: pa.Table | None, out_path: s
         ax.set_title(f"{name}: median {np.nanmedian(data):.4g} counts")
     for ax in (ax_img, ax_back, ax_rms):
         ax.set(xlabel="x (pix)", ylabel="y (pix)")
-    return _save(fig, out_path)
+    return fig
 
 
 def completeness_plot(curves: list[dict], out_path: str) -> str:
+    """:func:`completeness_figure` written to the PNG ``out_path``; returns the path."""
+    return save(completeness_figure(curves), out_path)
+
+
+def completeness_figure(curves: list[dict]) -> Figure:
     """Recovered fraction vs injected magnitude, one line per image.
 
     ``curves`` are :meth:`skysift.completeness.CompletenessResult.to_json` dicts
@@ -248,7 +274,8 @@ def completeness_plot(curves: list[dict], out_path: str) -> str:
     """
     from .completeness import CompletenessFit
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.subplots()
     for curve in curves:
         centres = [(b["mag_lo"] + b["mag_hi"]) / 2 for b in curve["bins"]]
         values = [b["completeness"] for b in curve["bins"]]
@@ -262,12 +289,18 @@ def completeness_plot(curves: list[dict], out_path: str) -> str:
     ax.set(xlabel=f"injected magnitude ({system})", ylabel="recovered fraction", ylim=(-0.02, 1.05),
            title="completeness from injected stars")
     ax.legend(fontsize=8)
-    return _save(fig, out_path)
+    return fig
 
 
 def crossmatch_plot(matches: pd.DataFrame, out_path: str, *, min_snr_zp: float = 20.0) -> str:
+    """:func:`crossmatch_figure` written to the PNG ``out_path``; returns the path."""
+    return save(crossmatch_figure(matches, min_snr_zp=min_snr_zp), out_path)
+
+
+def crossmatch_figure(matches: pd.DataFrame, *, min_snr_zp: float = 20.0) -> Figure:
     """Astrometric offsets (arcsec) and magnitude differences of matched sources."""
-    fig, (ax_pos, ax_mag) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig = Figure(figsize=(13, 5.5))
+    ax_pos, ax_mag = fig.subplots(1, 2)
     ax_pos.scatter(matches["dra_arcsec"], matches["ddec_arcsec"], s=4, alpha=0.6)
     ax_pos.axhline(0, color="grey", lw=0.8)
     ax_pos.axvline(0, color="grey", lw=0.8)
@@ -281,4 +314,4 @@ def crossmatch_plot(matches: pd.DataFrame, out_path: str, *, min_snr_zp: float =
         ax_mag.axhline(good["dmag"].median(), color="k", lw=1, label=f"median {good['dmag'].median():+.3f} mag")
     ax_mag.set(xlabel="reference mag", ylabel="mag_ab - reference mag", title="zero-point difference")
     ax_mag.legend(fontsize=8)
-    return _save(fig, out_path)
+    return fig

@@ -46,7 +46,8 @@ EXIT_USAGE = 2
 UNWRAPPED_WIDTH = 10_000
 
 
-def _is_terminal(stream) -> bool:
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is an open terminal (not a pipe, a file or a test runner's buffer)."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or closed
@@ -64,7 +65,7 @@ class _Console(Console):
     @property
     def size(self) -> ConsoleDimensions:
         size = Console.size.fget(self)
-        return size if _is_terminal(self.file) else ConsoleDimensions(UNWRAPPED_WIDTH, size.height)
+        return size if is_terminal(self.file) else ConsoleDimensions(UNWRAPPED_WIDTH, size.height)
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:

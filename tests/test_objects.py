@@ -1,0 +1,209 @@
+"""Objects: detections associated across images, kept up to date by `skysift run`, idempotent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from astropy import units as u
+from click.testing import CliRunner
+
+from skysift.astrometry import healpix_index
+from skysift.cli import cli
+from skysift.flags import CLEAN_MASK
+from skysift.objects import (
+    _CELLS,
+    CELL_ORDER,
+    OBJECTS_SCHEMA,
+    _recompute,
+    objects_root,
+    rebuild_objects,
+    update_objects,
+)
+from skysift.query import LocalCatalog
+from skysift.sample import make_sample
+from skysift.tables import LocalTables
+
+SIZE = 256
+EDGE_MARGIN_PX = 15  # detections closer to the edge are flagged (not clean)
+
+
+def _objects(home) -> pa.Table:
+    return LocalCatalog(home).arrow("SELECT * FROM objects ORDER BY object_id")
+
+
+def _separation_arcsec(ra, dec, ras, decs) -> np.ndarray:
+    return np.hypot((np.asarray(ras) - ra) * np.cos(np.deg2rad(dec)), np.asarray(decs) - dec) * 3600.0
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    """`skysift run` over the sample survey without its last image, then again with it."""
+    root = tmp_path_factory.mktemp("objects")
+    make_sample(root / "sky", size=SIZE, seed=5)
+    home = str(root / "home")
+    last = root / "sky" / "field_008.fits"
+    last.rename(root / "field_008.fits")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--home", home, "run", str(root / "sky"), "-j", "2"])
+    assert result.exit_code == 0, result.output
+    assert "objects:" in result.output and "table built from every source" in result.output
+    before = _objects(home)
+    (root / "field_008.fits").rename(last)
+    result = runner.invoke(cli, ["--home", home, "run", str(root / "sky"), "-j", "2"])
+    assert result.exit_code == 0, result.output
+    return root, home, before
+
+
+def _truth_on_sky(root) -> pd.DataFrame:
+    """Each injected source once, with the number of images on which it lies well inside."""
+    truth = pd.read_parquet(root / "sky" / "truth.parquet")
+    inside = truth[truth["x"].between(EDGE_MARGIN_PX, SIZE - 1 - EDGE_MARGIN_PX)
+                   & truth["y"].between(EDGE_MARGIN_PX, SIZE - 1 - EDGE_MARGIN_PX)]
+    key = [truth["ra"].round(7), truth["dec"].round(7)]
+    sky = truth.groupby(key).agg(kind=("kind", "first"), ra=("ra", "first"), dec=("dec", "first"),
+                                 snr=("snr_true", "min"), files=("file", "nunique"))
+    covering = inside.groupby([inside["ra"].round(7), inside["dec"].round(7)])["file"].nunique()
+    sky["n_covering"] = covering.reindex(sky.index).fillna(0).astype(int)
+    sky = sky.reset_index(drop=True)
+    sky["nearest_arcsec"] = [np.sort(_separation_arcsec(r.ra, r.dec, sky["ra"], sky["dec"]))[1] for r in sky.itertuples()]
+    return sky
+
+
+def test_each_isolated_star_is_one_object_seen_in_every_image_covering_it(survey):
+    root, home, _ = survey
+    sky = _truth_on_sky(root)
+    stars = sky[(sky["kind"] == "star") & (sky["nearest_arcsec"] > 6) & (sky["snr"] > 30)
+                & (sky["n_covering"] > 0) & (sky["n_covering"] == sky["files"])]
+    objects = _objects(home).to_pandas()
+    assert len(stars) >= 20 and set(stars["n_covering"]) >= {2}  # each field seen on both nights
+    for star in stars.itertuples():
+        near = objects[_separation_arcsec(star.ra, star.dec, objects["ra"], objects["dec"]) < 2.0]
+        assert len(near) == 1, (star, near)
+        found = near.iloc[0]
+        assert found["n_det"] == found["n_images"] == star.n_covering, (star, found)
+        assert _separation_arcsec(star.ra, star.dec, [found["ra"]], [found["dec"]])[0] < 0.3
+        assert len(found["source_ids"]) == found["n_det"] and found["photometry"][0]["band"] == "r"
+
+
+def test_the_transient_is_one_object_seen_once_on_the_second_night(survey):
+    root, home, _ = survey
+    sky = _truth_on_sky(root)
+    transient = sky[sky["kind"] == "transient"].iloc[0]
+    objects = _objects(home).to_pandas()
+    near = objects[_separation_arcsec(transient.ra, transient.dec, objects["ra"], objects["dec"]) < 1.0]
+    assert len(near) == 1
+    assert near.iloc[0]["n_det"] == 1
+    assert near.iloc[0]["first_seen"] == near.iloc[0]["last_seen"] >= pd.Timestamp("2026-03-21", tz="UTC")
+
+
+def test_objects_link_each_clean_detection_once(survey):
+    _, home, _ = survey
+    catalog = LocalCatalog(home)
+    counts = catalog.arrow(
+        "SELECT (SELECT COUNT(*) FROM detections) AS linked, (SELECT COUNT(DISTINCT source_id) FROM detections) "
+        f"AS distinct_linked, (SELECT COUNT(*) FROM sources WHERE ra IS NOT NULL AND (flags & {CLEAN_MASK}) = 0) AS clean, "
+        "(SELECT SUM(n_det) FROM objects) AS n_det").to_pylist()[0]
+    assert counts["linked"] == counts["distinct_linked"] == counts["clean"] == counts["n_det"] > 100
+    assert catalog.arrow("SELECT * FROM objects LIMIT 0").schema.field("photometry").type == \
+        OBJECTS_SCHEMA.field("photometry").type
+
+
+def test_running_again_or_twice_changes_no_object(survey):
+    root, home, _ = survey
+    before = _objects(home)
+    runner = CliRunner()
+    for args in (["run", str(root / "sky")], ["run", str(root / "sky"), "--force", "-j", "2"], ["objects", "--rebuild"]):
+        result = runner.invoke(cli, ["--home", home, *args])
+        assert result.exit_code == 0, result.output
+        assert _objects(home).equals(before), args
+
+
+def test_a_new_image_updates_the_objects_it_touches_and_no_other(survey, tmp_path):
+    _, home, before = survey
+    after = _objects(home).to_pandas().set_index("object_id")
+    before = before.to_pandas().set_index("object_id")
+    footprint = LocalCatalog(home).sql("SELECT corners_ra, corners_dec FROM images WHERE uri LIKE '%field_008.fits'")
+    ra, dec = (np.asarray(footprint.iloc[0][c]) for c in ("corners_ra", "corners_dec"))
+    margin = 2.0 / 3600
+    touched = after["ra"].between(ra.min() - margin, ra.max() + margin) & \
+        after["dec"].between(dec.min() - margin, dec.max() + margin)
+    unchanged = after[~touched]
+    assert len(unchanged) > 20 and touched.sum() > 10
+    pd.testing.assert_frame_equal(unchanged, before.loc[unchanged.index])
+    grown = after[touched].join(before[["n_det"]].rename(columns={"n_det": "n_det_before"}), how="inner")
+    assert (grown["n_det"] == grown["n_det_before"] + 1).mean() > 0.8  # seen once more, same id
+    # the incremental result is what a rebuild from every source gives
+    incremental = _objects(home)
+    rebuild_objects(home)
+    assert _objects(home).equals(incremental)
+
+
+def test_query_shows_objects_after_run(survey):
+    _, home, _ = survey
+    result = CliRunner().invoke(cli, ["--home", home, "objects"])
+    assert result.exit_code == 0, result.output
+    assert "objects from" in result.output and "association radius 1 arcsec" in result.output
+
+
+# -- an object across the edge of two sky cells --------------------------------------------------------
+def _cell(ra: float, dec: float) -> int:
+    return int(_CELLS.lonlat_to_healpix(ra * u.deg, dec * u.deg))
+
+
+def _edge(dec: float = 2.2) -> float:
+    """An RA (deg) where the order-CELL_ORDER cell changes along the parallel ``dec``."""
+    lo = 150.0
+    hi = next(lo + step for step in np.arange(0.01, 3, 0.01) if _cell(lo + step, dec) != _cell(lo, dec))
+    while hi - lo > 1e-10:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _cell(mid, dec) == _cell(lo, dec) else (lo, mid)
+    return hi
+
+
+def _write_image(home, image_id: str, night: str, ra: float, dec: float) -> None:
+    """An ``images`` row and one clean r-band detection at (ra, dec), deg, whose footprint is that point."""
+    row = {"image_id": image_id, "survey": "edge", "band": "r", "obs_night": night}
+    sources = pa.table({
+        "image_id": [image_id], "source_id": [f"{image_id}:0"],
+        "obs_time": pa.array([datetime.fromisoformat(f"{night}T03:00:00+00:00")], pa.timestamp("us", tz="UTC")),
+        "ra": [ra], "dec": [dec], "mag_ab": pa.array([18.0], pa.float32()),
+        "mag_ab_err": pa.array([0.01], pa.float32()), "flags": pa.array([0], pa.int32()),
+        "healpix": healpix_index(np.array([ra]), np.array([dec])),
+    })
+    images = pa.table({"image_id": [image_id], "status": ["ok"], "center_ra": [ra], "center_dec": [dec],
+                       "radius_deg": [1e-6]})
+    tables = LocalTables(home)
+    tables.write_rows("sources", row, sources)
+    tables.write_rows("images", row, images)
+
+
+def test_an_object_whose_mean_crosses_a_sky_cell_edge_moves_to_the_new_cell(tmp_path):
+    home = tmp_path / "home"
+    dec, edge = 2.2, _edge(2.2)
+    arcsec = 1 / 3600 / np.cos(np.deg2rad(dec))  # one arcsec in RA, deg
+    old_cell, new_cell = _cell(edge - 0.1 * arcsec, dec), _cell(edge + 0.1 * arcsec, dec)
+    assert old_cell != new_cell
+    _write_image(home, "aaaa", "2026-01-01", edge + 0.30 * arcsec, dec)
+    _write_image(home, "bbbb", "2026-01-02", edge - 0.65 * arcsec, dec)
+    update_objects(home, ["aaaa", "bbbb"])  # first time: built from every source
+    first = _objects(home).to_pylist()
+    assert len(first) == 1 and first[0]["n_det"] == 2
+    assert _cell(first[0]["ra"], dec) == old_cell
+    # 0.9 arcsec from the first detection, in the new cell: the object it joins is now centred there and
+    # must leave the old cell's file, even when only the new cell is asked for (update_objects asks for
+    # the cells within 1 arcsec of the image, which here happen to include the old one)
+    _write_image(home, "cccc", "2026-01-03", edge + 1.20 * arcsec, dec)
+    _recompute(LocalCatalog(home), objects_root(home), {new_cell}, 1.0, ["cccc"])
+    objects = _objects(home).to_pylist()
+    files = sorted((home / "tables" / "objects").glob("sky_cell=*/*.parquet"))
+    assert len(objects) == 1 and [f.parent.name for f in files] == [f"sky_cell={new_cell}"]
+    assert objects[0]["n_det"] == 3 and objects[0]["object_id"] == first[0]["object_id"]
+    assert LocalCatalog(home).arrow("SELECT sky_cell FROM objects").column(0).to_pylist() == [
+        int(objects[0]["healpix"]) >> (2 * (16 - CELL_ORDER))]
+    incremental = _objects(home)
+    rebuild_objects(home)
+    assert _objects(home).equals(incremental)
