@@ -63,8 +63,9 @@ def assert_one_line_error(result, status: int = 2, reason: str | None = None) ->
 def _commands(command: click.Command = cli, path: tuple[str, ...] = ()):
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
-            yield from _commands(sub, (*path, name))
+        context = click.Context(command)
+        for name in command.list_commands(context):  # lazily registered commands included
+            yield from _commands(command.get_command(context, name), (*path, name))
 
 
 def _number_type(param: click.Parameter) -> bool:
@@ -376,3 +377,23 @@ def test_aws_commands_without_the_stack_name_it(argv, files, monkeypatch):
     with moto.mock_aws():
         result = _invoke(argv, files)
     assert "no CloudFormation stack 'skysift-nowhere'" in assert_one_line_error(result, 2, "bad_config")
+
+
+def test_lazy_commands_say_what_their_modules_say_and_load_on_use():
+    """The --help text of a lazily imported command is its own docstring's first line."""
+    from skysift.cli import LAZY_ALERT_COMMANDS, LAZY_COMMANDS, alerts, cli
+
+    for group, lazy in ((cli, LAZY_COMMANDS), (alerts, LAZY_ALERT_COMMANDS)):
+        for name, (_, short_help, _) in lazy.items():
+            command = group.get_command(click.Context(group), name)
+            assert command is not None and command.name == name
+            assert (command.help or "").strip().splitlines()[0] == short_help
+
+
+def test_version_and_help_import_no_cloud_or_solar_package():
+    code = ("import sys; from click.testing import CliRunner; from skysift.cli import cli; "
+            "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('boto3', 'sunpy', 'dask', 'astropy.units', 'duckdb') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -42,7 +43,28 @@ def _hold_home_lock(ctx: click.Context, home: str | os.PathLike[str]) -> None:
     ctx.with_resource(home_lock(home, on_wait=lambda message: click.echo(message, err=True)))
 
 
-@click.group(cls=SkysiftGroup)
+#: Commands that live beside their own modules, imported only when used (see SkysiftGroup).
+LAZY_COMMANDS = {
+    "crossmatch": ("skysift.analysis_cli:crossmatch",
+                   "Match the sources table to a reference catalog; write the matches table; report offsets.",
+                   "analysis"),
+    "completeness": ("skysift.analysis_cli:completeness",
+                     "Inject artificial stars into IMAGE, re-detect, and record its 50%/90% limiting magnitudes.",
+                     "analysis"),
+    "emulate": ("skysift.aws.cli:emulate_command",
+                "Run the AWS system of template.yaml on moto in this process (no AWS account, no Docker).", "aws"),
+    "ingest": ("skysift.aws.cli:ingest_command",
+               "Ingest every FITS object under s3://BUCKET/PREFIX (or a manifest) through SurveyIngest on AWS.", "aws"),
+    "timelag": ("skysift.timelag.cli:timelag_command",
+                "Map the time lag between two channels of a solar image series (FITS + PNG).", "solar"),
+}
+LAZY_ALERT_COMMANDS = {
+    "subscribe": ("skysift.aws.cli:subscribe_command", "Subscribe to alerts, filtered on their message attributes.",
+                  "aws"),
+}
+
+
+@click.group(cls=SkysiftGroup, lazy=LAZY_COMMANDS)
 @click.version_option(__version__, prog_name="skysift")
 @click.option("--home", type=click.Path(file_okay=False), envvar="SKYSIFT_HOME", default="skysift-data",
               show_default=True, help="Where the local tables, alert log and cutouts live.")
@@ -104,27 +126,34 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
     columns = [TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task("images", total=len(uris), rate="")
+        task = progress.add_task("images", total=None, rate="")
 
         def advance(summary) -> None:
             progress.advance(task)
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:.2f} img/s")
 
-        report = run_local(uris, settings, workers=workers, hdu=hdu_value, on_image=advance, resume=not force)
-    table = Table(title=f"skysift run: {len(uris)} images in {report.seconds:.1f} s")
+        report = run_local(uris, settings, workers=workers, hdu=hdu_value, on_image=advance, resume=not force,
+                           on_plan=lambda n: progress.update(task, total=n))
+    n_images = len(report.summaries) + report.skipped
+    table = Table(title=f"skysift run: {n_images} images of {len(uris)} files in {report.seconds:.1f} s")
     for name in ("image", "status", "sources", "alerts", "seconds", "note"):
         table.add_column(name, justify="right" if name in ("sources", "alerts", "seconds") else "left")
+    per_file = Counter(s.uri for s in report.summaries)
+    multi = {uri for uri, n in per_file.items() if n > 1}
     for s in report.summaries:
         colour = {"ok": "green", "indexed": "cyan", "failed": "red"}.get(s.status, "white")
         note = f"{s.reason}: {s.message}" if s.reason else ""
-        table.add_row(Path(s.uri or "?").name, f"[{colour}]{s.status}[/]", str(s.n_sources), str(s.n_alerts),
+        table.add_row(_image_name(s, multi), f"[{colour}]{s.status}[/]", str(s.n_sources), str(s.n_alerts),
                       f"{s.seconds:.2f}", note)
     console.print(table)
     console.print(f"{report.count('ok')} ok, {report.count('indexed')} indexed, {report.count('failed')} failed; "
                   f"{report.n_sources} sources, {report.n_alerts} alerts; tables in [bold]{settings.home}[/]")
     if report.skipped:
-        console.print(f"{report.skipped} image(s) already done were skipped (--force to redo them)")
+        console.print(f"{report.skipped} image(s) already done with these settings were skipped (--force to redo them)")
+    if report.remeasured_settings:
+        console.print(f"{report.remeasured_settings} image(s) done before with other measurement settings were "
+                      "measured again (their rows replaced)")
     if report.interrupted:
         console.print("[yellow]interrupted[/]: finished images are kept; run the same command again to resume")
     failures = [(s.uri, s.reason, s.message) for s in report.summaries if s.status == "failed"]
@@ -136,6 +165,12 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
     console.print(f"run report: {report.report_path}")
     objects_ok = _update_objects(settings, [s.image_id for s in report.summaries])
     sys.exit(report.exit_code if objects_ok else max(report.exit_code, 1))
+
+
+def _image_name(summary, multi: set[str]) -> str:
+    """File name of an image, with its HDU when the run measured several of the file (``mosaic.fits[CCD2]``)."""
+    name = Path(summary.uri or "?").name
+    return f"{name}[{summary.hdu_name or summary.hdu}]" if summary.uri in multi and summary.hdu is not None else name
 
 
 def _update_objects(settings: Settings, image_ids: list[str]) -> bool:
@@ -345,7 +380,7 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
 
 
-@cli.group(invoke_without_command=True)
+@cli.group(cls=SkysiftGroup, lazy=LAZY_ALERT_COMMANDS, invoke_without_command=True)
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--rule", type=click.Choice(ALERT_RULES), help="Only this rule.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -517,34 +552,6 @@ def export(ctx: click.Context, output: str, fmt: str | None, image: str | None, 
     else:
         path = write_table(rows, output, chosen, table)
     click.echo(f"wrote {path} ({rows.num_rows} rows, {chosen})")
-
-
-def _register_extensions() -> None:
-    """Commands that live beside their own modules: analysis, AWS and time-lag.
-
-    The AWS and solar commands need the ``aws`` and ``solar`` extras; without them the
-    rest of skysift works and those commands are simply absent.
-    """
-    from .analysis_cli import register
-
-    register(cli)
-    try:
-        from .aws.cli import emulate_command, ingest_command, subscribe_command
-    except ImportError as exc:
-        logging.getLogger(__name__).debug("AWS commands unavailable: %s", exc)
-    else:
-        cli.add_command(emulate_command)
-        cli.add_command(ingest_command)
-        alerts.add_command(subscribe_command)
-    try:
-        from .timelag.cli import timelag_command
-    except ImportError as exc:
-        logging.getLogger(__name__).debug("time-lag command unavailable: %s", exc)
-    else:
-        cli.add_command(timelag_command)
-
-
-_register_extensions()
 
 
 def main() -> None:

@@ -15,17 +15,20 @@ here, 2880-byte block by block, without letting astropy size anything:
 
 Only then may a caller allocate: the declared image size is known and bounded, and a
 gzip stream is inflated only as far as the headers declare (:func:`inflate_declared`).
+:func:`walk` stops at the HDU wanted; :func:`list_hdus` walks them all (the image HDUs of a
+multi-extension file, each of which is an image of its own), under the same checks.
 The file's bytes also give the ``CHECKSUM``/``DATASUM`` verdict (:func:`checksum_status`).
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import re
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO
@@ -35,7 +38,16 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyWarning
 
-from .errors import EmptyImage, ImageTooLarge, InvalidHeader, NoImageHDU, NotFITS, TruncatedFile
+from .errors import (
+    EmptyImage,
+    ImageTooLarge,
+    InvalidHeader,
+    InvalidImage,
+    NoImageHDU,
+    NotFITS,
+    TruncatedFile,
+)
+from .limits import DEFAULT_LIMITS, HeaderLimits
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +60,6 @@ _END_CARD = b"END" + b" " * 77
 _PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 
 
-@dataclass(frozen=True)
-class HeaderLimits:
-    """How far a header may go before the file is refused (defaults suit real archives).
-
-    ``max_axis_px`` is far above any real detector or mosaic (the largest survey images
-    are tens of thousands of pixels a side); ``max_hdus`` above the largest mosaics (a
-    few hundred CCDs); ``max_header_bytes`` allows ~200,000 cards.
-    """
-
-    max_hdus: int = 2000
-    max_header_bytes: int = 16 * 2**20
-    max_axis_px: int = 2**20
-    #: a gzip file is never inflated past this, whatever its headers declare
-    max_decompressed_bytes: int = 16 * 2**30
-
-
-DEFAULT_LIMITS = HeaderLimits()
 
 
 @dataclass(frozen=True)
@@ -270,6 +265,44 @@ def _matches(hdu: HduLayout, wanted: int | str | None) -> bool:
     return hdu.name.upper() == str(wanted).strip().upper()
 
 
+def _hdus(stream: IO[bytes], *, uri: str, object_size: int | None, limits: HeaderLimits,
+          seekable: bool) -> Iterator[HduLayout]:
+    """The file's HDUs in order, each header checked before it is yielded.
+
+    Nothing past an HDU is read until the caller asks for the next one, so a caller that
+    stops at the HDU it wants never reads (or inflates) further. Raises a typed
+    :class:`~skysift.errors.InvalidImage` where the file stops being a real FITS file.
+    """
+    if object_size == 0:
+        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
+    offset = 0
+    position = 0
+    index = 0
+    while True:
+        if index >= limits.max_hdus:
+            raise InvalidHeader(f"more than {limits.max_hdus:,} HDUs before the one wanted", uri=uri)
+        raw = _read_header(stream, offset, index, uri, limits)
+        if raw is None:
+            return
+        header = _parse_header(raw, index, uri)
+        data_bytes = _declared_data_bytes(header, index, uri, limits)
+        layout = HduLayout(index, header, raw, offset, offset + len(raw), data_bytes)
+        if object_size is not None and layout.data_offset + data_bytes > object_size:
+            raise TruncatedFile(_truncation_message(layout, object_size), uri=uri)
+        yield layout
+        index += 1
+        position = layout.data_offset
+        offset = layout.padded_end
+        if object_size is not None and offset >= object_size:
+            return
+        if object_size is None and offset > limits.max_decompressed_bytes:
+            raise ImageTooLarge(f"the headers declare more than {limits.max_decompressed_bytes / 2**30:.0f} GiB "
+                                "before the image wanted", uri=uri)
+        position = _skip(stream, position, offset, seekable)
+        if position < offset:
+            return  # the stream ended inside padding or data of an HDU that is not wanted
+
+
 def walk(stream: IO[bytes], *, uri: str, object_size: int | None, hdu: int | str | None = None,
          limits: HeaderLimits = DEFAULT_LIMITS, seekable: bool = True) -> FileLayout:
     """Walk the headers of the file on ``stream`` (at its start) up to the HDU wanted.
@@ -280,42 +313,68 @@ def walk(stream: IO[bytes], *, uri: str, object_size: int | None, hdu: int | str
     :class:`~skysift.errors.InvalidImage` for anything a real image cannot be, before
     anything is allocated for pixels.
     """
-    if object_size == 0:
-        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
     hdus: list[HduLayout] = []
-    offset = 0
-    position = 0
-    while True:
-        if len(hdus) >= limits.max_hdus:
-            raise InvalidHeader(f"more than {limits.max_hdus:,} HDUs before the one wanted", uri=uri)
-        raw = _read_header(stream, offset, len(hdus), uri, limits)
-        if raw is None:
-            break
-        index = len(hdus)
-        header = _parse_header(raw, index, uri)
-        data_bytes = _declared_data_bytes(header, index, uri, limits)
-        layout = HduLayout(index, header, raw, offset, offset + len(raw), data_bytes)
-        if object_size is not None and layout.data_offset + data_bytes > object_size:
-            raise TruncatedFile(_truncation_message(layout, object_size), uri=uri)
+    for layout in _hdus(stream, uri=uri, object_size=object_size, limits=limits, seekable=seekable):
         hdus.append(layout)
         if _matches(layout, hdu):
             return FileLayout(tuple(hdus), layout, object_size)
-        position = layout.data_offset
-        offset = layout.padded_end
-        if object_size is not None and offset >= object_size:
-            break
-        if object_size is None and offset > limits.max_decompressed_bytes:
-            raise ImageTooLarge(f"the headers declare more than {limits.max_decompressed_bytes / 2**30:.0f} GiB "
-                                "before the image wanted", uri=uri)
-        position = _skip(stream, position, offset, seekable)
-        if position < offset:
-            break  # the stream ended inside padding or data of an HDU that is not wanted
     if not hdus:
         raise EmptyImage("the file holds no HDU", uri=uri)
     if hdu is None:
         kinds = ", ".join(_kind(h) for h in hdus[:12]) + (", ..." if len(hdus) > 12 else "")
         raise NoImageHDU(f"no HDU holds a 2-D image (HDUs: {kinds})", uri=uri)
     raise NoImageHDU(f"there is no HDU {hdu!r} (the file has {len(hdus)})", uri=uri)
+
+
+@dataclass(frozen=True)
+class HduListing:
+    """Every HDU of a file, as far as its headers could be walked.
+
+    ``error`` is why the walk stopped before the end of the file (a truncated or
+    malformed HDU, more than :attr:`HeaderLimits.max_hdus` HDUs); the HDUs before it
+    are listed.
+    """
+
+    hdus: tuple[HduLayout, ...]
+    error: InvalidImage | None = None
+
+    @property
+    def images(self) -> tuple[HduLayout, ...]:
+        """The HDUs holding a 2-D image (what :func:`walk` with ``hdu=None`` picks the first of)."""
+        return tuple(h for h in self.hdus if h.is_image)
+
+    @property
+    def failed_index(self) -> int | None:
+        """Index of the HDU the walk could not read (None when it read the whole file)."""
+        return len(self.hdus) if self.error is not None else None
+
+
+def list_hdus(stream: IO[bytes], *, uri: str, object_size: int | None, limits: HeaderLimits = DEFAULT_LIMITS,
+              seekable: bool = True) -> HduListing:
+    """Walk every header of the file on ``stream`` (at its start): the multi-extension listing.
+
+    The same checks as :func:`walk`, bounded by :attr:`HeaderLimits.max_hdus`; no pixel
+    is read (a seekable stream skips the data, a gzip stream is inflated through). A
+    file that fails before its first HDU is complete raises (it holds no image); a
+    failure further on is kept in :attr:`HduListing.error` with the HDUs before it, so
+    that the images before a damaged extension are still found.
+    """
+    hdus: list[HduLayout] = []
+    try:
+        for layout in _hdus(stream, uri=uri, object_size=object_size, limits=limits, seekable=seekable):
+            hdus.append(layout)
+    except InvalidImage as exc:
+        if not hdus:
+            raise
+        return HduListing(tuple(hdus), exc)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # an inflating gzip stream that breaks off
+        if not hdus:
+            raise
+        return HduListing(tuple(hdus), TruncatedFile(f"the gzip stream breaks off after HDU {len(hdus) - 1} ({exc}): "
+                                                     "truncated upload?", uri=uri))
+    if not hdus:
+        raise EmptyImage("the file holds no HDU", uri=uri)
+    return HduListing(tuple(hdus))
 
 
 def _kind(hdu: HduLayout) -> str:

@@ -2,12 +2,14 @@
 
 Values come, lowest priority first, from the defaults below, a TOML file
 (``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``,
-``[wcs]`` tables), ``SKYSIFT_*`` environment variables for the few deployment knobs, and
+``[wcs]``, ``[objects]`` tables), ``SKYSIFT_*`` environment variables for the few deployment knobs, and
 explicit overrides from command-line flags.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
-from .fitsheader import DEFAULT_LIMITS, HeaderLimits
+from .limits import DEFAULT_LIMITS, HeaderLimits
 
 
 class _Frozen(BaseModel):
@@ -104,6 +106,21 @@ class WcsSettings(_Frozen):
     max_pixel_scale_arcsec: float = Field(3600.0, gt=0, description="coarser pixel scales are implausible, arcsec/pixel")
 
 
+class ObjectSettings(_Frozen):
+    """Association of detections across images into objects (:mod:`skysift.objects`)."""
+
+    radius_arcsec: float = Field(1.0, gt=0, le=60, description="clean detections closer than this, arcsec, are "
+                                 "one object (friends of friends)")
+
+
+#: The settings an image's rows depend on, hashed into ``images.settings_hash``: the survey
+#: name for headers without one, and how the sky, the sources and the WCS are measured.
+#: Not in it: ``alerts`` (decided after the rows, against other images), ``objects`` (built
+#: from the rows), ``limits`` (where a catalog is computed, in memory or in tiles: the same
+#: catalog) and ``home``.
+MEASUREMENT_SETTINGS = ("survey", "background", "detection", "photometry", "wcs")
+
+
 class Settings(_Frozen):
     """Everything the pipeline needs to know, in one frozen object."""
 
@@ -115,6 +132,13 @@ class Settings(_Frozen):
     alerts: AlertSettings = AlertSettings()
     limits: LimitSettings = LimitSettings()
     wcs: WcsSettings = WcsSettings()
+    objects: ObjectSettings = ObjectSettings()
+
+    def measurement_hash(self) -> str:
+        """Short hash of the :data:`MEASUREMENT_SETTINGS`, stored with each image (``images.settings_hash``)
+        so that a run resumes only the images measured with the settings it has."""
+        data = self.model_dump(mode="json", include=set(MEASUREMENT_SETTINGS))
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def load(cls, toml_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -150,11 +150,63 @@ def reported_errors() -> Iterator[None]:
 
 
 class SkysiftGroup(click.Group):
-    """A command group whose commands end in one line and a documented exit status."""
+    """A command group whose commands end in one line and a documented exit status.
+
+    ``lazy`` maps a command name to ``("module:attribute", short help, extra)``: the module
+    is imported only when that command runs (or ``--help`` of it is asked), so
+    ``skysift --version``, ``--help`` and the light commands never import boto3,
+    sunpy or astropy.units. When the module cannot be imported because a third-party
+    package of the optional ``extra`` is missing, the command says so in one line; any
+    other import error is a bug and propagates.
+    """
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str, str]] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
 
     def invoke(self, ctx: click.Context):
         with reported_errors():
             return super().invoke(ctx)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            self.add_command(self._load(name), name)
+        return super().get_command(ctx, name)
+
+    def _load(self, name: str) -> click.Command:
+        import importlib
+
+        target, _, extra = self.lazy[name]
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] == "skysift":
+                raise
+            raise click.UsageError(f"'{name}' needs the '{extra}' extra ({exc.name} is not installed): "
+                                   f"pip install 'skysift[{extra}]'") from exc
+        return getattr(module, attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, lazy commands described without importing them."""
+        from click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            if name in self.lazy and name not in self.commands:
+                rows.append((name, make_default_short_help(self.lazy[name][1], limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 class SkysiftCommand(click.Command):
