@@ -1,4 +1,4 @@
-"""Quarantine: a failed images row with the reason and a quarantine record; the raw object is kept."""
+"""Quarantine: record a failure (never deleting, never overwriting a success); the raw object is kept."""
 
 from skysift.aws.handlers import lambda_handler
 from skysift.aws.steps import quarantine_step

@@ -142,6 +142,7 @@ class InternalError(SkysiftError):
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         error = cls(f"{type(exc).__name__}: {first_line} (at {where or 'unknown'})", uri=uri,
                     exception_type=type(exc).__name__, traceback_digest=digest)
+        error.__cause__ = exc  # kept, so that an adapter can still tell a transient cause (a throttled read)
         return error
 
     def to_record(self) -> dict[str, str | None]:

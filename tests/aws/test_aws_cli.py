@@ -49,6 +49,11 @@ def test_subscribe_needs_exactly_one_endpoint():
         cli.subscribe("arn:aws:sns:us-east-1:123456789012:t", sqs_arn=None, email=None)
 
 
+def test_email_cannot_subscribe_to_the_fifo_alert_topic_and_says_what_to_do():
+    with pytest.raises(ConfigError, match=r"FIFO topic .* SQS queues only: subscribe a queue with --sqs"):
+        cli.subscribe("arn:aws:sns:us-east-1:123456789012:skysift-dev-alerts.fifo", email="me@example.org")
+
+
 def test_ingest_command_runs_survey_ingest_over_a_prefix_and_prints_the_report(emulation, tmp_path):
     emulation.client("events").disable_rule(Name="IngestImageStateMachineFitsUploaded")
     for i in range(2):

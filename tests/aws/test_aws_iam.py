@@ -88,6 +88,9 @@ LIBRARY_ACTIONS: dict[str, frozenset[str] | Callable[[ast.Call], frozenset[str]]
     # Powertools idempotency: the record's life cycle in its DynamoDB table
     "aws_lambda_powertools.utilities.idempotency.DynamoDBPersistenceLayer": frozenset({
         "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}),
+    # ... whose configuration and decorator make no request of their own (the persistence layer does)
+    "aws_lambda_powertools.utilities.idempotency.IdempotencyConfig": frozenset(),
+    "aws_lambda_powertools.utilities.idempotency.idempotent_function": frozenset(),
 }
 #: Libraries whose every call the table above must know (others, like pyarrow, never reach AWS).
 AWS_LIBRARIES = ("awswrangler", "fsspec", "s3fs", "aws_lambda_powertools.utilities.idempotency")
@@ -259,6 +262,10 @@ class Code:
                 continue
             imports = fn.imports  # type: ignore[attr-defined]
             for call in (n for n in ast.walk(fn.node) if isinstance(n, ast.Call)):
+                for argument in [*call.args, *(k.value for k in call.keywords)]:  # a method handed over to be
+                    if (isinstance(argument, ast.Attribute) and isinstance(argument.value, ast.Name)  # called later
+                            and argument.value.id == "self" and f"{fn.module}.{fn.cls}.{argument.attr}" in self.functions):
+                        fn.callees.add(f"{fn.module}.{fn.cls}.{argument.attr}")  # (idempotent_function(self._send))
                 if isinstance(call.func, ast.Name):
                     target = imports.get(call.func.id, f"{fn.module}.{call.func.id}")
                     if target in self.functions:

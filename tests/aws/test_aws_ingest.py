@@ -125,8 +125,11 @@ def test_corrupt_upload_is_quarantined_with_its_reason_and_kept(emulation, sky):
     s3 = emulation.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=emulation.raw_bucket)["Contents"]]
     assert len(keys) == 3  # the raw objects are kept
-    record = emulation.get_json(f"s3://{emulation.catalog_bucket}/quarantine/{images['notes.fits']['image_id']}.json")
+    prefix = f"quarantine/{images['notes.fits']['image_id']}/"
+    [record_key] = [o["Key"] for o in s3.list_objects_v2(Bucket=emulation.catalog_bucket, Prefix=prefix)["Contents"]]
+    record = emulation.get_json(f"s3://{emulation.catalog_bucket}/{record_key}")
     assert record["reason"] == "not_fits" and record["uri"].endswith("notes.fits")
+    assert (record["state"], record["execution"]) == ("Inspect", record_key.rsplit("/", 1)[1].removesuffix(".json"))
 
 
 def test_helioprojective_image_is_indexed_not_extracted(emulation, aia_file):

@@ -79,10 +79,14 @@ def test_ingest_tasks_have_timeouts_retry_transient_errors_and_catch_to_quaranti
         assert "TimeoutSeconds" in task, name
         retried = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
         if ":lambda:" in task["Resource"]:  # Quarantine retries everything: its record must get written
-            assert retried >= TRANSIENT_LAMBDA_ERRORS or (name == "Quarantine" and retried == {"States.ALL"}), name
-        assert not retried & {"States.TaskFailed", "truncated", "not_fits"} or name == "Quarantine", name
-        if name != "Quarantine":
-            assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Quarantine"}], name
+            assert retried >= TRANSIENT_LAMBDA_ERRORS | {"TransientError"} or (
+                name == "Quarantine" and retried == {"States.ALL"}), name
+        assert not retried & {"States.TaskFailed", "PermanentError", "truncated", "not_fits"} or name == "Quarantine", name
+        for retrier in task.get("Retry", []):  # backoff with full jitter, capped
+            assert retrier["BackoffRate"] > 1 and retrier["JitterStrategy"] == "FULL", name
+        if name != "Quarantine":  # each Catch keeps what failed where: $.caught.<State>
+            assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": f"$.caught.{name}",
+                                      "Next": "Quarantine"}], name
 
 
 def test_every_function_handler_exists_in_functions():

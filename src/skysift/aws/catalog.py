@@ -5,7 +5,7 @@ Layout (the same as :class:`skysift.tables.LocalTables`, under the Glue tables' 
     s3://CATALOG/sources/survey=S/band=B/obs_night=N/{image_id}.parquet
     s3://CATALOG/images/ survey=S/band=B/obs_night=N/{image_id}.parquet
     s3://CATALOG/alerts/ survey=S/band=B/obs_night=N/{image_id}.parquet
-    s3://CATALOG/quarantine/{image_id}.json
+    s3://CATALOG/quarantine/{image_id}/{execution}.json
     s3://CATALOG/cutouts/{alert_id}.fits
     s3://CATALOG/footprints/hpx6={cell}/{image_id}.json
 
@@ -18,7 +18,14 @@ the whole image index would grow with every image ingested.
 One object per image at a key fixed by its image_id and partition, so a duplicate
 event or a re-run overwrites that object: rows are replaced, never duplicated, even
 when two deliveries of the same event race. Partitions are registered in the Glue
-tables the template declares, through awswrangler (``AlreadyExists`` is fine).
+tables the template declares, through awswrangler (``AlreadyExists`` is fine), *before*
+the object is written: an object in the bucket always has its partition, and a crash in
+between leaves at most an empty partition.
+
+Nothing here deletes: an image's ``images`` row is its commit point (written last, by Record),
+a failure is recorded beside it (``quarantine/``) and in a ``failed`` row only where no
+successful row is (:meth:`S3GlueCatalog.write_failed_image_row`, a conditional put), so a
+failing execution can never remove or overwrite what a successful one wrote.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import awswrangler as wr
@@ -59,6 +67,42 @@ def partition_values(row: dict) -> list[str]:
     return [slug(str(row.get(key) or "unknown")) for key in PARTITION_KEYS]
 
 
+#: S3's answers to a conditional put whose condition no longer holds (or that lost a race to another).
+_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
+
+
+def put_unless_success(s3, bucket: str, key: str, body: bytes, succeeded: Callable[[bytes], bool], **extra) -> bool:
+    """Put ``body`` at ``key`` unless the object there records a success; True if it was written.
+
+    A conditional put (``If-None-Match: *`` where nothing is, ``If-Match: ETAG`` over an earlier
+    failure), so a success written between the read and the put is never overwritten.
+    """
+    for _ in range(3):
+        try:
+            current = s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+                raise
+            condition = {"IfNoneMatch": "*"}
+        else:
+            if succeeded(current["Body"].read()):
+                return False
+            condition = {"IfMatch": current["ETag"]}
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=body, **condition, **extra)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in _CONDITION_FAILED:
+                raise
+            continue  # someone wrote it meanwhile: look again
+        return True
+    return False
+
+
+def _is_success_row(body: bytes) -> bool:
+    rows = pq.read_table(io.BytesIO(body), columns=["status"]).to_pylist()
+    return any(row["status"] in ("ok", "indexed") for row in rows)
+
+
 class S3GlueCatalog:
     """Catalog rows in S3 under the Glue tables ``sources``, ``images`` and ``alerts``."""
 
@@ -75,30 +119,42 @@ class S3GlueCatalog:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def _put_table(self, table: str, row: dict, data: pa.Table) -> str:
+    def _add_partition(self, table: str, row: dict) -> str:
+        """Register the row's partition of ``table`` in Glue (before any object is written there)."""
         key = self.key(table, row)
-        buffer = io.BytesIO()
-        pq.write_table(data, buffer, compression="zstd")
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=buffer.getvalue())
         folder = self.uri(key.rsplit("/", 1)[0] + "/")
         wr.catalog.add_parquet_partitions(
             database=self.database, table=table, partitions_values={folder: partition_values(row)},
             compression="zstd", boto3_session=self.session,
         )
+        return key
+
+    @staticmethod
+    def _parquet(data: pa.Table) -> bytes:
+        buffer = io.BytesIO()
+        pq.write_table(data, buffer, compression="zstd")
+        return buffer.getvalue()
+
+    def _put_table(self, table: str, row: dict, data: pa.Table) -> str:
+        key = self._add_partition(table, row)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=self._parquet(data))
         return self.uri(key)
 
-    def _delete(self, table: str, row: dict) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=self.key(table, row))
-
     def write_sources(self, image_row: dict, sources: pa.Table | None) -> str | None:
-        """Replace this image's ``sources`` rows (none: remove them)."""
+        """Replace this image's ``sources`` rows (None: an image without sources has no object)."""
         if sources is None:
-            self._delete("sources", image_row)
             return None
         return self._put_table("sources", image_row, sources)
 
+    def write_failed_image_row(self, image_row: dict) -> str | None:
+        """The ``failed`` images row, unless a successful row is there (then None: success wins)."""
+        key = self._add_partition("images", image_row)
+        written = put_unless_success(self.s3, self.bucket, key, self._parquet(image_row_table(image_row)),
+                                     _is_success_row)
+        return self.uri(key) if written else None
+
     def write_image_row(self, image_row: dict) -> str:
-        """Replace this image's ``images`` row (and, for measured images, its footprint cells)."""
+        """Replace this image's ``images`` row (the commit point), then index it in the footprint cells."""
         uri = self._put_table("images", image_row, image_row_table(image_row))
         if image_row.get("status") == "ok" and image_row.get("center_ra") is not None:
             document = json.dumps({**{k: v for k, v in image_row.items()},
@@ -119,15 +175,16 @@ class S3GlueCatalog:
         return pointers
 
     def write_alerts(self, image_row: dict, alerts: pa.Table) -> str | None:
+        """This image's ``alerts`` rows (the alerts sent); an image without alerts has no object."""
         if alerts.num_rows == 0:
-            self._delete("alerts", image_row)
             return None
         return self._put_table("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
 
-    def record_failure(self, image_row: dict, error: dict) -> str:
-        """``s3://CATALOG/quarantine/{image_id}.json``; the raw object is left as it is."""
-        key = f"quarantine/{image_row['image_id']}.json"
-        record = {"image_id": image_row["image_id"], "uri": image_row.get("uri"), **error,
+    def record_failure(self, image_row: dict, error: dict, execution: str = "unnamed") -> str:
+        """``s3://CATALOG/quarantine/{image_id}/{execution}.json``: one record per failed execution,
+        never overwriting another's; the raw object is left as it is."""
+        key = f"quarantine/{image_row['image_id']}/{execution}.json"
+        record = {"image_id": image_row["image_id"], "uri": image_row.get("uri"), "execution": execution, **error,
                   "recorded_at": datetime.now(UTC).isoformat()}
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record, indent=2).encode(),
                            ContentType="application/json")

@@ -68,9 +68,18 @@ def filter_policy(*, min_snr: float | None = None, kinds: tuple[str, ...] = (), 
 
 def subscribe(topic_arn: str, *, sqs_arn: str | None = None, email: str | None = None,
               policy: dict[str, Any] | None = None) -> str:
-    """Subscribe an SQS queue or an email address to the alert topic; returns the subscription ARN."""
+    """Subscribe an SQS queue or an email address to the alert topic; returns the subscription ARN.
+
+    The stack's alert topic is an SNS FIFO topic (each alert delivered once), which delivers to
+    SQS queues only: a FIFO queue receives each alert exactly once, a standard queue at least
+    once (deduplicate on the ``alert_id`` message attribute). Email needs a standard topic.
+    """
     if bool(sqs_arn) == bool(email):
         raise ConfigError("give exactly one of --sqs ARN or --email ADDRESS")
+    if email and topic_arn.endswith(".fifo"):
+        raise ConfigError("the alert topic is an SNS FIFO topic (each alert exactly once), which delivers to SQS "
+                          "queues only: subscribe a queue with --sqs (a .fifo queue receives each alert once) and "
+                          "send mail from its consumer")
     attributes = {"FilterPolicy": json.dumps(policy)} if policy else {}
     protocol, endpoint = ("sqs", sqs_arn) if sqs_arn else ("email", email)
     response = boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol=protocol, Endpoint=endpoint,
@@ -199,7 +208,7 @@ def ingest_command(target: str | None, manifest: str | None, state_machine: str 
 @click.option("--sqs", "sqs_arn", callback=_arn_of("sqs"), help="ARN of an SQS queue.")
 @click.option("--allow/--no-allow", default=True, show_default=True,
               help="Add a statement to the queue's policy that lets the alert topic send to it.")
-@click.option("--email", help="An email address (confirmed by the link SNS sends).")
+@click.option("--email", help="An email address (confirmed by the link SNS sends); standard topics only, not the stack's FIFO topic.")
 @click.option("--min-snr", type=float, help="Only alerts with SNR at least this.")
 @click.option("--max-mag", type=float, help="Only alerts brighter than this AB magnitude.")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only these rules (repeatable).")

@@ -13,7 +13,14 @@ moto's Step Functions interpreter runs the executions; Lambda tasks are dispatch
 in-process to ``functions/*/app.py`` and Batch jobs to the worker container's
 entrypoints (:mod:`skysift.aws.worker`; :mod:`skysift.timelag.worker` for ``TimeLagAnalysis``);
 see :mod:`skysift.aws.moto_patches` for the few fixes that needs. The one deliberate difference from a deployment: retry intervals
-are shortened (moto sleeps them for real), in the loaded definition, never in the file.
+are shortened (moto sleeps them for real), in the loaded definition, never in the file. Handlers see a
+Lambda context whose deadline is the function's ``Timeout`` (or ``lambda_timeout_s``, which tests shorten:
+an alert claim left by a crashed invocation expires at that deadline, and the tests do not wait minutes).
+
+For fault injection, :meth:`MotoServer.intercept` routes every request the server receives through a
+WSGI middleware (an HTTP-level fault: a 503 ``SlowDown`` botocore retries, a response lost after the
+request was served), and a handler that raises :class:`~skysift.aws.moto_patches.SandboxCrash` dies
+as a Lambda sandbox does (``Runtime.ExitError``, its ``finally`` clauses unrun by Powertools).
 """
 
 from __future__ import annotations
@@ -29,9 +36,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +118,17 @@ class MotoServer:
         """Forget every resource (a fresh account)."""
         self._post("/moto-api/reset")
 
+    @contextmanager
+    def intercept(self, middleware: Callable[[Any], Any]) -> Iterator[None]:
+        """Serve every request through ``middleware(app)`` (a WSGI app wrapping moto's) for the duration."""
+        server = self._server._server  # werkzeug's BaseWSGIServer: its request handlers call server.app
+        original = server.app
+        server.app = middleware(original)
+        try:
+            yield
+        finally:
+            server.app = original
+
     def configure(self, config: dict | None = None) -> dict:
         """Execute state machines; Lambda and Batch without Docker (our dispatchers run the work).
 
@@ -144,7 +162,7 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
 
 @dataclass
 class LambdaContext:
-    """The context object the Lambda runtime hands a handler."""
+    """The context object the Lambda runtime hands a handler (its deadline ``timeout_s`` after creation)."""
 
     function_name: str
     memory_limit_in_mb: int
@@ -153,9 +171,11 @@ class LambdaContext:
     function_version: str = "$LATEST"
     log_group_name: str = ""
     log_stream_name: str = ""
+    timeout_s: float = 900.0
+    started: float = field(default_factory=time.monotonic)
 
     def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+        return max(0, int((self.started + self.timeout_s - time.monotonic()) * 1000))
 
 
 def shorten_retries(definition: Any) -> Any:
@@ -167,7 +187,6 @@ def shorten_retries(definition: Any) -> Any:
     out = {k: shorten_retries(v) for k, v in definition.items()}
     for retrier in out.get("Retry", []):
         retrier.update(FAST_RETRY)
-        retrier.pop("MaxDelaySeconds", None)
     return out
 
 
@@ -193,7 +212,8 @@ class Emulation:
     """
 
     def __init__(self, root: str | Path | None = None, *, parameters: Mapping[str, Any] | None = None,
-                 fast_retries: bool = True, bucket_policies: bool = False, concurrency: int = CONCURRENCY) -> None:
+                 fast_retries: bool = True, bucket_policies: bool = False, concurrency: int = CONCURRENCY,
+                 lambda_timeout_s: float | None = None) -> None:
         self.root = Path(root) if root else project_root()
         self.template = load_template(self.root / "template.yaml")
         self.parameter_overrides = dict(parameters or {})
@@ -203,6 +223,8 @@ class Emulation:
         self.server: MotoServer | None = None
         self.names: dict[str, Any] = {}
         self.handlers: dict[str, str] = {}
+        self.timeouts: dict[str, float] = {}  # function name -> Timeout (s) of the template
+        self.lambda_timeout_s = lambda_timeout_s  # instead of every function's Timeout, when set
         self.function_env: dict[str, str] = {}
         self._stack: ExitStack | None = None
         self._throttles: dict[str, int] = {}
@@ -377,7 +399,10 @@ class Emulation:
         sns, dynamodb = self.client("sns"), self.client("dynamodb")
         for name, spec in resources_of_type(self.template, "AWS::SNS::Topic").items():
             p = self._props(spec)
-            arn = sns.create_topic(Name=p["TopicName"], Attributes={"KmsMasterKeyId": p.get("KmsMasterKeyId", "")})["TopicArn"]
+            attributes = {"KmsMasterKeyId": p.get("KmsMasterKeyId", "")}
+            if p.get("FifoTopic"):
+                attributes.update(FifoTopic="true", ContentBasedDeduplication=str(bool(p.get("ContentBasedDeduplication"))).lower())
+            arn = sns.create_topic(Name=p["TopicName"], Attributes=attributes)["TopicArn"]
             r.refs[name] = arn
             r.attributes[(name, "TopicName")] = p["TopicName"]
             r.attributes[(name, "TopicArn")] = arn
@@ -385,6 +410,8 @@ class Emulation:
             p = self._props(spec)
             dynamodb.create_table(TableName=p["TableName"], BillingMode=p["BillingMode"],
                                   AttributeDefinitions=p["AttributeDefinitions"], KeySchema=p["KeySchema"])
+            if "TimeToLiveSpecification" in p:
+                dynamodb.update_time_to_live(TableName=p["TableName"], TimeToLiveSpecification=p["TimeToLiveSpecification"])
             r.refs[name] = p["TableName"]
             r.attributes[(name, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{p['TableName']}"
         logs = self.client("logs")
@@ -411,6 +438,7 @@ class Emulation:
                 MemorySize=int(p.get("MemorySize", 128)), Description=p.get("Description", ""),
             )["FunctionArn"]
             self.handlers[function_name] = p["ImageConfig"]["Command"][0]
+            self.timeouts[function_name] = float(p.get("Timeout", 3))
             self.function_env.update(variables)
             r.refs[name] = function_name
             r.attributes[(name, "Arn")] = arn
@@ -520,10 +548,11 @@ class Emulation:
             raise ConfigError(f"no handler for function {function_name!r}") from None
         module_name, attribute = handler_path.rsplit(".", 1)
         handler = getattr(importlib.import_module(module_name), attribute)
-        context = LambdaContext(function_name=function_name, memory_limit_in_mb=1024,
-                                invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}",
-                                aws_request_id=str(uuid.uuid4()))
         with self._running:
+            context = LambdaContext(function_name=function_name, memory_limit_in_mb=1024,
+                                    invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}",
+                                    aws_request_id=str(uuid.uuid4()),
+                                    timeout_s=self.lambda_timeout_s or self.timeouts.get(function_name, 900.0))
             return handler(event, context)
 
     def _dispatch_batch(self, command: list[str], environment_: dict[str, str]) -> int:
@@ -606,9 +635,14 @@ class Emulation:
         return pa.concat_tables(parts, promote_options="default") if parts else pa.table({})
 
     def subscribe_queue(self, name: str, filter_policy: dict | None = None) -> str:
-        """An SQS queue subscribed to the alert topic (with a filter policy); returns its URL."""
+        """An SQS queue subscribed to the alert topic (with a filter policy); returns its URL.
+
+        A FIFO queue (``NAME.fifo``) when the topic is a FIFO topic: what receives each alert exactly once.
+        """
         sqs = self.client("sqs")
-        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        fifo = self.topic_arn.endswith(".fifo")
+        url = sqs.create_queue(QueueName=f"{name}.fifo" if fifo else name,
+                               Attributes={"FifoQueue": "true"} if fifo else {})["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         attributes = {"RawMessageDelivery": "false"}
         if filter_policy:

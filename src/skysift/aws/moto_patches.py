@@ -36,7 +36,16 @@ Why each one exists:
   entrypoint in-process instead, with the payload / command / environment the service
   would pass them, and report errors the way the services do (``FunctionError`` with
   ``errorType``; a FAILED job with an exit code). The job's command gets its parameters
-  substituted (``Ref::NAME``), as Batch does.
+  substituted (``Ref::NAME``), as Batch does, and the job definition's ``RetryStrategy``
+  (attempts, ``EvaluateOnExit``) runs a failed container again, as Batch does and moto does not.
+  A handler that raises :class:`SandboxCrash` dies as a Lambda sandbox does (killed, out of
+  memory): the invocation fails with ``Runtime.ExitError`` and nothing in the handler (Powertools
+  included) gets to clean up.
+* **SNS FIFO deduplication.** moto hands a FIFO topic's ``MessageDeduplicationId`` on to SQS FIFO
+  queues but does not deduplicate at the topic, as SNS does for five minutes: a publish whose
+  response was lost and that was sent again reached every subscriber twice.
+  :func:`sns_fifo_deduplication` drops a FIFO topic's message whose deduplication id it has seen
+  in the last five minutes (returning the first message's id).
 
 Every patch is a context manager: nothing changes outside the emulation.
 
@@ -49,10 +58,13 @@ returns canned results instead of running SQL.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import hashlib
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -214,6 +226,14 @@ def too_many_requests(function_name: str):
     return error
 
 
+class SandboxCrash(BaseException):
+    """Raise from inside a dispatched handler to kill its Lambda sandbox (tests: a crash at that exact point)."""
+
+
+#: SNS FIFO topics drop a message whose deduplication id they saw within this many seconds.
+SNS_DEDUPLICATION_S = 300
+
+
 def _error_payload(exc: BaseException) -> dict[str, Any]:
     """What the Lambda Python runtime returns for an unhandled exception."""
     return {
@@ -237,6 +257,11 @@ def lambda_dispatch(dispatcher: LambdaDispatcher) -> Iterator[None]:
             result = dispatcher(event, fn.function_name)
         except JsonRESTError:  # the Lambda service itself refused (e.g. throttled): an API error, not a FunctionError
             raise
+        except SandboxCrash as exc:  # the process died: what the Lambda service reports for that
+            log.info("lambda %s: sandbox crashed (%s)", fn.function_name, exc)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": "Runtime.ExitError",
+                               "errorMessage": f"RequestId: emulated Error: Runtime exited with error: {exc}"}).encode()
         except Exception as exc:  # the runtime turns any exception into a FunctionError
             log.info("lambda %s raised %s: %s", fn.function_name, type(exc).__name__, exc)
             response_headers["x-amz-function-error"] = "Unhandled"
@@ -258,15 +283,28 @@ def batch_dispatch(dispatcher: BatchDispatcher) -> Iterator[None]:
 
     from moto.batch_simple.models import BatchSimpleBackend
 
+    def attempt(job, command: list[str], environment: dict[str, str]) -> int:
+        try:
+            return int(dispatcher(command, environment))
+        except Exception:
+            log.exception("batch job %s crashed", job.job_id)
+            return 1
+
     def run(job) -> None:
         # Batch substitutes the job's parameters (job definition defaults + SubmitJob's) into Ref::NAME
         command = job._add_parameters_to_command(list(job._get_container_property("command", [])))
         environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
-        try:
-            code = int(dispatcher(command, environment))
-        except Exception:
-            log.exception("batch job %s crashed", job.job_id)
-            code = 1
+        strategy = job.job_definition.retry_strategy or {}
+        for tries_left in range(int(strategy.get("attempts", 1)) - 1, -1, -1):
+            code = attempt(job, command, environment)
+            if not code or not tries_left or not _retried(strategy, code):
+                break
+            log.info("batch job %s exited %d: retried (RetryStrategy)", job.job_id, code)
+            job.job_stopped_at = datetime.datetime.now()  # the attempt that failed, as DescribeJobs lists it
+            job._stop_attempt()
+            job.latest_attempt["container"]["exitCode"] = code
+            job.job_started_at = datetime.datetime.now()
+            job._start_attempt()
         job.exit_code = code
         if code:
             job.job_stopped_reason = f"Essential container in task exited (exit code {code})"
@@ -285,6 +323,47 @@ def batch_dispatch(dispatcher: BatchDispatcher) -> Iterator[None]:
         yield
 
 
+def _retried(strategy: dict[str, Any], exit_code: int) -> bool:
+    """Batch's reading of ``evaluateOnExit``: the first rule matching the exit decides; none matching: retry."""
+    reason = f"Essential container in task exited (exit code {exit_code})"
+    for rule in strategy.get("evaluateOnExit", []):
+        if all(fnmatch.fnmatchcase(value, rule.get(name, "*")) for name, value in
+               (("onExitCode", str(exit_code)), ("onReason", reason), ("onStatusReason", reason))):
+            return str(rule.get("action", "")).upper() == "RETRY"
+    return True
+
+
+@contextmanager
+def sns_fifo_deduplication() -> Iterator[None]:
+    """FIFO topics deliver a message once per deduplication id within five minutes, as SNS does."""
+    from moto.sns.models import Topic
+
+    original = Topic.publish
+    seen: dict[tuple[str, str], tuple[str, float]] = {}
+    lock = threading.Lock()
+
+    def publish(self, message, subject=None, message_attributes=None, group_id=None, deduplication_id=None,
+                message_structure=None):
+        def deliver() -> str:
+            return original(self, message, subject=subject, message_attributes=message_attributes, group_id=group_id,
+                            deduplication_id=deduplication_id, message_structure=message_structure)
+
+        if not self.fifo_topic:
+            return deliver()
+        key = (self.arn, deduplication_id or hashlib.sha256(message.encode()).hexdigest())
+        with lock:
+            now = time.monotonic()
+            first = seen.get(key)
+            if first is not None and now - first[1] < SNS_DEDUPLICATION_S:
+                return first[0]
+            message_id = deliver()
+            seen[key] = (message_id, now)
+            return message_id
+
+    with mock.patch.object(Topic, "publish", publish):
+        yield
+
+
 @contextmanager
 def all_patches(lambda_dispatcher: LambdaDispatcher, batch_dispatcher: BatchDispatcher) -> Iterator[None]:
     """Every patch above, for the duration of one emulation."""
@@ -294,4 +373,5 @@ def all_patches(lambda_dispatcher: LambdaDispatcher, batch_dispatcher: BatchDisp
         stack.enter_context(eventbridge_to_stepfunctions())
         stack.enter_context(lambda_dispatch(lambda_dispatcher))
         stack.enter_context(batch_dispatch(batch_dispatcher))
+        stack.enter_context(sns_fifo_deduplication())
         yield

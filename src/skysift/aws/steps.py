@@ -6,14 +6,20 @@ counts, never catalogs)::
     Inspect     event            -> {"source": {bucket, key}, "image": {...ImageInfo, route, summary_uri}}
     DetectSmall {source, image}  -> {"status", "n_sources", "summary_uri"}   (sources rows written)
     DetectLarge the same, as a Batch job (:mod:`skysift.aws.worker`), summary at image.summary_uri
-    Alerts      {source, image}  -> {"n_alerts", "n_published"}           (alerts rows, SNS)
-    Record      state            -> {"image_id", "status", "route", "n_sources"}  (images row)
-    Quarantine  state + error    -> {"reason", "message", "record_uri"}    (failed images row)
+    Alerts      {source, image}  -> {"n_alerts", "n_published"}           (SNS, then alerts rows)
+    Record      state            -> {"image_id", "status", "route", "n_sources"}  (images row: the commit)
+    Quarantine  {execution_id, state with caught.<State>} -> {"reason", "message", "record_uri"}
     Report      survey state     -> {"report_uri", "total", "succeeded", "failed", "reasons"}
 
-Steps raise the typed errors of :mod:`skysift.errors`; the Lambda runtime reports the
-class name as the error, which the state machine catches and the Quarantine step
-turns back into the error's ``reason``.
+Steps raise the typed errors of :mod:`skysift.errors` and whatever the AWS calls raise; the
+handlers (:mod:`skysift.aws.handlers`) turn every one into one of the two errors the state
+machines know (:mod:`skysift.aws.faults`): ``TransientError`` (retried) or ``PermanentError``
+(caught, to Quarantine), whose message is the failure record Quarantine reads back.
+
+Writes are ordered so that an image has one commit point, its ``images`` row, written last
+(by Record); each write replaces an object keyed by image_id, so a retry or a duplicate
+execution rewrites the same thing. Quarantine only records: it never deletes, and writes a
+``failed`` images row only for a permanent failure and only where no successful row is.
 """
 
 from __future__ import annotations
@@ -32,15 +38,16 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import errors
-from ..alerts import raise_alerts
+from ..alerts import prepare_alerts
 from ..errors import SkysiftError
 from ..fitsio import ImageInfo, inspect_image, make_image_id
-from ..pipeline import image_row, process_image, top_sources
-from ..schema import IMAGES_SCHEMA
+from ..pipeline import image_row, is_catalogued, process_image, top_sources
+from ..schema import ALERTS_SCHEMA, IMAGES_SCHEMA
 from ..settings import Settings
-from .catalog import S3GlueCatalog
+from . import faults
+from .catalog import S3GlueCatalog, put_unless_success
 from .config import AwsConfig, settings_from_env
-from .publisher import SnsPublisher
+from .publisher import SnsPublisher, idempotency_config
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +136,21 @@ class Context:
         self.session = session or boto3.Session()
         self.s3 = self.session.client("s3")
         self.store = S3GlueCatalog(config.catalog_bucket, config.glue_database, session=self.session)
+        self.idempotency = idempotency_config()
+        self._publisher: SnsPublisher | None = None
+
+    def register_lambda_context(self, lambda_context: Any) -> None:
+        """The invocation's deadline bounds the alert claims it makes (they expire if it dies)."""
+        self.idempotency.register_lambda_context(lambda_context)
 
     def publisher(self) -> SnsPublisher:
+        """The alert publisher (built once, like the clients)."""
         if not (self.config.alert_topic_arn and self.config.alert_ledger_table):
             raise errors.ConfigError("SKYSIFT_ALERT_TOPIC_ARN and SKYSIFT_ALERT_LEDGER_TABLE must be set")
-        return SnsPublisher(self.config.alert_topic_arn, self.config.alert_ledger_table, session=self.session)
+        if self._publisher is None:
+            self._publisher = SnsPublisher(self.config.alert_topic_arn, self.config.alert_ledger_table,
+                                           session=self.session, config=self.idempotency)
+        return self._publisher
 
     def summary_uri(self, image_id: str) -> str:
         return f"s3://{self.config.catalog_bucket}/runs/{image_id}/summary.json"
@@ -153,8 +170,10 @@ def _context_for(environment: tuple[tuple[str, str], ...]) -> Context:
 
 # -- the steps -------------------------------------------------------------------------------
 def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
-    """``small`` (Lambda), ``large`` (Batch) or ``index_only`` (not a celestial image)."""
-    if info.wcs_kind != "celestial":
+    """``small`` (Lambda), ``large`` (Batch) or ``index_only`` (a solar image: see
+    :func:`~skysift.pipeline.is_catalogued`; an image without a celestial WCS is catalogued
+    in pixels)."""
+    if not is_catalogued(info):
         return "index_only"
     return "small" if info.pixels <= small_image_max_pixels else "large"
 
@@ -180,15 +199,14 @@ def inspect_step(event: dict[str, Any], ctx: Context) -> dict:
 def detect_step(request: dict[str, Any], ctx: Context) -> dict:
     """Measure one image and write its ``sources`` rows; the summary goes to ``image.summary_uri``.
 
-    Raises the image's typed error when it cannot be measured (the summary then
-    holds the failure, for the Batch path whose exit code is all Step Functions sees).
+    Raises the image's typed error when it cannot be measured (the Batch worker then
+    writes the failure to the summary, as its exit code is all Step Functions sees).
     """
     req = DetectRequest.model_validate(request)
     result = process_image(req.source.uri, ctx.settings, hdu=req.image.info.hdu, route=req.image.route,
                            workers=ctx.config.workers if req.image.route == "large" else 1)
     if result.error is not None:
-        put_json(ctx.s3, req.image.summary_uri, {"status": "failed", "error": result.error.to_record()})
-        raise result.error
+        raise result.error  # an internal_error keeps its cause: a throttled read is retried, not quarantined
     row = result.image_row
     sources_uri = ctx.store.write_sources(row, result.sources)
     n_sources = int(row.get("n_sources") or (result.sources.num_rows if result.sources is not None else 0))
@@ -211,28 +229,26 @@ def outcome_uri(ctx: Context, image_id: str) -> str:
     return f"s3://{ctx.config.catalog_bucket}/runs/{image_id}/outcome.json"
 
 
-class _Counting:
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.sent: list[str] = []
-
-    def publish(self, alerts: list[dict]) -> list[str]:
-        sent = self.inner.publish(alerts)
-        self.sent += sent
-        return sent
-
-
 def alerts_step(request: dict[str, Any], ctx: Context) -> dict:
+    """Evaluate the alert rules, send each alert once, then store the ``alerts`` rows.
+
+    Sent first, stored after: the ``alerts`` table lists what was sent. A failure in between
+    is retried; the retry's publish sends nothing again (each alert_id is remembered) and
+    then stores the rows.
+    """
     req = DetectRequest.model_validate(request)
     row = row_from_json(_summary(ctx, req.image)["image_row"])
     sources = ctx.store.read_sources(row)
-    publisher = _Counting(ctx.publisher())
-    alerts = raise_alerts(row, sources, ctx.store, publisher, ctx.settings.alerts, ctx.settings.background)
-    return {"n_alerts": len(alerts), "n_published": len(publisher.sent)}
+    alerts = prepare_alerts(row, sources, ctx.store, ctx.settings.alerts, ctx.settings.background)
+    sent = ctx.publisher().publish(alerts)
+    ctx.store.write_alerts(row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
+                                                     schema=ALERTS_SCHEMA))
+    return {"n_alerts": len(alerts), "n_published": len(sent)}
 
 
 def record_step(state: dict[str, Any], ctx: Context) -> dict:
-    """Write the ``images`` row: from the detection summary, or index-only for non-celestial images."""
+    """Write the ``images`` row, the image's commit point: from the detection summary, or
+    index-only for non-celestial images; then the outcome the survey report reads."""
     source = SourceObject.model_validate(state["source"])
     image = ImageState.model_validate(state["image"])
     if image.route == "index_only":
@@ -240,7 +256,7 @@ def record_step(state: dict[str, Any], ctx: Context) -> dict:
         if result.error is not None:
             raise result.error
         row = result.image_row
-        ctx.store.write_image(row, None)
+        ctx.store.write_image_row(row)
     else:
         row = row_from_json(_summary(ctx, image)["image_row"])
         row["route"] = image.route
@@ -251,43 +267,42 @@ def record_step(state: dict[str, Any], ctx: Context) -> dict:
     return outcome
 
 
-def error_class(name: str) -> type[SkysiftError] | None:
-    candidate = getattr(errors, name, None)
-    if isinstance(candidate, type) and issubclass(candidate, SkysiftError):
-        return candidate
-    return MalformedEvent if name == "MalformedEvent" else None
+#: Errors of Lambda and Batch themselves (the service, not our code) left after the state's retries.
+_SERVICE_ERRORS = ("Lambda.", "Batch.")
+#: A Batch job's exit code for "retry me" (EX_TEMPFAIL), as :mod:`skysift.aws.worker` uses it.
+EXIT_TRANSIENT = 75
 
 
-def failure_of(state: dict[str, Any], ctx: Context) -> SkysiftError:
-    """The typed error behind a caught failure ``$.error = {Error, Cause}``."""
-    caught = state.get("error") or {}
-    name, cause = caught.get("Error", "States.Runtime"), caught.get("Cause") or ""
+def caught_failure(state: dict[str, Any], ctx: Context) -> tuple[str, dict[str, Any]]:
+    """The state that failed and its failure record, from ``$.caught.<State> = {Error, Cause}``.
+
+    A failure the handlers raised carries its record in the Cause; a Batch job's is in its
+    summary; anything else (a timeout, a crash, the service refusing) is described from its
+    error name.
+    """
+    caught = state.get("caught") or {"unknown": {"Error": "States.Runtime", "Cause": "no caught error in the state"}}
+    where, error = next(iter(caught.items()))
+    name, cause = error.get("Error") or "States.Runtime", error.get("Cause") or ""
+    record = faults.record_from_cause(cause)
+    if record is not None:
+        return where, record
     try:
         details = json.loads(cause)
     except (TypeError, ValueError):
         details = {}
     details = details if isinstance(details, dict) else {}
-    cls = error_class(name)
-    if cls is not None:
-        message = details.get("errorMessage") or cause
-        source = _source_or_none(state)
-        if source and message.startswith(f"{source.uri}: "):
-            message = message[len(source.uri) + 2 :]
-        return cls(message)
-    if name == "States.TaskFailed" and "image" in state:  # a Batch job: its summary says why
-        summary = get_json(ctx.s3, state["image"]["summary_uri"]) or {}
+    if name == "States.TaskFailed" and "image" in state:  # a Batch job: its exit code or its summary says why
+        transient = (details.get("Container") or {}).get("ExitCode") == EXIT_TRANSIENT
+        summary = {} if transient else get_json(ctx.s3, state["image"]["summary_uri"]) or {}
         if summary.get("status") == "failed":
-            record = summary["error"]
-            failure = error_class(record.get("error_type", "")) or SkysiftError
-            error = failure(record.get("message", ""))
-            error.reason = record.get("reason", error.reason)
-            return error
-        error = SkysiftError(f"the Batch job failed: {details.get('StatusReason') or cause[:300]}")
-        error.reason = "batch_failed"
-        return error
-    error = SkysiftError(f"{name}: {details.get('errorMessage') or cause[:500]}")
-    error.reason = "timeout" if name == "States.Timeout" else "internal_error"
-    return error
+            return where, summary["error"]
+        return where, {"reason": faults.AWS_TRANSIENT if transient else "batch_failed", "error_type": name,
+                       "message": f"the Batch job failed: {details.get('StatusReason') or cause[:300]}",
+                       "transient": transient}
+    reason = "timeout" if name in ("States.Timeout", "Sandbox.Timedout") else "internal_error"
+    transient = name.startswith(_SERVICE_ERRORS)
+    return where, {"reason": faults.AWS_TRANSIENT if transient else reason, "error_type": name,
+                   "message": f"{name}: {details.get('errorMessage') or cause[:500]}", "transient": transient}
 
 
 def _source_or_none(state: dict[str, Any]) -> SourceObject | None:
@@ -297,24 +312,40 @@ def _source_or_none(state: dict[str, Any]) -> SourceObject | None:
         return None
 
 
-def quarantine_step(state: dict[str, Any], ctx: Context) -> dict:
-    """A failed ``images`` row with the reason, and a quarantine record; the raw object is kept."""
-    error = failure_of(state, ctx)
+def _succeeded(outcome: bytes) -> bool:
+    return json.loads(outcome).get("status") in ("ok", "indexed")
+
+
+def quarantine_step(payload: dict[str, Any], ctx: Context) -> dict:
+    """Record a failure; never delete, never overwrite a success.
+
+    Always: the execution's own quarantine record. For a permanent failure (the file, the
+    configuration or a permission is wrong), also a ``failed`` images row, unless a successful
+    row is there. A transient failure whose retries ran out says nothing about the image, so it
+    gets no images row (the raw object is kept; ingest it again). The outcome the survey report
+    reads is written unless it already records a success.
+    """
+    state, execution = payload["state"], payload["execution_id"].rsplit(":", 1)[-1]
+    where, record = caught_failure(state, ctx)
     source = _source_or_none(state)
-    if source is not None:
-        error.uri = error.uri or source.uri
-    info = None
-    route = "inspect"
+    error = SkysiftError(record.get("message") or "", uri=record.get("uri") or (source.uri if source else None))
+    error.reason = record.get("reason") or "internal_error"
+    info, route = None, "inspect"
     if "image" in state:
         image = ImageState.model_validate(state["image"])
         info, route = image.info, image.route
     row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error)
-    ctx.store.write_image(row, None)
-    record = {**error.to_record(), "caught": state.get("error"), "route": route}
-    record_uri = ctx.store.record_failure(row, record)
-    log.warning("quarantined %s: %s (%s)", row["uri"], error.reason, error.message)
+    details = {**record, "reason": error.reason, "message": error.message, "uri": error.uri, "state": where,
+               "caught": state.get("caught", {}).get(where), "route": route}
+    record_uri = ctx.store.record_failure(row, details, execution)
+    images_uri = None if record.get("transient") else ctx.store.write_failed_image_row(row)
+    log.warning("quarantined %s after %s: %s (%s)%s", row["uri"], where, error.reason, error.message,
+                "" if images_uri or record.get("transient") else "; a successful images row is kept")
     outcome = {"image_id": row["image_id"], "reason": error.reason, "message": error.message, "record_uri": record_uri}
-    put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome, "status": "failed", "route": route, "uri": row["uri"]})
+    bucket, key = _split_s3(outcome_uri(ctx, row["image_id"]))
+    document = {**outcome, "status": "failed", "route": route, "uri": row["uri"], "state": where}
+    put_unless_success(ctx.s3, bucket, key, json.dumps(document, default=str).encode(), _succeeded,
+                       ContentType="application/json")
     return outcome
 
 

@@ -6,8 +6,12 @@ the container's entrypoint script hands ``batch ...`` to :func:`main`, anything 
 to the Lambda runtime.
 
 Exit codes: 0 measured (summary and sources rows written), 2 the image is bad (a
-typed error; the summary at ``--summary-uri`` holds its reason for Quarantine),
-1 anything unexpected.
+typed error), 1 anything unexpected (``internal_error``, as local mode records it; a
+request AWS refused for good, ``aws_error``). On failure the summary at ``--summary-uri``
+holds the error and its reason for Quarantine, whichever step raised it (the header check
+included). 75 (EX_TEMPFAIL): a transient AWS fault outlasted botocore's retries (throttling,
+5xx, a dropped connection, :mod:`skysift.aws.faults`); the job definition's RetryStrategy
+runs the job again, and no failure summary is written.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import SkysiftError
 from .config import AwsConfig, settings_from_env
-from .steps import Context, detect_step
+from .faults import failure_record
+from .steps import EXIT_TRANSIENT, Context, detect_step, put_json
 
 log = logging.getLogger("skysift.worker")
 
@@ -42,14 +47,27 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     ctx = Context(AwsConfig.from_env(env), settings_from_env(env))
     try:
         summary = detect_step(_request(args, ctx), ctx)
-    except SkysiftError as exc:
-        log.error("%s: %s", exc.reason, exc)
-        return EXIT_BAD_IMAGE
-    except Exception:
-        log.exception("large-image job crashed on s3://%s/%s", args.bucket, args.key)
-        return EXIT_CRASH
+    except Exception as exc:
+        record = failure_record(exc)
+        if record["transient"]:
+            log.warning("transient failure, exit %d to be run again: %s", EXIT_TRANSIENT, record["message"])
+            return EXIT_TRANSIENT
+        if isinstance(exc, SkysiftError):
+            log.error("%s: %s", exc.reason, exc)
+        else:
+            log.exception("large-image job crashed on s3://%s/%s", args.bucket, args.key)
+        _record_failure(ctx, args.summary_uri, {**record, "uri": record.get("uri") or f"s3://{args.bucket}/{args.key}"})
+        return EXIT_BAD_IMAGE if isinstance(exc, SkysiftError) else EXIT_CRASH
     log.info("s3://%s/%s: %s sources", args.bucket, args.key, summary["n_sources"])
     return EXIT_OK
+
+
+def _record_failure(ctx: Context, summary_uri: str, record: dict) -> None:
+    """The failure summary Quarantine reads (:func:`skysift.aws.faults.failure_record`)."""
+    try:
+        put_json(ctx.s3, summary_uri, {"status": "failed", "error": record})
+    except Exception:  # S3 itself failing: Quarantine then records the job's exit instead
+        log.exception("could not write the failure summary to %s", summary_uri)
 
 
 def _request(args: argparse.Namespace, ctx: Context) -> dict:
