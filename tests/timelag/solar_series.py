@@ -155,8 +155,29 @@ def _pulse_train(rng: np.random.Generator, t_lo: float, t_hi: float) -> Callable
     return train
 
 
-def make_lag_series(root: Path, *, n_frames: int = 60, shape: tuple[int, int] = (64, 64), scale_arcsec: float = 4.0,
-                    cadence_s: float = 240.0, seed: int = 5) -> LagSeries:
+@dataclass
+class SeriesFrame:
+    """One synthetic frame before it is written anywhere: time, channel, real-shaped header, counts (DN)."""
+
+    when: datetime
+    wavelength: int
+    header: fits.Header
+    counts: np.ndarray
+
+
+@dataclass
+class LagFrames:
+    """The frames of a two-channel lag series (A = 193, B = 171) with the truth and the window."""
+
+    frames: list[SeriesFrame]
+    center_arcsec: tuple[float, float]
+    lag_truth_s: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (lon, lat) at T0 -> lag in s
+    start: datetime
+    end: datetime
+
+
+def lag_series_frames(*, n_frames: int = 60, shape: tuple[int, int] = (64, 64), scale_arcsec: float = 4.0,
+                      cadence_s: float = 240.0, seed: int = 5) -> LagFrames:
     """Channel A (193) and channel B (171) = A delayed by a lag that varies across the surface.
 
     Channel B is sampled 40 s after A, both with +-10 s jitter; exposures vary between
@@ -182,10 +203,7 @@ def make_lag_series(root: Path, *, n_frames: int = 60, shape: tuple[int, int] = 
         mix = sum(w * train(t) for w, train in zip(weights, trains, strict=True))
         return mix / weights.sum(axis=0)
 
-    home = root / "home"
-    frames = root / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, list[Path]] = {"a": [], "b": []}
+    frames = []
     for k in range(n_frames):
         for channel, wavelength, offset in (("a", 193, 0.0), ("b", 171, 40.0)):
             t_s = k * cadence_s + offset + rng.uniform(-10, 10)
@@ -198,11 +216,25 @@ def make_lag_series(root: Path, *, n_frames: int = 60, shape: tuple[int, int] = 
             else:
                 rate = 80.0 + 300.0 * signal(lon, lat, t_s - lag_truth(lon, lat))
             rate *= 1 + 0.003 * rng.standard_normal(rate.shape)
-            paths[channel].append(write_frame(frames / f"aia_{wavelength}_{k:03d}.fits", header, rate * exptime))
-    write_images_index(home, paths["a"] + paths["b"])
+            frames.append(SeriesFrame(when, wavelength, header, rate * exptime))
     end = T0 + timedelta(seconds=n_frames * cadence_s + 60)
-    return LagSeries(home, paths["a"], paths["b"], center, (160.0, 160.0), scale_arcsec, cadence_s,
-                     lag_truth, T0 - timedelta(seconds=30), end)
+    return LagFrames(frames, center, lag_truth, T0 - timedelta(seconds=30), end)
+
+
+def make_lag_series(root: Path, *, n_frames: int = 60, shape: tuple[int, int] = (64, 64), scale_arcsec: float = 4.0,
+                    cadence_s: float = 240.0, seed: int = 5) -> LagSeries:
+    """:func:`lag_series_frames` written as FITS files under ``root/frames`` and indexed under ``root/home``."""
+    series = lag_series_frames(n_frames=n_frames, shape=shape, scale_arcsec=scale_arcsec, cadence_s=cadence_s, seed=seed)
+    home = root / "home"
+    folder = root / "frames"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[int, list[Path]] = {193: [], 171: []}
+    for frame in series.frames:
+        k = len(paths[frame.wavelength])
+        paths[frame.wavelength].append(write_frame(folder / f"aia_{frame.wavelength}_{k:03d}.fits", frame.header, frame.counts))
+    write_images_index(home, paths[193] + paths[171])
+    return LagSeries(home, paths[193], paths[171], series.center_arcsec, (160.0, 160.0), scale_arcsec, cadence_s,
+                     series.lag_truth_s, series.start, series.end)
 
 
 @dataclass

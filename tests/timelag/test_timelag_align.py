@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import astropy.units as u
 import dask
 import numpy as np
@@ -12,8 +14,8 @@ from astropy.wcs import WCS
 from solar_series import T0, centroid_px
 from sunpy.coordinates import HeliographicStonyhurst
 
-from skysift.timelag.align import cutout_header, source_bbox
-from skysift.timelag.errors import FrameUnusable
+from skysift.timelag.align import check_cutout_in_field, cutout_header, solar_wcs, source_bbox
+from skysift.timelag.errors import CutoutOutsideField, FrameUnusable
 from skysift.timelag.index import LocalIndex
 from skysift.timelag.pipeline import aligned_frames, find_channel, reference_header
 from skysift.timelag.request import TimeLagRequest
@@ -72,3 +74,54 @@ def test_header_without_solar_wcs_is_rejected():
     with pytest.raises(FrameUnusable) as info:
         cutout_header(header, (0, 0), (10, 10))
     assert info.value.reason == "frame_unusable"
+
+
+def test_the_solar_surface_switch_is_held_by_one_thread_at_a_time():
+    # sunpy's propagate_with_solar_surface flips a module global: two threads using it at once turn the
+    # rotation off under each other (and can leave it on for good), so the time-lag code takes a lock
+    from sunpy.coordinates import _transformations
+
+    from skysift.timelag import align
+
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def first():
+        with align._following_the_surface():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(10)
+    seen.append(align._SURFACE_LOCK.acquire(blocking=False))  # a second thread may not enter now
+    release.set()
+    thread.join(10)
+    assert seen == [False] and not _transformations._autoapply_diffrot  # and the switch is off again
+
+
+def test_threads_realign_exactly_as_one_thread_does(rotation_series):
+    channel = find_channel(LocalIndex(rotation_series.home), _request(rotation_series), 171)
+    target = cutout_header(reference_header(channel), rotation_series.center_arcsec, (100, 100))
+    with dask.config.set(scheduler="sync"):
+        serial = dask.compute(*aligned_frames(channel, target))
+    with dask.config.set(scheduler="threads", num_workers=4):
+        threaded = dask.compute(*aligned_frames(channel, target))
+    for one, many in zip(serial, threaded, strict=True):
+        np.testing.assert_array_equal(many, one)
+
+
+@pytest.mark.parametrize(("center", "where"), [((2000.0, 2000.0), "entirely off the solar disk"),
+                                               ((600.0, -600.0), "outside the frames' field of view")])
+def test_a_cutout_off_the_disk_or_outside_the_frames_is_refused(rotation_series, center, where):
+    reference = fits.getheader(rotation_series.paths[0])
+    target = cutout_header(reference, center, (100, 100))
+    with pytest.raises(CutoutOutsideField, match=where) as info:
+        check_cutout_in_field(reference, target)
+    assert info.value.reason == "cutout_outside_field" and info.value.permanent
+
+
+def test_a_cutout_partly_on_the_frame_is_accepted(rotation_series):
+    reference = fits.getheader(rotation_series.paths[0])
+    corner = solar_wcs(reference).pixel_to_world(0, 0)  # the frame's corner: three quarters of the cutout miss it
+    check_cutout_in_field(reference, cutout_header(reference, (corner.Tx.to_value(u.arcsec),
+                                                               corner.Ty.to_value(u.arcsec)), (100, 100)))

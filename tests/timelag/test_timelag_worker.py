@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 from astropy.io import fits
 from solar_series import lag_request
 
 from skysift.timelag import worker
+from skysift.timelag.errors import InvalidRequest
 from skysift.timelag.request import TimeLagRequest
 
 
@@ -57,3 +59,30 @@ def test_request_png_defaults_next_to_the_fits():
             "center_arcsec": [0, 0], "fov_arcsec": [100, 100], "cadence_s": 240, "max_lag_s": 3600, "index": "x"}
     assert TimeLagRequest.parse({**base, "output": "s3://b/run/lag.fits"}).png_output == "s3://b/run/lag.png"
     assert TimeLagRequest.parse({**base, "output": "out/lag.fits.gz"}).png_output == "out/lag.png"
+
+
+def test_a_request_naming_its_frames_needs_no_index_and_takes_none_from_the_environment(
+        small_lag_series, tmp_path, capsys, monkeypatch):
+    request = lag_request(small_lag_series, tmp_path / "out" / "lag.fits", scheduler="sync",
+                          frames=[str(p) for p in small_lag_series.paths_a + small_lag_series.paths_b])
+    del request["index"]
+    monkeypatch.setenv(worker.INDEX_ENV, str(tmp_path / "no-such-home"))  # would fail if it were used
+    (tmp_path / "request.json").write_text(json.dumps(request))
+
+    assert worker.main([str(tmp_path / "request.json")]) == worker.EXIT_OK
+
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["frames"] == [12, 12] and printed["cluster"] == {"kind": "sync"}
+
+
+def test_a_request_gives_frames_or_an_index_and_a_scheduler_or_a_gateway():
+    base = {"channel_a": 193, "channel_b": 171, "start": "2011-02-15T00:00Z", "end": "2011-02-15T12:00+00:00",
+            "center_arcsec": [0, 0], "fov_arcsec": [100, 100], "cadence_s": 240, "max_lag_s": 3600, "output": "x.fits"}
+    for extra, message in [({}, "give an index to search"), ({"index": "h", "frames": ["a.fits"]}, "not both"),
+                           ({"frames": []}, "frames is empty"),
+                           ({"index": "h", "scheduler": "tcp://s:8786", "gateway": "http://g"}, "not both"),
+                           ({"index": "h", "cluster_options": {"image": "x"}}, "only apply to a dask-gateway")]:
+        with pytest.raises(InvalidRequest, match=message):
+            TimeLagRequest.parse({**base, **extra})
+    request = TimeLagRequest.parse({**base, "frames": ["s3://b/a.fits"], "anon": True})
+    assert request.storage_options == {"anon": True} and request.index is None

@@ -9,14 +9,15 @@ Modules, in pipeline order:
 
 ``index``     find a series in skysift's ``images`` table (local DuckDB or Athena): paths/URLs only
 ``fido``      the same search as a sunpy Fido client (``a.skysift.Index``)
-``frames``    headers eagerly; pixels of just the needed rectangle, local or fsspec; DN -> DN/s
+``sources``   or no index: frames named directly (URLs, paths, manifests, a HelioCloud CloudCatalog search)
+``frames``    headers eagerly; pixels of just the needed rectangle, local or fsspec (anon); DN -> DN/s
 ``align``     reference cutout; reprojection with ``propagate_with_solar_surface``
 ``cube``      lazy stack, rechunked along time, interpolated onto a common grid
 ``lag``       per-pixel FFT cross-correlation lag and peak correlation
-``output``    FITS map with WCS + PNG
+``output``    FITS map with WCS + PNG (symmetric colour scale at the 99th percentile of |lag|)
 ``pipeline``  the dask graph from a :class:`~skysift.timelag.request.TimeLagRequest`
-``cluster``   local ``dask.distributed`` cluster or ``--scheduler ADDRESS``
-``cli``       ``skysift timelag``;  ``worker``: the AWS Batch entrypoint
+``cluster``   local ``dask.distributed`` cluster, ``--scheduler ADDRESS`` or a new ``--gateway URL`` cluster
+``cli``       ``skysift timelag``;  ``worker``: the AWS Batch entrypoint;  ``logs``: dask quiet unless -v
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 _EXPORTS = {
     "TimeLagError": "errors", "SeriesNotFound": "errors", "SeriesTooShort": "errors",
     "AthenaIndex": "index", "LocalIndex": "index", "SeriesQuery": "index", "open_index": "index",
+    "FrameList": "sources", "fido_uris": "sources",
     "search_series": "index", "cross_correlation_lag": "lag", "plan_request": "pipeline",
     "run_timelag": "pipeline", "TimeLagRequest": "request",
 }

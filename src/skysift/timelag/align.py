@@ -7,10 +7,17 @@ frame of both channels is reprojected onto it with
 point on the solar surface that moves with differential rotation (Howard et al.
 1990 by default), so a feature stays in the same cutout pixel while the Sun turns.
 Cutout pixels off the solar disk have no surface point and become NaN.
+
+``propagate_with_solar_surface`` switches a module-global of sunpy on and off, so two
+threads using it at once would turn the rotation off under each other (dask's threaded
+scheduler did: a few percent of the lags changed from run to run). Every use here goes
+through :func:`_following_the_surface`, which holds one lock per process; worker
+processes (the local and remote clusters) are not slowed down.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,13 +33,16 @@ from astropy.wcs.utils import pixel_to_pixel
 from reproject import reproject_interp
 from sunpy.coordinates import Helioprojective, propagate_with_solar_surface
 from sunpy.map.header_helper import make_fitswcs_header
+from sunpy.map.maputils import coordinate_is_on_solar_disk
 from sunpy.util.exceptions import SunpyUserWarning
 
-from .errors import FrameUnusable, InvalidRequest
+from .errors import CutoutOutsideField, FrameUnusable, InvalidRequest
 from .frames import BBox, Frame
 
 #: Differential rotation model used by :func:`propagate_with_solar_surface`.
 ROTATION_MODEL = "howard"
+#: Serialises sunpy's global "follow the solar surface" switch between threads.
+_SURFACE_LOCK = threading.RLock()
 
 
 @contextmanager
@@ -41,6 +51,13 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SunpyUserWarning)
         warnings.simplefilter("ignore", AstropyWarning)
+        yield
+
+
+@contextmanager
+def _following_the_surface() -> Iterator[None]:
+    """Quiet, and with coordinates following the solar surface, for this thread alone (see the module docstring)."""
+    with _SURFACE_LOCK, _quiet(), propagate_with_solar_surface(ROTATION_MODEL):
         yield
 
 
@@ -116,6 +133,47 @@ def cutout_header(
     return out
 
 
+def _sample_grid(header: fits.Header, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``samples x samples`` grid of pixel positions spanning ``header``'s image, edges included."""
+    ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
+    gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, samples), np.linspace(-0.5, ny - 0.5, samples))
+    return gx.ravel(), gy.ravel()
+
+
+def check_cutout_in_field(reference: fits.Header, target_header: fits.Header, samples: int = 17) -> None:
+    """Raise :class:`CutoutOutsideField` when no part of the cutout is on the disk inside the reference frame.
+
+    Off-disk cutout pixels have no surface point to follow and become NaN, as do pixels
+    outside the frames: such a cutout gives an all-NaN map, so it is refused before
+    any pixel is read. Samples a ``samples x samples`` grid over the cutout.
+    """
+    gx, gy = _sample_grid(target_header, samples)
+    target_wcs = solar_wcs(target_header)
+    center = f"({target_header['CRVAL1']:.0f}, {target_header['CRVAL2']:.0f}) arcsec"
+    size = (f"{target_header['NAXIS1'] * abs(target_header['CDELT1']):.0f}x"
+            f"{target_header['NAXIS2'] * abs(target_header['CDELT2']):.0f} arcsec")
+    with _quiet():
+        on_disk = np.asarray(coordinate_is_on_solar_disk(target_wcs.pixel_to_world(gx, gy)), dtype=bool)
+    if not on_disk.any():
+        raise CutoutOutsideField(
+            f"the {size} cutout centred at {center} is entirely off the solar disk: off-disk pixels have no "
+            "surface point to follow with the rotation, so every lag would be NaN; choose a --center on the disk")
+    with _following_the_surface():
+        sx, sy = pixel_to_pixel(target_wcs, solar_wcs(reference), gx[on_disk], gy[on_disk])
+    ny_s, nx_s = int(reference["NAXIS2"]), int(reference["NAXIS1"])
+    inside = np.isfinite(sx) & np.isfinite(sy) & (sx >= -0.5) & (sx <= nx_s - 0.5) & (sy >= -0.5) & (sy <= ny_s - 0.5)
+    if inside.any():
+        return
+    with _quiet():
+        corners = solar_wcs(reference).pixel_to_world([-0.5, nx_s - 0.5], [-0.5, ny_s - 0.5])
+    tx = corners.Tx.to_value(u.arcsec)
+    ty = corners.Ty.to_value(u.arcsec)
+    raise CutoutOutsideField(
+        f"the {size} cutout centred at {center} is outside the frames' field of view "
+        f"(Tx {tx.min():.0f} to {tx.max():.0f}, Ty {ty.min():.0f} to {ty.max():.0f} arcsec at the reference time): "
+        "every lag would be NaN; choose a --center inside it")
+
+
 def source_bbox(src_header: fits.Header, target_header: fits.Header, margin_px: int = 3, samples: int = 17) -> BBox | None:
     """The rectangle of a source frame that the cutout needs, after solar rotation.
 
@@ -124,11 +182,10 @@ def source_bbox(src_header: fits.Header, target_header: fits.Header, margin_px: 
     curvature between samples). Returns None (read the whole frame) when a sample falls
     off the disk, and an empty-safe clipped rectangle otherwise.
     """
-    ny_t, nx_t = int(target_header["NAXIS2"]), int(target_header["NAXIS1"])
     ny_s, nx_s = int(src_header["NAXIS2"]), int(src_header["NAXIS1"])
-    gx, gy = np.meshgrid(np.linspace(-0.5, nx_t - 0.5, samples), np.linspace(-0.5, ny_t - 0.5, samples))
-    with _quiet(), propagate_with_solar_surface(ROTATION_MODEL):
-        sx, sy = pixel_to_pixel(WCS(target_header), solar_wcs(src_header), gx.ravel(), gy.ravel())
+    gx, gy = _sample_grid(target_header, samples)
+    with _following_the_surface():
+        sx, sy = pixel_to_pixel(WCS(target_header), solar_wcs(src_header), gx, gy)
     if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
         return None
     x0 = int(np.clip(np.floor(sx.min()) - margin_px, 0, nx_s))
@@ -147,7 +204,7 @@ def reproject_frame(frame: Frame, target_header: fits.Header) -> np.ndarray:
     or outside the frame.
     """
     shape_out = (int(target_header["NAXIS2"]), int(target_header["NAXIS1"]))
-    with _quiet(), propagate_with_solar_surface(ROTATION_MODEL):
+    with _following_the_surface():
         out = reproject_interp(
             (frame.data, solar_wcs(frame.header)),
             WCS(target_header),

@@ -7,8 +7,16 @@ Example::
         --center "-125,250" --fov 500,500 --cadence 4min --max-lag 6h -o lag.fits
 
 The series comes from the images index (``--index``: a skysift home, default
-``$SKYSIFT_HOME``, or ``athena://DATABASE?workgroup=W``); the work runs on a local
-dask cluster, or on an existing one with ``--scheduler tcp://host:8786``.
+``skysift --home`` / ``$SKYSIFT_HOME``, or ``athena://DATABASE?workgroup=W``), or from
+frames named directly with ``--frames`` (paths, ``s3://`` or ``https://`` URLs, or
+manifests listing them, e.g. what a HelioCloud CloudCatalog search returned; no prior
+indexing), read anonymously from public buckets with ``--anon``::
+
+    skysift timelag ... --anon --frames aia_0193.csv --frames aia_0171.csv
+
+The work runs on a local dask cluster, on an existing one (``--scheduler
+tcp://host:8786``) or on a new dask-gateway cluster (``--gateway URL``) whose workers
+are told what to install.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import json
 import logging
 import re
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 import astropy.units as u
 import click
@@ -26,6 +34,7 @@ import click
 from .. import storage
 from ..settings import Settings
 from ..terminal import OutputFile, SkysiftCommand
+from .logs import quiet_dask_logging
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +86,36 @@ class _Parsed(click.ParamType):
             self.fail(exc.message, param, ctx)
 
 
+def parse_time_utc(text: str) -> datetime:
+    """ISO 8601 -> an aware UTC datetime: ``2011-02-15T00:00Z``, ``...+01:00``, ``2011-02-15 00:00``, ``2011-02-15``.
+
+    A time without an offset is UTC (as in FITS headers and CloudCatalog).
+    """
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"expected an ISO 8601 time such as 2011-02-15T00:00Z, 2011-02-15T01:00+01:00 or 2011-02-15, got {text!r}"
+        ) from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 PAIR_TYPE = _Parsed("X,Y", parse_pair_arcsec, tuple)
 DURATION_TYPE = _Parsed("DURATION", parse_duration_s, float)
-_TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"])
+_TIME = _Parsed("TIME", parse_time_utc, datetime)
+
+
+def _root_param(ctx: click.Context, name: str):
+    """A parameter of the ``skysift`` group (``--home``, ``-v``) when run under it, else None."""
+    root = ctx.find_root()
+    return root.params.get(name) if root is not ctx else None
 
 
 @click.command("timelag", cls=SkysiftCommand)
 @click.option("--channel-a", type=float, required=True, help="wavelength of channel A, Angstrom (e.g. 193)")
 @click.option("--channel-b", type=float, required=True, help="wavelength of channel B, Angstrom; lag > 0: B follows A")
-@click.option("--start", type=_TIME, required=True, help="series start, UTC (ISO 8601)")
-@click.option("--end", type=_TIME, required=True, help="series end, UTC (ISO 8601)")
+@click.option("--start", type=_TIME, required=True, help="series start, ISO 8601 (UTC unless an offset or Z is given)")
+@click.option("--end", type=_TIME, required=True, help="series end, ISO 8601 (UTC unless an offset or Z is given)")
 @click.option("--center", type=PAIR_TYPE, required=True, help='cutout centre "Tx,Ty" at the start, arcsec (or add a unit)')
 @click.option("--fov", type=PAIR_TYPE, default="500,500", show_default=True, help="cutout width,height, arcsec")
 @click.option("--cadence", type=DURATION_TYPE, default="4min", show_default=True, help="common time grid step")
@@ -98,54 +127,84 @@ _TIME = click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d
 @click.option("--scale", type=float, default=None, help="cutout pixel size, arcsec [default: the reference frame's]")
 @click.option("--reference-time", type=_TIME, default=None, help="observer/time of the cutout [default: --start]")
 @click.option("--index", "index_spec", default=None,
-              help="skysift home with the images table, or athena://DATABASE?workgroup=W [default: $SKYSIFT_HOME]")
+              help="skysift home with the images table, or athena://DATABASE?workgroup=W [default: skysift --home]")
+@click.option("--frames", "frames", multiple=True, metavar="URL|PATH|MANIFEST",
+              help="the frames themselves instead of an index search (repeatable): FITS paths, s3:// or https:// "
+                   "URLs, or .csv/.txt manifests listing them (e.g. written by Fido.fetch of a CloudCatalog search)")
+@click.option("--anon/--no-anon", default=False, show_default=True,
+              help="read remote frames from S3 without credentials (public buckets: HelioCloud, AWS Open Data); "
+                   "outputs are still written with your credentials")
 @click.option("--scheduler", default=None,
               help="address of an existing dask scheduler, or 'threads'/'sync' [default: a local cluster]")
-@click.option("--scheduler-timeout", type=DURATION_TYPE, default="30s", show_default=True,
-              help="how long to wait for --scheduler")
-@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="local cluster worker processes")
+@click.option("--gateway", default=None, metavar="URL",
+              help="address of a dask-gateway server: start a new cluster there for this run (its workers install "
+                   "sunpy, reproject, ... at this machine's versions); auth from dask config (gateway.auth)")
+@click.option("--gateway-option", "gateway_options", multiple=True, metavar="KEY=VALUE",
+              help="a cluster option of the gateway (repeatable), e.g. worker_cores=2 or image=pangeo/base-notebook")
+@click.option("--scheduler-timeout", type=DURATION_TYPE, default=None,
+              help="how long to wait for --scheduler, or for the first --gateway worker (which installs packages "
+                   "before it starts) [default: 30s; 10min with --gateway]")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True,
+              help="worker processes of the local cluster, or workers of the gateway cluster")
 @click.option("--tile", type=click.IntRange(16), default=128, show_default=True, help="spatial chunk, pixels")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar on stderr")
-def timelag_command(channel_a: float, channel_b: float, start: datetime, end: datetime, center: tuple[float, float],
-                    fov: tuple[float, float], cadence: float, max_lag: float, output: str, png: str | None,
-                    instrument: str | None, scale: float | None, reference_time: datetime | None,
-                    index_spec: str | None, scheduler: str | None, scheduler_timeout: float, workers: int, tile: int,
-                    progress: bool) -> None:
+@click.pass_context
+def timelag_command(ctx: click.Context, channel_a: float, channel_b: float, start: datetime, end: datetime,
+                    center: tuple[float, float], fov: tuple[float, float], cadence: float, max_lag: float, output: str,
+                    png: str | None, instrument: str | None, scale: float | None, reference_time: datetime | None,
+                    index_spec: str | None, frames: tuple[str, ...], anon: bool, scheduler: str | None,
+                    gateway: str | None, gateway_options: tuple[str, ...], scheduler_timeout: float | None, workers: int,
+                    tile: int, progress: bool) -> None:
     """Map the time lag between two channels of a solar image series (FITS + PNG).
 
-    Prints a JSON summary (outputs, frame counts, lag statistics in seconds) on stdout.
-    The outputs are checked to be writable (for s3://, the bucket and credentials) before
-    any work starts.
+    Prints a JSON summary (outputs, frame counts, lag statistics in seconds, the cluster
+    used) on stdout. The outputs are checked to be writable (for s3://, the bucket and
+    credentials) before any work starts; a cutout off the disk or outside the frames is
+    refused before any pixel is read.
     """
     # imported here: sunpy, reproject and distributed load only when the command runs
     try:
         from dask.diagnostics import ProgressBar
 
-        from .cluster import dask_client
-        from .index import open_index
-        from .pipeline import find_series, run_timelag
+        from .cluster import dask_client, parse_cluster_options
+        from .pipeline import find_series, run_timelag, series_source
         from .request import TimeLagRequest
     except ImportError as exc:
         raise click.ClickException(f"time-lag analysis needs the solar extra: pip install 'skysift[solar]' ({exc})") from exc
+    quiet_dask_logging(_root_param(ctx, "verbose") or 0)
+    if frames and index_spec:
+        raise click.UsageError("give either --frames or --index, not both")
+    if gateway and scheduler:
+        raise click.UsageError("give either --scheduler or --gateway, not both")
+    if gateway_options and not gateway:
+        raise click.UsageError("--gateway-option needs --gateway")
 
     request = TimeLagRequest.parse({
         "channel_a": channel_a, "channel_b": channel_b, "start": start, "end": end,
         "center_arcsec": center, "fov_arcsec": fov, "cadence_s": cadence, "max_lag_s": max_lag,
         "instrument": instrument, "scale_arcsec": scale, "reference_time": reference_time,
-        "index": index_spec or str(Settings().home), "output": output, "png": png,
-        "scheduler": scheduler, "workers": workers, "tile_px": tile,
+        "index": None if frames else (index_spec or str(_home(ctx))), "frames": list(frames) or None,
+        "anon": anon, "output": output, "png": png, "scheduler": scheduler, "gateway": gateway,
+        "cluster_options": parse_cluster_options(gateway_options), "workers": workers, "tile_px": tile,
     })
     for uri in (request.output, request.png_output):  # before the computation, not after it
         storage.check_writable(uri, make_parents=True)
-    index = open_index(request.index)
+    index = series_source(request)  # --frames: every header is read here, once
     tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
-    with dask_client(request.scheduler, request.workers, connect_timeout_s=scheduler_timeout) as client:
+    cluster: dict[str, object] = {}
+    with dask_client(request.scheduler, request.workers, connect_timeout_s=scheduler_timeout,
+                     gateway=request.gateway, cluster_options=request.cluster_options, cluster_info=cluster) as client:
         # distributed: a bar over the submitted futures; threads/sync: dask's local ProgressBar
         local_bar = ProgressBar(out=sys.stderr) if progress and client is None else contextlib.nullcontext()
         with local_bar:
             summary = run_timelag(request, index, client, on_submit=_progress_bar if progress else None,
                                   tables=tables)
-    click.echo(json.dumps(summary, indent=2))
+    click.echo(json.dumps({**summary, "cluster": cluster}, indent=2))
+
+
+def _home(ctx: click.Context):
+    """The skysift home: ``skysift --home`` (and ``--config``) when run under the group, else the settings' default."""
+    return Settings.load(_root_param(ctx, "config"), home=_root_param(ctx, "home")).home
 
 
 def _progress_bar(futures: list) -> None:

@@ -52,3 +52,34 @@ class SchedulerUnavailable(TimeLagError):
 
     reason = "scheduler_unavailable"
     permanent = False
+
+
+class CutoutOutsideField(InvalidRequest):
+    """The requested cutout misses the solar disk or the frames' field of view: the map would be all NaN."""
+
+    reason = "cutout_outside_field"
+
+
+class EmptyLagMap(TimeLagError):
+    """No pixel of the cutout has a defined lag (every series has a gap or is constant)."""
+
+    reason = "empty_lag_map"
+
+
+class MissingDependency(TimeLagError):
+    """An optional package that the requested feature needs is not installed."""
+
+    reason = "missing_dependency"
+
+
+class GatewayUnavailable(TimeLagError):
+    """The dask-gateway server given with --gateway cannot be reached or cannot start a cluster."""
+
+    reason = "gateway_unavailable"
+    permanent = False
+
+
+class RemoteAccessDenied(TimeLagError):
+    """Remote frames cannot be read with the credentials at hand (none, or not allowed)."""
+
+    reason = "remote_access_denied"

@@ -4,13 +4,18 @@ Headers are small and are gathered eagerly (they decide the reference frame and
 which part of each frame the cutout needs). Pixels are read later, inside dask
 tasks, and only the rectangle of the frame that the cutout covers
 (``ImageHDU.section``), so a 4096x4096 AIA frame costs a fraction of its size in
-I/O. Local paths are opened directly, ``s3://`` and other URLs through fsspec.
+I/O. Local paths are opened directly, ``s3://`` and other URLs through fsspec with the
+request's ``storage_options`` (``{"anon": True}`` reads public buckets such as HelioCloud's
+without credentials); the options travel with each task, so remote workers need no
+environment variables.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -37,11 +42,13 @@ class Frame:
     header: fits.Header
 
 
-def _open(uri: str) -> fits.HDUList:
+def _open(uri: str, storage_options: Mapping[str, Any] | None = None) -> fits.HDUList:
+    remote = is_remote(uri)
+    extra = {"fsspec_kwargs": dict(storage_options)} if remote and storage_options else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VerifyWarning)
         try:
-            return fits.open(uri, lazy_load_hdus=True, memmap=False, use_fsspec=is_remote(uri))
+            return fits.open(uri, lazy_load_hdus=True, memmap=False, use_fsspec=remote, **extra)
         except FileNotFoundError as exc:
             raise SourceNotFound("frame listed in the image index does not exist", uri=uri) from exc
         except OSError as exc:
@@ -63,12 +70,12 @@ def essential_header(header: fits.Header) -> fits.Header:
     return fits.Header([card for card in header.cards if card.keyword.startswith(ESSENTIAL_PREFIXES)])
 
 
-def read_header(uri: str, hdu: int = 0) -> fits.Header:
+def read_header(uri: str, hdu: int = 0, storage_options: Mapping[str, Any] | None = None) -> fits.Header:
     """The essential cards of image HDU ``hdu``'s header (for a tile-compressed HDU, the image header).
 
     Only the header blocks are read (ranged reads for remote objects).
     """
-    with _open(uri) as hdul, warnings.catch_warnings():
+    with _open(uri, storage_options) as hdul, warnings.catch_warnings():
         warnings.simplefilter("ignore", VerifyWarning)
         try:
             header = hdul[hdu].header.copy()
@@ -77,6 +84,21 @@ def read_header(uri: str, hdu: int = 0) -> fits.Header:
     if header.get("NAXIS", 0) != 2:
         raise FrameUnusable(f"HDU {hdu} is not a 2-D image (NAXIS={header.get('NAXIS')})", uri=uri)
     return essential_header(header)
+
+
+def read_image_header(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[int, fits.Header]:
+    """The first 2-D image HDU of the file and its essential header cards.
+
+    AIA level-1 files (JSOC, HelioCloud) keep the image in a tile-compressed HDU 1
+    behind an empty primary HDU; plain files keep it in HDU 0. Only header blocks
+    are read.
+    """
+    with _open(uri, storage_options) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        for index, hdu in enumerate(hdul):
+            if hdu.header.get("NAXIS", 0) == 2 and hdu.is_image:
+                return index, essential_header(hdu.header.copy())
+    raise FrameUnusable("the file has no 2-D image HDU", uri=uri)
 
 
 def section_header(header: fits.Header, bbox: BBox) -> fits.Header:
@@ -89,17 +111,19 @@ def section_header(header: fits.Header, bbox: BBox) -> fits.Header:
     return out
 
 
-def read_frame(uri: str, hdu: int, header: fits.Header, bbox: BBox | None = None) -> Frame:
+def read_frame(uri: str, hdu: int, header: fits.Header, bbox: BBox | None = None,
+               storage_options: Mapping[str, Any] | None = None) -> Frame:
     """The pixels of ``bbox`` (whole frame if None) as float32, with a matching header.
 
     BSCALE/BZERO are applied; a BLANK integer value becomes NaN. ``header`` is the
     one :func:`read_header` returned (passed in so the file's header is parsed once).
+    ``storage_options`` go to fsspec for remote ``uri`` (e.g. ``{"anon": True}``).
     """
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
     bbox = bbox or (0, ny, 0, nx)
     y0, y1, x0, x1 = bbox
     try:
-        with _open(uri) as hdul, warnings.catch_warnings():
+        with _open(uri, storage_options) as hdul, warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             warnings.simplefilter("ignore", VerifyWarning)
             image = hdul[hdu]

@@ -109,3 +109,13 @@ def cross_correlation_lag(
         lag_s[start:stop] = np.where(valid, steps[best] * cadence_s, np.nan)
         peak[start:stop] = np.where(valid, np.take_along_axis(cc, best[:, None], axis=-1)[:, 0] / n_time, np.nan)
     return lag_s.reshape(spatial), peak.reshape(spatial)
+
+
+def lag_tile(block_a: np.ndarray, block_b: np.ndarray, cadence_s: float, max_lag_s: float) -> np.ndarray:
+    """Lag (s) and peak correlation of one spatial tile of two cubes, stacked as ``(2, ny, nx)``.
+
+    The per-block function of the dask graph (:func:`dask.array.map_blocks`): it lives
+    here, with numpy and scipy only, so a worker that runs it imports nothing else.
+    """
+    lag, peak = cross_correlation_lag(block_a, block_b, cadence_s, max_lag_s)
+    return np.stack([lag, peak])

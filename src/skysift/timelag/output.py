@@ -25,6 +25,8 @@ from ..storage import is_remote
 
 #: Diverging colour map: blue for B leading A, red for B following A, white for no lag.
 CMAP = "RdBu_r"
+#: Percentile of |lag| that sets the PNG's symmetric colour scale.
+LAG_PERCENTILE = 99.0
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,41 @@ def fits_bytes(maps: LagMaps) -> bytes:
     return buffer.getvalue()
 
 
-def png_bytes(maps: LagMaps, max_lag_s: float, title: str) -> bytes:
-    """A PNG of the lag map on its WCS axes, diverging colours centred on 0, colour bar in seconds."""
+def lag_colour_limit_s(lag_s: np.ndarray, fallback_s: float, percentile: float = LAG_PERCENTILE) -> float:
+    """Half-width of the symmetric colour scale, seconds: the ``percentile`` of ``|lag|``.
+
+    Real lags are minutes while the search window is hours: a scale spanning
+    ``+-max_lag`` would paint them all near white. A robust percentile keeps a few
+    extreme pixels from setting the scale. ``fallback_s`` (e.g. one cadence step) is
+    used when no lag is finite or all are 0.
+    """
+    finite = np.abs(lag_s[np.isfinite(lag_s)])
+    limit = float(np.percentile(finite, percentile)) if finite.size else 0.0
+    return limit if limit > 0 else float(fallback_s)
+
+
+def lag_figure(maps: LagMaps, max_lag_s: float, title: str, *, limit_s: float | None = None) -> Figure:
+    """The lag map on its WCS axes, diverging colours centred on 0, colour bar in seconds.
+
+    The colour scale is symmetric, ``+-limit_s`` (default :func:`lag_colour_limit_s`: the
+    99th percentile of ``|lag|``, never more than ``max_lag_s``). A plain matplotlib
+    :class:`~matplotlib.figure.Figure` (no pyplot state): Jupyter shows it inline.
+    """
+    cadence_s = float(maps.meta.get("CADENCE", (max_lag_s,))[0])
+    limit = min(limit_s if limit_s is not None else lag_colour_limit_s(maps.lag_s, cadence_s), max_lag_s)
     smap = sunpy.map.Map(maps.lag_s.astype(np.float32), maps.header)
-    fig = Figure(figsize=(6.4, 5.6), dpi=100)  # no pyplot: no global state, any backend
+    fig = Figure(figsize=(6.4, 5.6), dpi=100)
     ax = fig.add_subplot(projection=smap)
-    image = smap.plot(axes=ax, cmap=CMAP, norm=TwoSlopeNorm(0.0, -max_lag_s, max_lag_s), title=title)
-    colorbar = fig.colorbar(image, ax=ax)
+    image = smap.plot(axes=ax, cmap=CMAP, norm=TwoSlopeNorm(0.0, -limit, limit), title=title)
+    colorbar = fig.colorbar(image, ax=ax, extend="both")
     colorbar.set_label("time lag [s]")
+    return fig
+
+
+def png_bytes(maps: LagMaps, max_lag_s: float, title: str) -> bytes:
+    """:func:`lag_figure` as PNG bytes."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    lag_figure(maps, max_lag_s, title).savefig(buffer, format="png")
     return buffer.getvalue()
 
 

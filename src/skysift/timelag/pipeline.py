@@ -3,14 +3,19 @@
 Everything after the headers is a dask graph, so it runs unchanged on the threaded
 scheduler, a local ``dask.distributed`` cluster or a remote one:
 
-1. each channel's frames are found in the images index (:mod:`.index`);
-2. their headers are read eagerly (in parallel, on the cluster's workers);
+1. each channel's frames are found in the images index (:mod:`.index`), or among
+   frames named directly (:mod:`.sources`: URLs, paths, a CloudCatalog search);
+2. their headers are read eagerly (in parallel, on the cluster's workers), and the
+   cutout is checked to lie on the disk inside the reference frame;
 3. per frame, three delayed tasks read only the needed rectangle, divide by the
    exposure time (DN -> DN/s) and reproject onto the reference cutout following
    differential rotation (:mod:`.align`);
 4. the frames are stacked, rechunked to whole-time spatial tiles and interpolated
    onto a common time grid (:mod:`.cube`);
 5. each tile's lag and peak correlation are computed (:mod:`.lag`).
+
+Remote frames are read with the request's ``storage_options`` (``{"anon": True}``
+for public buckets), passed to every read task.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
@@ -27,14 +32,21 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .align import ROTATION_MODEL, cutout_header, reproject_frame, source_bbox
+from .align import (
+    ROTATION_MODEL,
+    check_cutout_in_field,
+    cutout_header,
+    reproject_frame,
+    source_bbox,
+)
 from .cube import TILE_PX, Interpolation, stack_on_grid, time_grid
-from .errors import SeriesTooShort
+from .errors import EmptyLagMap, SeriesTooShort
 from .frames import frame_exposure_s, normalise_exposure, read_frame, read_header
-from .index import IndexBackend, SeriesQuery, require_series
-from .lag import cross_correlation_lag
+from .index import IndexBackend, SeriesQuery, open_index, require_series
+from .lag import lag_tile
 from .output import LagMaps, write_outputs
 from .request import TimeLagRequest
+from .sources import FrameList
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -54,9 +66,18 @@ class Channel:
     headers: list[fits.Header]
     times_s: np.ndarray
     exptimes_s: np.ndarray
+    #: fsspec options for reading the frames' pixels, e.g. ``{"anon": True}``
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+def series_source(request: TimeLagRequest) -> IndexBackend:
+    """Where the request's frames are found: the frames it names (headers read now), or its index."""
+    if request.frames is not None:
+        return FrameList(request.frames, request.storage_options, window=(request.start, request.end))
+    return open_index(request.index)
 
 
 def find_series(index: IndexBackend, request: TimeLagRequest) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,17 +92,25 @@ def find_series(index: IndexBackend, request: TimeLagRequest) -> tuple[pd.DataFr
 
 def find_channel(index: IndexBackend, request: TimeLagRequest, wavelength_angstrom: float,
                  table: pd.DataFrame | None = None) -> Channel:
-    """One channel's frames (``table`` if already searched) with headers read eagerly on the active scheduler."""
+    """One channel's frames (``table`` if already searched) with headers read eagerly on the active scheduler.
+
+    A :class:`~skysift.timelag.sources.FrameList` already holds the headers: they are not read again.
+    """
     if table is None:
         query = SeriesQuery(request.start, request.end, wavelength_angstrom, instrument=request.instrument)
         table = require_series(index, query, min_frames=2)
-    reads = [dask.delayed(read_header, pure=True)(uri, int(hdu)) for uri, hdu in zip(table.uri, table.hdu, strict=True)]
-    headers = list(dask.compute(*reads))
+    options = request.storage_options
+    if isinstance(index, FrameList):
+        headers = [index.header(uri, int(hdu)) for uri, hdu in zip(table.uri, table.hdu, strict=True)]
+    else:
+        reads = [dask.delayed(read_header, pure=True)(uri, int(hdu), options or None)
+                 for uri, hdu in zip(table.uri, table.hdu, strict=True)]
+        headers = list(dask.compute(*reads))
     exptimes = np.array([frame_exposure_s(h, uri) for h, uri in zip(headers, table.uri, strict=True)])
     origin = pd.Timestamp(request.reference_time or request.start)
     times_s = ((table.obs_time - origin) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
     log.info("channel %g A: %d frames", wavelength_angstrom, len(table))
-    return Channel(float(wavelength_angstrom), table, headers, times_s, exptimes)
+    return Channel(float(wavelength_angstrom), table, headers, times_s, exptimes, dict(options))
 
 
 def reference_header(channel: Channel) -> fits.Header:
@@ -96,11 +125,12 @@ def aligned_frames(channel: Channel, target: fits.Header) -> list[da.Array]:
     """
     shape = (int(target["NAXIS2"]), int(target["NAXIS1"]))
     target_d = dask.delayed(target, pure=True)
+    options = channel.storage_options or None
     out = []
     for uri, hdu, header, exptime in zip(channel.table.uri, channel.table.hdu, channel.headers, channel.exptimes_s, strict=True):
         header_d = dask.delayed(header, pure=True)  # one copy in the graph, used by two tasks
         bbox = dask.delayed(source_bbox, pure=True)(header_d, target_d)
-        frame = dask.delayed(read_frame, pure=True)(uri, int(hdu), header_d, bbox)
+        frame = dask.delayed(read_frame, pure=True)(uri, int(hdu), header_d, bbox, options)
         normalised = dask.delayed(normalise_exposure, pure=True)(frame, float(exptime))
         aligned = dask.delayed(reproject_frame, pure=True)(normalised, target_d)
         out.append(da.from_delayed(aligned, shape=shape, dtype=np.float32))
@@ -119,12 +149,6 @@ def plan_cubes(a: Channel, b: Channel, target: fits.Header, cadence_s: float,
     cube_a = stack_on_grid(aligned_frames(a, target), a.times_s, grid, tile_px)
     cube_b = stack_on_grid(aligned_frames(b, target), b.times_s, grid, tile_px)
     return cube_a, cube_b, grid
-
-
-def _lag_tile(block_a: np.ndarray, block_b: np.ndarray, cadence_s: float, max_lag_s: float) -> np.ndarray:
-    """Lag (s) and peak correlation of one spatial tile, stacked as (2, ny, nx)."""
-    lag, peak = cross_correlation_lag(block_a, block_b, cadence_s, max_lag_s)
-    return np.stack([lag, peak])
 
 
 @dataclass(frozen=True)
@@ -148,7 +172,7 @@ def plan_timelag(a: Channel, b: Channel, target: fits.Header, cadence_s: float, 
         log.warning("max lag %g s is not shorter than the %g s series: lags near the ends are poorly constrained",
                     max_lag_s, (grid.size - 1) * cadence_s)
 
-    both = da.map_blocks(_lag_tile, cube_a, cube_b, cadence_s=cadence_s, max_lag_s=max_lag_s,
+    both = da.map_blocks(lag_tile, cube_a, cube_b, cadence_s=cadence_s, max_lag_s=max_lag_s,
                          chunks=((2,), *cube_a.chunks[1:]), dtype=np.float32,
                          meta=np.empty((0, 0, 0), dtype=np.float32))
     return LagPlan(both[0], both[1], target, grid, cadence_s, max_lag_s, (len(a), len(b)))
@@ -160,7 +184,9 @@ def prepare(request: TimeLagRequest, index: IndexBackend,
     table_a, table_b = tables if tables is not None else find_series(index, request)
     a = find_channel(index, request, request.channel_a, table_a)
     b = find_channel(index, request, request.channel_b, table_b)
-    target = cutout_header(reference_header(a), request.center_arcsec, request.fov_arcsec, request.scale_arcsec)
+    reference = reference_header(a)
+    target = cutout_header(reference, request.center_arcsec, request.fov_arcsec, request.scale_arcsec)
+    check_cutout_in_field(reference, target)  # an all-NaN map would take the whole computation to find out
     if (shared := (min(a.times_s.max(), b.times_s.max()) - max(a.times_s.min(), b.times_s.min()))) <= 0:
         raise SeriesTooShort(f"channels {request.channel_a:g} and {request.channel_b:g} A do not overlap in time")
     log.info("cutout %dx%d px, %.0f s shared by both channels", target["NAXIS1"], target["NAXIS2"], shared)
@@ -212,10 +238,14 @@ def run_timelag(request: TimeLagRequest, index: IndexBackend, client: Client | N
             on_submit(futures)
         lag_s, peak = client.gather(futures)
     computed = time.perf_counter()
+    finite = np.isfinite(lag_s)
+    if not finite.any():
+        raise EmptyLagMap(
+            f"no pixel of the {lag_s.shape[1]}x{lag_s.shape[0]} cutout has a defined lag: every pixel's series "
+            "has a gap (NaN) or is constant in one channel; check the frames and the --center/--fov")
     maps = maps_from(plan, lag_s, peak, request)
     title = f"time lag {request.channel_a:g}-{request.channel_b:g} A"
     write_outputs(maps, request.output, request.png_output, request.max_lag_s, title)
-    finite = np.isfinite(lag_s)
     return {
         "output": request.output,
         "png": request.png_output,

@@ -8,6 +8,12 @@ Example JSON (what a ``TimeLagAnalysis`` execution passes to the container)::
      "cadence_s": 240, "max_lag_s": 21600,
      "index": "athena://skysift?workgroup=skysift",
      "output": "s3://skysift-results/timelag/ar11158/lag.fits"}
+
+Instead of ``index``, ``frames`` may name the frames directly (URLs, paths or manifests,
+e.g. what a HelioCloud CloudCatalog search returned), with ``"anon": true`` for public
+buckets::
+
+    {..., "frames": ["s3://gov-nasa-hdrl-data1/sdo/aia/20110215/0171/...fits", ...], "anon": true}
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,12 +45,19 @@ class TimeLagRequest(BaseModel):
     instrument: str | None = Field(None, description="match INSTRUME/TELESCOP, e.g. 'AIA'")
     scale_arcsec: float | None = Field(None, gt=0, description="cutout pixel size, arcsec/pixel; default: the reference frame's")
     reference_time: datetime | None = Field(None, description="observer and time of the cutout; default: start")
-    index: str = Field(description="home directory of the local tables, or athena://DATABASE?workgroup=...")
+    index: str | None = Field(
+        None, description="home directory of the local tables, or athena://DATABASE?workgroup=...; not with frames")
+    frames: tuple[str, ...] | None = Field(
+        None, description="the frames themselves (paths, s3:// or https URLs, manifests) instead of an index search")
+    anon: bool = Field(False, description="read remote frames from S3 anonymously (public buckets); outputs still use credentials")
     output: str = Field(description="FITS result: local path or s3:// URL")
     png: str | None = Field(None, description="PNG plot; default: the output name with .png")
     scheduler: str | None = Field(
         None, description="address of an existing dask scheduler, or threads|sync; default: a LocalCluster")
-    workers: int = Field(2, ge=1, description="workers of the LocalCluster when no scheduler is given")
+    gateway: str | None = Field(None, description="address of a dask-gateway server: a new cluster is started there")
+    cluster_options: dict[str, Any] = Field(
+        default_factory=dict, description="dask-gateway cluster options (image, worker_cores, ...) with --gateway")
+    workers: int = Field(2, ge=1, description="workers of the LocalCluster, or of the gateway cluster")
     tile_px: int = Field(128, ge=16, description="spatial chunk of the cube, pixels")
 
     @field_validator("start", "end", "reference_time")
@@ -61,7 +75,22 @@ class TimeLagRequest(BaseModel):
             raise ValueError(f"max_lag_s ({self.max_lag_s:g}) is shorter than one cadence step ({self.cadence_s:g})")
         if min(self.fov_arcsec) <= 0:
             raise ValueError(f"fov_arcsec must be positive, got {self.fov_arcsec}")
+        if self.frames is not None and self.index is not None:
+            raise ValueError("give either frames or an index to search, not both")
+        if self.frames is None and self.index is None:
+            raise ValueError("give an index to search (a skysift home or athena://...) or the frames themselves")
+        if self.frames is not None and not self.frames:
+            raise ValueError("frames is empty")
+        if self.gateway and self.scheduler:
+            raise ValueError("give either a dask scheduler or a dask-gateway address, not both")
+        if self.cluster_options and not self.gateway:
+            raise ValueError("cluster_options only apply to a dask-gateway cluster (gateway)")
         return self
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec options for reading the input frames (``{"anon": True}`` for public buckets)."""
+        return {"anon": True} if self.anon else {}
 
     @property
     def png_output(self) -> str:
@@ -90,7 +119,8 @@ class TimeLagRequest(BaseModel):
         """Read a request JSON from a local path or an ``s3://`` URL.
 
         ``defaults`` fill fields the JSON leaves out (the Batch worker takes ``index``
-        from its environment, so callers need not know the Glue database).
+        from its environment, so callers need not know the Glue database); a request
+        that lists its ``frames`` takes no default ``index``.
         """
         raw = read_bytes(str(uri))
         try:
@@ -99,5 +129,8 @@ class TimeLagRequest(BaseModel):
             raise InvalidRequest(f"request is not valid JSON: {exc}", uri=str(uri)) from exc
         if not isinstance(data, dict):
             raise InvalidRequest("request JSON must be an object", uri=str(uri))
-        merged = {k: v for k, v in (defaults or {}).items() if v is not None} | data
+        defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+        if data.get("frames") is not None:
+            defaults.pop("index", None)
+        merged = defaults | data
         return cls.parse(merged)

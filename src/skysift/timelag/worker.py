@@ -5,7 +5,8 @@ worker runs the same pipeline as ``skysift timelag`` (on a LocalCluster inside t
 container, or on ``scheduler`` when the request names one), writes the FITS and PNG
 to the request's ``output``/``png`` (usually ``s3://``), writes a summary JSON next
 to the FITS (``<output>.json``) and prints it as one line on stdout. A request without
-``index`` uses the ``SKYSIFT_TIMELAG_INDEX`` environment variable; without ``workers``, the
+``index`` or ``frames`` uses the ``SKYSIFT_TIMELAG_INDEX`` environment variable; a request
+with ``frames`` (e.g. a CloudCatalog search, ``"anon": true``) needs no index; without ``workers``, the
 LocalCluster gets one single-threaded worker process per CPU the job was given.
 
 Exit status tells AWS Batch whether a retry can help:
@@ -35,18 +36,19 @@ def run(request_uri: str) -> dict[str, object]:
     """Load the request, run it, write outputs and the summary; return the summary."""
     # imported here so that a usage error costs no sunpy/dask import time
     from .cluster import dask_client
-    from .index import open_index
     from .output import put_bytes
-    from .pipeline import find_series, run_timelag
+    from .pipeline import find_series, run_timelag, series_source
     from .request import TimeLagRequest
 
     defaults = {"index": os.environ.get(INDEX_ENV), "workers": len(os.sched_getaffinity(0))}  # all the job's vCPUs
     request = TimeLagRequest.load(request_uri, defaults=defaults)
-    index = open_index(request.index)
+    index = series_source(request)
     tables = find_series(index, request)  # fail before starting a cluster when there is nothing to do
-    with dask_client(request.scheduler, request.workers) as client:
+    cluster: dict[str, object] = {}
+    with dask_client(request.scheduler, request.workers, gateway=request.gateway,
+                     cluster_options=request.cluster_options, cluster_info=cluster) as client:
         summary = run_timelag(request, index, client, tables=tables)
-    summary = {"status": "ok", "request": request_uri, **summary}
+    summary = {"status": "ok", "request": request_uri, **summary, "cluster": cluster}
     put_bytes(f"{request.output}.json", json.dumps(summary).encode())
     return summary
 
