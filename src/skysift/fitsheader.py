@@ -160,9 +160,47 @@ def _parse_header(raw: bytes, index: int, uri: str) -> fits.Header:
         warnings.simplefilter("ignore", VerifyWarning)
         warnings.simplefilter("ignore", AstropyWarning)
         try:
-            return fits.Header.fromstring(raw.decode("ascii"))
+            header = fits.Header.fromstring(raw.decode("ascii"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidHeader(f"{_describe_hdu(index)} cannot be parsed: {exc}", uri=uri) from exc
+    return readable(header, where=_describe_hdu(index), uri=uri)
+
+
+#: Keywords that say how the bytes are laid out or scaled: one that does not parse makes
+#: the file unreadable (bad_header); any other unparsable card is treated as absent.
+_STRUCTURAL = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|GROUPS|BSCALE|BZERO|BLANK|"
+                         r"Z[A-Z0-9_]*|TFIELDS|T(FORM|TYPE|DIM|SCAL|ZERO)\d+|THEAP)$")
+
+
+def readable(header: fits.Header, *, where: str = "the header", uri: str | None = None) -> fits.Header:
+    """``header`` without the cards whose values astropy cannot parse.
+
+    astropy parses a card's value only when it is read, and then raises ``VerifyError``
+    from deep inside whatever code asked (metadata, WCS, pixel scaling). Parsing every
+    card once here turns that into one decision: a structural keyword that does not
+    parse is an :class:`InvalidHeader`; any other such card is dropped (logged), so
+    nothing downstream ever sees it.
+    """
+    broken = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        warnings.simplefilter("ignore", AstropyWarning)
+        for position, card in enumerate(header.cards):
+            try:
+                card.value  # noqa: B018 (parsing is the point)
+            except (fits.VerifyError, ValueError, TypeError) as exc:
+                if _STRUCTURAL.match(card.keyword or ""):
+                    raise InvalidHeader(f"{where} has an unparsable {card.keyword} card "
+                                        f"({card.image.strip()[:60]!r})", uri=uri) from exc
+                broken.append(position)
+    if not broken:
+        return header
+    log.info("%s: %s: ignoring %d unparsable card(s): %s", uri, where, len(broken),
+             ", ".join(header.cards[i].keyword for i in broken))
+    cleaned = header.copy()
+    for position in reversed(broken):
+        del cleaned[position]
+    return cleaned
 
 
 def _declared_data_bytes(header: fits.Header, index: int, uri: str, limits: HeaderLimits) -> int:
@@ -260,8 +298,8 @@ def _skip(stream: IO[bytes], position: int, target: int, seekable: bool) -> int:
 def _matches(hdu: HduLayout, wanted: int | str | None) -> bool:
     if wanted is None:
         return hdu.is_image
-    if isinstance(wanted, int):
-        return hdu.index == wanted
+    if isinstance(wanted, (int, np.integer)):  # a numpy integer too (an hdu read back from a table)
+        return hdu.index == int(wanted)
     return hdu.name.upper() == str(wanted).strip().upper()
 
 

@@ -30,12 +30,13 @@ from typing import IO
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.hdu.compressed._compression import CfitsioException
 from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict
 
-from . import fitsheader, metadata, storage
+from . import calibration, fitsheader, metadata, storage
 from .errors import (
     AllNaN,
     ChecksumMismatch,
@@ -50,7 +51,6 @@ from .fitsheader import (
     GZIP_MAGIC,
     ChecksumStatus,
     FileLayout,
-    HduLayout,
     HeaderLimits,
 )
 
@@ -81,6 +81,10 @@ class ImageInfo(BaseModel):
     wavelength_angstrom: float | None = None
     obs_time: datetime | None = None
     exptime_s: float | None = None
+    #: AB magnitude of one image unit from the header's zero point (skysift.calibration), and
+    #: the convention it came from or why it is null
+    zero_point_ab: float | None = None
+    zero_point_source: str | None = None
     #: CHECKSUM/DATASUM verdict: ok | bad | absent | unverified (header-only or tiled reads)
     checksum_status: ChecksumStatus = ChecksumStatus.ABSENT
 
@@ -105,9 +109,69 @@ class Image:
     info: ImageInfo
 
 
-def make_image_id(uri: str, content_hash: str) -> str:
-    """Stable id of one version of one object: hash of (location, content fingerprint)."""
-    return hashlib.blake2b(f"{uri}\n{content_hash}".encode(), digest_size=8).hexdigest()
+def make_image_id(uri: str, content_hash: str, hdu: int | str | None = None) -> str:
+    """Stable id of one image: hash of (location, content fingerprint, HDU).
+
+    ``hdu`` is None for the file's first image HDU, so that the id of a single-image file
+    (and of the first image of a multi-extension file) is the id of the file's version,
+    the same as before multi-extension files were split into their images; it is the
+    HDU's index for every later image HDU (see :func:`image_id_hdu`). Each image of a
+    file thus has its own id, and re-processing an image replaces its rows only.
+    """
+    key = f"{uri}\n{content_hash}" if hdu is None else f"{uri}\n{content_hash}\nhdu={hdu}"
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def image_id_hdu(layout: FileLayout) -> int | None:
+    """The HDU that goes into the chosen image's id: None when it is the file's first
+    image HDU, else its index (the id does not depend on how the HDU was asked for:
+    by index, by EXTNAME or as the default)."""
+    selected = layout.selected
+    earlier_image = any(h.is_image for h in layout.hdus if h.index < selected.index)
+    return selected.index if earlier_image else None
+
+
+def image_hdus(uri: str, *, limits: HeaderLimits = DEFAULT_LIMITS) -> list[int | None]:
+    """The ``hdu`` argument of each image of a file, in file order, from its headers only.
+
+    None stands for the first image HDU (what ``hdu=None`` reads; its id is the file
+    version's, see :func:`make_image_id`), followed by the index of every later image
+    HDU of a multi-extension file (a mosaic's CCDs), at most
+    :attr:`HeaderLimits.max_hdus` HDUs in all. When an extension's header cannot be
+    walked (truncated, malformed, too many HDUs) after at least one image, that HDU's
+    index ends the list: reading it fails with the reason, so the damage is recorded as
+    that HDU's failure while the images before it are measured. A file with no readable
+    image before any damage gives ``[None]``, whose reading fails as it always did.
+    """
+    uri = storage.normalize_uri(uri)
+    listing = _list_file(uri, limits)
+    images = [h.index for h in listing.images]
+    if not images:
+        return [None]
+    wanted: list[int | None] = [None, *images[1:]]
+    if listing.failed_index is not None:
+        log.warning("%s: %s; the images before HDU %d are measured", uri, listing.error, listing.failed_index)
+        wanted.append(listing.failed_index)
+    return wanted
+
+
+def _list_file(uri: str, limits: HeaderLimits) -> fitsheader.HduListing:
+    """:func:`fitsheader.list_hdus` of a local or remote, plain or gzipped file."""
+    nbytes = storage.object_size(uri)
+    if nbytes == 0:
+        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
+    with storage.open_binary(uri) as handle:
+        if handle.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+            handle.seek(0)
+            return fitsheader.list_hdus(handle, uri=uri, object_size=nbytes, limits=limits)
+        handle.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=handle, mode="rb") as inflating:
+                return fitsheader.list_hdus(inflating, uri=uri, object_size=None, limits=limits, seekable=False)
+        except EOFError as exc:
+            raise TruncatedFile("the gzip stream ends before the first header does: truncated upload?", uri=uri) from exc
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise NotFITS(f"corrupt gzip data ({exc})", uri=uri) from exc
 
 
 def wcs_kind(header: fits.Header) -> str:
@@ -251,16 +315,18 @@ def _opened(uri: str, hdu: int | str | None, max_pixels: int | None, limits: Hea
         yield _Opened(hdul, layout, len(stored), stored, inflated)
 
 
-def _describe(primary: fits.Header, header: fits.Header, selected: HduLayout, uri: str, content_hash: str,
+def _describe(layout: FileLayout, header: fits.Header, uri: str, content_hash: str,
               nbytes: int, survey_default: str | None, checksum: ChecksumStatus) -> ImageInfo:
     """``header`` is the chosen HDU's image header (astropy's, for a tile-compressed image)."""
+    primary, selected = layout.primary.header, layout.selected
     shape = [n for n in selected.image_shape if n > 1]
     ny, nx = shape[-2], shape[-1]
     # Observation metadata may sit in the primary header of a multi-extension file.
     merged = _readable_cards(primary) if selected.index else fits.Header()
     merged.update(_readable_cards(header))
+    zp = calibration.zero_point(merged)
     return ImageInfo(
-        image_id=make_image_id(uri, content_hash),
+        image_id=make_image_id(uri, content_hash, image_id_hdu(layout)),
         uri=uri,
         content_hash=content_hash,
         hdu=selected.index,
@@ -278,6 +344,8 @@ def _describe(primary: fits.Header, header: fits.Header, selected: HduLayout, ur
         wavelength_angstrom=metadata.wavelength_angstrom(merged),
         obs_time=metadata.observation_time(merged),
         exptime_s=metadata.exposure_seconds(merged),
+        zero_point_ab=zp.zp_ab if zp else None,
+        zero_point_source=zp.source if zp else None,
         checksum_status=checksum,
     )
 
@@ -310,7 +378,7 @@ def _decode_pixels(selected, uri: str) -> tuple[np.ndarray, np.ndarray]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             raw_pixels = selected.data
-    except (TypeError, ValueError, OSError, EOFError, zlib.error) as exc:
+    except (TypeError, ValueError, OSError, EOFError, zlib.error, CfitsioException) as exc:
         raise TruncatedFile(f"cannot decode the pixel data: {exc}", uri=uri) from exc
     if raw_pixels is None or raw_pixels.size == 0:
         raise EmptyImage("the image HDU has no pixels", uri=uri)
@@ -356,7 +424,7 @@ def inspect_with_header(uri: str, hdu: int | str | None = None, *, survey_defaul
     header = selected.header
     if selected.compressed:
         header = _compressed_image_header(uri, selected.index)
-    info = _describe(layout.primary.header, header, selected, uri, storage.fingerprint(uri),
+    info = _describe(layout, header, uri, storage.fingerprint(uri),
                      storage.object_size(uri), survey_default, fitsheader.checksum_status(selected, None))
     return info, header.copy()
 
@@ -370,7 +438,7 @@ def _compressed_image_header(uri: str, index: int) -> fits.Header:
         handle.seek(0)
         with _parse(stream, uri) as hdul:
             try:
-                return hdul[index].header.copy()
+                return fitsheader.readable(hdul[index].header.copy(), uri=uri)
             except (OSError, EOFError, ValueError, IndexError) as exc:
                 raise TruncatedFile(f"cannot read the compressed image's header: {exc}", uri=uri) from exc
 
@@ -400,8 +468,8 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
         if checksum is ChecksumStatus.BAD and reject_bad_checksum:
             raise ChecksumMismatch("CHECKSUM/DATASUM do not match the file's bytes: corrupted in transfer?", uri=uri)
         data, mask = _decode_pixels(astropy_hdu, uri)
-        header = astropy_hdu.header.copy()
-        info = _describe(opened.layout.primary.header, header, selected, uri, content_hash.result(),
+        header = fitsheader.readable(astropy_hdu.header.copy(), uri=uri)
+        info = _describe(opened.layout, header, uri, content_hash.result(),
                          opened.stored_bytes, survey_default, checksum)
     return Image(data=data, mask=mask, header=header, wcs=build_wcs(header), info=info)
 
@@ -500,6 +568,6 @@ class Sections:
                     raw = self._section(slice(y0, y1), slice(None))[:, x0:x1]
                 else:
                     raw = self._section(slice(y0, y1), slice(x0, x1))
-        except (OSError, EOFError, ValueError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, TypeError, zlib.error, CfitsioException) as exc:
             raise TruncatedFile(f"cannot read pixels [{y0}:{y1}, {x0}:{x1}]: {exc}", uri=self.uri) from exc
         return _float32_and_mask(raw, self.header)
