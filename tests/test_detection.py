@@ -111,3 +111,21 @@ def test_white_noise_keeps_the_nominal_threshold_and_sources_do_not_raise_it():
     assert noise_correlation_factor(-frame, np.float32(1.0), None, gaussian_kernel(3.0)) == 1.0
     result = detect(frame, np.float32(1.0), None, DetectionSettings())
     assert result.noise_correlation_factor == 1.0 and len(result.objects) > 50
+
+
+def test_the_segmentation_map_labels_each_returned_source_with_its_own_pixels():
+    """Photometry corrects neighbours with it (issue 14 item 3), so it must describe the
+    sources returned, blends deblended on their own included: each label's pixels are its
+    source's footprint (npix of them, its peak among them), and no label is left over."""
+    frame = _blended_pairs([60, 120, 180, 300])
+    frame[30:36, 330:336] += 40.0  # and one source on its own
+    result = detect(frame, np.float32(1.0), None, DetectionSettings(threshold_sigma=3.0), segmentation_map=True)
+    objects, segmap, ids = result.objects, result.segmap, result.seg_ids
+    assert segmap.shape == frame.shape and len(ids) == len(objects) == len(set(ids.tolist())) > 9
+    assert ((objects["flag"] & 1) != 0).sum() >= 8  # four blends, each split in two
+    counts = np.bincount(segmap.ravel(), minlength=ids.max() + 1)
+    assert (counts[ids] == objects["npix"]).all()
+    assert (segmap[objects["ycpeak"], objects["xcpeak"]] == ids).all()
+    assert set(np.unique(segmap).tolist()) == {0, *ids.tolist()}
+    plain = detect(frame, np.float32(1.0), None, DetectionSettings(threshold_sigma=3.0))
+    assert plain.segmap is None and np.array_equal(plain.objects, objects)

@@ -1,12 +1,20 @@
-"""Windowed positions stay on their own source (issue 14: one source, one row)."""
+"""Windowed positions stay on their own source, neighbours are corrected in every aperture (issue 14)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import sep
 
+from skysift import flags as F
 from skysift.detection import detect
-from skysift.photometry import measure, stays_on_source
+from skysift.photometry import (
+    KRON_INTEGRATION_RADIUS,
+    KRON_MAX_IMAGE_FRACTION,
+    corrected_cutout,
+    measure,
+    stays_on_source,
+)
 from skysift.settings import DetectionSettings, PhotometrySettings
 
 BRIGHT = (100.0, 100.0, 40_000.0)  # x, y (px), flux (counts)
@@ -45,3 +53,96 @@ def test_a_position_is_off_its_source_beyond_its_isophote_or_nearer_another_peak
     assert stays_on_source(near, np.array([16.0, 20.0]), np.array([10.0, 10.0])).tolist() == [False, True]
     # a neighbour given apart (beyond a strip's core) counts as well
     assert not stays_on_source(near[:1], np.array([16.0]), np.array([10.0]), neighbours=near)[0]
+
+
+def _stars(stars, pedestal: float = 0.0, size: int = 200, seed: int = 0) -> np.ndarray:
+    """Unit white noise, a flat ``pedestal`` and Gaussian stars (sigma 1.3 px) of (x, y, flux)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    frame = rng.normal(0.0, 1.0, (size, size)) + pedestal
+    for x, y, flux in stars:
+        frame += flux / (2 * np.pi * 1.3**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.3**2))
+    return frame.astype(np.float32)
+
+
+def _measured(frame: np.ndarray, with_neighbours: bool = True) -> dict[str, np.ndarray]:
+    """Detect and measure ``frame`` (unit noise), correcting neighbours or not; rows sorted by x."""
+    found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+    extra = {"segmap": found.segmap, "seg_ids": found.seg_ids} if with_neighbours else {}
+    columns = measure(frame, found.objects, np.ones(frame.shape, np.float32), None, PhotometrySettings(), **extra)
+    order = np.argsort(columns["x"])
+    return {name: values[order] for name, values in columns.items()}
+
+
+FAINT = (108.0, 100.3, 3000.0)  # 8 px from BRIGHT, 13 times fainter
+
+
+def test_a_neighbours_light_is_corrected_in_a_stars_kron_and_aperture_fluxes():
+    """Issue 14 item 3: as Source Extractor's MASK_TYPE CORRECT, the bright neighbour's
+    pixels are replaced by the faint star's own, mirrored through its centre."""
+    alone = _measured(_stars([FAINT]))
+    pair = _measured(_stars([BRIGHT, FAINT]))
+    blind = _measured(_stars([BRIGHT, FAINT]), with_neighbours=False)
+    assert len(pair["x"]) == 2 and len(alone["x"]) == 1
+    for column in ("flux", "flux_aper_1", "flux_aper_2", "flux_aper_3"):
+        assert pair[column][1] == pytest.approx(alone[column][0], rel=0.01), column
+    for column in ("flux", "flux_aper_2", "flux_aper_3"):  # (the 3 px circle does not reach the neighbour)
+        assert blind[column][1] > 1.5 * alone[column][0], column  # its light counted as the faint star's (Kron: 14x)
+    assert pair["half_light_radius_px"][1] == pytest.approx(alone["half_light_radius_px"][0], rel=0.05)
+    assert pair["flags"][1] & F.APER_CONTAMINATED and not blind["flags"][1] & F.APER_CONTAMINATED
+    assert pair["flux"][0] == pytest.approx(_measured(_stars([BRIGHT]))["flux"][0], rel=0.01)
+
+
+def test_a_half_light_radius_is_measured_above_the_local_pedestal():
+    """Unresolved light under a source (a globular cluster's, a nebula's) inflated its
+    half-light radius, so that a cluster's stars were called galaxies."""
+    star = (100.0, 100.0, 1000.0)
+    alone = _measured(_stars([star]))["half_light_radius_px"][0]
+    on_pedestal, blind = (_measured(_stars([star], pedestal=0.8), with_neighbours=corrected) for corrected in (True, False))
+    # (the pedestal, 0.8 sigma a pixel, lifts noise peaks over the threshold too: pick the star)
+    on_pedestal, blind = (m["half_light_radius_px"][np.argmin(np.hypot(m["x"] - 100, m["y"] - 100))]
+                          for m in (on_pedestal, blind))
+    assert on_pedestal == pytest.approx(alone, rel=0.02)
+    assert blind > 1.06 * alone
+
+
+def test_corrected_cutout_mirrors_other_sources_pixels_through_the_centre():
+    data = np.arange(49, dtype=np.float32).reshape(7, 7)
+    error = np.full((7, 7), 2.0, np.float32)
+    segmap = np.zeros((7, 7), np.int32)
+    segmap[3, 3] = 1  # the source, centred on (3, 3)
+    segmap[3, 5] = 2  # a neighbour pixel: its mirror (3, 1) is sky
+    segmap[1, 3] = segmap[5, 3] = 3  # a neighbour on both sides: no usable mirror
+    error[3, 1] = 5.0
+    cut = corrected_cutout(data, error, None, segmap, 1, 3.0, 3.0, half=3.0)
+    assert cut.data[3, 5] == data[3, 1] and cut.error[3, 5] == 5.0
+    assert cut.data[1, 3] == 0.0 and cut.data[5, 3] == 0.0
+    assert cut.neighbour.sum() == 3 and (cut.data[~cut.neighbour] == data[~cut.neighbour]).all()
+    assert not cut.clipped and corrected_cutout(data, error, None, segmap, 1, 3.0, 3.0, half=4.0).clipped
+
+
+def test_a_giant_sources_kron_aperture_is_capped_within_the_frame():
+    """A blob 40 px across: its Kron aperture (3.5 a at least) would reach beyond a 200 px
+    frame (on m13 Kron apertures reached 255 px of 300); it is capped at a quarter of the
+    frame's side, the Kron radius at 6 (a, b), Source Extractor's integration limit."""
+    yy, xx = np.mgrid[:200, :200]
+    frame = np.random.default_rng(1).normal(0.0, 1.0, (200, 200))
+    frame += 5.0 * np.exp(-((xx - 100) ** 2 + (yy - 100) ** 2) / (2 * 40.0**2))
+    frame = frame.astype(np.float32)
+    found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+    columns = measure(frame, found.objects, np.ones(frame.shape, np.float32), None, PhotometrySettings(),
+                      segmap=found.segmap, seg_ids=found.seg_ids)
+    giant = np.argmax(columns["npix"])
+    o = found.objects[giant]
+    assert PhotometrySettings().kron_min_radius * o["a"] > 100  # uncapped, it would run off the frame
+    cap = KRON_MAX_IMAGE_FRACTION * 200
+    capped, _, flag = sep.sum_ellipse(frame, [o["x"]], [o["y"]], [o["a"]], [o["b"]], [o["theta"]], [cap / o["a"]], subpix=1)
+    assert flag[0] == 0 and columns["flux"][giant] == pytest.approx(capped[0], rel=1e-6)
+    assert (columns["kron_radius"] <= KRON_INTEGRATION_RADIUS).all()
+
+
+def test_a_segmentation_map_needs_the_labels_of_the_objects():
+    frame = _stars([BRIGHT])
+    found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+    with pytest.raises(ValueError, match="seg_ids"):
+        measure(frame, found.objects, np.ones(frame.shape, np.float32), None, PhotometrySettings(), segmap=found.segmap)

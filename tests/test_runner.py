@@ -51,9 +51,42 @@ def test_resume_fingerprints_only_files_already_in_the_table(images, tmp_path, m
     hashed = []
     fingerprint = storage.fingerprint
     monkeypatch.setattr(storage, "fingerprint", lambda uri, data=None: hashed.append(uri) or fingerprint(uri, data))
-    todo, done = runner._already_done(images, Path(settings.home))
+    units = [(uri, None) for uri in images]
+    todo, done, changed = runner._already_done(units, Path(settings.home), settings.measurement_hash())
     assert sorted(hashed) == sorted(images[:3])  # new files are to do without reading them
-    assert [r["uri"] for r in done] == images[:2] and todo == images[2:]
+    assert [r["uri"] for r in done] == images[:2] and todo == units[2:] and changed == 0
+
+
+def test_changed_settings_measure_again_and_the_same_settings_resume(images, tmp_path):
+    from click.testing import CliRunner
+
+    from skysift.cli import cli
+
+    home, folder = tmp_path / "home", str(Path(images[0]).parent)
+    good = sorted(images[:-1])
+
+    def run(*args: str):
+        result = CliRunner().invoke(cli, ["--home", str(home), "run", folder, "-j", "1", *args])
+        assert result.exit_code == 1, result.output  # the bad file fails every time, and is listed
+        rows = LocalCatalog(home).sql("SELECT uri, image_id, n_sources, detection_threshold_sigma, settings_hash "
+                                      "FROM images WHERE status = 'ok' ORDER BY uri")
+        return result.output, rows
+
+    _, default = run()
+    output, strict = run("--threshold", "10")
+    assert default["uri"].tolist() == strict["uri"].tolist() == good
+    assert strict["image_id"].tolist() == default["image_id"].tolist()  # the same images, rows replaced
+    assert set(default["detection_threshold_sigma"]) == {5.0} and set(strict["detection_threshold_sigma"]) == {10.0}
+    assert (strict["n_sources"] < default["n_sources"]).all()
+    assert strict["settings_hash"].nunique() == 1 and set(strict["settings_hash"]).isdisjoint(default["settings_hash"])
+    assert "5 image(s) done before with other measurement settings were measured again" in " ".join(output.split())
+    assert LocalCatalog(home).sql("SELECT COUNT(*) n FROM sources")["n"][0] == strict["n_sources"].sum()
+
+    output, same = run("--threshold", "10")
+    assert "5 image(s) already done with these settings were skipped" in " ".join(output.split())
+    assert same.equals(strict)
+    report = json.loads(Path(output.split("run report: ")[-1].split()[0]).read_text())
+    assert report["skipped_already_done"] == 5 and report["remeasured_settings"] == 0 and report["images"] == 1
 
 
 def test_run_report_counts_failures_and_reasons(images, tmp_path):

@@ -37,6 +37,17 @@ def test_a_source_reaching_a_cut_edge_is_reported():
     assert not first.owned(_objects([3.0], [0], [8]), guard_px=5)[1]
 
 
+def test_a_measurement_reaching_beyond_the_strips_rows_is_reported():
+    """Neighbours are corrected in apertures from the segmentation map, which a strip knows
+    on its own rows only: a source whose measurements read beyond them is measured whole."""
+    strip = Strip(y0=1000, y1=2000, ry0=872, ry1=2128, ny=4000)  # frame rows
+    assert not strip.reaches_cut(np.array([1000.0, 1999.0]), np.array([100.0, 100.0]), guard_px=5)
+    assert strip.reaches_cut(np.array([1000.0]), np.array([125.0]), guard_px=5)
+    assert strip.reaches_cut(np.array([1999.0]), np.array([125.0]), guard_px=5)
+    first = Strip(y0=0, y1=1000, ry0=0, ry1=1128, ny=4000)  # the frame's own edge is no cut
+    assert not first.reaches_cut(np.array([3.0]), np.array([100.0]), guard_px=5)
+
+
 @pytest.fixture(scope="module")
 def big_sky(tmp_path_factory):
     from skysift.synthetic import SkySpec, random_sources, render, write_fits

@@ -19,7 +19,10 @@ Tolerances (module constants below):
   catalog unmatched;
 - isolated sources (no other Source Extractor source within 10 px, its FLAGS 0): Kron
   flux median |ratio - 1| <= 0.005, 3 px aperture <= 0.01, median position offset
-  <= 0.02 px; all matched sources (blends too): median offset <= 0.15 px.
+  <= 0.02 px; all matched sources (blends too): median offset <= 0.15 px;
+- all matched sources, neighbours corrected in the Kron aperture as Source Extractor's
+  ``MASK_TYPE CORRECT`` corrects them: |Kron ratio - 1| median <= 0.01, 90th percentile
+  <= 0.1; APER_CONTAMINATED where Source Extractor sets its flag 1 for >= 90% of them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from astropy.stats import mad_std
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from skysift import flags as F
 from skysift.background import subtract_sky
 from skysift.detection import detection_kernel
 from skysift.fitsio import read_image
@@ -90,11 +94,16 @@ def negated_copy(name: str, folder: Path) -> Path:
     return path
 
 
+#: Source Extractor ran with gauss_3.0_7x7.conv: skysift uses the same filter here, not the one its
+#: default would take from a header's seeing (UKIDSS's SEEING = 3.8 px).
+SAME_FILTER = {"detection__filter_fwhm_px": 3.0}
+
+
 @pytest.fixture(scope="module")
 def skysift(tmp_path_factory):
     """skysift's result for an image name (``name`` or ``name_negated``), measured once."""
     folder = tmp_path_factory.mktemp("vs_sextractor")
-    settings = Settings.load(home=folder / "home")
+    settings = Settings.load(home=folder / "home", **SAME_FILTER)
 
     @cache
     def run(key: str):
@@ -138,7 +147,7 @@ def _filtered_significance(name: str, factor: float) -> tuple[np.ndarray, np.nda
     source-free sky: beyond 3 px of any pixel SEP detects at 5 of it, away from edges."""
     entry = MANIFEST["images"][name]
     image = read_image(str(image_path(name)), entry["hdu"])
-    settings = Settings.load(home="unused")
+    settings = Settings.load(home="unused", **SAME_FILTER)
     data = image.data
     background, mask = subtract_sky(data, image.mask, settings.background)
     kernel = detection_kernel(settings.detection).astype(np.float64)
@@ -222,14 +231,50 @@ def test_isolated_fluxes_and_positions_agree_with_source_extractor(name, matched
     assert np.median(distance[distance < MATCH_RADIUS_PX]) <= MATCHED_POSITION_PX
 
 
-NEIGHBOURS_NOT_MASKED = pytest.mark.xfail(
-    strict=True, reason="issue 14 item 3: Kron apertures include neighbours (Source Extractor masks them)")
+DEBLENDED_DIFFERENTLY = pytest.mark.xfail(
+    strict=True, reason="MAGPIS: Source Extractor splits the largest blend into one component more than SEP "
+                        "(a deblending contrast at the 0.005 limit), so two of the 9 components hold other pixels")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=NEIGHBOURS_NOT_MASKED) if n in ("m13", "magpis") else n
+@pytest.mark.parametrize("name", [pytest.param(n, marks=DEBLENDED_DIFFERENTLY) if n == "magpis" else n
                                   for n in IMAGES])
 def test_blended_fluxes_agree_with_source_extractor(name, matched):
+    """Every matched source, blends and crowded stars too: neighbours are corrected in the
+    Kron aperture as Source Extractor's MASK_TYPE CORRECT corrects them (before: on m13
+    the 90th percentile of |ratio - 1| was 6.2, MAGPIS 3.8)."""
     ours, theirs, distance, index, _ = matched
     found = distance < MATCH_RADIUS_PX
     kron = ours["flux"].to_numpy()[found] / np.asarray(theirs["FLUX_AUTO"])[index[found]]
     assert np.percentile(np.abs(kron - 1), 90) <= 0.1
+    assert np.median(np.abs(kron - 1)) <= 0.01
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_contaminated_apertures_are_flagged_as_source_extractor_flags_them(name, matched):
+    """APER_CONTAMINATED is Source Extractor's flag 1 (neighbours over 10% of the area)."""
+    ours, theirs, distance, index, _ = matched
+    found = distance < MATCH_RADIUS_PX
+    contaminated = (ours["flags"].to_numpy()[found] & F.APER_CONTAMINATED) != 0
+    crowded = (np.asarray(theirs["FLAGS"])[index[found]] & 1) != 0
+    assert (contaminated == crowded).mean() >= 0.9
+
+
+def test_no_giant_blend_covers_many_peaks_unflagged(skysift):
+    """On m13 every source whose isophote (2 a) holds 3 or more of Source Extractor's
+    detections is flagged (merged or contaminated): no blob passes as one clean source."""
+    ours = skysift("m13").sources.to_pandas()
+    tree = cKDTree(xy(reference("m13", "matched")))
+    covered = tree.query_ball_point(xy(skysift("m13").sources), 2 * ours["a"].to_numpy(), return_length=True)
+    assert (covered >= 3).any()
+    assert ((ours["flags"].to_numpy()[covered >= 3] & (F.MERGED | F.APER_CONTAMINATED)) != 0).all()
+    assert ours["npix"].max() < 1000 and (ours["npix"] > 300).sum() <= 10  # 34 objects over 300 px, up to 2,371, before
+
+
+def test_globular_cluster_stars_are_mostly_called_stars(skysift):
+    """m13 is a globular cluster: nearly every bright source is a star. Neighbours inflated
+    their half-light radii (78% of SNR > 20 sources scored extended before; Source
+    Extractor's CLASS_STAR, with the seeing skysift measures, calls 46% extended)."""
+    ours = skysift("m13").sources.to_pandas()
+    bright = ours["snr"] > 20
+    assert bright.sum() > 200
+    assert (ours["star_score"][bright] < 0.5).mean() <= 0.4

@@ -3,7 +3,8 @@
 Every broken header below is written into a real synthetic image and run through
 ``skysift run`` (one run over one directory: a subprocess, as a user would). The image
 is still measured (status ok, sources with pixel positions and fluxes), its sources
-have null RA/Dec and the ``wcs_invalid`` flag, and the ``images`` row says why.
+have null RA/Dec and the ``wcs_invalid`` flag, and the ``images`` row says why (an image
+without celestial axes gets a pixel catalog, RA/Dec null, without the flag).
 Valid headers are checked against an *independent* transform: a gnomonic projection
 written here with numpy, and astropy's own WCS built from the file.
 """
@@ -202,9 +203,13 @@ def test_pixel_measurements_do_not_depend_on_the_wcs(survey):
     assert [(s["x"], s["y"], s["flux"]) for s in valid] == [(s["x"], s["y"], s["flux"]) for s in broken]
 
 
-def test_an_image_without_any_wcs_is_indexed_not_measured(survey):
-    row = survey["images"]["no_wcs"]
-    assert (row["status"], row["wcs_kind"], row["wcs_status"]) == ("indexed", "none", "none")
+def test_an_image_without_any_wcs_gets_a_pixel_catalog_without_the_wcs_invalid_flag(survey):
+    row, sources = survey["images"]["no_wcs"], survey["sources"]["no_wcs"]
+    assert (row["status"], row["wcs_kind"], row["wcs_status"]) == ("ok", "none", "none")
+    assert len(sources) == row["n_sources"] > 0 and all(s["ra"] is None and s["dec"] is None for s in sources)
+    assert not any(s["flags"] & F.WCS_INVALID for s in sources)  # no sky position meant, none withheld
+    valid = survey["sources"]["valid_tan"]
+    assert [(s["x"], s["y"], s["flux"]) for s in sources] == [(s["x"], s["y"], s["flux"]) for s in valid]
 
 
 # -- valid headers: agree with an independent transform -----------------------------------------

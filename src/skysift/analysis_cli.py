@@ -15,6 +15,7 @@ from astropy import units as u
 from rich.table import Table
 
 from . import terminal
+from .errors import SkysiftError
 from .terminal import HDU, OutputFile
 
 console = terminal.console()
@@ -120,11 +121,15 @@ def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, 
     from .completeness import record_completeness, run_completeness
 
     settings = _settings(ctx)
-    if seeing_fwhm_px is None:
-        from .storage import normalize_uri
+    if seeing_fwhm_px is None:  # the seeing measured on this image (this HDU of a multi-extension file)
+        from .fitsio import inspect_image
 
-        rows = analysis_catalog(settings.home).sql("SELECT seeing_fwhm_px FROM images WHERE uri = $uri AND status = 'ok'",
-                                                   {"uri": normalize_uri(image)})
+        try:
+            image_id = inspect_image(image, hdu, limits=settings.limits.header_limits()).image_id
+        except SkysiftError:
+            image_id = None  # run_completeness reports the problem with the file
+        rows = analysis_catalog(settings.home).sql("SELECT seeing_fwhm_px FROM images WHERE image_id = $id AND status = 'ok'",
+                                                   {"id": image_id})
         known = rows["seeing_fwhm_px"].dropna()
         seeing_fwhm_px = float(known.iloc[0]) if len(known) else None
     mag_range = None

@@ -39,7 +39,8 @@ from scipy.spatial import cKDTree
 from .analysis_tables import INJECTIONS_SCHEMA, images_row, write_rows
 from .errors import SkysiftError
 from .fitsio import Image, read_image
-from .measurement import header_float, measure_image
+from .measurement import header_float, measure_image, plausible_pixel_scale
+from .psf import header_seeing
 from .settings import Settings
 from .synthetic import _add, moffat_stamp
 from .tables import LocalTables, image_row_table
@@ -245,12 +246,12 @@ def run_completeness(uri: str, settings: Settings, *, seeing_fwhm_px: float | No
     rng = np.random.default_rng(seed)
     original = read_image(uri, hdu, max_pixels=settings.limits.max_pixels, survey_default=settings.survey,
                           limits=settings.limits.header_limits())
-    if original.wcs is None:
-        raise CompletenessError("the image has no celestial WCS, so it is not source-extracted", uri=original.info.uri)
+    if original.info.wcs_kind == "helioprojective":
+        raise CompletenessError("a solar (helioprojective) image is indexed, not source-extracted", uri=original.info.uri)
     baseline = measure_image(_with_data(original, original.data.copy()), settings)
     zp = baseline.stats["zero_point_ab"]
     fwhm = (seeing_fwhm_px or baseline.stats["seeing_fwhm_px"]
-            or _seeing_from_header(original) or baseline.stats["filter_fwhm_px"])
+            or _seeing_from_header(original, settings) or baseline.stats["filter_fwhm_px"])
     limit = -2.5 * np.log10(baseline.stats["limit_flux_5sigma"]) + (zp or 0.0)
     lo, hi = mag_range or (limit - 2.5, limit + 1.5)
     gain = settings.photometry.gain_e_per_count or header_float(original.header, "GAIN", "EGAIN", "CCDGAIN")
@@ -282,13 +283,10 @@ def run_completeness(uri: str, settings: Settings, *, seeing_fwhm_px: float | No
     )
 
 
-def _seeing_from_header(image: Image) -> float | None:
-    seeing_arcsec = header_float(image.header, "SEEING", "FWHM")
-    if seeing_arcsec is None or image.wcs is None:
-        return None
-    from .astrometry import pixel_scale_arcsec
-
-    return seeing_arcsec / pixel_scale_arcsec(image.wcs)
+def _seeing_from_header(image: Image, settings: Settings) -> float | None:
+    """The seeing FWHM (pixels) the image's header records (:func:`skysift.psf.header_seeing`)."""
+    seeing = header_seeing(image.header, plausible_pixel_scale(image.header, settings))
+    return seeing.fwhm_px if seeing else None
 
 
 def binned_curve(mag: np.ndarray, recovered: np.ndarray, lo: float, hi: float, width: float) -> list[dict]:

@@ -16,6 +16,11 @@ the same components. Two small extractions per blend:
 2. the parent alone: the error map is made huge outside those pixels so nothing else
    can be detected, while the image itself is untouched, so the filtered image, the
    thresholds and the deblending tree are exactly those of the full frame.
+
+:func:`isolate_blends_segmented` also keeps SEP's segmentation map true: every pixel of
+a re-extracted blend goes to the component its own extraction gave it, so the map says
+which pixels belong to which returned source (photometry corrects neighbours with it,
+:mod:`skysift.photometry`).
 """
 
 from __future__ import annotations
@@ -52,17 +57,51 @@ def isolate_blends(data: np.ndarray, error: np.ndarray | float, mask: np.ndarray
         settings: ``extract(data, error, mask, segmentation_map=bool)``.
     margin_px : pixels around a blend needed to filter it exactly (filter half-size + 1).
     """
-    merged = np.flatnonzero(objects["flag"] & sep.OBJ_MERGED)
+    return _isolate(data, error, mask, objects, extract, margin_px, None)[0]
+
+
+def isolate_blends_segmented(data: np.ndarray, error: np.ndarray | float, mask: np.ndarray | None,
+                             objects: np.ndarray, segmap: np.ndarray, extract: Extractor,
+                             margin_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`isolate_blends`, and each returned source's label in ``segmap``.
+
+    ``segmap`` is SEP's segmentation map of ``objects`` (label = row + 1, 0 = sky); it is
+    updated in place: the pixels of every blend extracted alone go to its new components,
+    labelled after the existing ones. The other labels stay as they are (relabelling a
+    whole frame costs more than the rest).
+    """
+    return _isolate(data, error, mask, objects, extract, margin_px, segmap)
+
+
+def _isolate(data, error, mask, objects: np.ndarray, extract: Extractor, margin_px: int,
+             segmap: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    is_merged = (objects["flag"] & sep.OBJ_MERGED) != 0
+    merged = np.flatnonzero(is_merged)
+    labels_of = [np.flatnonzero(~is_merged) + 1]  # segmap labels of the parts of ``kept``
     if merged.size == 0:
-        return objects
+        return objects, labels_of[0]
     error_map = np.broadcast_to(np.asarray(error, dtype=np.float32), data.shape)
     components = objects[merged]
-    kept = [objects[(objects["flag"] & sep.OBJ_MERGED) == 0]]
+    kept = [objects[~is_merged]]
+    next_label = len(objects) + 1
     for group in _neighbour_groups(components):
         parents, unplaced = _parent_footprints(data, error_map, mask, components[group], extract, margin_px)
         kept.append(components[group][unplaced])  # never lose a source (not expected to happen)
-        kept += [_extract_alone(data, error_map, mask, y0, x0, fp, extract, margin_px) for y0, x0, fp in parents]
-    return np.concatenate(kept)
+        labels_of.append(merged[group][unplaced] + 1)
+        replaced = merged[group][~unplaced] + 1
+        for y0, x0, fp in parents:
+            found, cut = _extract_alone(data, error_map, mask, y0, x0, fp, extract, margin_px,
+                                        segmentation_map=segmap is not None)
+            kept.append(found)
+            labels_of.append(np.arange(next_label, next_label + len(found)))
+            if segmap is not None:
+                rows, cols, labels = cut
+                window = segmap[rows, cols]
+                mine = (labels > 0) & ((window == 0) | np.isin(window, replaced))
+                window[np.isin(window, replaced) & ~mine] = 0
+                window[mine] = labels[mine] + (next_label - 1)
+            next_label += len(found)
+    return np.concatenate(kept), np.concatenate(labels_of)
 
 
 def shift_objects(objects: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -119,8 +158,9 @@ def _parent_footprints(data, error_map, mask, components, extract: Extractor, ma
 
 
 def _extract_alone(data, error_map, mask, y0: int, x0: int, footprint: np.ndarray, extract: Extractor,
-                   margin: int) -> np.ndarray:
-    """SEP's components of one parent detection, extracted with nothing else detectable."""
+                   margin: int, segmentation_map: bool = False):
+    """SEP's components of one parent detection, extracted with nothing else detectable,
+    and (rows, cols, segmentation map of the cut-out) when ``segmentation_map``."""
     h, w = footprint.shape
     rows, cols = _cutout(data.shape, y0, y0 + h - 1, x0, x0 + w - 1, margin)
     error = np.full((rows.stop - rows.start, cols.stop - cols.start), UNDETECTABLE_ERROR, dtype=np.float32)
@@ -129,5 +169,9 @@ def _extract_alone(data, error_map, mask, y0: int, x0: int, footprint: np.ndarra
     allowed = ndimage.binary_dilation(allowed, structure=_EIGHT_CONNECTED)
     error[allowed] = error_map[rows, cols][allowed]
     found = extract(np.ascontiguousarray(data[rows, cols]), error,
-                    None if mask is None else np.ascontiguousarray(mask[rows, cols]), segmentation_map=False)
-    return shift_objects(found, cols.start, rows.start)
+                    None if mask is None else np.ascontiguousarray(mask[rows, cols]),
+                    segmentation_map=segmentation_map)
+    if segmentation_map:
+        found, labels = found
+        return shift_objects(found, cols.start, rows.start), (rows, cols, labels)
+    return shift_objects(found, cols.start, rows.start), None

@@ -30,7 +30,7 @@ import numpy as np
 import sep
 from scipy import ndimage
 
-from .deblending import isolate_blends
+from .deblending import isolate_blends, isolate_blends_segmented
 from .errors import DetectionFailed
 from .settings import DetectionSettings
 
@@ -70,6 +70,10 @@ class Detections:
     crowded: bool  # True when SEP overflowed and the threshold had to be raised
     filter_margin_px: int  # pixels beyond a source that its filtered values depend on, plus one
     noise_correlation_factor: float = 1.0  # filtered noise / its white-noise expectation (threshold scale)
+    #: int32 map of which source each pixel belongs to (0 = sky), when asked for, and each
+    #: row's label in it
+    segmap: np.ndarray | None = None
+    seg_ids: np.ndarray | None = None
 
 
 def gaussian_kernel(fwhm_px: float) -> np.ndarray:
@@ -231,6 +235,7 @@ def detect(
     *,
     filter_fwhm_px: float | None = None,
     noise_factor: float | None = None,
+    segmentation_map: bool = False,
 ) -> Detections:
     """Extract sources from a background-subtracted image.
 
@@ -250,6 +255,10 @@ def detect(
     noise_factor : float, optional
         The :func:`noise_correlation_factor` of the frame ``data`` is part of (a strip
         must use its whole frame's); measured on ``data`` when not given.
+    segmentation_map : bool
+        Also return which pixels belong to which source (:attr:`Detections.segmap`,
+        :attr:`Detections.seg_ids`): SEP's map, with every blend's pixels from its own
+        extraction.
 
     Raises
     ------
@@ -271,9 +280,15 @@ def detect(
         extract = partial(_extract, threshold=threshold * noise_gain, kernel=kernel, settings=settings)
         try:
             with sep_limits(sub_object_limit=settings.sub_object_limit):
-                objects = isolate_blends(data, error, mask, extract(data, error, mask), extract, margin_px=margin)
+                segmap = seg_ids = None
+                if segmentation_map:
+                    objects, segmap = extract(data, error, mask, segmentation_map=True)
+                    objects, seg_ids = isolate_blends_segmented(data, error, mask, objects, segmap, extract,
+                                                                margin_px=margin)
+                else:
+                    objects = isolate_blends(data, error, mask, extract(data, error, mask), extract, margin_px=margin)
             return Detections(objects, threshold_sigma=threshold, crowded=attempt > 0, filter_margin_px=margin,
-                              noise_correlation_factor=noise_factor)
+                              noise_correlation_factor=noise_factor, segmap=segmap, seg_ids=seg_ids)
         except Exception as exc:  # SEP raises plain Exception for its buffer overflows
             if not _is_overflow(exc):
                 raise

@@ -6,6 +6,7 @@ in a documented order and returns ``None`` rather than guessing when none is pre
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from datetime import UTC, datetime
@@ -97,13 +98,41 @@ def observation_time(header: Header) -> datetime | None:
         return None
 
 
-def exposure_seconds(header: Header) -> float | None:
-    """EXPTIME, EXPOSURE, ITIME or TEXPTIME in seconds."""
-    value = _first(header, "EXPTIME", "EXPOSURE", "ITIME", "TEXPTIME")
+#: Exposure-time keywords in the order they are tried, and who writes them.
+EXPOSURE_KEYWORDS = (
+    "EXPTIME",  # the FITS convention: most optical pipelines, HST, SDSS, DES, ZTF
+    "EXP_TIME",  # CASU (UKIRT WFCAM): per exposure, in the primary header of a stack
+    "EXPOSURE",  # e.g. X-ray and older optical headers
+    "ITIME",  # IRAF-era IR cameras (Keck NIRC2, IRTF): per coadd, times COADDS when given
+    "TEXPTIME",  # HST total exposure of a combined product
+)
+
+
+def _positive(value) -> float | None:
     try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # (an integer card beyond float range)
         return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def exposure_seconds(header: Header) -> float | None:
+    """Exposure time in seconds: the first of :data:`EXPOSURE_KEYWORDS` holding a positive number.
+
+    ``ITIME`` is the integration of one coadd where cameras sum ``COADDS`` (or
+    ``NCOADDS``) of them into the image, so it is multiplied by that count. Pass the
+    primary header merged with the image extension's (as :mod:`skysift.fitsio` does):
+    CASU and HST put the exposure in the primary header of a multi-extension file.
+    None when no keyword holds a positive, finite number of seconds.
+    """
+    for key in EXPOSURE_KEYWORDS:
+        seconds = _positive(header.get(key))
+        if seconds is None:
+            continue
+        if key == "ITIME":
+            seconds *= _positive(_first(header, "COADDS", "NCOADDS")) or 1.0
+        return seconds
+    return None
 
 
 def text_keyword(header: Header, *keywords: str) -> str | None:

@@ -74,14 +74,18 @@ def _info_columns(info: ImageInfo) -> dict:
 
 
 def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | None = None,
-              error: SkysiftError | None = None, **values) -> dict:
-    """One ``images`` row; every schema column is present (missing ones are None)."""
+              error: SkysiftError | None = None, hdu: int | str | None = None, **values) -> dict:
+    """One ``images`` row; every schema column is present (missing ones are None).
+
+    Without ``info`` (the header could not be read) the row has the URI and an image_id
+    from the file's bytes and the ``hdu`` asked for (see :func:`_unread_image_id`).
+    """
     row = {name: None for name in IMAGES_SCHEMA.names}
     row.update(survey="unknown", band="unknown", obs_night="unknown")
     if info is not None:
         row.update(_info_columns(info))
     else:
-        row.update(uri=uri, image_id=_unread_image_id(uri))
+        row.update(uri=uri, image_id=_unread_image_id(uri, hdu))
     if error is not None:
         row.update(error_reason=error.reason, error_message=error.message)
     row.update(values)
@@ -89,13 +93,16 @@ def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | Non
     return row
 
 
-def _unread_image_id(uri: str | None) -> str:
-    """image_id of a file that could not be read: from its bytes if they exist at all."""
+def _unread_image_id(uri: str | None, hdu: int | str | None = None) -> str:
+    """image_id of an image whose header could not be read: from the file's bytes if they
+    exist at all, and the HDU asked for (None: the file's first image, whose id is the
+    file version's). A later image HDU of a damaged file so never takes the id, and
+    replaces the rows, of the images before it."""
     try:
         content = storage.fingerprint(uri)
     except (SkysiftError, OSError, ValueError, TypeError):
         content = "unreadable"
-    return make_image_id(str(uri), content)
+    return make_image_id(str(uri), content, hdu)
 
 
 def sources_table(info: ImageInfo, columns: dict[str, np.ndarray], settings: Settings) -> pa.Table:
@@ -125,10 +132,12 @@ def in_memory_pixel_limit(settings: Settings) -> int:
     return min(settings.limits.max_pixels, pixels_for_memory(settings.limits.max_memory_bytes))
 
 
-def _failed(uri: str, route: str, exc: SkysiftError, info: ImageInfo | None = None, **values) -> ImageResult:
+def _failed(uri: str, route: str, exc: SkysiftError, info: ImageInfo | None = None, hdu: int | str | None = None,
+            **values) -> ImageResult:
     exc.uri = exc.uri or str(uri)
     log.warning("%s", exc)
-    return ImageResult(image_row(info, status="failed", route=route, uri=str(uri), error=exc, **values), info=info, error=exc)
+    row = image_row(info, status="failed", route=route, uri=str(uri), error=exc, hdu=hdu, **values)
+    return ImageResult(row, info=info, error=exc)
 
 
 def failed_result(uri: str, error: SkysiftError, *, route: str = "local", hdu: int | str | None = None,
@@ -145,7 +154,18 @@ def failed_result(uri: str, error: SkysiftError, *, route: str = "local", hdu: i
             info = inspect_image(uri, hdu, survey_default=survey_default)
         except Exception:  # the header may be the very thing that broke
             info = None
-    return _failed(uri, route, error, info)
+    return _failed(uri, route, error, info, hdu)
+
+
+def is_catalogued(info: ImageInfo) -> bool:
+    """Whether an image gets a source catalog: every image but a solar (helioprojective) one.
+
+    A celestial image is catalogued with sky positions (null, with the reason, when its WCS
+    cannot be trusted); an image without celestial axes (blank CTYPEs, a lab frame) gets a
+    pixel catalog, RA/Dec null, as Source Extractor gives; a helioprojective image is only
+    indexed, for the solar time-lag workload (:mod:`skysift.timelag`), which reads its pixels itself.
+    """
+    return info.wcs_kind != "helioprojective"
 
 
 def _indexed(info: ImageInfo, header, wcs, t0: float, **values) -> ImageResult:
@@ -167,12 +187,18 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
                   workers: int = 1) -> ImageResult:
     """Read and measure one image; never raises, whatever the input or the fault.
 
-    Images within :func:`in_memory_pixel_limit` are read whole; larger ones (judged from
-    the header, before any pixel is read) are measured tile by tile in bounded memory,
-    with ``workers`` processes. Returns an :class:`ImageResult` whose ``image_row`` has
-    status ``ok`` (sources measured; if the header names sky axes but its WCS cannot be
-    trusted, with null sky positions and ``wcs_status`` = 'wcs_invalid'), ``indexed``
-    (helioprojective or no celestial WCS: indexed, not extracted) or ``failed`` (``error`` holds the typed error and its reason).
+    ``hdu`` picks one image HDU of the file (index or EXTNAME; None: the first image HDU);
+    every image HDU is an image of its own, with its own image_id
+    (:func:`~skysift.fitsio.make_image_id`). Images within :func:`in_memory_pixel_limit`
+    are read whole; larger ones (judged from the header, before any pixel is read) are
+    measured tile by tile in bounded memory, with ``workers`` processes. Returns an
+    :class:`ImageResult` whose ``image_row`` has status ``ok`` (sources measured; if the
+    header names sky axes but its WCS cannot be trusted, with null sky positions and
+    ``wcs_status`` = 'wcs_invalid'; without celestial axes, a pixel catalog with null sky
+    positions and ``wcs_status`` = 'none'), ``indexed`` (helioprojective: indexed, not
+    extracted, see :func:`is_catalogued`) or ``failed`` (``error`` holds the typed error
+    and its reason). Every row records ``settings_hash``
+    (:meth:`~skysift.settings.Settings.measurement_hash`), which resuming runs compare.
 
     Known causes fail with their typed reason; any other exception (a bug, a library's
     edge case, memory exhausted) fails the image with reason ``internal_error``, the
@@ -180,17 +206,19 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     a run. Only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
     """
     try:
-        return _process_image(uri, settings, hdu=hdu, route=route, workers=workers)
+        result = _process_image(uri, settings, hdu=hdu, route=route, workers=workers)
     except SkysiftError as exc:  # a typed error from a step that does not catch its own
-        return failed_result(uri, exc, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, exc, route=route, hdu=hdu, survey_default=settings.survey)
     except BrokenProcessPool as exc:  # a tile or strip process was killed (out of memory?)
         died = WorkerDied(f"a process measuring part of this image died ({exc}): give it more memory "
                           "(--max-memory, fewer workers with -j) or check the file", uri=str(uri))
-        return failed_result(uri, died, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, died, route=route, hdu=hdu, survey_default=settings.survey)
     except Exception as exc:  # the point: no exception escapes one image
         log.debug("internal error while processing %s", uri, exc_info=True)
         error = InternalError.from_exception(exc, uri=str(uri))
-        return failed_result(uri, error, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, error, route=route, hdu=hdu, survey_default=settings.survey)
+    result.image_row["settings_hash"] = settings.measurement_hash()
+    return result
 
 
 def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route: str, workers: int) -> ImageResult:
@@ -212,12 +240,12 @@ def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route
             return _process_tiled(*inspect_with_header(uri, hdu, survey_default=settings.survey,
                                         limits=settings.limits.header_limits()), settings, workers, t0)
         except SkysiftError as exc:
-            return _failed(uri, "large", exc, info)
+            return _failed(uri, "large", exc, info, hdu)
     except SkysiftError as exc:
-        return _failed(uri, route, exc, info)
+        return _failed(uri, route, exc, info, hdu)
     read_s = time.perf_counter() - t0
     info = image.info
-    if info.wcs_kind != "celestial":  # a broken celestial WCS is still measured, with null sky positions
+    if not is_catalogued(info):
         return _indexed(info, image.header, image.wcs, t0, read_s=read_s)
     try:
         result = measure_image(image, settings, workers=workers)
@@ -228,7 +256,7 @@ def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route
 
 def _process_tiled(info: ImageInfo, header: fits.Header, settings: Settings, workers: int, t0: float) -> ImageResult:
     """The large-image path: header known, pixels read tile by tile."""
-    if info.wcs_kind != "celestial":
+    if not is_catalogued(info):
         return _indexed(info, header, build_wcs(header), t0)
     try:
         info, result, header = measure_tiled(info.uri, settings, workers=workers, inspected=(info, header))
@@ -253,6 +281,8 @@ class ImageSummary:
     uri: str | None
     status: str
     route: str
+    hdu: int | None = None  # index of the image HDU (None when the header could not be read)
+    hdu_name: str | None = None
     n_sources: int = 0
     n_alerts: int = 0
     reason: str | None = None
@@ -286,7 +316,7 @@ def summarize(result: ImageResult, pointers: dict[str, str], n_alerts: int = 0) 
     row = result.image_row
     return ImageSummary(
         image_id=row["image_id"], uri=row["uri"], status=row["status"], route=row["route"],
-        n_sources=int(row.get("n_sources") or 0), n_alerts=n_alerts,
+        hdu=row.get("hdu"), hdu_name=row.get("hdu_name"), n_sources=int(row.get("n_sources") or 0), n_alerts=n_alerts,
         reason=row.get("error_reason"), message=row.get("error_message"), pointers=pointers,
         top_sources=top_sources(result.sources), seconds=float(row.get("total_s") or 0.0),
     )

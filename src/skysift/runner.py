@@ -6,10 +6,18 @@ Phase 2 raises alerts image by image in order of observation time, so the 'new
 source' rule always compares with every earlier image, whatever order the workers
 finished in.
 
+Every image HDU of a file is an image of its own (a mosaic's CCDs, one per extension):
+the run lists each file's image HDUs from its headers first (:func:`~skysift.fitsio.image_hdus`),
+unless ``hdu`` names the one to measure.
+
 A run holds the home's lock (:mod:`skysift.homelock`) from start to end, so two runs
 on one home go one after the other; with the lock held it first removes the
 temporary files a killed writer left. Runs resume: an image whose current version
-(same image_id) already has an ``ok`` or ``indexed`` row is not measured again.
+(same image_id: same location, content and HDU) already has an ``ok`` or ``indexed``
+row measured with the same settings (``images.settings_hash``, see
+:meth:`~skysift.settings.Settings.measurement_hash`) is not measured again; one
+measured with other settings (``--threshold 10`` after a default run) is measured
+again and its rows replaced, and the report counts it (``remeasured_settings``).
 Every image is written on its own, atomically, so an interrupted run loses at most
 the images in flight.
 
@@ -45,7 +53,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -57,7 +65,8 @@ import numpy as np
 from . import storage
 from .alerts import LogPublisher, deliver_alerts, prepare_alerts
 from .errors import InternalError, SkysiftError, WorkerDied
-from .fitsio import make_image_id
+from .fitsheader import HeaderLimits
+from .fitsio import image_hdus, image_id_hdu, make_image_id, walk_file
 from .homelock import home_lock
 from .integrity import remove_orphan_temporaries
 from .pipeline import ImageSummary, failed_result, process_image, record, summarize
@@ -68,6 +77,10 @@ from .tables import LocalTables
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[ImageSummary], None]
+#: One image to measure: a file and the ``hdu`` argument of one of its image HDUs (None: its first).
+ImageUnit = tuple[str, int | str | None]
+#: Files whose headers are listed at once (the reads wait on disks and networks, not on the CPU).
+LISTING_THREADS = 8
 #: Exit statuses of ``skysift run`` (usage and configuration errors exit with 2).
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
 #: ``on_done(index, result, error)``: one call of :func:`run_surviving` finished.
@@ -80,6 +93,8 @@ class RunReport:
     seconds: float = 0.0
     alerts_seconds: float = 0.0  # wall time of the alert phase (included in ``seconds``)
     skipped: int = 0
+    #: images done before with other measurement settings, measured again by this run
+    remeasured_settings: int = 0
     interrupted: bool = False
     report_path: str | None = None
     #: images measured but whose alerts could not be evaluated: {uri, image_id, reason, message}
@@ -121,6 +136,7 @@ class RunReport:
             "interrupted": self.interrupted,
             "images": len(self.summaries),
             "skipped_already_done": self.skipped,
+            "remeasured_settings": self.remeasured_settings,
             "status": dict(Counter(s.status for s in self.summaries)),
             "failure_reasons": dict(Counter(s.reason for s in self.summaries if s.reason)),
             "failures": [{"uri": s.uri, "reason": s.reason, "message": s.message} for s in self.summaries if s.status == "failed"],
@@ -142,7 +158,7 @@ def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile
     return summarize(result, pointers), result.image_row
 
 
-def _record_failure(uri: str, exc: BaseException, settings: Settings, hdu: int | str | None) -> tuple[ImageSummary, dict]:
+def _record_failure(uri: str, hdu: int | str | None, exc: BaseException, settings: Settings) -> tuple[ImageSummary, dict]:
     """The failed row of an image whose measurement ended in ``exc`` outside
     :func:`process_image` (its process died, or its rows could not be written)."""
     error = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=uri)
@@ -156,34 +172,75 @@ def _record_failure(uri: str, exc: BaseException, settings: Settings, hdu: int |
     return summarize(result, pointers), result.image_row
 
 
-def _already_done(uris: list[str], home: Path) -> tuple[list[str], list[dict]]:
-    """Split ``uris`` into those to measure and the ``images`` rows of those already done.
+def images_to_measure(uris: list[str], hdu: int | str | None, limits: HeaderLimits) -> list[ImageUnit]:
+    """Every image of every file, in file order: ``(uri, hdu)`` for the one ``hdu`` asked
+    for, else for each image HDU the file's headers list (several files at once).
 
-    Only files whose URI is in the ``images`` table are fingerprinted (to check that
-    their content is the one measured); a file never seen is simply to do.
+    A file whose headers cannot be listed is one unit ``(uri, None)``: measuring it fails
+    with the reason, and is recorded, as for any image.
+    """
+    if hdu is not None:
+        return [(uri, hdu) for uri in uris]
+
+    def listed(uri: str) -> list[int | str | None]:
+        try:
+            return list(image_hdus(uri, limits=limits))
+        except Exception:  # whatever it is, the image's own reading reports it
+            log.debug("%s: image HDUs not listed", uri, exc_info=True)
+            return [None]
+
+    if len(uris) <= 1:
+        return [(uri, h) for uri in uris for h in listed(uri)]
+    with ThreadPoolExecutor(max_workers=min(LISTING_THREADS, len(uris))) as pool:
+        return [(uri, h) for uri, hdus in zip(uris, pool.map(listed, uris), strict=True) for h in hdus]
+
+
+def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, listed: bool = True,
+                  limits: HeaderLimits | None = None) -> tuple[list[ImageUnit], list[dict], int]:
+    """Split ``units`` into those to measure and the ``images`` rows of those already done;
+    also returns how many of those to measure were done with other settings.
+
+    Done means: an ``ok`` or ``indexed`` row under the image's id (location, content and
+    HDU) whose ``settings_hash`` is ``settings_hash``; a row without one (written before
+    rows recorded it) counts as other settings. Only files whose URI is in the ``images``
+    table are fingerprinted (once per file, to check that their content is the one
+    measured); a file never seen is simply to do. ``listed``: the units' HDUs are those
+    :func:`images_to_measure` listed (None the first image HDU, an index a later one),
+    else HDUs a person named, whose id needs a header walk.
     """
     catalog = LocalCatalog(home)
     rows = catalog.sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
     if rows.empty:
-        return uris, []
+        return units, [], 0
     by_id = {r["image_id"]: r for r in rows.to_dict("records")}
     seen_uris = {r["uri"] for r in by_id.values()}
-    todo, done = [], []
-    for uri in uris:
+    fingerprints: dict[str, str] = {}
+    todo, done, changed = [], [], 0
+    for unit in units:
+        uri, hdu = unit
         if uri not in seen_uris:
-            todo.append(uri)
+            todo.append(unit)
             continue
         try:
-            image_id = make_image_id(uri, storage.fingerprint(uri))
+            if uri not in fingerprints:
+                fingerprints[uri] = storage.fingerprint(uri)
+            id_hdu = hdu if listed or hdu is None else image_id_hdu(walk_file(uri, hdu, limits=limits or HeaderLimits()))
+            row = by_id.get(make_image_id(uri, fingerprints[uri], id_hdu))
         except (SkysiftError, OSError):
-            todo.append(uri)
+            todo.append(unit)
             continue
-        (done.append(by_id[image_id]) if image_id in by_id else todo.append(uri))
-    return todo, done
+        if row is None:
+            todo.append(unit)
+        elif row.get("settings_hash") != settings_hash:
+            todo.append(unit)
+            changed += 1
+        else:
+            done.append(row)
+    return todo, done, changed
 
 
-def _upcoming(uris: list[str], index: int) -> str | None:
-    return uris[index] if index < len(uris) else None
+def _upcoming(units: list[ImageUnit], index: int) -> str | None:
+    return units[index][0] if index < len(units) else None
 
 
 def _alerts_marker(home: Path, image_id: str) -> Path:
@@ -198,15 +255,19 @@ HISTORY_MARGIN_DEG = 0.01
 
 def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu: int | str | None = None,
               on_image: ProgressCallback | None = None, resume: bool = True,
-              on_wait: Callable[[str], None] | None = None) -> RunReport:
-    """Process every image, write the tables under ``settings.home``, raise alerts, report.
+              on_wait: Callable[[str], None] | None = None,
+              on_plan: Callable[[int], None] | None = None) -> RunReport:
+    """Process every image of every file (``hdu``: only that HDU of each), write the tables
+    under ``settings.home``, raise alerts, report.
 
     Holds the home's lock throughout (``on_wait`` gets the one-line message when
-    another run holds it first, see :func:`~skysift.homelock.home_lock`).
+    another run holds it first, see :func:`~skysift.homelock.home_lock`). ``on_plan``
+    gets the number of images to measure once the files are listed and the images
+    already done are left out; ``on_image`` each image's summary as it finishes.
     """
     with home_lock(settings.home, on_wait=on_wait):
         _clean_after_killed_runs(Path(settings.home))
-        return _run_locked(uris, settings, workers=workers, hdu=hdu, on_image=on_image, resume=resume)
+        return _run_locked(uris, settings, workers=workers, hdu=hdu, on_image=on_image, resume=resume, on_plan=on_plan)
 
 
 def _clean_after_killed_runs(home: Path) -> None:
@@ -223,7 +284,8 @@ def _clean_after_killed_runs(home: Path) -> None:
 
 
 def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: int | str | None,
-                on_image: ProgressCallback | None, resume: bool) -> RunReport:
+                on_image: ProgressCallback | None, resume: bool,
+                on_plan: Callable[[int], None] | None = None) -> RunReport:
     t0 = time.perf_counter()
     home = Path(settings.home)
     uris = [storage.normalize_uri(u) for u in uris]
@@ -231,16 +293,23 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
     if own:  # the home's cut-outs and tables are outputs, never inputs (no recursion)
         log.warning("%d file(s) inside the skysift home %s left out: a run never ingests its own outputs", len(own), home)
         uris = [u for u in uris if u not in own]
-    todo, finished_rows = _already_done(uris, home) if resume else (uris, [])
-    report = RunReport(skipped=len(finished_rows))
+    limits = settings.limits.header_limits()
+    units = images_to_measure(uris, hdu, limits)
+    todo, finished_rows, changed = (_already_done(units, home, settings.measurement_hash(), listed=hdu is None,
+                                                  limits=limits) if resume else (units, [], 0))
+    if changed:
+        log.info("%d image(s) done before with other measurement settings are measured again", changed)
+    report = RunReport(skipped=len(finished_rows), remeasured_settings=changed)
     rows: list[dict] = list(finished_rows)
+    if on_plan:
+        on_plan(len(todo))
     # A single image gets every worker as tile workers; many images one worker each,
     # with an equal share of the memory budget.
     per_worker = settings.model_copy(update={"limits": settings.limits.model_copy(
         update={"max_memory_bytes": max(2**28, settings.limits.max_memory_bytes // max(1, workers))})})
 
     def done(i: int, outcome: tuple[ImageSummary, dict] | None, error: BaseException | None) -> None:
-        summary, row = outcome if error is None else _record_failure(todo[i], error, settings, hdu)
+        summary, row = outcome if error is None else _record_failure(*todo[i], error, settings)
         report.summaries.append(summary)
         rows.append(row)
         if on_image:
@@ -248,15 +317,15 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
 
     try:
         if workers <= 1 or len(todo) <= 1:
-            for i, uri in enumerate(todo):
+            for i, (uri, image_hdu) in enumerate(todo):
                 try:
-                    outcome, error = _measure_and_write(uri, settings, hdu, workers, _upcoming(todo, i + 1)), None
+                    outcome, error = _measure_and_write(uri, settings, image_hdu, workers, _upcoming(todo, i + 1)), None
                 except Exception as exc:  # e.g. the rows could not be written: this image fails, the run goes on
                     outcome, error = None, exc
                 done(i, outcome, error)
         else:
             # tasks start in order: the worker on image i reads ahead the one starting after i's peers
-            calls = [(uri, per_worker, hdu, 1, _upcoming(todo, i + workers)) for i, uri in enumerate(todo)]
+            calls = [(uri, per_worker, image_hdu, 1, _upcoming(todo, i + workers)) for i, (uri, image_hdu) in enumerate(todo)]
             run_surviving(_measure_and_write, calls, workers, done, scratch=home)
     except KeyboardInterrupt:
         report.interrupted = True

@@ -34,8 +34,8 @@ def sources_schema(n_apertures: int = 3) -> pa.Schema:
         _field("y", pa.float64(), "pix", "windowed centroid, 0-based row"),
         _field("x_err", pa.float32(), "pix", "1-sigma error of x"),
         _field("y_err", pa.float32(), "pix", "1-sigma error of y"),
-        _field("ra", pa.float64(), "deg", "right ascension, ICRS; null when the WCS is not trusted"),
-        _field("dec", pa.float64(), "deg", "declination, ICRS; null when the WCS is not trusted"),
+        _field("ra", pa.float64(), "deg", "right ascension, ICRS; null without a trusted celestial WCS (see images.wcs_status)"),
+        _field("dec", pa.float64(), "deg", "declination, ICRS; null without a trusted celestial WCS (see images.wcs_status)"),
         _field("pos_err_arcsec", pa.float32(), "arcsec", "1-sigma position error"),
         _field("a", pa.float32(), "pix", "semi-major axis (second moments)"),
         _field("b", pa.float32(), "pix", "semi-minor axis (second moments)"),
@@ -70,10 +70,10 @@ def sources_schema(n_apertures: int = 3) -> pa.Schema:
 
 IMAGES_SCHEMA = pa.schema(
     [
-        _field("image_id", pa.string(), "", "hash of (location, content fingerprint)", False),
+        _field("image_id", pa.string(), "", "hash of (location, content fingerprint, HDU unless the file's first image HDU)", False),
         _field("uri", pa.string(), "", "local path or s3://bucket/key"),
         _field("content_hash", pa.string(), "", "sha256:... of the file, or etag:... of the S3 object"),
-        _field("hdu", pa.int32(), "", "index of the HDU processed"),
+        _field("hdu", pa.int32(), "", "index of the HDU processed (each image HDU of a file is an image of its own)"),
         _field("hdu_name", pa.string()),
         _field("nx", pa.int32(), "pix"),
         _field("ny", pa.int32(), "pix"),
@@ -115,7 +115,8 @@ IMAGES_SCHEMA = pa.schema(
         _field("noise_correlation_factor", pa.float64(), "",
                "filtered sky noise / its white-noise expectation; the threshold is scaled by it (1 for white noise)"),
         _field("crowded", pa.bool_(), "", "SEP overflowed and the threshold was raised"),
-        _field("filter_fwhm_px", pa.float64(), "pix"),
+        _field("filter_fwhm_px", pa.float64(), "pix",
+               "FWHM of the detection filter: the setting, else the header's seeing (SEEING, FWHM, PSF_FWHM), else 3"),
         _field("aperture_radii_px", pa.list_(pa.float64()), "pix"),
         _field("read_s", pa.float64(), "s", "wall time"),
         _field("background_s", pa.float64(), "s", "wall time"),
@@ -124,6 +125,8 @@ IMAGES_SCHEMA = pa.schema(
         _field("total_s", pa.float64(), "s", "wall time, read to catalog"),
         _field("processed_at", TIMESTAMP, "UTC"),
         _field("software_version", pa.string()),
+        _field("settings_hash", pa.string(), "",
+               "hash of the measurement settings (Settings.measurement_hash); a run redoes images measured with others"),
     ],
     metadata={"table": "images", "partition_keys": ",".join(PARTITION_KEYS)},
 )

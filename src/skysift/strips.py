@@ -64,6 +64,13 @@ class Strip:
             near_cut |= objects["ymax"] > self.ry1 - self.ry0 - 1 - guard_px
         return keep, bool(np.any(keep & near_cut))
 
+    def reaches_cut(self, y: np.ndarray, reach_px: np.ndarray, guard_px: int) -> bool:
+        """Whether any extent ``y +- reach_px`` (frame rows) comes within ``guard_px`` of a
+        cut edge, beyond which the strip does not know the frame's sources."""
+        low = self.ry0 > 0 and bool(np.any(y - reach_px < self.ry0 + guard_px))
+        high = self.ry1 < self.ny and bool(np.any(y + reach_px > self.ry1 - 1 - guard_px))
+        return low or high
+
 
 def plan_strips(ny: int, n: int, margin_px: int = STRIP_MARGIN_PX) -> list[Strip]:
     """``n`` strips of (nearly) equal cores covering ``ny`` rows once, with margins."""

@@ -1,0 +1,168 @@
+"""Every image HDU of a multi-extension file is an image of its own (issue 14, item 6).
+
+A mosaic written here ships one CCD per extension (as DECam, HSC and ZTF do): each CCD
+gets its own image_id, images row and sources; ``--hdu`` narrows a run to one CCD and
+never touches the others' rows; the first image's id is the file's, as it always was;
+a damaged extension fails alone; and ``images.bitpix`` is the file's.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from click.testing import CliRunner
+
+from skysift import fitsheader, storage
+from skysift.cli import cli
+from skysift.fitsio import image_hdus, inspect_image, make_image_id
+from skysift.query import LocalCatalog
+from skysift.runner import run_local
+from skysift.settings import Settings
+from skysift.synthetic import SkySpec, random_sources, render
+
+CCDS = ("CCD1", "CCD2", "CCD3")
+
+
+def write_mosaic(path: Path, *, seeds=(1, 2, 3), size: int = 192) -> Path:
+    """An empty primary (observation keywords) and one int16 CCD per extension, each on its own patch of sky."""
+    primary = fits.PrimaryHDU()
+    primary.header.update({"DATE-OBS": "2026-03-01T00:00:00", "FILTER": "r", "SURVEY": "mosaic"})
+    hdus = [primary]
+    for k, (name, seed) in enumerate(zip(CCDS, seeds, strict=True)):
+        rng = np.random.default_rng(seed)
+        spec = SkySpec(nx=size, ny=size, center_ra=150.0 + 0.03 * k, sip=False)
+        stars, galaxies = random_sources(spec, 25 + 10 * k, 3, rng, mag_range=(17.0, 22.0), margin_px=10)
+        sky = render(spec, stars, galaxies, rng)
+        header = sky.header.copy()
+        header["EXTNAME"] = name
+        hdus.append(fits.ImageHDU(np.round(sky.data).astype(np.int16), header))  # int16: BITPIX 16, as stored
+    hdus.append(fits.BinTableHDU.from_columns([fits.Column(name="ccd", format="10A", array=np.array(CCDS))],
+                                              name="CCDINFO"))  # a table extension is not an image
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+@pytest.fixture
+def mosaic(tmp_path) -> Path:
+    folder = tmp_path / "night"
+    folder.mkdir()
+    return write_mosaic(folder / "mosaic.fits")
+
+
+def _images(home: Path):
+    return LocalCatalog(home).sql("SELECT * FROM images ORDER BY hdu")
+
+
+def _sources_per_image(home: Path) -> dict[str, int]:
+    counts = LocalCatalog(home).sql("SELECT image_id, COUNT(*) n FROM sources GROUP BY 1")
+    return dict(zip(counts["image_id"], counts["n"], strict=True))
+
+
+def _run(home: Path, *args: str):
+    result = CliRunner().invoke(cli, ["--home", str(home), "run", *args, "-j", "1"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_header_walk_lists_every_image_hdu_without_reading_pixels(mosaic):
+    with open(mosaic, "rb") as handle:
+        listing = fitsheader.list_hdus(handle, uri=str(mosaic), object_size=mosaic.stat().st_size)
+    assert [h.name for h in listing.hdus] == ["PRIMARY", *CCDS, "CCDINFO"] and listing.error is None
+    assert [h.index for h in listing.images] == [1, 2, 3]
+    assert image_hdus(str(mosaic)) == [None, 2, 3]  # None: the first image, read as hdu=None always was
+
+
+def test_listing_is_bounded_by_max_hdus(mosaic):
+    limits = fitsheader.HeaderLimits(max_hdus=3)
+    with open(mosaic, "rb") as handle:
+        listing = fitsheader.list_hdus(handle, uri=str(mosaic), object_size=mosaic.stat().st_size, limits=limits)
+    assert len(listing.hdus) == 3 and listing.failed_index == 3
+    assert "more than 3 HDUs" in str(listing.error)
+    assert image_hdus(str(mosaic), limits=limits) == [None, 2, 3]  # HDU 3's reading reports the limit
+
+
+def test_gzipped_mosaic_lists_the_same_images(mosaic, tmp_path):
+    import gzip
+
+    zipped = tmp_path / "mosaic.fits.gz"
+    zipped.write_bytes(gzip.compress(mosaic.read_bytes()))
+    assert image_hdus(str(zipped)) == [None, 2, 3]
+
+
+def test_every_ccd_is_an_image_with_its_own_id_row_and_sources(mosaic, tmp_path):
+    home = tmp_path / "home"
+    _run(home, str(mosaic.parent))
+    images = _images(home)
+    assert images["hdu_name"].tolist() == list(CCDS) and images["status"].tolist() == ["ok"] * 3
+    assert images["image_id"].nunique() == 3
+    digest = storage.fingerprint(str(mosaic))
+    # the first image keeps the id a single-image file (or the first CCD before) always had
+    assert images["image_id"].tolist() == [make_image_id(str(mosaic), digest), make_image_id(str(mosaic), digest, 2),
+                                           make_image_id(str(mosaic), digest, 3)]
+    assert images["image_id"].tolist() == [inspect_image(str(mosaic), h).image_id for h in (None, "CCD2", 3)]
+    counts = _sources_per_image(home)
+    assert all(counts[i] == n for i, n in zip(images["image_id"], images["n_sources"], strict=True))
+    assert all(n > 10 for n in images["n_sources"])
+    # each CCD's sources lie on its own patch of sky
+    centres = LocalCatalog(home).sql("SELECT i.hdu_name, AVG(s.ra) ra FROM sources s JOIN images i USING (image_id) "
+                                     "GROUP BY 1 ORDER BY 1")
+    assert np.all(np.diff(centres["ra"]) > 0.02)
+    # observation keywords of the primary header reach every CCD, and BITPIX is the file's
+    assert set(images["survey"]) == {"mosaic"} and set(images["band"]) == {"r"}
+    assert images["bitpix"].tolist() == [16, 16, 16]
+    assert (images["settings_hash"] == Settings.load(home=home).measurement_hash()).all()
+
+
+def test_hdu_option_measures_only_that_ccd_and_force_leaves_the_others_alone(mosaic, tmp_path):
+    home = tmp_path / "home"
+    only = _run(home, str(mosaic), "--hdu", "CCD2")
+    images = _images(home)
+    assert images["hdu_name"].tolist() == ["CCD2"] and "1 images of 1 files" in only.output.replace("\n", " ")
+    _run(home, str(mosaic))  # now every CCD: CCD2 is already done, CCD1 and CCD3 are measured
+    before = _images(home).set_index("hdu_name")
+    assert list(before.index) == list(CCDS)
+    ccd1_sources = LocalCatalog(home).sql(f"SELECT * FROM sources WHERE image_id = '{before.loc['CCD1', 'image_id']}' "
+                                          "ORDER BY source_num")
+
+    _run(home, str(mosaic), "--hdu", "CCD2", "--force")
+
+    after = _images(home).set_index("hdu_name")
+    assert list(after.index) == list(CCDS) and (after["image_id"] == before["image_id"]).all()
+    assert after.loc["CCD1", "processed_at"] == before.loc["CCD1", "processed_at"]  # untouched
+    assert after.loc["CCD3", "processed_at"] == before.loc["CCD3", "processed_at"]
+    assert after.loc["CCD2", "processed_at"] > before.loc["CCD2", "processed_at"]  # measured again
+    again = LocalCatalog(home).sql(f"SELECT * FROM sources WHERE image_id = '{after.loc['CCD1', 'image_id']}' "
+                                   "ORDER BY source_num")
+    assert again.equals(ccd1_sources)
+    assert _sources_per_image(home) == dict(zip(after["image_id"], after["n_sources"], strict=True))
+
+
+def test_a_damaged_last_ccd_fails_alone_and_the_others_are_measured(mosaic, tmp_path):
+    raw = mosaic.read_bytes()
+    with fits.open(io.BytesIO(raw)) as hdul:
+        hdul.pop()  # the table, so that CCD3's data is the end of the file
+        buffer = io.BytesIO()
+        hdul.writeto(buffer)
+    damaged = mosaic.parent / "damaged.fits"
+    damaged.write_bytes(buffer.getvalue()[:-2880 * 5])  # CCD3's data cut short: a truncated upload
+    settings = Settings.load(home=tmp_path / "home")
+
+    report = run_local([str(damaged)], settings)
+
+    statuses = [(s.hdu, s.status, s.reason) for s in report.summaries]
+    assert statuses == [(1, "ok", None), (2, "ok", None), (None, "failed", "truncated")]
+    images = _images(settings.home)
+    assert images["image_id"].nunique() == 3 and sorted(images["status"]) == ["failed", "ok", "ok"]
+    failed = images[images["status"] == "failed"].iloc[0]
+    assert failed["image_id"] == make_image_id(str(damaged), storage.fingerprint(str(damaged)), 3)  # its own id
+    assert report.exit_code == 1
+
+
+def test_bitpix_is_the_files_as_stored(m13_files):
+    # m13 is int16 (BITPIX 16); its Rice tile-compressed twin says so in ZBITPIX
+    for kind in ("plain", "rice"):
+        assert inspect_image(str(m13_files[kind])).bitpix == 16, kind
