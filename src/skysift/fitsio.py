@@ -18,6 +18,7 @@ import hashlib
 import io
 import logging
 import math
+import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -538,9 +539,24 @@ class Sections:
                 inflated = fitsheader.inflate_declared(storage.read_bytes(self.uri), layout.declared_bytes,
                                                        uri=self.uri, limits=self._limits)
                 return self._stack.enter_context(_parse(io.BytesIO(inflated), self.uri))
+            # Inflated once into a temporary file (memory bounded, disk bounded by what the
+            # headers declare): astropy seeks back for every section, and a gzip stream would
+            # be inflated again from its start each time.
+            spool = self._stack.enter_context(tempfile.NamedTemporaryFile(prefix="skysift-inflated-"))  # noqa: SIM115 (closed by the stack)
             handle = self._stack.enter_context(storage.open_binary(self.uri, block_size=self._block_size))
-            stream = self._stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb"))
-            return self._stack.enter_context(_parse(stream, self.uri))
+            try:
+                with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+                    remaining = layout.declared_bytes
+                    while remaining > 0 and (chunk := stream.read(min(2**24, remaining))):
+                        spool.write(chunk)
+                        remaining -= len(chunk)
+            except EOFError as exc:
+                raise TruncatedFile("the gzip stream ends early: truncated upload?", uri=self.uri) from exc
+            except (gzip.BadGzipFile, zlib.error) as exc:
+                raise NotFITS(f"corrupt gzip data ({exc})", uri=self.uri) from exc
+            spool.flush()
+            reader = self._stack.enter_context(open(spool.name, "rb"))  # noqa: SIM115 (closed by the stack)
+            return self._stack.enter_context(_parse(reader, self.uri))
         handle = self._stack.enter_context(storage.open_binary(self.uri, block_size=self._block_size))
         return self._stack.enter_context(_parse(handle, self.uri))
 
