@@ -161,3 +161,4 @@ def test_header_mutations_keep_the_file_structure():
     assert len(grown) % BLOCK == 0 and grown[:8] == b"SIMPLE  "
     assert b"NAXIS1  =          99999999999" in grown[: header_length(grown)]
     assert grown[header_length(grown):] == blob[header_length(blob):]
+

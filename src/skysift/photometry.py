@@ -199,7 +199,16 @@ def measure(
     n = len(objects)
     ny, nx = data.shape
     x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
+    # Pixel values near float32's maximum overflow SEP's moments into inf/NaN positions:
+    # such a source is measured at its peak pixel (always finite) and flagged SINGULAR
+    # by sep_ellipses below (its a, b or theta are not finite either, or are made so).
+    lost = ~(np.isfinite(x) & np.isfinite(y))
+    if lost.any():
+        x[lost], y[lost] = objects["xpeak"][lost], objects["ypeak"][lost]
     a, b, theta = objects["a"], objects["b"], objects["theta"]
+    if lost.any():
+        a, b, theta = a.copy(), b.copy(), theta.copy()
+        a[lost] = np.nan
     if n == 0:
         return _empty_columns(settings)
     if np.ndim(error) == 0:
@@ -441,6 +450,8 @@ def _kron_reach(ea: np.ndarray, settings: PhotometrySettings, max_aperture_px: f
 def _touches_neighbour(segmap: np.ndarray, own: int, cx: float, cy: float, half: float) -> bool:
     """Whether another source has a pixel within ``half`` pixels (a box) of (cx, cy)."""
     ny, nx = segmap.shape
+    if not (np.isfinite(cx) and np.isfinite(cy) and np.isfinite(half)):
+        return True  # no trustworthy position (overflowing pixel values): treat as contaminated
     box = segmap[max(0, int(cy - half)) : min(ny, int(cy + half) + 2), max(0, int(cx - half)) : min(nx, int(cx + half) + 2)]
     return bool(np.any((box != 0) & (box != own)))
 
