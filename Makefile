@@ -59,6 +59,7 @@ notebooks: install
 
 test: install checkov
 	$(BIN)/ruff check src tests benchmarks functions
+	$(BIN)/lint-imports
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(BIN)/sam validate --lint --region us-east-1
 	$(BIN)/python -m pytest -n 2 --durations=15

@@ -12,8 +12,8 @@ import numpy as np
 
 from accuracy import crowded_figures, figures
 from common import SEX, run_source_extractor, synthetic_image
-from skysift.detection import gaussian_kernel
-from skysift.pipeline import process_image
+from skysift.core.detection import gaussian_kernel
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
 
 

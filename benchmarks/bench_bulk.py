@@ -18,12 +18,12 @@ import numpy as np
 from astropy.io import fits
 
 from common import WORK, median_time, synthetic_image
-from skysift import storage
-from skysift.pipeline import process_image, record
-from skysift.query import LocalCatalog
-from skysift.runner import run_local
+from skysift.catalog.query import LocalCatalog
+from skysift.catalog.tables import LocalTables
+from skysift.io import storage
+from skysift.pipeline.image import process_image, record
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
-from skysift.tables import LocalTables
 
 QUERY = "SELECT COUNT(*) AS n, AVG(flux) AS mean_flux, MAX(snr) AS max_snr FROM sources WHERE flux > 500"
 

@@ -23,10 +23,10 @@ import sep
 from astropy.io import fits
 
 from common import SEX, median_time, run_source_extractor, synthetic_image
-from skysift.detection import gaussian_kernel
-from skysift.pipeline import process_image
+from skysift.catalog.tables import LocalTables
+from skysift.core.detection import gaussian_kernel
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
-from skysift.tables import LocalTables
 
 
 def raw_sep(path) -> int:

@@ -21,7 +21,7 @@ from common import synthetic_image
 CHILD = """
 import json, sys, threading, time, tempfile
 import psutil
-from skysift.pipeline import process_image
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
 path, budget, workers, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 me, peak, done = psutil.Process(), [0, 0], threading.Event()

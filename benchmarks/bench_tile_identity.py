@@ -17,10 +17,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from common import synthetic_image
-from skysift import flags as F
-from skysift.pipeline import process_image
+from skysift.core import flags as F
+from skysift.measure.tiled import measure_tiled
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
-from skysift.tiles import measure_tiled
 
 
 def agreement(whole: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:

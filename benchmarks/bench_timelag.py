@@ -56,10 +56,10 @@ from sunpy.coordinates import (
     propagate_with_solar_surface,
 )
 
-from skysift.alerts import LogPublisher
-from skysift.pipeline import ingest_image
+from skysift.alerts.rules import LogPublisher
+from skysift.catalog.tables import LocalTables
+from skysift.pipeline.image import ingest_image
 from skysift.settings import Settings
-from skysift.tables import LocalTables
 from skysift.timelag.cluster import dask_client
 from skysift.timelag.index import LocalIndex
 from skysift.timelag.lag import cross_correlation_lag

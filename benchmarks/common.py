@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from skysift.synthetic import SkySpec, random_sources, render, write_fits
+from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
 
 WORK = Path(__file__).resolve().parent / "_work"
 SEX = shutil.which("source-extractor") or shutil.which("sex")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
 from skysift.settings import Settings
-from skysift.synthetic import SkySpec, random_sources, render, write_fits
 
 
 def package_file(package: str, *parts: str) -> Path:

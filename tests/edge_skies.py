@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from skysift.synthetic import SkySpec, make_wcs
+from skysift.analysis.synthetic import SkySpec, make_wcs
 
 #: Where :func:`write_line_sky` puts its source, and its flux above the sky (counts).
 LINE_X, LINE_Y, LINE_FLUX = 60.0, 59.5, 20 * 1900.0

@@ -16,10 +16,16 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from scipy.spatial import cKDTree
 
-from skysift import flags as F
-from skysift.pipeline import process_image
+from skysift.analysis.synthetic import (
+    SkySpec,
+    effective_area_px,
+    random_sources,
+    render,
+    write_fits,
+)
+from skysift.core import flags as F
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
-from skysift.synthetic import SkySpec, effective_area_px, random_sources, render, write_fits
 
 
 @pytest.fixture(scope="module")

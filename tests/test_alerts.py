@@ -9,11 +9,11 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import Cutout2D
 
-from skysift.alerts import LogPublisher, cutout_fits
-from skysift.fitsio import read_image
-from skysift.query import LocalCatalog
-from skysift.runner import run_local
-from skysift.sample import TRANSIENT_MAG, make_sample
+from skysift.alerts.rules import LogPublisher, cutout_fits
+from skysift.analysis.sample import TRANSIENT_MAG, make_sample
+from skysift.catalog.query import LocalCatalog
+from skysift.io.fits import read_image
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
 
 

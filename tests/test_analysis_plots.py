@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import pytest
 from click.testing import CliRunner
 
-from skysift.cli import cli
+from skysift.cli.main import cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import sep
 
-from skysift.background import estimate_background, rms_floor
-from skysift.fitsio import read_image
+from skysift.core.background import estimate_background, rms_floor
+from skysift.io.fits import read_image
 from skysift.settings import BackgroundSettings
 
 

@@ -2,7 +2,7 @@
 
 Each convention is read from a real header (astroquery's UKIDSS test image) or one shaped
 as the survey writes it (keywords, units and which HDU carries them), through
-:func:`skysift.fitsio.inspect_with_header`, which merges the primary header under the
+:func:`skysift.io.fits.inspect_with_header`, which merges the primary header under the
 image extension's as it does for every file.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from skysift.calibration import WFCAM_AB_MINUS_VEGA, calibrate, zero_point
-from skysift.fitsio import inspect_with_header
-from skysift.metadata import exposure_seconds
-from skysift.pipeline import process_image
+from skysift.core.calibration import WFCAM_AB_MINUS_VEGA, calibrate, zero_point
+from skysift.core.metadata import exposure_seconds
+from skysift.io.fits import inspect_with_header
+from skysift.pipeline.image import process_image
 
 UKIDSS = Path(str(importlib.resources.files("astroquery").joinpath("ukidss", "tests", "data", "image.fits")))
 

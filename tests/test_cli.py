@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge_skies import write_line_sky
-from skysift.cli import cli
-from skysift.query import LocalCatalog
+from skysift.catalog.query import LocalCatalog
+from skysift.cli.main import cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -86,7 +86,7 @@ def test_every_sql_example_in_the_readme_runs(processed):
 
 def _skysift(*args: str, cwd: Path, harness: str = "") -> subprocess.CompletedProcess:
     """``skysift ARGS`` in a process of its own, as a user runs it (``harness``: Python run first)."""
-    code = f"{harness}\nfrom skysift.cli import main\nmain()"
+    code = f"{harness}\nfrom skysift.cli.main import main\nmain()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -125,7 +125,7 @@ def test_a_worker_killed_mid_run_fails_its_image_and_the_run_finishes(survey, tm
     """SIGKILL (what the kernel's out-of-memory killer sends) on the worker measuring one file."""
     harness = (
         "import os, signal\n"
-        "import skysift.runner as runner\n"
+        "import skysift.pipeline.survey as runner\n"
         "real = runner.process_image\n"
         "def process(uri, *a, **k):\n"
         "    if uri.endswith('field_1.fits'):\n"

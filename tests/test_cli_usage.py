@@ -6,7 +6,7 @@ option, each required parameter left out, each option without its value, and eac
 parameter a malformed and an out-of-range value. Output off a terminal is never wrapped,
 so the tests hold for any terminal width, path length or user.
 
-Convention (see :mod:`skysift.terminal`): a usage error is click's message (``Usage:``,
+Convention (see :mod:`skysift.cli.terminal`): a usage error is click's message (``Usage:``,
 ``Try ...``, a blank line, then one ``Error: ...`` line; for a few parser errors click
 prints the ``Error:`` line alone); a runtime error is exactly one
 line ``error (reason): message``; exit status 2 for what the user must fix, 1 for what
@@ -27,15 +27,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skysift import errors, fitsio
-from skysift.cli import cli
-from skysift.query import LocalCatalog
+from skysift import errors
+from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
+from skysift.catalog.query import LocalCatalog
+from skysift.cli.main import cli
+from skysift.cli.terminal import HDUType, OutputFile
+from skysift.io import fits as fitsio
 from skysift.settings import ALERT_RULES
-from skysift.synthetic import SkySpec, random_sources, render, write_fits
-from skysift.terminal import HDUType, OutputFile
 
 _SCRIPT = Path(sys.executable).with_name("skysift")
-SKYSIFT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "skysift.cli"]
+SKYSIFT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "skysift.cli.main"]
 
 
 # -- what an error must look like ------------------------------------------------------------
@@ -282,7 +283,7 @@ def test_a_small_sample_renders(tmp_path):
 
 
 def test_alert_rules_are_the_ones_the_rules_produce():
-    from skysift.aws.cli import KINDS
+    from skysift.cli.aws import KINDS
 
     assert set(KINDS) == set(ALERT_RULES) == {"high_snr", "high_flux", "new_source"}
 
@@ -381,7 +382,7 @@ def test_aws_commands_without_the_stack_name_it(argv, files, monkeypatch):
 
 def test_lazy_commands_say_what_their_modules_say_and_load_on_use():
     """The --help text of a lazily imported command is its own docstring's first line."""
-    from skysift.cli import LAZY_ALERT_COMMANDS, LAZY_COMMANDS, alerts, cli
+    from skysift.cli.main import LAZY_ALERT_COMMANDS, LAZY_COMMANDS, alerts, cli
 
     for group, lazy in ((cli, LAZY_COMMANDS), (alerts, LAZY_ALERT_COMMANDS)):
         for name, (_, short_help, _) in lazy.items():
@@ -391,7 +392,7 @@ def test_lazy_commands_say_what_their_modules_say_and_load_on_use():
 
 
 def test_version_and_help_import_no_cloud_or_solar_package():
-    code = ("import sys; from click.testing import CliRunner; from skysift.cli import cli; "
+    code = ("import sys; from click.testing import CliRunner; from skysift.cli.main import cli; "
             "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
             "print(sorted(m for m in ('boto3', 'sunpy', 'dask', 'astropy.units', 'duckdb') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from skysift.alerts import LogPublisher
-from skysift.pipeline import ingest_image
-from skysift.query import LocalCatalog
-from skysift.tables import LocalTables
+from skysift.alerts.rules import LogPublisher
+from skysift.catalog.query import LocalCatalog
+from skysift.catalog.tables import LocalTables
+from skysift.pipeline.image import ingest_image
 
 
 def test_compaction_keeps_rows_and_later_rewrites_replace_them(make_sky, settings):

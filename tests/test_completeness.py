@@ -14,10 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skysift.analysis_cli import register
-from skysift.analysis_tables import analysis_catalog
-from skysift.cli import cli
-from skysift.completeness import (
+from skysift.analysis.completeness import (
     CompletenessError,
     fit_completeness,
     inject_stars,
@@ -25,10 +22,13 @@ from skysift.completeness import (
     recovered_stars,
     run_completeness,
 )
-from skysift.pipeline import process_image
-from skysift.runner import run_local
+from skysift.catalog.analysis_tables import analysis_catalog
+from skysift.catalog.tables import LocalTables
+from skysift.cli.analysis import register
+from skysift.cli.main import cli
+from skysift.pipeline.image import process_image
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
-from skysift.tables import LocalTables
 
 register(cli)
 

@@ -18,10 +18,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from click.testing import CliRunner
 
-from skysift.analysis_cli import register
-from skysift.analysis_tables import analysis_catalog
-from skysift.cli import cli
-from skysift.crossmatch import (
+from skysift.analysis.crossmatch import (
     BadReference,
     NothingToMatch,
     Reference,
@@ -31,10 +28,13 @@ from skysift.crossmatch import (
     pair_up,
     read_reference,
 )
-from skysift.runner import run_local
-from skysift.sample import make_sample
+from skysift.analysis.sample import make_sample
+from skysift.catalog.analysis_tables import analysis_catalog
+from skysift.cli.analysis import register
+from skysift.cli.main import cli
+from skysift.io.storage import list_fits
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
-from skysift.storage import list_fits
 
 SHIFT_RA_ARCSEC, SHIFT_DEC_ARCSEC = 0.25, -0.15  # reference minus truth
 SCATTER_ARCSEC = 0.15  # per axis

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skysift.background import subtract_sky
-from skysift.detection import detect, gaussian_kernel, noise_correlation_factor
+from skysift.core.background import subtract_sky
+from skysift.core.detection import detect, gaussian_kernel, noise_correlation_factor
 from skysift.errors import DetectionFailed
 from skysift.settings import BackgroundSettings, DetectionSettings
 
@@ -62,7 +62,7 @@ def test_a_blend_splits_the_same_whatever_was_scanned_before_it(monkeypatch, iso
     """What tiles and strips rely on: SEP hands a blend's faint pixels out at random, from a
     sequence shared by the whole call; skysift re-deblends each blend on its own."""
     if not isolated:
-        monkeypatch.setattr("skysift.detection.isolate_blends", lambda d, e, m, objects, *a, **k: objects)
+        monkeypatch.setattr("skysift.core.detection.isolate_blends", lambda d, e, m, objects, *a, **k: objects)
     settings = DetectionSettings(threshold_sigma=3.0)
     alone = _children_at(detect(_blended_pairs([300]), np.float32(1.0), None, settings).objects, 300)
     after_others = detect(_blended_pairs([60, 120, 180, 300]), np.float32(1.0), None, settings).objects

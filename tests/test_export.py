@@ -13,12 +13,12 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from skysift.export import ds9_regions
-from skysift.query import LocalCatalog
+from skysift.catalog.export import ds9_regions
+from skysift.catalog.query import LocalCatalog
 
 regions = pytest.importorskip("regions")
 
-SKYSIFT = [sys.executable, "-m", "skysift.cli"]
+SKYSIFT = [sys.executable, "-m", "skysift.cli.main"]
 
 
 def _skysift(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""The one header check before any allocation (skysift.fitsheader) and what reads through it."""
+"""The one header check before any allocation (skysift.io.fitsheader) and what reads through it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from skysift import fitsheader
 from skysift.errors import (
     ChecksumMismatch,
     ImageTooLarge,
@@ -21,8 +20,9 @@ from skysift.errors import (
     NotFITS,
     TruncatedFile,
 )
-from skysift.fitsio import Sections, inspect_image, read_image
-from skysift.pipeline import process_image
+from skysift.io import fitsheader
+from skysift.io.fits import Sections, inspect_image, read_image
+from skysift.pipeline.image import process_image
 
 
 def _fits_bytes(hdus: list) -> bytes:
@@ -119,7 +119,7 @@ def test_a_gzip_bomb_reads_within_a_small_memory_cap(tmp_path):
     _gzip_bomb(path, extra_zero_bytes=2**30)
     script = textwrap.dedent(f"""
         import resource
-        from skysift.fitsio import read_image
+        from skysift.io.fits import read_image
         resource.setrlimit(resource.RLIMIT_AS, (1536 * 2**20, 1536 * 2**20))
         print(read_image({str(path)!r}).data.shape)
     """)

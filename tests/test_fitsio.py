@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from skysift import errors, fitsio
-from skysift.fitsio import inspect_image, read_image
+from skysift import errors
+from skysift.io import fits as fitsio
+from skysift.io.fits import inspect_image, read_image
 
 
 def test_m13_compressed_twins_decode_to_the_same_pixels(m13_files):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import sep
 
-from skysift import forced
-from skysift.astrometry import pixel_to_sky
-from skysift.background import subtract_sky
-from skysift.fitsio import Sections, read_image
-from skysift.forced import PATCH_CELLS, forced_snr
+from skysift.alerts import forced
+from skysift.alerts.forced import PATCH_CELLS, forced_snr
+from skysift.core.astrometry import pixel_to_sky
+from skysift.core.background import subtract_sky
+from skysift.io.fits import Sections, read_image
 from skysift.settings import BackgroundSettings
 
 RADIUS_PX = 3.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from astropy.io import fits
 
-from skysift.measurement import detection_filter_fwhm
-from skysift.pipeline import process_image
-from skysift.psf import header_seeing
+from skysift.core.psf import header_seeing
+from skysift.measure.frame import detection_filter_fwhm
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
 
 

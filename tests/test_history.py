@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from skysift.history import angular_distance_deg
-from skysift.pipeline import process_image, record
-from skysift.query import LocalCatalog
-from skysift.tables import LocalTables, image_row_table
+from skysift.catalog.history import angular_distance_deg
+from skysift.catalog.query import LocalCatalog
+from skysift.catalog.tables import LocalTables, image_row_table
+from skysift.pipeline.image import process_image, record
 
 LATER = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -76,7 +76,7 @@ def store_row(row, **changes):
 def test_file_cache_rereads_replaced_files_and_keeps_within_its_byte_budget(tmp_path):
     import os
 
-    from skysift.history import FileCache
+    from skysift.catalog.history import FileCache
 
     reads = []
 

@@ -18,7 +18,7 @@ import pytest
 from hostile.corpus import crc32_zeros, gzip_with_zeros, write_corpus
 from hostile.report import compare, markdown, problems
 from hostile.runners import LOCAL_BUDGET_S, run_emulated, run_local
-from skysift.storage import FITS_SUFFIXES
+from skysift.io.storage import FITS_SUFFIXES
 
 KINDS_REQUIRED = 20
 

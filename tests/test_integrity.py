@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from skysift import integrity
+from skysift.catalog import integrity
 
-SKYSIFT = [sys.executable, "-m", "skysift.cli"]
+SKYSIFT = [sys.executable, "-m", "skysift.cli.main"]
 
 
 def _skysift(*args: str, cwd: Path) -> subprocess.CompletedProcess:

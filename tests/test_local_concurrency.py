@@ -17,15 +17,15 @@ import pytest
 from astropy.io import fits
 from click.testing import CliRunner
 
-from skysift import homelock
-from skysift.alerts import LogPublisher
-from skysift.cli import cli
-from skysift.query import LocalCatalog
-from skysift.runner import run_local
-from skysift.sample import TRANSIENT_MAG, make_sample
+from skysift.alerts.rules import LogPublisher
+from skysift.analysis.sample import TRANSIENT_MAG, make_sample
+from skysift.catalog import homelock
+from skysift.catalog.query import LocalCatalog
+from skysift.cli.main import cli
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
 
-SKYSIFT = [sys.executable, "-m", "skysift.cli"]
+SKYSIFT = [sys.executable, "-m", "skysift.cli.main"]
 HIGH_SNR = 100.0  # high_snr alerts too, so that more than the transient's alert is compared
 PATIENCE_S = 240.0
 

@@ -16,13 +16,13 @@ import pytest
 from astropy.io import fits
 from click.testing import CliRunner
 
-from skysift import fitsheader, storage
-from skysift.cli import cli
-from skysift.fitsio import image_hdus, inspect_image, make_image_id
-from skysift.query import LocalCatalog
-from skysift.runner import run_local
+from skysift.analysis.synthetic import SkySpec, random_sources, render
+from skysift.catalog.query import LocalCatalog
+from skysift.cli.main import cli
+from skysift.io import fitsheader, storage
+from skysift.io.fits import image_hdus, inspect_image, make_image_id
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
-from skysift.synthetic import SkySpec, random_sources, render
 
 CCDS = ("CCD1", "CCD2", "CCD3")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from skysift.runner import run_local
-from skysift.sample import make_sample
+from skysift.analysis.sample import make_sample
+from skysift.io.storage import list_fits
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
-from skysift.storage import list_fits
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "sky_analysis.ipynb"
 FIGURES = ["completeness_curves", "01_counts_and_depth", "02_sky_map", "03_flux_and_snr", "04_star_galaxy",

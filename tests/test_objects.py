@@ -11,10 +11,8 @@ import pytest
 from astropy import units as u
 from click.testing import CliRunner
 
-from skysift.astrometry import healpix_index
-from skysift.cli import cli
-from skysift.flags import CLEAN_MASK
-from skysift.objects import (
+from skysift.analysis.sample import make_sample
+from skysift.catalog.objects import (
     _CELLS,
     CELL_ORDER,
     OBJECTS_SCHEMA,
@@ -23,9 +21,11 @@ from skysift.objects import (
     rebuild_objects,
     update_objects,
 )
-from skysift.query import LocalCatalog
-from skysift.sample import make_sample
-from skysift.tables import LocalTables
+from skysift.catalog.query import LocalCatalog
+from skysift.catalog.tables import LocalTables
+from skysift.cli.main import cli
+from skysift.core.astrometry import healpix_index
+from skysift.core.flags import CLEAN_MASK
 
 SIZE = 256
 EDGE_MARGIN_PX = 15  # detections closer to the edge are flagged (not clean)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import sep
 
-from skysift import flags as F
-from skysift.detection import detect
-from skysift.photometry import (
+from skysift.core import flags as F
+from skysift.core.detection import detect
+from skysift.core.photometry import (
     KRON_INTEGRATION_RADIUS,
     KRON_MAX_IMAGE_FRACTION,
     corrected_cutout,

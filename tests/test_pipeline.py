@@ -9,10 +9,10 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from skysift.alerts import LogPublisher
-from skysift.pipeline import ingest_image, process_image
-from skysift.query import LocalCatalog
-from skysift.tables import LocalTables
+from skysift.alerts.rules import LogPublisher
+from skysift.catalog.query import LocalCatalog
+from skysift.catalog.tables import LocalTables
+from skysift.pipeline.image import ingest_image, process_image
 
 M13 = SkyCoord("16h41m41.24s", "+36d27m35.5s")
 

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from skysift import flags as F
-from skysift.alerts import LogPublisher
-from skysift.pipeline import ingest_image, process_image
-from skysift.query import LocalCatalog
-from skysift.runner import run_local
+from skysift.alerts.rules import LogPublisher
+from skysift.catalog.query import LocalCatalog
+from skysift.catalog.tables import LocalTables
+from skysift.core import flags as F
+from skysift.pipeline.image import ingest_image, process_image
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
-from skysift.tables import LocalTables
 
 #: Source Extractor's reference synthetic sky (150 stars, 30 galaxies), see tests/data/sextractor.
 REFERENCE = Path(__file__).parent / "data" / "sextractor" / "synthetic_512.fits"
@@ -123,8 +123,8 @@ def test_alerts_and_the_new_source_rule_cope_with_pixel_catalogs(tmp_path, make_
 def test_plots_draw_a_home_with_a_pixel_catalog(tmp_path):
     from click.testing import CliRunner
 
-    from skysift import plotting
-    from skysift.cli import cli
+    from skysift.analysis import plotting
+    from skysift.cli.main import cli
 
     folder = tmp_path / "night"
     folder.mkdir()
@@ -145,7 +145,7 @@ def test_plots_draw_a_home_with_a_pixel_catalog(tmp_path):
 
 
 def test_completeness_runs_on_a_pixel_catalog_and_refuses_a_solar_image(tmp_path, aia_file):
-    from skysift.completeness import CompletenessError, run_completeness
+    from skysift.analysis.completeness import CompletenessError, run_completeness
 
     settings = Settings.load(home=tmp_path / "home")
     result = run_completeness(str(without_wcs(tmp_path / "pixels.fits", "no_wcs_keywords")), settings,

@@ -35,7 +35,7 @@ ADDRESS_SPACE_CAP = 3 * 2**29  # 1.5 GiB
 RUN_CAPPED = f"""
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_CAP}, {ADDRESS_SPACE_CAP}))
-from skysift.cli import main
+from skysift.cli.main import main
 try:
     main()
 finally:

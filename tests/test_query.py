@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from skysift.cli import cli
-from skysift.query import LocalCatalog
-from skysift.sample import make_sample
+from skysift.analysis.sample import make_sample
+from skysift.catalog.query import LocalCatalog
+from skysift.cli.main import cli
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "REFERENCE.md"
 BIN = Path(sys.executable).parent
@@ -167,7 +167,7 @@ def test_every_table_the_home_holds_is_queryable(home, table):
 
 
 def test_athena_runs_each_statement_and_keeps_integers_integers(monkeypatch):
-    aws_cli = pytest.importorskip("skysift.aws.cli")
+    aws_cli = pytest.importorskip("skysift.cli.aws")
     sent = []
 
     def athena(sql: str, *, stack: str) -> pd.DataFrame:  # what awswrangler returns: nullable integers

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from skysift.cli import parse_bytes
-from skysift.query import LocalCatalog
-from skysift.runner import run_local
+from skysift.catalog.query import LocalCatalog
+from skysift.cli.main import parse_bytes
+from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
 
 
@@ -43,7 +43,8 @@ def test_interrupted_run_resumes_without_redoing_or_duplicating(images, tmp_path
 
 
 def test_resume_fingerprints_only_files_already_in_the_table(images, tmp_path, monkeypatch):
-    from skysift import runner, storage
+    from skysift.io import storage
+    from skysift.pipeline import survey as runner
 
     settings = Settings.load(home=tmp_path / "home")
     run_local(images[:3], settings)
@@ -60,7 +61,7 @@ def test_resume_fingerprints_only_files_already_in_the_table(images, tmp_path, m
 def test_changed_settings_measure_again_and_the_same_settings_resume(images, tmp_path):
     from click.testing import CliRunner
 
-    from skysift.cli import cli
+    from skysift.cli.main import cli
 
     home, folder = tmp_path / "home", str(Path(images[0]).parent)
     good = sorted(images[:-1])
@@ -111,16 +112,16 @@ def test_bad_memory_size_is_rejected():
 
 
 def test_read_ahead_of_a_missing_or_remote_file_is_harmless(tmp_path):
-    from skysift import storage
+    from skysift.io import storage
 
     storage.prefetch(str(tmp_path / "missing.fits"))  # the image's own read reports it
     storage.prefetch("s3://bucket/key.fits")  # nothing to read ahead for remote objects
 
 
 def _failing_on(name: str, action):
-    """A stand-in for ``skysift.runner.process_image`` that runs ``action`` for the file ``name``
+    """A stand-in for ``skysift.pipeline.survey.process_image`` that runs ``action`` for the file ``name``
     (forked pool workers inherit it) and measures every other file for real."""
-    from skysift import runner
+    from skysift.pipeline import survey as runner
 
     real = runner.process_image
 
@@ -134,7 +135,7 @@ def _failing_on(name: str, action):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_unexpected_exception_fails_only_its_image_with_a_traceback_digest(images, tmp_path, monkeypatch, workers):
-    from skysift import pipeline
+    from skysift.pipeline import image as pipeline
 
     real = pipeline.measure_image
 
@@ -164,7 +165,7 @@ def test_a_worker_killed_by_the_kernel_fails_only_its_image_and_the_pool_goes_on
     import os
     import signal
 
-    from skysift import runner
+    from skysift.pipeline import survey as runner
 
     monkeypatch.setattr(runner, "process_image", _failing_on("img_2.fits", lambda: os.kill(os.getpid(), signal.SIGKILL)))
     settings = Settings.load(home=tmp_path / "home")
@@ -185,7 +186,7 @@ def test_a_worker_killed_by_the_kernel_fails_only_its_image_and_the_pool_goes_on
 
 
 def test_alerts_that_fail_for_one_image_are_reported_and_retried_next_run(images, tmp_path, monkeypatch):
-    from skysift import runner
+    from skysift.pipeline import survey as runner
 
     real = runner.prepare_alerts
 
@@ -221,7 +222,7 @@ def test_a_run_never_ingests_files_inside_its_home(images, tmp_path):
 
 
 def test_file_discovery_leaves_out_the_home_even_inside_the_target(tmp_path, monkeypatch):
-    from skysift.storage import list_fits
+    from skysift.io.storage import list_fits
 
     (tmp_path / "night").mkdir()
     (tmp_path / "night" / "a.fits").write_bytes(b"")

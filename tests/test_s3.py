@@ -9,8 +9,8 @@ pytest.importorskip("s3fs")
 boto3 = pytest.importorskip("boto3")
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from skysift.fitsio import Sections, inspect_image, read_image  # noqa: E402
-from skysift.storage import list_fits  # noqa: E402
+from skysift.io.fits import Sections, inspect_image, read_image  # noqa: E402
+from skysift.io.storage import list_fits  # noqa: E402
 
 
 @pytest.fixture(scope="module")

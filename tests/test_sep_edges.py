@@ -12,13 +12,13 @@ import pytest
 import sep
 
 from edge_skies import LINE_FLUX, LINE_X, LINE_Y, write_line_sky
-from skysift import flags as F
-from skysift.background import subtract_sky
-from skysift.detection import detect, sep_limits
-from skysift.fitsio import read_image
-from skysift.measurement import measure_pixels
-from skysift.photometry import measure, sep_ellipses
-from skysift.pipeline import process_image
+from skysift.core import flags as F
+from skysift.core.background import subtract_sky
+from skysift.core.detection import detect, sep_limits
+from skysift.core.photometry import measure, sep_ellipses
+from skysift.io.fits import read_image
+from skysift.measure.frame import measure_pixels
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
 
 

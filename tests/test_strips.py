@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skysift import strips
-from skysift.pipeline import process_image
+from skysift.parallel import strips
+from skysift.parallel.strips import Strip, plan_strips
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
-from skysift.strips import Strip, plan_strips
 
 
 def test_strip_cores_cover_the_frame_exactly_once():
@@ -50,7 +50,7 @@ def test_a_measurement_reaching_beyond_the_strips_rows_is_reported():
 
 @pytest.fixture(scope="module")
 def big_sky(tmp_path_factory):
-    from skysift.synthetic import SkySpec, random_sources, render, write_fits
+    from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
 
     rng = np.random.default_rng(7)
     spec = SkySpec(nx=2048, ny=2048, fwhm_px=3.0)
@@ -63,7 +63,7 @@ def big_sky(tmp_path_factory):
 def test_two_processes_give_the_one_process_catalog(big_sky, tmp_path, monkeypatch):
     calls = []
     real_map = strips.map_forked
-    monkeypatch.setattr("skysift.measurement.map_forked", lambda *a: calls.append(a) or real_map(*a))
+    monkeypatch.setattr("skysift.measure.frame.map_forked", lambda *a: calls.append(a) or real_map(*a))
     settings = Settings.load(home=tmp_path)
     one = process_image(str(big_sky), settings, workers=1)
     two = process_image(str(big_sky), settings, workers=2)
@@ -84,7 +84,7 @@ def test_a_strip_process_killed_fails_the_image_instead_of_waiting_forever(big_s
     import os
     import signal
 
-    from skysift import measurement
+    from skysift.measure import frame as measurement
 
     real = measurement._measure_strip
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from skysift import flags as F
+from skysift.core import flags as F
 from skysift.errors import ConfigError
-from skysift.pipeline import in_memory_pixel_limit, process_image
+from skysift.measure.tiled import measure_tiled, pixels_for_memory, plan_tiles, tile_size_for_memory
+from skysift.pipeline.image import in_memory_pixel_limit, process_image
 from skysift.settings import Settings
-from skysift.tiles import measure_tiled, pixels_for_memory, plan_tiles, tile_size_for_memory
 
 
 def test_tile_cores_cover_the_image_exactly_once():

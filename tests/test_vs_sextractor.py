@@ -42,11 +42,11 @@ from astropy.stats import mad_std
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from skysift import flags as F
-from skysift.background import subtract_sky
-from skysift.detection import detection_kernel
-from skysift.fitsio import read_image
-from skysift.pipeline import process_image
+from skysift.core import flags as F
+from skysift.core.background import subtract_sky
+from skysift.core.detection import detection_kernel
+from skysift.io.fits import read_image
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
 
 REFERENCE = Path(__file__).parent / "data" / "sextractor"

@@ -27,14 +27,14 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-from skysift import astrometry
-from skysift import flags as F
-from skysift.astrometry import WcsStatus, read_wcs, validate_celestial_wcs
-from skysift.fitsio import build_wcs, read_image
-from skysift.measurement import finish_catalog, measure_pixels
-from skysift.pipeline import process_image
+from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
+from skysift.core import astrometry
+from skysift.core import flags as F
+from skysift.core.astrometry import WcsStatus, read_wcs, validate_celestial_wcs
+from skysift.io.fits import build_wcs, read_image
+from skysift.measure.frame import finish_catalog, measure_pixels
+from skysift.pipeline.image import process_image
 from skysift.settings import Settings
-from skysift.synthetic import SkySpec, random_sources, render, write_fits
 
 SIZE = 256
 SKYSIFT = str(Path(sys.executable).with_name("skysift"))

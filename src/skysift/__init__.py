@@ -1,11 +1,22 @@
 """skysift: astronomical FITS images in, a queryable source catalog and alerts out.
 
-The science core (``fitsio``, ``background``, ``detection``, ``photometry``,
-``astrometry``, ``calibration``, ``classification``) takes arrays and plain values
-and never touches AWS. ``pipeline`` runs one image end to end; adapters
-(``tables``, ``alerts``, ``query``, ``skysift.aws``) hold the I/O. ``objects``
-associates the detections of all images into objects; ``query_output`` turns query
-results into text, CSV, JSON or Parquet with their types.
+Packages, in pipeline order (each imports only from those below it; ``make test`` checks
+this with import-linter, see ``[tool.importlinter]`` in pyproject.toml):
+
+``errors``, ``limits``, ``settings``  the base: one error hierarchy, header limits, settings
+``core``      the science on arrays: background, detection, deblending, photometry, psf,
+              classification, astrometry, calibration, header metadata, flags (no I/O)
+``io``        storage (local, S3), the one header check, FITS reading (plain, gzip, tiled, MEF)
+``parallel``  processes working on one frame (strips)
+``measure``   one image to a catalog: in memory (``frame``) or in tiles (``tiled``)
+``catalog``   schemas, local Parquet tables, SQL (DuckDB), objects, exports, integrity
+``alerts``    the new-source rule, forced photometry, cut-outs, delivery
+``pipeline``  one image end to end (``image``) and a local survey run (``survey``)
+``analysis``  cross-match, completeness, plots, synthetic skies
+``timelag``   time-lag maps of solar image series (sunpy, reproject, dask)
+``aws``       Step Functions steps, Lambda handlers, Batch worker, S3/Glue/SNS adapters;
+              ``aws.emulation`` (moto) only with the ``emulate`` extra
+``cli``       the ``skysift`` command
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -1,6 +1,6 @@
 """Limits of the header check, in a module light enough for settings to import.
 
-:mod:`skysift.fitsheader` enforces them; :class:`skysift.settings.LimitSettings` carries
+:mod:`skysift.io.fitsheader` enforces them; :class:`skysift.settings.LimitSettings` carries
 them from TOML, environment and flags (importing astropy there would slow every command).
 """
 

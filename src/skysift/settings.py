@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
-from .limits import DEFAULT_LIMITS, HeaderLimits
+from skysift.errors import ConfigError
+from skysift.limits import DEFAULT_LIMITS, HeaderLimits
 
 
 class _Frozen(BaseModel):
@@ -93,13 +93,13 @@ class LimitSettings(_Frozen):
                                       "(off: process it and record checksum_status = 'bad')")
 
     def header_limits(self) -> HeaderLimits:
-        """The header checks' limits (:mod:`skysift.fitsheader`) from these settings."""
+        """The header checks' limits (:mod:`skysift.io.fitsheader`) from these settings."""
         return HeaderLimits(max_hdus=self.max_hdus, max_header_bytes=self.max_header_bytes,
                             max_axis_px=self.max_axis_px, max_decompressed_bytes=self.max_decompressed_bytes)
 
 
 class WcsSettings(_Frozen):
-    """When an image's celestial WCS is trusted (see :func:`skysift.astrometry.validate_celestial_wcs`);
+    """When an image's celestial WCS is trusted (see :func:`skysift.core.astrometry.validate_celestial_wcs`);
     an untrusted one leaves its sources' sky positions null, with the reason."""
 
     min_pixel_scale_arcsec: float = Field(1e-5, gt=0, description="finer pixel scales are implausible, arcsec/pixel")
@@ -107,7 +107,7 @@ class WcsSettings(_Frozen):
 
 
 class ObjectSettings(_Frozen):
-    """Association of detections across images into objects (:mod:`skysift.objects`)."""
+    """Association of detections across images into objects (:mod:`skysift.catalog.objects`)."""
 
     radius_arcsec: float = Field(1.0, gt=0, le=60, description="clean detections closer than this, arcsec, are "
                                  "one object (friends of friends)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skysift.synthetic import SkySpec, random_sources, render, write_fits
+from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"

@@ -16,7 +16,7 @@ def sky(tmp_path: Path) -> Path:
 @pytest.fixture
 def emulation():
     """The system of template.yaml on moto (fresh for each test)."""
-    from skysift.aws.emulate import Emulation
+    from skysift.aws.emulation.emulate import Emulation
 
     with Emulation(ROOT, parameters=PARAMETERS) as aws:
         yield aws

@@ -132,7 +132,7 @@ def test_catalog_store_replaces_an_images_rows_and_finds_earlier_images(emulatio
     from datetime import UTC, datetime
 
     from skysift.aws.catalog import S3GlueCatalog
-    from skysift.schema import IMAGES_SCHEMA, sources_schema
+    from skysift.catalog.schema import IMAGES_SCHEMA, sources_schema
 
     store = S3GlueCatalog(emulation.catalog_bucket, emulation.database)
     row = {name: None for name in IMAGES_SCHEMA.names} | {

@@ -9,7 +9,7 @@ import requests
 from aws_support import ROOT, THIRD_PARTY_WARNINGS, sky_file
 from click.testing import CliRunner
 
-from skysift.aws import cli
+from skysift.cli import aws as cli
 from skysift.errors import ConfigError
 
 pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]

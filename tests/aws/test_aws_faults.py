@@ -1,6 +1,6 @@
 """Faults injected into the emulated system: every image cataloged once, every alert sent once.
 
-The real state machines run on the emulation (:mod:`skysift.aws.emulate`) while faults are
+The real state machines run on the emulation (:mod:`skysift.aws.emulation.emulate`) while faults are
 injected into the AWS calls the steps make, at two levels:
 
 * **sdk**: ``botocore`` (and ``aiobotocore``, under s3fs) raises, as if its own retries were
@@ -117,7 +117,7 @@ def install_sdk_faults(injector: Injector, monkeypatch: pytest.MonkeyPatch) -> N
     import aiobotocore.client
     import botocore.client
 
-    from skysift.aws.moto_patches import SandboxCrash
+    from skysift.aws.emulation.moto_patches import SandboxCrash
 
     sync_call, async_call = botocore.client.BaseClient._make_api_call, aiobotocore.client.AioBaseClient._make_api_call
 
@@ -314,7 +314,7 @@ class Systems:
         self.large: bool | None = None
 
     def get(self, large: bool):
-        from skysift.aws.emulate import Emulation
+        from skysift.aws.emulation.emulate import Emulation
 
         if self.current is None or self.large != large:
             self.stop()
@@ -334,7 +334,7 @@ OUTCOMES: list[dict] = []
 
 @pytest.fixture(scope="module")
 def injector():
-    from skysift.aws.emulate import MotoServer
+    from skysift.aws.emulation.emulate import MotoServer
 
     injector = Injector()
     with pytest.MonkeyPatch.context() as monkeypatch, MotoServer.get().intercept(http_faults(injector)):

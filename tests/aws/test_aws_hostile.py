@@ -41,7 +41,7 @@ def test_an_unexpected_exception_in_inspect_is_quarantined_as_internal_error(emu
 
 
 def test_an_unexpected_exception_in_the_batch_job_is_quarantined_as_internal_error(sky, monkeypatch):
-    from skysift.aws.emulate import Emulation
+    from skysift.aws.emulation.emulate import Emulation
 
     monkeypatch.setattr(worker, "detect_step", _explode)
     with Emulation(ROOT, parameters={**PARAMETERS, "SmallImageMaxPixels": 1000}) as emulation:  # sky: Batch

@@ -105,7 +105,7 @@ CLIENT_NAMES = {"s3": "s3", "glue": "glue", "sns": "sns", "dynamodb": "dynamodb"
                 "batch": "batch", "sfn": "stepfunctions", "sqs": "sqs", "kms": "kms"}
 #: Modules no function or job runs (the emulation and the operator's command line): left out, so
 #: that a method name they share with the deployed code (``start``, ``upload``) cannot pull them in.
-NOT_DEPLOYED = {"skysift.aws.emulate", "skysift.aws.moto_patches", "skysift.aws.cli"}
+NOT_DEPLOYED = {"skysift.aws.emulation.emulate", "skysift.aws.emulation.moto_patches", "skysift.cli.aws"}
 
 
 # -- the code: functions, their calls, and what those calls ask of AWS -------------------------
@@ -551,7 +551,7 @@ def _run_steps_as_each_function(emulation, tmp_path, monkeypatch) -> Recorder:
     """The sample events through each function's handler in turn (the uploads' own runs finished first)."""
     import importlib
 
-    from skysift.aws.emulate import LambdaContext
+    from skysift.aws.emulation.emulate import LambdaContext
 
     sample = sky_file(tmp_path / "sample.fits")
     emulation.upload(sample, "night-2026-01-01/field-042.fits")

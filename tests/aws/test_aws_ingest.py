@@ -160,7 +160,7 @@ def large_emulation():
     """The system with a pixel budget so small that every celestial image takes the Batch route."""
     from aws_support import PARAMETERS, ROOT
 
-    from skysift.aws.emulate import Emulation
+    from skysift.aws.emulation.emulate import Emulation
 
     with Emulation(ROOT, parameters={**PARAMETERS, "SmallImageMaxPixels": 10_000}) as aws:
         yield aws

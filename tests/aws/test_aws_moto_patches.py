@@ -18,7 +18,7 @@ import pytest
 from aws_support import THIRD_PARTY_WARNINGS
 from moto import mock_aws
 
-from skysift.aws import moto_patches
+from skysift.aws.emulation import moto_patches
 
 pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 

@@ -137,7 +137,7 @@ def test_iam_is_least_privilege():
 
 
 def test_upload_rule_matches_the_fits_suffixes_of_local_mode_in_any_case_on_the_raw_bucket_only():
-    from skysift.storage import FITS_SUFFIXES
+    from skysift.io.storage import FITS_SUFFIXES
 
     pattern = MACHINES["IngestImageStateMachine"]["Properties"]["Events"]["FitsUploaded"]["Properties"]["Pattern"]
     suffixes = [s["suffix"]["equals-ignore-case"] for s in pattern["detail"]["object"]["key"]]
@@ -148,7 +148,7 @@ def test_upload_rule_matches_the_fits_suffixes_of_local_mode_in_any_case_on_the_
 def test_bucket_policy_refuses_requests_without_tls():
     from botocore.exceptions import ClientError
 
-    from skysift.aws.emulate import Emulation
+    from skysift.aws.emulation.emulate import Emulation
 
     with Emulation(ROOT, parameters={"Stage": "dev"}, bucket_policies=True) as aws, \
             pytest.raises(ClientError) as refused:
@@ -185,7 +185,7 @@ def test_emulation_leaves_moto_and_the_environment_as_it_found_them():
 
     from moto.core.config import default_user_config
 
-    from skysift.aws.emulate import Emulation
+    from skysift.aws.emulation.emulate import Emulation
 
     config, environment = copy.deepcopy(default_user_config), dict(os.environ)
     with Emulation(ROOT, parameters={"Stage": "dev"}) as aws:

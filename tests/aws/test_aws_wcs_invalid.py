@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 from aws_support import THIRD_PARTY_WARNINGS, sky_file
 
-from skysift import flags as F
+from skysift.core import flags as F
 
 pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 

@@ -8,7 +8,7 @@ their sky coordinates must be right (``"sky"``) or null (``"null"``, an untrustw
 
 The expectations are the designed behaviour (issue 11), not whatever the code did when a
 file was added. The valid files are cut from one small synthetic sky with known stars
-(:mod:`skysift.synthetic`); the 2 GiB gzip "images" are built stream-wise, never
+(:mod:`skysift.analysis.synthetic`); the 2 GiB gzip "images" are built stream-wise, never
 inflated, so :func:`write_corpus` takes about a second and 20 MB of disk.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from skysift.synthetic import SkySpec, random_sources, render
+from skysift.analysis.synthetic import SkySpec, random_sources, render
 
 BLOCK = 2880
 CARD = 80

@@ -42,7 +42,7 @@ def main(corpus_dir: Path, out: Path, budget_s: float) -> int:
     (a file that pins a handler) is reported as ``missing`` and the process exits at once."""
     from hostile.corpus import SMALL_IMAGE_MAX_PIXELS
     from hostile.runners import Outcome, outcomes_from_rows
-    from skysift.aws.emulate import Emulation
+    from skysift.aws.emulation.emulate import Emulation
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()

@@ -34,8 +34,8 @@ def _raised(exc: BaseException) -> dict[str, Any]:
 
 
 def examine(path: str, settings) -> dict[str, Any]:
-    from skysift.fitsio import inspect_image
-    from skysift.pipeline import process_image
+    from skysift.io.fits import inspect_image
+    from skysift.pipeline.image import process_image
 
     answer: dict[str, Any] = {"path": path}
     try:

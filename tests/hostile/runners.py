@@ -160,7 +160,7 @@ def _run_capped(command: list[str], log_path: Path, env: dict[str, str] | None =
 def skysift_command() -> list[str]:
     """``skysift`` of this interpreter's environment."""
     script = Path(sys.executable).with_name("skysift")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "skysift.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "skysift.cli.main"]
 
 
 def run_local(corpus_dir: Path, home: Path, *, workers: int = 2, budget_s: float = LOCAL_BUDGET_S) -> PathRun:
@@ -169,7 +169,7 @@ def run_local(corpus_dir: Path, home: Path, *, workers: int = 2, budget_s: float
     Killed after ``budget_s``: every image finished by then has its row (each is committed on
     its own), the others are ``missing``.
     """
-    from skysift.query import LocalCatalog
+    from skysift.catalog.query import LocalCatalog
 
     log_path = home.with_suffix(".log")
     home.parent.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,10 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from sunpy.coordinates import HeliocentricInertial, HeliographicStonyhurst, get_earth
 
-from skysift.alerts import LogPublisher
-from skysift.pipeline import ingest_image
+from skysift.alerts.rules import LogPublisher
+from skysift.catalog.tables import LocalTables
+from skysift.pipeline.image import ingest_image
 from skysift.settings import Settings
-from skysift.tables import LocalTables
 
 AIA_171 = importlib.resources.files("sunpy.data.test") / "aia_171_level1.fits"
 T0 = datetime(2011, 2, 15, 0, 0, 0, tzinfo=UTC)

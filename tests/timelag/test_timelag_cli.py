@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 from click.testing import CliRunner
 
-from skysift.timelag.cli import (
+from skysift.cli.timelag import (
     parse_duration_s,
     parse_pair_arcsec,
     parse_time_utc,
@@ -114,7 +114,7 @@ def test_skysift_home_is_the_default_index_and_a_run_prints_no_dask_chatter(smal
     env = {k: v for k, v in os.environ.items() if k != "SKYSIFT_HOME"}
     out = tmp_path / "lag.fits"
     result = subprocess.run(
-        [sys.executable, "-m", "skysift.cli", "--home", str(small_lag_series.home), "timelag",
+        [sys.executable, "-m", "skysift.cli.main", "--home", str(small_lag_series.home), "timelag",
          *_cli_args(small_lag_series, out, "--workers", "1")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr

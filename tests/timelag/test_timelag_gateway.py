@@ -27,7 +27,7 @@ from click.testing import CliRunner
 dask_gateway = pytest.importorskip("dask_gateway")
 server_options = pytest.importorskip("dask_gateway_server.options")
 
-from skysift.timelag.cli import timelag_command  # noqa: E402
+from skysift.cli.timelag import timelag_command  # noqa: E402
 from skysift.timelag.cluster import (  # noqa: E402
     EXTRA_PIP_PACKAGES,
     WORKER_DISTRIBUTIONS,
@@ -197,6 +197,8 @@ def _imports(module: str, seen: set[str]) -> set[str]:
             base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
             target = f"{base}.{node.module}" if node.module else base
             out |= _imports(target, seen) if importlib.util.find_spec(target) else set()
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("skysift."):
+            out |= _imports(node.module, seen)
         elif isinstance(node, ast.ImportFrom) and node.module:
             out.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):

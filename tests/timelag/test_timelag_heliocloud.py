@@ -25,7 +25,7 @@ import heliocloud as hc  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 from solar_series import lag_series_frames  # noqa: E402
 
-from skysift.timelag.cli import timelag_command  # noqa: E402
+from skysift.cli.timelag import timelag_command  # noqa: E402
 from skysift.timelag.request import TimeLagRequest  # noqa: E402
 from skysift.timelag.sources import FrameList, expand_frames, fido_uris, read_manifest  # noqa: E402
 

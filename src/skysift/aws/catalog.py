@@ -1,6 +1,6 @@
-"""The AWS :class:`~skysift.ports.CatalogStore`: Parquet in the catalog bucket, Glue partitions.
+"""The AWS :class:`~skysift.catalog.ports.CatalogStore`: Parquet in the catalog bucket, Glue partitions.
 
-Layout (the same as :class:`skysift.tables.LocalTables`, under the Glue tables' locations)::
+Layout (the same as :class:`skysift.catalog.tables.LocalTables`, under the Glue tables' locations)::
 
     s3://CATALOG/sources/survey=S/band=B/obs_night=N/{image_id}.parquet
     s3://CATALOG/images/ survey=S/band=B/obs_night=N/{image_id}.parquet
@@ -42,10 +42,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from .. import history
-from ..metadata import slug
-from ..schema import ALERTS_SCHEMA, PARTITION_KEYS
-from ..tables import image_row_table, partition_path
+from skysift.catalog import history
+from skysift.catalog.schema import ALERTS_SCHEMA, PARTITION_KEYS
+from skysift.catalog.tables import image_row_table, partition_path
+from skysift.core.metadata import slug
 
 log = logging.getLogger(__name__)
 

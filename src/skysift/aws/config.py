@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import ConfigError
-from ..settings import Settings
+from skysift.errors import ConfigError
+from skysift.settings import Settings
 
 #: Settings sections that ``SKYSIFT_<SECTION>__<FIELD>`` variables may set.
 SETTINGS_SECTIONS = ("background", "detection", "photometry", "alerts", "limits", "wcs")

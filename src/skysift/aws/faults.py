@@ -30,7 +30,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
 
-from ..errors import InternalError, SkysiftError
+from skysift.errors import InternalError, SkysiftError
 
 #: Error codes of AWS APIs that say "not now" rather than "no".
 TRANSIENT_CODES = frozenset({

@@ -1,7 +1,7 @@
 """Glue column types for the skysift table schemas.
 
 The template declares the Glue tables (so that parallel writers never race on the
-schema); this module maps the Arrow schemas of :mod:`skysift.schema` onto Glue/Hive
+schema); this module maps the Arrow schemas of :mod:`skysift.catalog.schema` onto Glue/Hive
 types, which the tests compare with ``template.yaml`` so the two cannot drift.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ..schema import PARTITION_KEYS, schema_for
+from skysift.catalog.schema import PARTITION_KEYS, schema_for
 
 TABLES = ("sources", "images", "alerts")
 

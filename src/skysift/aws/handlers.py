@@ -15,8 +15,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .faults import step_failure
-from .steps import context_from_env
+from skysift.aws.faults import step_failure
+from skysift.aws.steps import context_from_env
 
 Step = Callable[[dict, object], dict]
 

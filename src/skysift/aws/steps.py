@@ -37,17 +37,17 @@ import boto3
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import errors
-from ..alerts import prepare_alerts
-from ..errors import SkysiftError
-from ..fitsio import ImageInfo, inspect_image, make_image_id
-from ..pipeline import image_row, is_catalogued, process_image, top_sources
-from ..schema import ALERTS_SCHEMA, IMAGES_SCHEMA
-from ..settings import Settings
-from . import faults
-from .catalog import S3GlueCatalog, put_unless_success
-from .config import AwsConfig, settings_from_env
-from .publisher import SnsPublisher, idempotency_config
+from skysift import errors
+from skysift.alerts.rules import prepare_alerts
+from skysift.aws import faults
+from skysift.aws.catalog import S3GlueCatalog, put_unless_success
+from skysift.aws.config import AwsConfig, settings_from_env
+from skysift.aws.publisher import SnsPublisher, idempotency_config
+from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA
+from skysift.errors import SkysiftError
+from skysift.io.fits import ImageInfo, inspect_image, make_image_id
+from skysift.pipeline.image import image_row, is_catalogued, process_image, top_sources
+from skysift.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _context_for(environment: tuple[tuple[str, str], ...]) -> Context:
 # -- the steps -------------------------------------------------------------------------------
 def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
     """``small`` (Lambda), ``large`` (Batch) or ``index_only`` (a solar image: see
-    :func:`~skysift.pipeline.is_catalogued`; an image without a celestial WCS is catalogued
+    :func:`~skysift.pipeline.image.is_catalogued`; an image without a celestial WCS is catalogued
     in pixels)."""
     if not is_catalogued(info):
         return "index_only"

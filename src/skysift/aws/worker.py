@@ -22,10 +22,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from ..errors import SkysiftError
-from .config import AwsConfig, settings_from_env
-from .faults import failure_record
-from .steps import EXIT_TRANSIENT, Context, detect_step, put_json
+from skysift.aws.config import AwsConfig, settings_from_env
+from skysift.aws.faults import failure_record
+from skysift.aws.steps import EXIT_TRANSIENT, Context, detect_step, put_json
+from skysift.errors import SkysiftError
 
 log = logging.getLogger("skysift.worker")
 
@@ -71,7 +71,7 @@ def _record_failure(ctx: Context, summary_uri: str, record: dict) -> None:
 
 
 def _request(args: argparse.Namespace, ctx: Context) -> dict:
-    from .steps import inspect_step
+    from skysift.aws.steps import inspect_step
 
     state = inspect_step({"source": {"bucket": args.bucket, "key": args.key}}, ctx)
     state["image"]["route"] = "large"

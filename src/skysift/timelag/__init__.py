@@ -26,7 +26,7 @@ import importlib
 from typing import Any
 
 #: Public names and their modules; imported on first use so that ``skysift --help`` and
-#: ``skysift.timelag.cli`` do not pay for sunpy, reproject and distributed up front.
+#: ``skysift.cli.timelag`` do not pay for sunpy, reproject and distributed up front.
 _EXPORTS = {
     "TimeLagError": "errors", "SeriesNotFound": "errors", "SeriesTooShort": "errors",
     "AthenaIndex": "index", "LocalIndex": "index", "SeriesQuery": "index", "open_index": "index",

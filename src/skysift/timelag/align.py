@@ -36,8 +36,8 @@ from sunpy.map.header_helper import make_fitswcs_header
 from sunpy.map.maputils import coordinate_is_on_solar_disk
 from sunpy.util.exceptions import SunpyUserWarning
 
-from .errors import CutoutOutsideField, FrameUnusable, InvalidRequest
-from .frames import BBox, Frame
+from skysift.timelag.errors import CutoutOutsideField, FrameUnusable, InvalidRequest
+from skysift.timelag.frames import BBox, Frame
 
 #: Differential rotation model used by :func:`propagate_with_solar_surface`.
 ROTATION_MODEL = "howard"

@@ -36,7 +36,12 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-from .errors import GatewayUnavailable, InvalidRequest, MissingDependency, SchedulerUnavailable
+from skysift.timelag.errors import (
+    GatewayUnavailable,
+    InvalidRequest,
+    MissingDependency,
+    SchedulerUnavailable,
+)
 
 log = logging.getLogger(__name__)
 

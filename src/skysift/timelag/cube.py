@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from .errors import SeriesTooShort
+from skysift.timelag.errors import SeriesTooShort
 
 #: Spatial tile of the rechunked cube, pixels: 180 frames x 128 x 128 float32 = 12 MB.
 TILE_PX = 128

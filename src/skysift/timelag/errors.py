@@ -7,7 +7,7 @@ act on plus a machine-readable reason.
 
 from __future__ import annotations
 
-from ..errors import SkysiftError
+from skysift.errors import SkysiftError
 
 
 class TimeLagError(SkysiftError):

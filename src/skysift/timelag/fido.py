@@ -29,10 +29,10 @@ from sunpy.net import attrs as a
 from sunpy.net.attr import AttrAnd, AttrOr
 from sunpy.net.base_client import BaseClient, QueryResponseTable
 
-from ..storage import is_remote
-from .attrs import Index
-from .errors import InvalidRequest
-from .index import SeriesQuery, open_index, search_series
+from skysift.io.storage import is_remote
+from skysift.timelag.attrs import Index
+from skysift.timelag.errors import InvalidRequest
+from skysift.timelag.index import SeriesQuery, open_index, search_series
 
 
 class SkysiftResponse(QueryResponseTable):

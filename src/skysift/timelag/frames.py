@@ -22,10 +22,10 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyWarning
 
-from ..errors import SkysiftError, SourceNotFound
-from ..metadata import exposure_seconds
-from ..storage import is_remote
-from .errors import FrameUnusable
+from skysift.core.metadata import exposure_seconds
+from skysift.errors import SkysiftError, SourceNotFound
+from skysift.io.storage import is_remote
+from skysift.timelag.errors import FrameUnusable
 
 #: (y0, y1, x0, x1): a half-open pixel rectangle, 0-based, numpy order.
 BBox = tuple[int, int, int, int]

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 
-from ..query import LocalCatalog, QueryError
-from .errors import IndexUnavailable, InvalidRequest, SeriesNotFound
+from skysift.catalog.query import LocalCatalog, QueryError
+from skysift.timelag.errors import IndexUnavailable, InvalidRequest, SeriesNotFound
 
 #: A frame matches a wavelength when within this many Angstrom (AIA channels are integers).
 WAVELENGTH_TOLERANCE_ANGSTROM = 0.5
@@ -51,7 +51,7 @@ class IndexBackend(Protocol):
 class LocalIndex:
     """The local ``images`` table (Hive-partitioned Parquet under ``{home}/tables/images``).
 
-    Queried through :class:`skysift.query.LocalCatalog`, the catalogue ``skysift query`` uses.
+    Queried through :class:`skysift.catalog.query.LocalCatalog`, the catalogue ``skysift query`` uses.
     """
 
     images_table = "images"

@@ -20,8 +20,8 @@ from astropy.io import fits
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from .. import __version__
-from ..storage import is_remote
+from skysift import __version__
+from skysift.io.storage import is_remote
 
 #: Diverging colour map: blue for B leading A, red for B following A, white for no lag.
 CMAP = "RdBu_r"

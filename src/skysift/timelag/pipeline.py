@@ -32,21 +32,21 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .align import (
+from skysift.timelag.align import (
     ROTATION_MODEL,
     check_cutout_in_field,
     cutout_header,
     reproject_frame,
     source_bbox,
 )
-from .cube import TILE_PX, Interpolation, stack_on_grid, time_grid
-from .errors import EmptyLagMap, SeriesTooShort
-from .frames import frame_exposure_s, normalise_exposure, read_frame, read_header
-from .index import IndexBackend, SeriesQuery, open_index, require_series
-from .lag import lag_tile
-from .output import LagMaps, write_outputs
-from .request import TimeLagRequest
-from .sources import FrameList
+from skysift.timelag.cube import TILE_PX, Interpolation, stack_on_grid, time_grid
+from skysift.timelag.errors import EmptyLagMap, SeriesTooShort
+from skysift.timelag.frames import frame_exposure_s, normalise_exposure, read_frame, read_header
+from skysift.timelag.index import IndexBackend, SeriesQuery, open_index, require_series
+from skysift.timelag.lag import lag_tile
+from skysift.timelag.output import LagMaps, write_outputs
+from skysift.timelag.request import TimeLagRequest
+from skysift.timelag.sources import FrameList
 
 if TYPE_CHECKING:
     from distributed import Client, Future

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..storage import read_bytes
-from .errors import InvalidRequest
+from skysift.io.storage import read_bytes
+from skysift.timelag.errors import InvalidRequest
 
 
 class TimeLagRequest(BaseModel):

@@ -37,8 +37,7 @@ import pandas as pd
 import pyarrow as pa
 from astropy.io import fits
 
-from ..errors import SourceNotFound
-from ..metadata import (
+from skysift.core.metadata import (
     band_name,
     exposure_seconds,
     observation_time,
@@ -46,10 +45,11 @@ from ..metadata import (
     text_keyword,
     wavelength_angstrom,
 )
-from ..storage import FITS_SUFFIXES, is_remote
-from .errors import FrameUnusable, InvalidRequest, RemoteAccessDenied
-from .frames import read_image_header
-from .index import _utc
+from skysift.errors import SourceNotFound
+from skysift.io.storage import FITS_SUFFIXES, is_remote
+from skysift.timelag.errors import FrameUnusable, InvalidRequest, RemoteAccessDenied
+from skysift.timelag.frames import read_image_header
+from skysift.timelag.index import _utc
 
 #: Files given to ``--frames`` that list frames (one per line, or a CSV with a URL column).
 MANIFEST_SUFFIXES = (".csv", ".txt", ".lst")

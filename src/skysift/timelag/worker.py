@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 
-from ..errors import SkysiftError
+from skysift.errors import SkysiftError
 
 log = logging.getLogger("skysift.timelag.worker")
 
@@ -35,10 +35,10 @@ INDEX_ENV = "SKYSIFT_TIMELAG_INDEX"
 def run(request_uri: str) -> dict[str, object]:
     """Load the request, run it, write outputs and the summary; return the summary."""
     # imported here so that a usage error costs no sunpy/dask import time
-    from .cluster import dask_client
-    from .output import put_bytes
-    from .pipeline import find_series, run_timelag, series_source
-    from .request import TimeLagRequest
+    from skysift.timelag.cluster import dask_client
+    from skysift.timelag.output import put_bytes
+    from skysift.timelag.pipeline import find_series, run_timelag, series_source
+    from skysift.timelag.request import TimeLagRequest
 
     defaults = {"index": os.environ.get(INDEX_ENV), "workers": len(os.sched_getaffinity(0))}  # all the job's vCPUs
     request = TimeLagRequest.load(request_uri, defaults=defaults)

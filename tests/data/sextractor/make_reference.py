@@ -56,7 +56,7 @@ def sha256(path: Path) -> str:
 
 def write_synthetic(path: Path) -> None:
     """A 512^2 synthetic sky (Moffat stars, Sersic galaxies, Poisson + read noise), fixed seed."""
-    from skysift.synthetic import SkySpec, random_sources, render, write_fits
+    from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
 
     rng = np.random.default_rng(SYNTHETIC_SEED)
     spec = SkySpec(nx=512, ny=512, fwhm_px=3.0)
@@ -76,7 +76,7 @@ def negate(source: Path, hdu: int, target: Path) -> None:
 
 
 def noise_factor(path: Path, hdu: int) -> float:
-    from skysift.pipeline import process_image
+    from skysift.pipeline.image import process_image
     from skysift.settings import Settings
 
     result = process_image(str(path), Settings.load(home=tempfile.mkdtemp()), hdu=hdu)
@@ -85,7 +85,7 @@ def noise_factor(path: Path, hdu: int) -> float:
 
 
 def white_noise_threshold() -> float:
-    from skysift.detection import gaussian_kernel
+    from skysift.core.detection import gaussian_kernel
 
     return 5.0 * float(np.sqrt((gaussian_kernel(3.0).astype(np.float64) ** 2).sum()))
 

@@ -1,0 +1,90 @@
+"""`skysift compact`: merge a partition's many small per-image files into one.
+
+Per-image files make re-processing trivially idempotent but leave thousands of small
+files that Athena and DuckDB open one by one. Compaction rewrites each partition with
+more than one file into a single ``compacted-*.parquet`` (sources sorted by HEALPix
+index, so row-group statistics prune spatial queries), recording the image_ids it
+holds in the file's metadata. Writing an image later removes that image's rows from
+any compacted file (see :class:`skysift.catalog.tables.LocalTables`), so replace-by-image_id
+still holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute  # makes pa.compute available
+import pyarrow.parquet as pq
+
+COMPACTED_PREFIX = "compacted-"
+IMAGE_IDS_KEY = b"skysift.image_ids"
+ROW_GROUP_ROWS = 128_000
+
+
+@dataclass
+class CompactionReport:
+    partitions: int = 0
+    files_before: int = 0
+    files_after: int = 0
+    rows: int = 0
+
+
+def image_ids_of(path: Path) -> list[str]:
+    """The image_ids a compacted file holds (from its footer, without reading rows)."""
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata.get(IMAGE_IDS_KEY, b"[]"))
+
+
+def write_compacted(folder: Path, table: pa.Table, image_ids: list[str], sort_by: str | None) -> Path:
+    """Atomically write one compacted file into ``folder``."""
+    if sort_by and sort_by in table.column_names:
+        table = table.sort_by(sort_by)
+    schema = table.schema.with_metadata({**(table.schema.metadata or {}), IMAGE_IDS_KEY: json.dumps(sorted(image_ids)).encode()})
+    target = folder / f"{COMPACTED_PREFIX}{uuid.uuid4().hex[:12]}.parquet"
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".compact.", suffix=".tmp", delete=False) as tmp:
+        pq.write_table(table.replace_schema_metadata(schema.metadata), tmp.name, compression="zstd",
+                       row_group_size=ROW_GROUP_ROWS)
+    os.replace(tmp.name, target)
+    return target
+
+
+def compact_table(table_dir: Path, sort_by: str | None = None) -> CompactionReport:
+    """Compact every partition of one table directory that holds more than one file."""
+    report = CompactionReport()
+    for folder in sorted(p for p in table_dir.glob("*/*/*") if p.is_dir()):
+        files = sorted(folder.glob("*.parquet"))
+        report.files_before += len(files)
+        if len(files) <= 1:
+            report.files_after += len(files)
+            continue
+        image_ids: list[str] = []
+        for path in files:
+            image_ids += image_ids_of(path) if path.name.startswith(COMPACTED_PREFIX) else [path.stem]
+        merged = pa.concat_tables([pq.read_table(p) for p in files], promote_options="default")
+        write_compacted(folder, merged, image_ids, sort_by)
+        for path in files:
+            path.unlink()
+        report.partitions += 1
+        report.files_after += 1
+        report.rows += merged.num_rows
+    return report
+
+
+def remove_image(table_dir: Path, image_id: str) -> None:
+    """Drop one image's rows from the compacted files of a table (idempotent)."""
+    for path in table_dir.glob(f"*/*/*/{COMPACTED_PREFIX}*.parquet"):
+        ids = image_ids_of(path)
+        if image_id not in ids:
+            continue
+        table = pq.read_table(path)
+        kept = table.filter(pa.compute.not_equal(table["image_id"], image_id))
+        remaining = [i for i in ids if i != image_id]
+        if remaining:
+            write_compacted(path.parent, kept, remaining, None)
+        path.unlink()

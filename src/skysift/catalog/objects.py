@@ -1,0 +1,411 @@
+"""Objects: the detections of one source across images and epochs, associated on the sky.
+
+Two clean detections (no flag of :data:`skysift.core.flags.CLEAN_MASK` set, with a sky
+position) belong to the same object when they lie within ``radius_arcsec`` of each
+other (the setting ``objects.radius_arcsec``, default 1 arcsec), directly or through
+other detections of the object (friends-of-friends linking), whatever their image,
+band or night. Linking depends only on the set of detections, never on the order
+images were processed in, so objects recomputed from the ``sources`` table are
+idempotent by construction: running an image again, or a run twice, changes nothing,
+and a new image changes only the objects it touches. The ``sources`` rows are never
+modified; the link is the ``source_ids`` list of each object (the ``detections`` view
+of :class:`skysift.catalog.query.LocalCatalog` unnests it).
+
+Layout: ``{home}/tables/objects/sky_cell=C/objects.parquet``, one file per nested
+HEALPix cell of order :data:`CELL_ORDER` (~0.9 deg) holding the objects whose mean
+position lies in it, each file written atomically. :func:`update_objects` (the end of
+``skysift run``) recomputes the cells that a run's images cover from every clean
+detection in them and their neighbouring cells, so an object across a cell edge is
+whole, adding a cell when an object touched belongs to one not yet included, now or as
+stored (an object whose mean position moved leaves its old cell's file).
+:func:`rebuild_objects` (``skysift objects --rebuild``) recomputes every cell, in
+batches, and removes cells left without objects.
+
+``object_id`` is a hash of the object's earliest detection (earliest ``obs_time``,
+then ``source_id``): it stays the same as later detections join. An image observed
+before every detection of an object but processed after them gives that object a new
+id, as does the merging of two objects (the earlier one's id survives).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from astropy import units as u
+from astropy_healpix import HEALPix
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from skysift.catalog.schema import TIMESTAMP, _field
+from skysift.core.astrometry import HEALPIX_ORDER, healpix_index
+from skysift.core.flags import CLEAN_MASK
+
+if TYPE_CHECKING:
+    from skysift.catalog.query import LocalCatalog
+
+log = logging.getLogger(__name__)
+
+#: Nested HEALPix order of the ``sky_cell`` partitions (nside 64, cells of ~0.92 deg).
+CELL_ORDER = 6
+_CELL_SHIFT = 2 * (HEALPIX_ORDER - CELL_ORDER)
+_CELLS = HEALPix(nside=2**CELL_ORDER, order="nested")
+#: Cells recomputed together by :func:`rebuild_objects` (bounds the detections held in memory).
+REBUILD_BATCH_CELLS = 64
+FILE_NAME = "objects.parquet"
+
+
+PHOTOMETRY_TYPE = pa.struct([
+    _field("band", pa.string(), "", "band (the sources' partition key)"),
+    _field("n_det", pa.int32(), "", "detections in this band"),
+    _field("n_mag", pa.int32(), "", "of which with an AB magnitude (a zero point)"),
+    _field("mag_mean", pa.float64(), "mag", "mean AB magnitude (sources.mag_ab)"),
+    _field("mag_std", pa.float64(), "mag", "sample standard deviation of mag_ab; null for fewer than 2"),
+    _field("mag_err_mean", pa.float64(), "mag", "mean of the detections' mag_ab_err"),
+    _field("mag_min", pa.float64(), "mag", "brightest mag_ab"),
+    _field("mag_max", pa.float64(), "mag", "faintest mag_ab"),
+])
+
+OBJECTS_SCHEMA = pa.schema(
+    [
+        _field("object_id", pa.string(), "", "hash of first_source_id: stable as later detections join", False),
+        _field("ra", pa.float64(), "deg", "mean right ascension of the detections, ICRS"),
+        _field("dec", pa.float64(), "deg", "mean declination of the detections, ICRS"),
+        _field("pos_scatter_arcsec", pa.float64(), "arcsec", "rms distance of the detections from (ra, dec)"),
+        _field("n_det", pa.int32(), "", "clean detections associated, all bands"),
+        _field("n_images", pa.int32(), "", "images with at least one of them"),
+        _field("n_bands", pa.int32(), "", "bands with at least one of them"),
+        _field("first_seen", TIMESTAMP, "UTC", "obs_time of the earliest detection"),
+        _field("last_seen", TIMESTAMP, "UTC", "obs_time of the latest detection"),
+        _field("first_source_id", pa.string(), "", "the earliest detection (obs_time, then source_id)"),
+        _field("flags_any", pa.int32(), "", "bitwise OR of the detections' flags (skysift.core.flags): 1 = some "
+               "detection came out of a blend"),
+        _field("photometry", pa.list_(pa.field("item", PHOTOMETRY_TYPE)), "",
+               "per band, by band name: band, n_det, n_mag, mag_mean, mag_std, mag_err_mean, mag_min, mag_max "
+               "(magnitudes AB, mag)"),
+        _field("source_ids", pa.list_(pa.string()), "", "sources.source_id of every detection, earliest first"),
+        _field("radius_arcsec", pa.float64(), "arcsec", "association radius used"),
+        _field("healpix", pa.int64(), "", "nested HEALPix index of (ra, dec) at order 16 (nside 65536)"),
+    ],
+    metadata={"table": "objects", "partition_keys": "sky_cell"},
+)
+#: Partition key of the objects table: the nested HEALPix cell (order :data:`CELL_ORDER`) of (ra, dec).
+OBJECTS_PARTITIONS = {"sky_cell": pa.int64()}
+
+
+@dataclass
+class ObjectsReport:
+    """What an update or rebuild of the objects table did."""
+
+    cells: int = 0  # sky cells rewritten (or removed)
+    objects: int = 0  # objects in those cells
+    detections: int = 0  # clean detections read to compute them
+    rebuilt: bool = False
+
+
+def objects_root(home: str | os.PathLike[str]) -> Path:
+    return Path(home) / "tables" / "objects"
+
+
+# -- association -------------------------------------------------------------------------------
+def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    ra, dec = np.deg2rad(ra_deg), np.deg2rad(dec_deg)
+    return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+
+
+def associate(ra_deg: np.ndarray, dec_deg: np.ndarray, radius_arcsec: float) -> np.ndarray:
+    """Friends-of-friends groups: a label per position, equal for positions linked by
+    steps of at most ``radius_arcsec``. Labels follow the input order (the first
+    position's group is 0), so the same input gives the same labels."""
+    n = len(ra_deg)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    chord = 2 * np.sin(np.deg2rad(radius_arcsec / 3600.0) / 2)
+    pairs = cKDTree(_unit_vectors(ra_deg, dec_deg)).query_pairs(chord, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _object_id(first_source_id: str) -> str:
+    return hashlib.blake2b(first_source_id.encode(), digest_size=8).hexdigest()
+
+
+def _group_starts(keys: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+
+
+def summarize(detections: pa.Table, radius_arcsec: float) -> tuple[pa.Table, np.ndarray]:
+    """The objects of ``detections`` (``source_id``, ``image_id``, ``obs_time``, ``band``,
+    ``ra``, ``dec``, ``mag_ab``, ``mag_ab_err``, ``flags``), and for each detection its object's row.
+
+    Deterministic: the same detections, in any order, give the same table.
+    """
+    by_id = pc.sort_indices(detections, [("source_id", "ascending")]).to_numpy()
+    detections = detections.take(pa.array(by_id))
+    n = detections.num_rows
+    ra = detections["ra"].to_numpy().astype(np.float64)
+    dec = detections["dec"].to_numpy().astype(np.float64)
+    flags = detections["flags"].fill_null(0).to_numpy().astype(np.int32)
+    labels = associate(ra, dec, radius_arcsec)
+    times = detections["obs_time"].cast(pa.int64()).fill_null(np.iinfo(np.int64).max).to_numpy()
+    order = np.lexsort((np.arange(n), times, labels))  # by object, earliest first, then source_id
+    labels, times = labels[order], times[order]
+    starts = _group_starts(labels)
+    counts = np.diff(np.r_[starts, n])
+    n_objects = len(starts)
+    member_object = np.repeat(np.arange(n_objects), counts)
+
+    xyz = _unit_vectors(ra[order], dec[order])
+    mean = np.add.reduceat(xyz, starts, axis=0) if n else np.zeros((0, 3))
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    obj_ra = np.rad2deg(np.arctan2(mean[:, 1], mean[:, 0])) % 360.0
+    obj_dec = np.rad2deg(np.arcsin(np.clip(mean[:, 2], -1, 1)))
+    chord = np.linalg.norm(xyz - mean[member_object], axis=1)
+    separation = np.rad2deg(2 * np.arcsin(np.clip(chord / 2, 0, 1))) * 3600.0
+    scatter = np.sqrt(np.add.reduceat(separation**2, starts) / counts) if n else np.zeros(0)
+
+    missing = np.iinfo(np.int64).max
+    first = np.minimum.reduceat(times, starts) if n else np.zeros(0, np.int64)
+    known = np.where(times == missing, np.iinfo(np.int64).min, times)
+    last = np.maximum.reduceat(known, starts) if n else np.zeros(0, np.int64)
+    first_seen = pa.array(first, pa.int64(), mask=first == missing).cast(TIMESTAMP)
+    last_seen = pa.array(last, pa.int64(), mask=last == np.iinfo(np.int64).min).cast(TIMESTAMP)
+
+    source_ids = detections["source_id"].take(pa.array(order)).combine_chunks()
+    first_ids = source_ids.take(pa.array(starts, pa.int64())).to_pylist()
+    image_codes = np.unique(detections["image_id"].to_numpy(zero_copy_only=False)[order], return_inverse=True)[1]
+    pairs = np.unique(member_object * (image_codes.max(initial=0) + 1) + image_codes)
+    n_images = np.bincount(pairs // (image_codes.max(initial=0) + 1), minlength=n_objects)
+
+    photometry, n_bands = _photometry(detections, order, member_object, n_objects)
+    offsets = pa.array(np.r_[0, np.cumsum(counts)], pa.int32())
+    healpix = healpix_index(obj_ra, obj_dec) if n_objects else np.zeros(0, np.int64)
+    table = pa.table({
+        "object_id": pa.array([_object_id(s) for s in first_ids], pa.string()),
+        "ra": obj_ra, "dec": obj_dec, "pos_scatter_arcsec": scatter,
+        "n_det": counts.astype(np.int32), "n_images": n_images.astype(np.int32), "n_bands": n_bands,
+        "first_seen": first_seen, "last_seen": last_seen,
+        "first_source_id": pa.array(first_ids, pa.string()),
+        "flags_any": np.bitwise_or.reduceat(flags[order], starts) if n else np.zeros(0, np.int32),
+        "photometry": photometry,
+        "source_ids": pa.ListArray.from_arrays(offsets, source_ids),
+        "radius_arcsec": np.full(n_objects, float(radius_arcsec)),
+        "healpix": healpix.astype(np.int64),
+    }).cast(OBJECTS_SCHEMA)
+    member_of = np.empty(n, np.int64)
+    member_of[by_id[order]] = member_object  # back to the order of the input
+    return table, member_of
+
+
+def _photometry(detections: pa.Table, order: np.ndarray, member_object: np.ndarray,
+                n_objects: int) -> tuple[pa.Array, np.ndarray]:
+    """Per object, per band: counts and magnitude statistics (a list of structs), and bands per object."""
+    bands = detections["band"].fill_null("unknown").to_numpy(zero_copy_only=False)[order]
+    names, band_codes = np.unique(bands, return_inverse=True) if len(bands) else (np.zeros(0, object), np.zeros(0, int))
+    mag = detections["mag_ab"].cast(pa.float64()).fill_null(np.nan).to_numpy()[order]
+    err = detections["mag_ab_err"].cast(pa.float64()).fill_null(np.nan).to_numpy()[order]
+    by = np.lexsort((band_codes, member_object))  # stable: within a band, earliest first
+    key = member_object[by] * max(1, len(names)) + band_codes[by]
+    starts = _group_starts(key)
+    n = len(key)
+    counts = np.diff(np.r_[starts, n])
+    mag, err = mag[by], err[by]
+    valid = np.isfinite(mag)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, starts) if n else np.zeros(0)
+
+    n_mag = total(valid.astype(np.int64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total(np.where(valid, mag, 0.0)) / n_mag
+        group = np.repeat(np.arange(len(starts)), counts)
+        variance = total(np.where(valid, (mag - mean[group]) ** 2, 0.0)) / (n_mag - 1)
+        err_valid = valid & np.isfinite(err)
+        err_mean = total(np.where(err_valid, err, 0.0)) / total(err_valid.astype(np.int64))
+    lowest = np.minimum.reduceat(np.where(valid, mag, np.inf), starts) if n else np.zeros(0)
+    highest = np.maximum.reduceat(np.where(valid, mag, -np.inf), starts) if n else np.zeros(0)
+
+    def nullable(values: np.ndarray, ok: np.ndarray) -> pa.Array:
+        return pa.array(values, pa.float64(), mask=~ok)
+
+    has_mag = n_mag > 0
+    values = pa.StructArray.from_arrays(
+        [pa.array(names[band_codes[by][starts]] if n else [], pa.string()),
+         pa.array(counts, pa.int32()), pa.array(n_mag, pa.int32()),
+         nullable(mean, has_mag), nullable(np.sqrt(np.maximum(variance, 0)), n_mag > 1),
+         nullable(err_mean, np.isfinite(err_mean)), nullable(lowest, has_mag), nullable(highest, has_mag)],
+        fields=list(PHOTOMETRY_TYPE),
+    )
+    per_object = np.bincount(member_object[by][starts], minlength=n_objects) if n else np.zeros(n_objects, np.int64)
+    offsets = pa.array(np.r_[0, np.cumsum(per_object)], pa.int32())
+    return pa.ListArray.from_arrays(offsets, values, type=OBJECTS_SCHEMA.field("photometry").type), \
+        per_object.astype(np.int32)
+
+
+# -- reading detections and writing cells -------------------------------------------------------
+def _clean_detections(catalog: LocalCatalog, cells: Iterable[int] | None) -> tuple[pa.Table, np.ndarray]:
+    """Clean detections with a sky position (in ``cells``, or all), and the cell of each."""
+    where = f"ra IS NOT NULL AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0"
+    if cells is not None:
+        listed = ", ".join(str(int(c)) for c in sorted(cells))
+        where += f" AND (healpix >> {_CELL_SHIFT}) IN ({listed})"
+    table = catalog.arrow("SELECT source_id, image_id, obs_time, band, ra, dec, mag_ab, mag_ab_err, flags, "
+                          f"healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE {where}")
+    cell = table["cell"].fill_null(-1).to_numpy()
+    return table.drop_columns(["cell"]), cell
+
+
+def neighbours(cells: Iterable[int]) -> set[int]:
+    """``cells`` and the cells that touch them (order :data:`CELL_ORDER`)."""
+    cells = np.fromiter(cells, np.int64)
+    if not len(cells):
+        return set()
+    around = np.asarray(_CELLS.neighbours(cells)).ravel()
+    return {int(c) for c in np.r_[cells, around[around >= 0]]}
+
+
+def footprint_cells(center_ra: float, center_dec: float, radius_deg: float) -> set[int]:
+    """The cells (order :data:`CELL_ORDER`) within ``radius_deg`` of a centre, both in deg."""
+    found = _CELLS.cone_search_lonlat(center_ra * u.deg, center_dec * u.deg, radius_deg * u.deg)
+    return {int(c) for c in np.atleast_1d(found)}
+
+
+def _write_cell(root: Path, cell: int, objects: pa.Table) -> None:
+    """Replace one cell's file atomically (remove it when the cell has no object)."""
+    folder = root / f"sky_cell={cell}"
+    target = folder / FILE_NAME
+    if objects.num_rows == 0:
+        target.unlink(missing_ok=True)
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    objects = objects.sort_by([("healpix", "ascending"), ("object_id", "ascending")])
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".objects.", suffix=".tmp", delete=False) as tmp:
+        pq.write_table(objects, tmp.name, compression="zstd")
+    os.replace(tmp.name, target)
+
+
+def _stored_owners(root: Path, cells: Iterable[int], source_ids: pa.Array, image_ids: Iterable[str]) -> set[int]:
+    """The cells among ``cells`` whose stored objects hold one of ``source_ids``, or a detection of
+    one of ``image_ids``: their objects are being recomputed, so those files must be rewritten."""
+    found = set()
+    image_ids = pa.array(sorted(set(image_ids)), pa.string())
+    for cell in cells:
+        path = root / f"sky_cell={cell}" / FILE_NAME
+        if not path.exists():
+            continue
+        members = pq.read_table(path, columns=["source_ids"])["source_ids"].combine_chunks().flatten()
+        of_images = pc.list_element(pc.split_pattern(members, ":", max_splits=1), 0)
+        if pc.any(pc.is_in(members, value_set=source_ids)).as_py() or \
+                pc.any(pc.is_in(of_images, value_set=image_ids)).as_py():
+            found.add(int(cell))
+    return found
+
+
+def _recompute(catalog: LocalCatalog, root: Path, cells: set[int], radius_arcsec: float,
+               image_ids: Iterable[str] = ()) -> tuple[ObjectsReport, set[int]]:
+    """Recompute and write the objects of ``cells``; the report and the cells written.
+
+    The cells grow until they hold every object that has a detection in them, now
+    (an object's mean position may lie in a neighbouring cell) and as stored (an
+    object whose mean moved to another cell must leave its old cell's file).
+    """
+    cells = set(cells)
+    while True:
+        context = neighbours(cells)
+        detections, detection_cell = _clean_detections(catalog, context)
+        objects, member_of = summarize(detections, radius_arcsec)
+        object_cell = objects["healpix"].to_numpy() >> _CELL_SHIFT
+        inside = np.isin(detection_cell, list(cells))
+        owners = {int(c) for c in object_cell[np.unique(member_of[inside])]}
+        owners |= _stored_owners(root, context - cells, detections["source_id"].filter(pa.array(inside)), image_ids)
+        if owners <= cells:
+            break
+        cells |= owners
+    report = ObjectsReport(cells=len(cells), detections=detections.num_rows)
+    for cell in sorted(cells):
+        mine = objects.filter(pa.array(object_cell == cell))
+        _write_cell(root, cell, mine)
+        report.objects += mine.num_rows
+    return report, cells
+
+
+def update_objects(home: str | os.PathLike[str], image_ids: Iterable[str], *,
+                   radius_arcsec: float = 1.0) -> ObjectsReport:
+    """Recompute the objects that the images ``image_ids`` may touch (after they were written).
+
+    The cells recomputed are those covering each image's footprint (``images.center_ra``,
+    ``center_dec``, ``radius_deg``). A home whose objects were never computed, or were
+    computed with another radius, is rebuilt whole.
+    """
+    from skysift.catalog.query import LocalCatalog
+
+    root = objects_root(home)
+    if not root.exists() or stored_radius(home) not in (None, radius_arcsec):
+        return rebuild_objects(home, radius_arcsec=radius_arcsec)
+    image_ids = sorted(set(image_ids))
+    if not image_ids:
+        return ObjectsReport()
+    catalog = LocalCatalog(home)
+    footprints = catalog.arrow("SELECT center_ra, center_dec, radius_deg FROM images WHERE image_id IN "
+                               "(SELECT unnest($ids)) AND center_ra IS NOT NULL AND radius_deg IS NOT NULL",
+                               {"ids": image_ids}).to_pylist()
+    cells: set[int] = set()
+    for row in footprints:
+        cells |= footprint_cells(row["center_ra"], row["center_dec"], row["radius_deg"] + radius_arcsec / 3600.0)
+    if not cells:
+        return ObjectsReport()
+    return _recompute(catalog, root, cells, radius_arcsec, image_ids)[0]
+
+
+def rebuild_objects(home: str | os.PathLike[str], *, radius_arcsec: float = 1.0,
+                    batch_cells: int = REBUILD_BATCH_CELLS) -> ObjectsReport:
+    """Recompute every object from the ``sources`` table; remove cells left without one."""
+    from skysift.catalog.query import LocalCatalog
+
+    catalog = LocalCatalog(home)
+    root = objects_root(home)
+    root.mkdir(parents=True, exist_ok=True)
+    wanted = catalog.arrow(f"SELECT DISTINCT healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE ra IS NOT NULL "
+                           f"AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0")["cell"].drop_null().to_pylist()
+    wanted = sorted(int(c) for c in wanted)
+    report = ObjectsReport(rebuilt=True)
+    written: set[int] = set()
+    for start in range(0, len(wanted), batch_cells):
+        batch = set(wanted[start : start + batch_cells])
+        part, cells = _recompute(catalog, root, batch, radius_arcsec)
+        report.detections += part.detections
+        written |= cells
+    for folder in root.glob("sky_cell=*"):
+        cell = int(folder.name.split("=", 1)[1])
+        if cell not in written:
+            _write_cell(root, cell, OBJECTS_SCHEMA.empty_table())
+    report.cells = len(written)
+    report.objects = catalog_count(home)
+    return report
+
+
+def catalog_count(home: str | os.PathLike[str]) -> int:
+    """Objects in the table."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in objects_root(home).glob(f"sky_cell=*/{FILE_NAME}"))
+
+
+def stored_radius(home: str | os.PathLike[str]) -> float | None:
+    """The association radius (arcsec) the stored objects were computed with; None when there are none."""
+    for path in objects_root(home).glob(f"sky_cell=*/{FILE_NAME}"):
+        values = pq.read_table(path, columns=["radius_arcsec"]).column(0)
+        if len(values):
+            return float(values[0].as_py())
+    return None

@@ -1,0 +1,49 @@
+"""The two seams between the pipeline and the outside world.
+
+The local implementations are :class:`skysift.catalog.tables.LocalTables` and
+:class:`skysift.alerts.rules.LogPublisher`; the AWS ones live in :mod:`skysift.aws`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import pyarrow as pa
+
+
+class CatalogStore(Protocol):
+    """Where catalog rows go, and where the history for the 'new source' rule comes from."""
+
+    def write_image(self, image_row: dict, sources: pa.Table | None) -> dict[str, str]:
+        """Write one image's ``images`` row and ``sources`` rows, replacing earlier rows of
+        the same image_id (idempotent). Returns pointers to what was written."""
+
+    def write_alerts(self, image_row: dict, alerts: pa.Table) -> str | None:
+        """Write the ``alerts`` rows raised for one image, replacing earlier ones."""
+
+    def read_sources(self, image_row: dict) -> pa.Table:
+        """The ``sources`` rows of one image."""
+
+    def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
+                       before: datetime) -> list[dict]:
+        """``images`` rows (status ok) observed before ``before`` whose footprints come
+        within ``radius_deg`` of the given centre."""
+
+    def earlier_sources(self, center_ra: float, center_dec: float, radius_deg: float,
+                        before: datetime) -> pa.Table:
+        """ra/dec/image_id/flags of sources observed before ``before`` within the given cone."""
+
+    def record_failure(self, image_row: dict, error: dict) -> str:
+        """Keep a quarantine record of why an image failed; returns its URI. The raw
+        file itself is never modified or deleted."""
+
+    def put_cutout(self, name: str, fits_bytes: bytes) -> str:
+        """Store a small FITS cutout; returns its URI."""
+
+
+class AlertPublisher(Protocol):
+    """Sends alerts to subscribers, at most once per alert_id."""
+
+    def publish(self, alerts: list[dict]) -> list[str]:
+        """Publish the alerts not yet sent; returns the alert_ids actually sent now."""

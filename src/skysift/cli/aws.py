@@ -1,0 +1,274 @@
+"""Command-line entry points of the AWS system (registered by :mod:`skysift.cli.main`).
+
+* ``skysift emulate``: the whole system of template.yaml on moto, in this process;
+  optionally ingest a directory of FITS files through it and print what happened.
+* ``skysift ingest s3://bucket/prefix`` (or ``--manifest s3://bucket/key``): start SurveyIngest.
+* ``skysift alerts subscribe --sqs ARN | --email ADDR [--min-snr N --kind new_source ...]``:
+  subscribe to the alert topic with a filter policy on the message attributes.
+* ``skysift query --athena "SQL"``: :func:`athena_query` runs the SQL on Athena via awswrangler.
+
+Names come from options, ``SKYSIFT_*`` environment variables, or the outputs of the
+CloudFormation stack (``--stack``, default ``skysift-dev``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import click
+from botocore.exceptions import ClientError
+
+from skysift.errors import ConfigError
+from skysift.io.storage import FITS_SUFFIXES
+from skysift.settings import ALERT_RULES
+
+#: Alert kinds the rules produce (the ``kind`` message attribute).
+KINDS = ALERT_RULES
+
+
+def stack_output(stack: str, key: str) -> str:
+    """One output of the deployed stack (e.g. ``SurveyIngestStateMachineArn``)."""
+    try:
+        outputs = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ValidationError":
+            raise
+        raise ConfigError(f"no CloudFormation stack {stack!r} in this account and region: deploy it "
+                          "(sam deploy) or name it with --stack or SKYSIFT_STACK") from exc
+    for output in outputs:
+        if output["OutputKey"] == key:
+            return output["OutputValue"]
+    raise ConfigError(f"stack {stack} has no output {key}")
+
+
+def filter_policy(*, min_snr: float | None = None, kinds: tuple[str, ...] = (), surveys: tuple[str, ...] = (),
+                  bands: tuple[str, ...] = (), max_mag: float | None = None) -> dict[str, Any]:
+    """An SNS filter policy on the alert message attributes (empty: every alert)."""
+    policy: dict[str, Any] = {}
+    if kinds:
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            raise ConfigError(f"unknown alert kind(s) {unknown}; choose from {list(KINDS)}")
+        policy["kind"] = list(kinds)
+    if surveys:
+        policy["survey"] = list(surveys)
+    if bands:
+        policy["band"] = list(bands)
+    if min_snr is not None:
+        policy["snr"] = [{"numeric": [">=", min_snr]}]
+    if max_mag is not None:
+        policy["mag"] = [{"numeric": ["<=", max_mag]}]
+    return policy
+
+
+def subscribe(topic_arn: str, *, sqs_arn: str | None = None, email: str | None = None,
+              policy: dict[str, Any] | None = None) -> str:
+    """Subscribe an SQS queue or an email address to the alert topic; returns the subscription ARN.
+
+    The stack's alert topic is an SNS FIFO topic (each alert delivered once), which delivers to
+    SQS queues only: a FIFO queue receives each alert exactly once, a standard queue at least
+    once (deduplicate on the ``alert_id`` message attribute). Email needs a standard topic.
+    """
+    if bool(sqs_arn) == bool(email):
+        raise ConfigError("give exactly one of --sqs ARN or --email ADDRESS")
+    if email and topic_arn.endswith(".fifo"):
+        raise ConfigError("the alert topic is an SNS FIFO topic (each alert exactly once), which delivers to SQS "
+                          "queues only: subscribe a queue with --sqs (a .fifo queue receives each alert once) and "
+                          "send mail from its consumer")
+    attributes = {"FilterPolicy": json.dumps(policy)} if policy else {}
+    protocol, endpoint = ("sqs", sqs_arn) if sqs_arn else ("email", email)
+    response = boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol=protocol, Endpoint=endpoint,
+                                             Attributes=attributes, ReturnSubscriptionArn=True)
+    return response["SubscriptionArn"]
+
+
+def allow_topic_to_send(queue_arn: str, topic_arn: str) -> None:
+    """Add to the queue's policy a statement that lets the alert topic (only) send to it."""
+    sqs = boto3.client("sqs")
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {}).get("Policy")
+    policy = json.loads(current) if current else {"Version": "2012-10-17", "Statement": []}
+    sid = "skysift-alerts-" + topic_arn.rsplit(":", 1)[1]
+    if any(statement.get("Sid") == sid for statement in policy["Statement"]):
+        return
+    policy["Statement"].append({"Sid": sid, "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+                                "Action": "sqs:SendMessage", "Resource": queue_arn,
+                                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}})
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ConfigError(f"expected s3://bucket/prefix, got {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def start_survey(state_machine_arn: str, target: str | None = None, manifest: str | None = None) -> str:
+    """Start SurveyIngest over ``s3://bucket/prefix`` or a JSON manifest; returns the execution ARN."""
+    if manifest:
+        bucket, key = _split_s3(manifest)
+        document: dict[str, Any] = {"manifest": {"bucket": bucket, "key": key}}
+    elif target:
+        bucket, prefix = _split_s3(target)
+        document = {"bucket": bucket, "prefix": prefix}
+    else:
+        raise ConfigError("give s3://bucket/prefix or --manifest s3://bucket/key")
+    return boto3.client("stepfunctions").start_execution(
+        stateMachineArn=state_machine_arn, input=json.dumps(document))["executionArn"]
+
+
+def wait_for(execution_arn: str, poll_s: float = 5.0) -> dict:
+    sfn = boto3.client("stepfunctions")
+    while (described := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
+        time.sleep(poll_s)
+    return described
+
+
+def athena_query(sql: str, *, database: str, workgroup: str):
+    """Run SQL on Athena in the stack's workgroup (bytes-scanned limit, result location); a DataFrame."""
+    import awswrangler as wr
+
+    return wr.athena.read_sql_query(sql, database=database, workgroup=workgroup, ctas_approach=False)
+
+
+def athena_query_for(sql: str, *, stack: str = "skysift-dev", database: str | None = None,
+                     workgroup: str | None = None):
+    """:func:`athena_query` with the database and workgroup from the stack outputs unless given."""
+    return athena_query(sql, database=database or stack_output(stack, "GlueDatabaseName"),
+                        workgroup=workgroup or stack_output(stack, "AthenaWorkGroupName"))
+
+
+# -- click commands ----------------------------------------------------------------------------
+_ARN = re.compile(r"^arn:aws[a-z-]*:(?P<service>[a-z0-9-]+):[a-z0-9-]+:\d{12}:[A-Za-z0-9_.:-]+$")
+
+
+def _arn_of(service: str):
+    """A click callback accepting only ARNs of ``service`` (checked before any AWS call)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        match = _ARN.match(value) if value is not None else None
+        if value is not None and (match is None or match.group("service") != service):
+            raise click.BadParameter(f"{value!r} is not an {service.upper()} ARN "
+                                     f"(arn:aws:{service}:REGION:ACCOUNT:NAME)")
+        return value
+
+    return check
+
+
+def _s3_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.match(r"^s3://[^/\s]+(/.*)?$", value):
+        raise click.BadParameter(f"expected s3://bucket/prefix, got {value!r}")
+    return value
+
+
+def _parameters(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs as a dict (names are checked against template.yaml by the emulation)."""
+    parsed = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {text!r}")
+        parsed[name.strip()] = value
+    return parsed
+
+
+stack_option = click.option("--stack", default="skysift-dev", show_default=True, envvar="SKYSIFT_STACK",
+                            help="CloudFormation stack whose outputs name the resources.")
+
+
+@click.command("ingest")
+@click.argument("target", required=False, callback=_s3_url)
+@click.option("--manifest", callback=_s3_url, help="s3://bucket/key of a JSON array of {bucket, key}.")
+@click.option("--state-machine", envvar="SKYSIFT_SURVEY_STATE_MACHINE_ARN", help="SurveyIngest ARN (default: stack output).")
+@stack_option
+@click.option("--wait/--no-wait", default=False, help="Wait for the survey and print its report.")
+def ingest_command(target: str | None, manifest: str | None, state_machine: str | None, stack: str, wait: bool) -> None:
+    """Ingest every FITS object under s3://BUCKET/PREFIX (or a manifest) through SurveyIngest on AWS."""
+    if bool(target) == bool(manifest):
+        raise click.UsageError("give exactly one of s3://BUCKET/PREFIX or --manifest s3://BUCKET/KEY")
+    arn = state_machine or stack_output(stack, "SurveyIngestStateMachineArn")
+    execution = start_survey(arn, target, manifest)
+    click.echo(execution)
+    if wait:
+        described = wait_for(execution)
+        click.echo(json.dumps({"status": described["status"], **json.loads(described.get("output") or "{}"),
+                               **({"error": described.get("error")} if described["status"] != "SUCCEEDED" else {})}, indent=2))
+        if described["status"] != "SUCCEEDED":
+            raise SystemExit(1)
+
+
+@click.command("subscribe")
+@click.option("--sqs", "sqs_arn", callback=_arn_of("sqs"), help="ARN of an SQS queue.")
+@click.option("--allow/--no-allow", default=True, show_default=True,
+              help="Add a statement to the queue's policy that lets the alert topic send to it.")
+@click.option("--email", help="An email address (confirmed by the link SNS sends); standard topics only, not the stack's FIFO topic.")
+@click.option("--min-snr", type=float, help="Only alerts with SNR at least this.")
+@click.option("--max-mag", type=float, help="Only alerts brighter than this AB magnitude.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only these rules (repeatable).")
+@click.option("--survey", "surveys", multiple=True, help="Only these surveys (repeatable).")
+@click.option("--band", "bands", multiple=True, help="Only these bands (repeatable).")
+@click.option("--topic-arn", envvar="SKYSIFT_ALERT_TOPIC_ARN", callback=_arn_of("sns"), help="Alert topic (default: stack output).")
+@stack_option
+def subscribe_command(sqs_arn, allow, email, min_snr, max_mag, kinds, surveys, bands, topic_arn, stack) -> None:
+    """Subscribe to alerts, filtered on their message attributes."""
+    if bool(sqs_arn) == bool(email):
+        raise click.UsageError("give exactly one of --sqs ARN or --email ADDRESS")
+    topic = topic_arn or stack_output(stack, "AlertTopicArn")
+    policy = filter_policy(min_snr=min_snr, kinds=kinds, surveys=surveys, bands=bands, max_mag=max_mag)
+    if sqs_arn and allow:
+        allow_topic_to_send(sqs_arn, topic)
+    click.echo(subscribe(topic, sqs_arn=sqs_arn, email=email, policy=policy))
+    if policy:
+        click.echo(f"filter policy: {json.dumps(policy)}")
+
+
+@click.command("emulate")
+@click.option("--upload", "upload_dir", type=click.Path(exists=True, file_okay=False),
+              help="Upload these FITS files to the raw bucket and report what the system did.")
+@click.option("--survey", "survey_dir", type=click.Path(exists=True, file_okay=False),
+              help="Upload these FITS files under survey/ and run SurveyIngest over them.")
+@click.option("--param", "parameters", multiple=True, metavar="NAME=VALUE", callback=_parameters,
+              help="Template parameter of template.yaml (repeatable).")
+@click.option("--serve/--no-serve", default=False, help="Keep the emulation up (Ctrl-C to stop) for aws --endpoint-url.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False), help="Checkout with template.yaml (default: cwd).")
+def emulate_command(upload_dir: str | None, survey_dir: str | None, parameters: dict[str, str], serve: bool,
+                    root: str | None) -> None:
+    """Run the AWS system of template.yaml on moto in this process (no AWS account, no Docker)."""
+    from skysift.aws.emulation.emulate import Emulation
+
+    with Emulation(root, parameters=parameters) as aws:
+        click.echo(f"moto endpoint: {aws.server.url}  (AWS_ENDPOINT_URL={aws.server.url} aws s3 ls)")
+        click.echo(f"raw bucket: s3://{aws.raw_bucket}  catalog: s3://{aws.catalog_bucket}  glue: {aws.database}")
+        if upload_dir:
+            files = sorted(p for p in Path(upload_dir).iterdir() if p.name.lower().endswith(FITS_SUFFIXES))
+            for path in files:
+                aws.upload(path, f"uploads/{path.name}")
+            for execution in aws.wait(timeout_s=3600):
+                key = json.loads(execution["input"]).get("detail", {}).get("object", {}).get("key")
+                outcome = json.loads(execution.get("output") or "{}")
+                click.echo(f"{execution['status']:9} {key}  {outcome or execution.get('error')}")
+        if survey_dir:
+            rule = "IngestImageStateMachineFitsUploaded"  # bulk load without per-upload ingestion
+            aws.client("events").disable_rule(Name=rule)
+            for path in sorted(Path(survey_dir).iterdir()):
+                if path.name.lower().endswith(FITS_SUFFIXES):
+                    aws.client("s3").put_object(Bucket=aws.raw_bucket, Key=f"survey/{path.name}", Body=path.read_bytes())
+            aws.client("events").enable_rule(Name=rule)
+            survey = aws.start_survey(prefix="survey/")
+            aws.wait(timeout_s=3600)
+            described = aws.client("stepfunctions").describe_execution(executionArn=survey)
+            click.echo(json.dumps({"status": described["status"], **json.loads(described.get("output") or "{}")}, indent=2))
+        if serve:
+            click.echo("serving; Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass

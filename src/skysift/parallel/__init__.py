@@ -1,0 +1,1 @@
+"""Processes working on one image: forked strips of a frame (the catalog one process makes)."""

@@ -1,0 +1,338 @@
+"""One image end to end: read, measure, and shape the rows of the three tables.
+
+:func:`process_image` is pure science and returns an :class:`ImageResult`;
+:func:`ingest_image` adds the idempotent effects (catalog write, alerts) through
+the :mod:`skysift.catalog.ports` protocols. The CLI, the Lambda handlers and the Batch
+container all call these same functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+from astropy.io import fits
+
+from skysift import __version__
+from skysift.alerts.rules import raise_alerts
+from skysift.catalog.ports import AlertPublisher, CatalogStore
+from skysift.catalog.schema import IMAGES_SCHEMA, sources_schema
+from skysift.core.astrometry import WcsStatus
+from skysift.errors import ImageTooLarge, InternalError, SkysiftError, WorkerDied
+from skysift.io import storage
+from skysift.io.fits import (
+    ImageInfo,
+    build_wcs,
+    inspect_image,
+    inspect_with_header,
+    make_image_id,
+    read_image,
+)
+from skysift.measure.frame import measure_image
+from skysift.measure.tiled import measure_tiled, pixels_for_memory
+from skysift.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageResult:
+    """Rows for the ``images`` table (one) and the ``sources`` table (many)."""
+
+    image_row: dict
+    sources: pa.Table | None = None
+    info: ImageInfo | None = None
+    error: SkysiftError | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def image_id(self) -> str:
+        return self.image_row["image_id"]
+
+    @property
+    def partition(self) -> dict[str, str]:
+        return {k: self.image_row[k] for k in ("survey", "band", "obs_night")}
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _info_columns(info: ImageInfo) -> dict:
+    return {
+        "image_id": info.image_id, "uri": info.uri, "content_hash": info.content_hash,
+        "hdu": info.hdu, "hdu_name": info.hdu_name, "nx": info.nx, "ny": info.ny,
+        "bytes": info.bytes, "bitpix": info.bitpix, "compressed": info.compressed,
+        "wcs_kind": info.wcs_kind, "checksum_status": str(info.checksum_status), "telescope": info.telescope, "instrument": info.instrument,
+        "wavelength_angstrom": info.wavelength_angstrom, "obs_time": info.obs_time,
+        "exptime_s": info.exptime_s, "survey": info.survey, "band": info.band, "obs_night": info.obs_night,
+    }
+
+
+def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | None = None,
+              error: SkysiftError | None = None, hdu: int | str | None = None, **values) -> dict:
+    """One ``images`` row; every schema column is present (missing ones are None).
+
+    Without ``info`` (the header could not be read) the row has the URI and an image_id
+    from the file's bytes and the ``hdu`` asked for (see :func:`_unread_image_id`).
+    """
+    row = {name: None for name in IMAGES_SCHEMA.names}
+    row.update(survey="unknown", band="unknown", obs_night="unknown")
+    if info is not None:
+        row.update(_info_columns(info))
+    else:
+        row.update(uri=uri, image_id=_unread_image_id(uri, hdu))
+    if error is not None:
+        row.update(error_reason=error.reason, error_message=error.message)
+    row.update(values)
+    row.update(status=status, route=route, processed_at=datetime.now(UTC), software_version=__version__)
+    return row
+
+
+def _unread_image_id(uri: str | None, hdu: int | str | None = None) -> str:
+    """image_id of an image whose header could not be read: from the file's bytes if they
+    exist at all, and the HDU asked for (None: the file's first image, whose id is the
+    file version's). A later image HDU of a damaged file so never takes the id, and
+    replaces the rows, of the images before it."""
+    try:
+        content = storage.fingerprint(uri)
+    except (SkysiftError, OSError, ValueError, TypeError):
+        content = "unreadable"
+    return make_image_id(str(uri), content, hdu)
+
+
+def sources_table(info: ImageInfo, columns: dict[str, np.ndarray], settings: Settings) -> pa.Table:
+    """The ``sources`` rows of one image as an Arrow table with the documented schema."""
+    schema = sources_schema(len(settings.photometry.aperture_radii_px))
+    n = len(columns["x"])
+    image_id = info.image_id
+    data = dict(columns)
+    data["image_id"] = np.full(n, image_id, dtype=object)
+    data["source_num"] = np.arange(n, dtype=np.int32)
+    data["source_id"] = np.array([f"{image_id}:{i}" for i in range(n)], dtype=object)
+    data["obs_time"] = pa.array([info.obs_time] * n, type=schema.field("obs_time").type)
+    arrays = []
+    for f in schema:
+        value = data[f.name]
+        if isinstance(value, pa.Array):
+            arrays.append(value)
+            continue
+        value = np.asarray(value)
+        floating = np.issubdtype(value.dtype, np.floating)
+        arrays.append(pa.array(value, type=f.type, from_pandas=True) if floating else pa.array(value, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def in_memory_pixel_limit(settings: Settings) -> int:
+    """Largest image measured in one piece; larger ones take the tiled path."""
+    return min(settings.limits.max_pixels, pixels_for_memory(settings.limits.max_memory_bytes))
+
+
+def _failed(uri: str, route: str, exc: SkysiftError, info: ImageInfo | None = None, hdu: int | str | None = None,
+            **values) -> ImageResult:
+    exc.uri = exc.uri or str(uri)
+    log.warning("%s", exc)
+    row = image_row(info, status="failed", route=route, uri=str(uri), error=exc, hdu=hdu, **values)
+    return ImageResult(row, info=info, error=exc)
+
+
+def failed_result(uri: str, error: SkysiftError, *, route: str = "local", hdu: int | str | None = None,
+                  survey_default: str | None = None, read_header: bool = True) -> ImageResult:
+    """The ``failed`` result of an image whose processing broke off with ``error``.
+
+    With ``read_header`` its header is read again (cheap, and bounded) so that the row
+    still carries the image's survey, band and night when the header is readable;
+    otherwise, or when it is not, the row has the URI and a content-based image_id only.
+    """
+    info = None
+    if read_header:
+        try:
+            info = inspect_image(uri, hdu, survey_default=survey_default)
+        except Exception:  # the header may be the very thing that broke
+            info = None
+    return _failed(uri, route, error, info, hdu)
+
+
+def is_catalogued(info: ImageInfo) -> bool:
+    """Whether an image gets a source catalog: every image but a solar (helioprojective) one.
+
+    A celestial image is catalogued with sky positions (null, with the reason, when its WCS
+    cannot be trusted); an image without celestial axes (blank CTYPEs, a lab frame) gets a
+    pixel catalog, RA/Dec null, as Source Extractor gives; a helioprojective image is only
+    indexed, for the solar time-lag workload (:mod:`skysift.timelag`), which reads its pixels itself.
+    """
+    return info.wcs_kind != "helioprojective"
+
+
+def _indexed(info: ImageInfo, header, wcs, t0: float, **values) -> ImageResult:
+    row = image_row(info, status="indexed", route="index_only", total_s=time.perf_counter() - t0,
+                    wcs_header=_wcs_text(header, wcs), wcs_status=str(WcsStatus.NONE), **values)
+    return ImageResult(row, info=info)
+
+
+def _measured(info: ImageInfo, header, wcs, result, settings: Settings, route: str, t0: float, read_s: float) -> ImageResult:
+    table = sources_table(info, result.columns, settings)
+    timings = {"read_s": read_s, **result.timings, "total_s": time.perf_counter() - t0}
+    trusted = result.stats.get("wcs_status") == WcsStatus.VALID  # an untrusted WCS is not kept for reuse
+    row = image_row(info, status="ok", route=route, wcs_header=_wcs_text(header, wcs) if trusted else None,
+                    **result.stats, **timings)
+    return ImageResult(row, sources=table, info=info, timings=timings)
+
+
+def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: str = "local",
+                  workers: int = 1) -> ImageResult:
+    """Read and measure one image; never raises, whatever the input or the fault.
+
+    ``hdu`` picks one image HDU of the file (index or EXTNAME; None: the first image HDU);
+    every image HDU is an image of its own, with its own image_id
+    (:func:`~skysift.io.fits.make_image_id`). Images within :func:`in_memory_pixel_limit`
+    are read whole; larger ones (judged from the header, before any pixel is read) are
+    measured tile by tile in bounded memory, with ``workers`` processes. Returns an
+    :class:`ImageResult` whose ``image_row`` has status ``ok`` (sources measured; if the
+    header names sky axes but its WCS cannot be trusted, with null sky positions and
+    ``wcs_status`` = 'wcs_invalid'; without celestial axes, a pixel catalog with null sky
+    positions and ``wcs_status`` = 'none'), ``indexed`` (helioprojective: indexed, not
+    extracted, see :func:`is_catalogued`) or ``failed`` (``error`` holds the typed error
+    and its reason). Every row records ``settings_hash``
+    (:meth:`~skysift.settings.Settings.measurement_hash`), which resuming runs compare.
+
+    Known causes fail with their typed reason; any other exception (a bug, a library's
+    edge case, memory exhausted) fails the image with reason ``internal_error``, the
+    exception's class, message and a traceback digest, so that one image can never stop
+    a run. Only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
+    """
+    try:
+        result = _process_image(uri, settings, hdu=hdu, route=route, workers=workers)
+    except SkysiftError as exc:  # a typed error from a step that does not catch its own
+        result = failed_result(uri, exc, route=route, hdu=hdu, survey_default=settings.survey)
+    except BrokenProcessPool as exc:  # a tile or strip process was killed (out of memory?)
+        died = WorkerDied(f"a process measuring part of this image died ({exc}): give it more memory "
+                          "(--max-memory, fewer workers with -j) or check the file", uri=str(uri))
+        result = failed_result(uri, died, route=route, hdu=hdu, survey_default=settings.survey)
+    except Exception as exc:  # the point: no exception escapes one image
+        log.debug("internal error while processing %s", uri, exc_info=True)
+        error = InternalError.from_exception(exc, uri=str(uri))
+        result = failed_result(uri, error, route=route, hdu=hdu, survey_default=settings.survey)
+    result.image_row["settings_hash"] = settings.measurement_hash()
+    return result
+
+
+def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route: str, workers: int) -> ImageResult:
+    t0 = time.perf_counter()
+    limit = in_memory_pixel_limit(settings)
+    info = None
+    try:
+        # judge big files from their header before reading any pixel
+        if route == "large" or storage.object_size(storage.normalize_uri(uri)) > limit * 4:
+            info, header = inspect_with_header(uri, hdu, survey_default=settings.survey,
+                                        limits=settings.limits.header_limits())
+            if info.pixels > limit or route == "large":
+                return _process_tiled(info, header, settings, workers, t0)
+        image = read_image(uri, hdu, max_pixels=limit, survey_default=settings.survey,
+                           limits=settings.limits.header_limits(),
+                           reject_bad_checksum=settings.limits.reject_bad_checksum)
+    except ImageTooLarge:  # a compressed file that expands beyond the limit
+        try:
+            return _process_tiled(*inspect_with_header(uri, hdu, survey_default=settings.survey,
+                                        limits=settings.limits.header_limits()), settings, workers, t0)
+        except SkysiftError as exc:
+            return _failed(uri, "large", exc, info, hdu)
+    except SkysiftError as exc:
+        return _failed(uri, route, exc, info, hdu)
+    read_s = time.perf_counter() - t0
+    info = image.info
+    if not is_catalogued(info):
+        return _indexed(info, image.header, image.wcs, t0, read_s=read_s)
+    try:
+        result = measure_image(image, settings, workers=workers)
+    except SkysiftError as exc:
+        return _failed(info.uri, route, exc, info, read_s=read_s)
+    return _measured(info, image.header, image.wcs, result, settings, route, t0, read_s)
+
+
+def _process_tiled(info: ImageInfo, header: fits.Header, settings: Settings, workers: int, t0: float) -> ImageResult:
+    """The large-image path: header known, pixels read tile by tile."""
+    if not is_catalogued(info):
+        return _indexed(info, header, build_wcs(header), t0)
+    try:
+        info, result, header = measure_tiled(info.uri, settings, workers=workers, inspected=(info, header))
+    except SkysiftError as exc:
+        return _failed(info.uri, "large", exc, info)
+    return _measured(info, header, build_wcs(header), result, settings, "large", t0, 0.0)
+
+
+def _wcs_text(header, wcs) -> str | None:
+    if wcs is None:
+        # keep helioprojective and other WCS keywords for the solar index
+        keys = [k for k in header if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "PC", "CROTA", "RSUN", "DSUN", "HGLN", "HGLT", "DATE-OBS"))]
+        return "\n".join(header.cards[k].image for k in keys) or None
+    return wcs.to_header(relax=True).tostring(sep="\n")
+
+
+@dataclass
+class ImageSummary:
+    """What one image's ingestion did: small enough for a Step Functions payload."""
+
+    image_id: str
+    uri: str | None
+    status: str
+    route: str
+    hdu: int | None = None  # index of the image HDU (None when the header could not be read)
+    hdu_name: str | None = None
+    n_sources: int = 0
+    n_alerts: int = 0
+    reason: str | None = None
+    message: str | None = None
+    pointers: dict[str, str] = field(default_factory=dict)
+    top_sources: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_state(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def top_sources(sources: pa.Table | None, n: int = 5) -> list[dict]:
+    """The ``n`` most significant sources, as small dicts (never the whole catalog)."""
+    if sources is None or sources.num_rows == 0:
+        return []
+    order = np.argsort(-sources["snr"].to_numpy(zero_copy_only=False))[:n]
+    picked = sources.select(["source_id", "ra", "dec", "snr", "flux", "mag_ab", "star_score"]).take(order)
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in picked.to_pylist()]
+
+
+def record(result: ImageResult, store: CatalogStore) -> dict[str, str]:
+    """Write one result's rows (idempotent), and its failure record when it failed."""
+    pointers = store.write_image(result.image_row, result.sources)
+    if result.error is not None:
+        pointers["quarantine"] = store.record_failure(result.image_row, result.error.to_record())
+    return pointers
+
+
+def summarize(result: ImageResult, pointers: dict[str, str], n_alerts: int = 0) -> ImageSummary:
+    row = result.image_row
+    return ImageSummary(
+        image_id=row["image_id"], uri=row["uri"], status=row["status"], route=row["route"],
+        hdu=row.get("hdu"), hdu_name=row.get("hdu_name"), n_sources=int(row.get("n_sources") or 0), n_alerts=n_alerts,
+        reason=row.get("error_reason"), message=row.get("error_message"), pointers=pointers,
+        top_sources=top_sources(result.sources), seconds=float(row.get("total_s") or 0.0),
+    )
+
+
+def ingest_image(uri: str, settings: Settings, *, store: CatalogStore, publisher: AlertPublisher,
+                 hdu: int | str | None = None, route: str = "local") -> ImageSummary:
+    """Process one image and make its effects: rows written, alerts raised and published.
+
+    Every effect is idempotent (rows replace by image_id, alerts send once per
+    alert_id), so a duplicate event or a re-run changes nothing.
+    """
+    result = process_image(uri, settings, hdu=hdu, route=route)
+    pointers = record(result, store)
+    alerts = []
+    if result.ok and result.sources is not None:
+        alerts = raise_alerts(result.image_row, result.sources, store, publisher, settings.alerts, settings.background)
+    return summarize(result, pointers, len(alerts))

@@ -1,0 +1,635 @@
+"""Local survey runs: many images in parallel processes, then alerts in time order.
+
+Phase 1 measures and writes every image in a process pool (SEP holds the GIL, so
+parallelism is processes; each worker gets an equal share of the memory budget).
+Phase 2 raises alerts image by image in order of observation time, so the 'new
+source' rule always compares with every earlier image, whatever order the workers
+finished in.
+
+Every image HDU of a file is an image of its own (a mosaic's CCDs, one per extension):
+the run lists each file's image HDUs from its headers first (:func:`~skysift.io.fits.image_hdus`),
+unless ``hdu`` names the one to measure.
+
+A run holds the home's lock (:mod:`skysift.catalog.homelock`) from start to end, so two runs
+on one home go one after the other; with the lock held it first removes the
+temporary files a killed writer left. Runs resume: an image whose current version
+(same image_id: same location, content and HDU) already has an ``ok`` or ``indexed``
+row measured with the same settings (``images.settings_hash``, see
+:meth:`~skysift.settings.Settings.measurement_hash`) is not measured again; one
+measured with other settings (``--threshold 10`` after a default run) is measured
+again and its rows replaced, and the report counts it (``remeasured_settings``).
+Every image is written on its own, atomically, so an interrupted run loses at most
+the images in flight.
+
+The alert decision of an image rests on the earlier images of its sky, so the
+marker ``{home}/alerts-evaluated/{image_id}`` records which ones it was made
+against. Phase 2 evaluates every ``ok`` image of the home (not only this run's)
+whose marker is missing or lists other earlier images than the tables now hold: an
+earlier image that arrives late (a later run, another night's folder) re-opens the
+decision of the later images it overlaps. Alerts are sent once per alert_id, so a
+re-evaluation sends only what is new; an alert already sent stays sent (and keeps
+its ``alerts`` row) even if the new decision would not raise it. Each run leaves a
+JSON report.
+
+One image never stops a run: :func:`~skysift.pipeline.image.process_image` turns every
+exception into a failed row; a worker process killed by the kernel (out of memory, a
+crash in compiled code) breaks the pool, so the images it was measuring are tried
+again alone and, if they kill their process again, recorded as failed
+(``worker_died``) while the run goes on in a new pool; and an image whose alerts
+cannot be evaluated is logged and listed in the report (and tried again next run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skysift.alerts.rules import LogPublisher, deliver_alerts, prepare_alerts
+from skysift.catalog.homelock import home_lock
+from skysift.catalog.integrity import remove_orphan_temporaries
+from skysift.catalog.query import LocalCatalog
+from skysift.catalog.tables import LocalTables
+from skysift.errors import InternalError, SkysiftError, WorkerDied
+from skysift.io import storage
+from skysift.io.fits import image_hdus, image_id_hdu, make_image_id, walk_file
+from skysift.io.fitsheader import HeaderLimits
+from skysift.pipeline.image import ImageSummary, failed_result, process_image, record, summarize
+from skysift.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[ImageSummary], None]
+#: One image to measure: a file and the ``hdu`` argument of one of its image HDUs (None: its first).
+ImageUnit = tuple[str, int | str | None]
+#: Files whose headers are listed at once (the reads wait on disks and networks, not on the CPU).
+LISTING_THREADS = 8
+#: Exit statuses of ``skysift run`` (usage and configuration errors exit with 2).
+EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+#: ``on_done(index, result, error)``: one call of :func:`run_surviving` finished.
+DoneCallback = Callable[[int, Any, BaseException | None], None]
+
+
+@dataclass
+class RunReport:
+    summaries: list[ImageSummary] = field(default_factory=list)
+    seconds: float = 0.0
+    alerts_seconds: float = 0.0  # wall time of the alert phase (included in ``seconds``)
+    skipped: int = 0
+    #: images done before with other measurement settings, measured again by this run
+    remeasured_settings: int = 0
+    interrupted: bool = False
+    report_path: str | None = None
+    #: images measured but whose alerts could not be evaluated: {uri, image_id, reason, message}
+    alert_failures: list[dict] = field(default_factory=list)
+    #: alerts sent for images of earlier runs, whose decision an earlier image arriving now re-opened
+    reopened_alerts: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.summaries if s.status == status)
+
+    @property
+    def succeeded(self) -> bool:
+        """Every image ok or indexed, every alert evaluated, and the run not interrupted."""
+        return not (self.interrupted or self.alert_failures or self.count("failed"))
+
+    @property
+    def exit_code(self) -> int:
+        """The run's exit status: :data:`EXIT_OK` (0) when it :attr:`succeeded`, :data:`EXIT_FAILURES`
+        (1) when any image or its alerts failed (each is recorded and listed), :data:`EXIT_INTERRUPTED`
+        (130, as for SIGINT) when interrupted."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.succeeded else EXIT_FAILURES
+
+    @property
+    def n_sources(self) -> int:
+        return sum(s.n_sources for s in self.summaries)
+
+    @property
+    def n_alerts(self) -> int:
+        return sum(s.n_alerts for s in self.summaries) + self.reopened_alerts
+
+    def to_dict(self) -> dict:
+        measured = [s.seconds for s in self.summaries if s.seconds > 0]
+        return {
+            "finished_at": datetime.now(UTC).isoformat(),
+            "seconds": self.seconds,
+            "alerts_seconds": self.alerts_seconds,
+            "interrupted": self.interrupted,
+            "images": len(self.summaries),
+            "skipped_already_done": self.skipped,
+            "remeasured_settings": self.remeasured_settings,
+            "status": dict(Counter(s.status for s in self.summaries)),
+            "failure_reasons": dict(Counter(s.reason for s in self.summaries if s.reason)),
+            "failures": [{"uri": s.uri, "reason": s.reason, "message": s.message} for s in self.summaries if s.status == "failed"],
+            "alert_failures": self.alert_failures,
+            "sources": self.n_sources,
+            "alerts": self.n_alerts,
+            "reopened_alerts": self.reopened_alerts,
+            "seconds_per_image_median": statistics.median(measured) if measured else None,
+            "per_image": [asdict(s) | {"top_sources": None} for s in self.summaries],
+        }
+
+
+def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile_workers: int,
+                       upcoming: str | None = None) -> tuple[ImageSummary, dict]:
+    if upcoming:
+        storage.prefetch(upcoming)  # read ahead while this image is measured
+    result = process_image(uri, settings, hdu=hdu, workers=tile_workers)
+    pointers = record(result, LocalTables(settings.home))
+    return summarize(result, pointers), result.image_row
+
+
+def _record_failure(uri: str, hdu: int | str | None, exc: BaseException, settings: Settings) -> tuple[ImageSummary, dict]:
+    """The failed row of an image whose measurement ended in ``exc`` outside
+    :func:`process_image` (its process died, or its rows could not be written)."""
+    error = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=uri)
+    # a dead worker may have died reading the header: do not read it again in this process
+    result = failed_result(uri, error, hdu=hdu, survey_default=settings.survey, read_header=not isinstance(exc, WorkerDied))
+    try:
+        pointers = record(result, LocalTables(settings.home))
+    except Exception:  # the failure is still reported in the run's summary and report
+        log.warning("%s: could not record its failure", uri, exc_info=True)
+        pointers = {}
+    return summarize(result, pointers), result.image_row
+
+
+def images_to_measure(uris: list[str], hdu: int | str | None, limits: HeaderLimits) -> list[ImageUnit]:
+    """Every image of every file, in file order: ``(uri, hdu)`` for the one ``hdu`` asked
+    for, else for each image HDU the file's headers list (several files at once).
+
+    A file whose headers cannot be listed is one unit ``(uri, None)``: measuring it fails
+    with the reason, and is recorded, as for any image.
+    """
+    if hdu is not None:
+        return [(uri, hdu) for uri in uris]
+
+    def listed(uri: str) -> list[int | str | None]:
+        try:
+            return list(image_hdus(uri, limits=limits))
+        except Exception:  # whatever it is, the image's own reading reports it
+            log.debug("%s: image HDUs not listed", uri, exc_info=True)
+            return [None]
+
+    if len(uris) <= 1:
+        return [(uri, h) for uri in uris for h in listed(uri)]
+    with ThreadPoolExecutor(max_workers=min(LISTING_THREADS, len(uris))) as pool:
+        return [(uri, h) for uri, hdus in zip(uris, pool.map(listed, uris), strict=True) for h in hdus]
+
+
+def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, listed: bool = True,
+                  limits: HeaderLimits | None = None) -> tuple[list[ImageUnit], list[dict], int]:
+    """Split ``units`` into those to measure and the ``images`` rows of those already done;
+    also returns how many of those to measure were done with other settings.
+
+    Done means: an ``ok`` or ``indexed`` row under the image's id (location, content and
+    HDU) whose ``settings_hash`` is ``settings_hash``; a row without one (written before
+    rows recorded it) counts as other settings. Only files whose URI is in the ``images``
+    table are fingerprinted (once per file, to check that their content is the one
+    measured); a file never seen is simply to do. ``listed``: the units' HDUs are those
+    :func:`images_to_measure` listed (None the first image HDU, an index a later one),
+    else HDUs a person named, whose id needs a header walk.
+    """
+    catalog = LocalCatalog(home)
+    rows = catalog.sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
+    if rows.empty:
+        return units, [], 0
+    by_id = {r["image_id"]: r for r in rows.to_dict("records")}
+    seen_uris = {r["uri"] for r in by_id.values()}
+    fingerprints: dict[str, str] = {}
+    todo, done, changed = [], [], 0
+    for unit in units:
+        uri, hdu = unit
+        if uri not in seen_uris:
+            todo.append(unit)
+            continue
+        try:
+            if uri not in fingerprints:
+                fingerprints[uri] = storage.fingerprint(uri)
+            id_hdu = hdu if listed or hdu is None else image_id_hdu(walk_file(uri, hdu, limits=limits or HeaderLimits()))
+            row = by_id.get(make_image_id(uri, fingerprints[uri], id_hdu))
+        except (SkysiftError, OSError):
+            todo.append(unit)
+            continue
+        if row is None:
+            todo.append(unit)
+        elif row.get("settings_hash") != settings_hash:
+            todo.append(unit)
+            changed += 1
+        else:
+            done.append(row)
+    return todo, done, changed
+
+
+def _upcoming(units: list[ImageUnit], index: int) -> str | None:
+    return units[index][0] if index < len(units) else None
+
+
+def _alerts_marker(home: Path, image_id: str) -> Path:
+    return home / "alerts-evaluated" / image_id
+
+
+#: Prefix of the folder (in the home) where a run's pool notes which image each worker measures.
+RUNNING_PREFIX = ".running-"
+#: Beyond the footprints' discs, the 'new source' rule also reads detections this far (deg).
+HISTORY_MARGIN_DEG = 0.01
+
+
+def run_local(uris: Iterable[str], settings: Settings, *, workers: int = 1, hdu: int | str | None = None,
+              on_image: ProgressCallback | None = None, resume: bool = True,
+              on_wait: Callable[[str], None] | None = None,
+              on_plan: Callable[[int], None] | None = None) -> RunReport:
+    """Process every image of every file (``hdu``: only that HDU of each), write the tables
+    under ``settings.home``, raise alerts, report.
+
+    Holds the home's lock throughout (``on_wait`` gets the one-line message when
+    another run holds it first, see :func:`~skysift.catalog.homelock.home_lock`). ``on_plan``
+    gets the number of images to measure once the files are listed and the images
+    already done are left out; ``on_image`` each image's summary as it finishes.
+    """
+    with home_lock(settings.home, on_wait=on_wait):
+        _clean_after_killed_runs(Path(settings.home))
+        return _run_locked(uris, settings, workers=workers, hdu=hdu, on_image=on_image, resume=resume, on_plan=on_plan)
+
+
+def _clean_after_killed_runs(home: Path) -> None:
+    """Remove what a killed run left: temporary table files and its pool's notes.
+
+    Only with the home's lock held: then no other writer exists, so every temporary
+    file, however fresh, is an orphan.
+    """
+    removed = remove_orphan_temporaries(home, older_than_s=0.0)
+    for folder in home.glob(f"{RUNNING_PREFIX}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    if removed:
+        log.warning("removed %d temporary file(s) left by an interrupted writer", len(removed))
+
+
+def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: int | str | None,
+                on_image: ProgressCallback | None, resume: bool,
+                on_plan: Callable[[int], None] | None = None) -> RunReport:
+    t0 = time.perf_counter()
+    home = Path(settings.home)
+    uris = [storage.normalize_uri(u) for u in uris]
+    own = {u for u in uris if storage.is_within(u, home)}
+    if own:  # the home's cut-outs and tables are outputs, never inputs (no recursion)
+        log.warning("%d file(s) inside the skysift home %s left out: a run never ingests its own outputs", len(own), home)
+        uris = [u for u in uris if u not in own]
+    limits = settings.limits.header_limits()
+    units = images_to_measure(uris, hdu, limits)
+    todo, finished_rows, changed = (_already_done(units, home, settings.measurement_hash(), listed=hdu is None,
+                                                  limits=limits) if resume else (units, [], 0))
+    if changed:
+        log.info("%d image(s) done before with other measurement settings are measured again", changed)
+    report = RunReport(skipped=len(finished_rows), remeasured_settings=changed)
+    rows: list[dict] = list(finished_rows)
+    if on_plan:
+        on_plan(len(todo))
+    # A single image gets every worker as tile workers; many images one worker each,
+    # with an equal share of the memory budget.
+    per_worker = settings.model_copy(update={"limits": settings.limits.model_copy(
+        update={"max_memory_bytes": max(2**28, settings.limits.max_memory_bytes // max(1, workers))})})
+
+    def done(i: int, outcome: tuple[ImageSummary, dict] | None, error: BaseException | None) -> None:
+        summary, row = outcome if error is None else _record_failure(*todo[i], error, settings)
+        report.summaries.append(summary)
+        rows.append(row)
+        if on_image:
+            on_image(summary)
+
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for i, (uri, image_hdu) in enumerate(todo):
+                try:
+                    outcome, error = _measure_and_write(uri, settings, image_hdu, workers, _upcoming(todo, i + 1)), None
+                except Exception as exc:  # e.g. the rows could not be written: this image fails, the run goes on
+                    outcome, error = None, exc
+                done(i, outcome, error)
+        else:
+            # tasks start in order: the worker on image i reads ahead the one starting after i's peers
+            calls = [(uri, per_worker, image_hdu, 1, _upcoming(todo, i + workers)) for i, (uri, image_hdu) in enumerate(todo)]
+            run_surviving(_measure_and_write, calls, workers, done, scratch=home)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
+    if not report.interrupted:
+        t_alerts = time.perf_counter()
+        _raise_alerts_in_time_order(rows, report, settings, workers)
+        report.alerts_seconds = time.perf_counter() - t_alerts
+    report.seconds = time.perf_counter() - t0
+    report.report_path = _write_report(home, report)
+    return report
+
+
+def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: Settings, workers: int) -> None:
+    """Alerts of every ``ok`` image of the home not evaluated against the earlier images
+    it has now, delivered in order of observation time.
+
+    ``rows`` are this run's images (as measured); the home's other images come from the
+    tables. Every image's rows are written by now, so each image's alerts (which read the
+    tables and earlier images' pixels, and store cutouts named by alert_id) are prepared
+    in parallel; delivery is in order. An image whose alerts fail (to prepare or to
+    deliver) is logged and listed in ``report.alert_failures``, is not marked as
+    evaluated (the next run tries it again), and the other images' alerts go on.
+    """
+    home = Path(settings.home)
+    store, publisher = LocalTables(home), LogPublisher(home)
+    by_id = {s.image_id: s for s in report.summaries}
+    stored = store.image_rows()
+    history = _SkyHistory(stored)
+    candidates = {r["image_id"]: r for r in stored if r.get("status") == "ok"}
+    candidates.update({r["image_id"]: r for r in rows if r.get("status") == "ok"})  # this run's, as measured
+    ordered = sorted(candidates.values(), key=lambda r: (_seconds(r.get("obs_time")) is None, _seconds(r.get("obs_time")) or 0.0,
+                                                         r.get("uri") or ""))
+    pending, earlier, reopened = [], [], 0
+    for row in ordered:
+        against = history.earlier_ids(row)
+        decided = _evaluated_against(home, row["image_id"])
+        if decided != against:
+            pending.append(row)
+            earlier.append(against)
+            reopened += decided is not None
+    if reopened:
+        log.info("%d image(s) evaluated again: an earlier image of their sky arrived since their alerts were decided", reopened)
+    deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
+    if workers > 1 and len(pending) > 1:
+        run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
+                      initializer=_open_worker_store, initargs=(settings.home,), scratch=home)
+    else:
+        for i, row in enumerate(pending):
+            try:
+                prepared, error = _prepare_alerts(row, settings, store), None
+            except Exception as exc:
+                prepared, error = None, exc
+            deliver(i, prepared, error)
+
+
+_worker_store: LocalTables | None = None
+
+
+def _open_worker_store(home: Path) -> None:
+    """Pool initializer: one store per worker process, so its file caches serve every image."""
+    global _worker_store
+    _worker_store = LocalTables(home)
+
+
+def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[dict]:
+    store = store or _worker_store
+    return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background)
+
+
+def _seconds(value: Any) -> float | None:
+    """A time (datetime, pandas Timestamp; naive means UTC) as POSIX seconds, or None."""
+    if not isinstance(value, datetime):
+        return None
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    except ValueError:  # pandas' NaT
+        return None
+
+
+class _SkyHistory:
+    """The ``ok`` images of the tables that reach each image's sky earlier than it:
+    what its 'new source' decision rests on (a superset of what the rule reads)."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        placed = [(r, _seconds(r.get("obs_time"))) for r in rows if r.get("status") == "ok"]
+        placed = [(r, t) for r, t in placed if t is not None and _finite(r.get("center_ra")) and _finite(r.get("center_dec"))]
+        placed.sort(key=lambda item: item[1])  # oldest first: the images earlier than t are a prefix
+        self.ids = np.array([r["image_id"] for r, _ in placed], dtype=object)
+        self.time = np.array([t for _, t in placed], dtype=float)
+        self.xyz = _unit_vectors(np.array([float(r["center_ra"]) for r, _ in placed]),
+                                 np.array([float(r["center_dec"]) for r, _ in placed]))
+        self.radius = np.array([float(r.get("radius_deg") or 0.0) for r, _ in placed])
+
+    def earlier_ids(self, row: dict) -> list[str]:
+        """Sorted image_ids of the images observed before ``row`` whose footprint reaches its own."""
+        when = _seconds(row.get("obs_time"))
+        if when is None or not (_finite(row.get("center_ra")) and _finite(row.get("center_dec"))):
+            return []
+        n = int(np.searchsorted(self.time, when, side="left"))
+        if n == 0:
+            return []
+        here = _unit_vectors(np.array([float(row["center_ra"])]), np.array([float(row["center_dec"])]))[0]
+        distance = np.degrees(np.arccos(np.clip(self.xyz[:n] @ here, -1.0, 1.0)))
+        reach = self.radius[:n] + float(row.get("radius_deg") or 0.0) + HISTORY_MARGIN_DEG
+        return sorted(self.ids[:n][distance <= reach].tolist())
+
+
+def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1).reshape(-1, 3)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and bool(np.isfinite(value))
+
+
+def _evaluated_against(home: Path, image_id: str) -> list[str] | None:
+    """The earlier images an image's alerts were decided against; None if never decided
+    (no marker, a marker cut short by a crash, or one from before markers said it)."""
+    try:
+        return json.loads(_alerts_marker(home, image_id).read_text())["earlier_images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _InOrderDelivery:
+    """A :data:`DoneCallback` that delivers prepared alerts in the rows' order, whatever order
+    they were prepared in, and records an image whose alerts failed instead of stopping.
+
+    ``earlier[i]`` are the earlier images ``rows[i]`` is decided against, written into its
+    marker once its alerts are delivered.
+    """
+
+    def __init__(self, rows: list[dict], earlier: list[list[str]], store: LocalTables, publisher: LogPublisher,
+                 by_id: dict[str, ImageSummary], settings: Settings, report: RunReport) -> None:
+        self.rows, self.earlier, self.store, self.publisher = rows, earlier, store, publisher
+        self.by_id, self.home, self.report = by_id, Path(settings.home), report
+        self.ready: dict[int, tuple[list[dict] | None, BaseException | None]] = {}
+        self.next = 0
+
+    def __call__(self, index: int, alerts: list[dict] | None, error: BaseException | None) -> None:
+        self.ready[index] = (alerts, error)
+        while self.next in self.ready:
+            alerts, error = self.ready.pop(self.next)
+            self._deliver(self.rows[self.next], self.earlier[self.next], alerts, error)
+            self.next += 1
+
+    def _deliver(self, row: dict, earlier: list[str], alerts: list[dict] | None, error: BaseException | None) -> None:
+        try:
+            if error is not None:
+                raise error
+            unsent = sum(not self.publisher.was_sent(a["alert_id"]) for a in alerts)
+            sent = deliver_alerts(row, alerts + self._sent_before(row, alerts), self.store, self.publisher)
+        except Exception as exc:
+            failure = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=row.get("uri"))
+            log.warning("%s: alerts not evaluated (%s: %s); the next run tries again", row.get("uri"), failure.reason, failure.message)
+            self.report.alert_failures.append({"uri": row.get("uri"), "image_id": row["image_id"], "reason": failure.reason,
+                                               "message": failure.message})
+            return
+        marker = _alerts_marker(self.home, row["image_id"])
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"earlier_images": earlier}))
+        if row["image_id"] in self.by_id:
+            self.by_id[row["image_id"]].n_alerts = len(sent)
+        else:  # an image of an earlier run, evaluated again
+            self.report.reopened_alerts += unsent
+
+    def _sent_before(self, row: dict, alerts: list[dict]) -> list[dict]:
+        """The stored alerts of this image that were sent and that this evaluation no longer
+        raises (an earlier image arrived since): sent cannot be unsent, so their rows stay."""
+        now = {a["alert_id"] for a in alerts}
+        return [a for a in self.store.read_alerts(row).to_pylist()
+                if a["alert_id"] not in now and self.publisher.was_sent(a["alert_id"])]
+
+
+def run_surviving(fn: Callable[..., Any], calls: list[tuple], workers: int, on_done: DoneCallback, *,
+                  initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                  scratch: str | os.PathLike[str] | None = None) -> None:
+    """``fn(*calls[i])`` for every ``i`` in ``workers`` processes, surviving the death of a worker.
+
+    ``on_done(i, result, error)`` runs in this process as each call finishes, with the
+    exception the call raised as ``error`` (then ``result`` is None). A worker killed by
+    the kernel (out of memory, a crash in compiled code) breaks the whole pool and every
+    call not yet finished with it: the calls that were running are each tried again alone
+    in a fresh process, so the one that kills its process again ends with
+    :class:`~skysift.errors.WorkerDied` and the innocent ones succeed; the calls that were
+    still queued go on in a new pool. ``KeyboardInterrupt`` cancels what has not started.
+    The workers' notes live in a temporary folder in ``scratch`` (default: the system's).
+    """
+    pending = list(range(len(calls)))
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=RUNNING_PREFIX if scratch is not None else "skysift-running-",
+                                     dir=scratch) as running:
+        while pending:
+            broken = _pool_round(fn, calls, pending, workers, on_done, running, initializer, initargs)
+            suspects = _running_when_broken(running, broken) or broken[:1]
+            if broken:
+                log.warning("a worker process died; trying the %d image(s) it may have been measuring alone", len(suspects))
+            for i in suspects:
+                _run_alone(fn, calls[i], i, on_done, initializer, initargs)
+            pending = [i for i in broken if i not in suspects]
+
+
+def _pool_round(fn, calls, pending: list[int], workers: int, on_done: DoneCallback, running: str,
+                initializer, initargs) -> list[int]:
+    """Run ``pending`` calls in one pool; returns those lost when the pool broke (submission order)."""
+    broken = []
+    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
+        futures = {pool.submit(_tracked, running, i, fn, *calls[i]): i for i in pending}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken.append(i)
+                    continue
+                except Exception as exc:
+                    on_done(i, None, exc)
+                    continue
+                on_done(i, result, None)
+        except BaseException:  # KeyboardInterrupt (also from ``on_done``): start nothing new
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return sorted(broken)
+
+
+def _tracked(running: str, index: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a pool worker, leaving ``running/<pid>`` = index while it runs,
+    so that after a pool breaks the parent knows which calls were running."""
+    marker = Path(running) / str(os.getpid())
+    marker.write_text(str(index))
+    try:
+        return fn(*args)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _running_when_broken(running: str, broken: list[int]) -> list[int]:
+    """Indices of the calls that were running when the pool broke (their markers remain); clears them."""
+    found = set()
+    for marker in Path(running).iterdir():
+        with contextlib.suppress(OSError, ValueError):  # a marker being written as the pool broke
+            found.add(int(marker.read_text()))
+        marker.unlink(missing_ok=True)
+    return [i for i in broken if i in found]
+
+
+def _run_alone(fn: Callable[..., Any], args: tuple, index: int, on_done: DoneCallback,
+               initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """``fn(*args)`` in a process of its own, so that if it dies, it dies alone and says how."""
+    context = multiprocessing.get_context()
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_alone_child, args=(send, fn, args, initializer, initargs))
+    process.start()
+    send.close()
+    try:
+        outcome = receive.recv()  # EOFError when the child dies before it answers
+    except EOFError:
+        outcome = None
+    finally:
+        receive.close()
+        process.join()
+    if outcome is None:
+        on_done(index, None, WorkerDied(_death_message(process.exitcode)))
+    elif outcome[0] == "ok":
+        on_done(index, outcome[1], None)
+    else:
+        on_done(index, None, outcome[1])
+
+
+def _alone_child(send, fn: Callable[..., Any], args: tuple, initializer, initargs: tuple) -> None:
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+        outcome = ("ok", fn(*args))
+    except Exception as exc:
+        outcome = ("error", exc)
+    try:
+        send.send(outcome)
+    except Exception as exc:  # an exception that cannot be pickled: send what it was
+        send.send(("error", InternalError.from_exception(exc)))
+    send.close()
+
+
+def _death_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        cause = " (the kernel's out-of-memory killer sends it)" if -exitcode == signal.SIGKILL else ""
+        how = f"was killed by {name}{cause}"
+    else:
+        how = f"exited with status {exitcode}"
+    return (f"the process measuring this image {how}, in the pool and again alone: "
+            "give it more memory (--max-memory, fewer workers with -j) or check the file")
+
+
+def _write_report(home: Path, report: RunReport) -> str:
+    folder = home / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    return str(path)
