@@ -321,7 +321,7 @@ def large_entries(large: Base) -> list[Entry]:
         Entry("large_rice_broken_tile.fits.fz", "512 x 512 tile-compressed, a broken tile (Batch on AWS)",
               "the middle tile's bytes set to 0xFF", _break_one_tile(_rice(large)), status="failed", reason="truncated"),
         Entry("large_checksum_mismatch.fits", "512 x 512, CHECKSUM/DATASUM not matching (Batch on AWS)",
-              "one mantissa bit flipped after writing", _checksum_mismatch(large), **good),
+              "one mantissa bit flipped after writing", _checksum_mismatch(large), **good, checksum="bad"),
     ]
 
 

@@ -87,7 +87,7 @@ class ImageInfo(BaseModel):
     #: the convention it came from or why it is null
     zero_point_ab: float | None = None
     zero_point_source: str | None = None
-    #: CHECKSUM/DATASUM verdict: ok | bad | absent | unverified (header-only or tiled reads)
+    #: CHECKSUM/DATASUM verdict: ok | bad | absent | unverified (header-only reads)
     checksum_status: ChecksumStatus = ChecksumStatus.ABSENT
 
     @property
@@ -221,28 +221,102 @@ def _parse(source, uri: str) -> fits.HDUList:
 
 def walk_gzip(stream: IO[bytes], uri: str, hdu: int | str | None, limits: HeaderLimits) -> FileLayout:
     """:func:`fitsheader.walk` through an inflating gzip stream (read through, never seeked)."""
+    with gzip.GzipFile(fileobj=stream, mode="rb") as inflating:
+        return _walk_inflating(inflating, uri, hdu, limits)
+
+
+def _walk_inflating(inflating: gzip.GzipFile, uri: str, hdu: int | str | None, limits: HeaderLimits) -> FileLayout:
+    """:func:`fitsheader.walk` of a gzip stream, its failures as typed errors; the stream
+    is left just past the chosen HDU's header."""
     try:
-        with gzip.GzipFile(fileobj=stream, mode="rb") as inflating:
-            return fitsheader.walk(inflating, uri=uri, object_size=None, hdu=hdu, limits=limits, seekable=False)
+        return fitsheader.walk(inflating, uri=uri, object_size=None, hdu=hdu, limits=limits, seekable=False)
     except EOFError as exc:
         raise TruncatedFile("the gzip stream ends before the image's header does: truncated upload?", uri=uri) from exc
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise NotFITS(f"corrupt gzip data ({exc})", uri=uri) from exc
 
 
-def walk_file(uri: str, hdu: int | str | None = None, *, limits: HeaderLimits = DEFAULT_LIMITS,
-              block_size: int = 2**16) -> FileLayout:
-    """The checked structure of a local or remote, plain or gzipped file (headers only:
-    a few ranged reads on S3; a gzip file is inflated only up to the HDU wanted)."""
+@contextmanager
+def _walked(uri: str, hdu: int | str | None, limits: HeaderLimits, block_size: int) -> Iterator[tuple[FileLayout, IO[bytes]]]:
+    """The checked structure of a local or remote, plain or gzipped file, and the stream of
+    its FITS bytes it was read from (the stored object, or the gzip stream inflating it),
+    open for reading on past the chosen HDU's header."""
     nbytes = storage.object_size(uri)
     if nbytes == 0:
         raise EmptyImage("the file is empty (0 bytes)", uri=uri)
     with storage.open_binary(uri, block_size=block_size) as handle:
-        if handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
-            handle.seek(0)
-            return walk_gzip(handle, uri, hdu, limits)
+        gzipped = handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
         handle.seek(0)
-        return fitsheader.walk(handle, uri=uri, object_size=nbytes, hdu=hdu, limits=limits)
+        if not gzipped:
+            yield fitsheader.walk(handle, uri=uri, object_size=nbytes, hdu=hdu, limits=limits), handle
+            return
+        with gzip.GzipFile(fileobj=handle, mode="rb") as inflating:
+            yield _walk_inflating(inflating, uri, hdu, limits), inflating
+
+
+def walk_file(uri: str, hdu: int | str | None = None, *, limits: HeaderLimits = DEFAULT_LIMITS,
+              block_size: int = 2**16) -> FileLayout:
+    """The checked structure of a local or remote, plain or gzipped file (headers only:
+    a few ranged reads on S3; a gzip file is inflated only up to the HDU wanted)."""
+    with _walked(uri, hdu, limits, block_size) as (layout, _):
+        return layout
+
+
+#: Bytes read at a time when a data unit is read through (checksums, gzip spooled to disk):
+#: a multiple of 4, so that every chunk but the last holds whole 32-bit checksum words.
+CHUNK_BYTES = 32 * 2**20
+
+
+def read_chunks(stream: IO[bytes], nbytes: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The next ``nbytes`` of ``stream`` (fewer if it ends first), ``chunk_bytes`` at a
+    time: a data unit of any size read through in bounded memory."""
+    while nbytes > 0:
+        chunk = stream.read(min(chunk_bytes, nbytes))
+        if not chunk:
+            return
+        nbytes -= len(chunk)
+        yield chunk
+
+
+def streamed_checksum_status(uri: str, hdu: int | str | None = None, *, limits: HeaderLimits = DEFAULT_LIMITS,
+                             block_size: int = 2**20, chunk_bytes: int = CHUNK_BYTES) -> ChecksumStatus:
+    """``CHECKSUM``/``DATASUM`` verdict of an image too large for memory.
+
+    The chosen HDU's data unit is read once, ``chunk_bytes`` at a time, and summed as
+    it comes (:func:`fitsheader.checksum_status`, the same sum the in-memory path makes):
+    from disk, as ranged reads of an S3 object, or inflated from a gzip stream, in bounded
+    memory whatever the image's size. Nothing is read past the header when the header
+    declares no checksum (``absent``). A gzip stream that breaks off inside the data is
+    :class:`TruncatedFile`, a corrupt one :class:`NotFITS`, as when its pixels are read.
+    """
+    with _walked(uri, hdu, limits, block_size) as (layout, stream):
+        selected = layout.selected
+        if not selected.declares_checksum:
+            return ChecksumStatus.ABSENT
+        try:
+            stream.seek(selected.data_offset)  # a gzip stream is there already (forward seeks read through)
+            return fitsheader.checksum_status(selected, read_chunks(stream, selected.stored_data_bytes, chunk_bytes))
+        except EOFError as exc:
+            raise TruncatedFile("the gzip stream ends inside the image's data: truncated upload?", uri=uri) from exc
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise NotFITS(f"corrupt gzip data ({exc})", uri=uri) from exc
+
+
+def with_streamed_checksum(info: ImageInfo, *, limits: HeaderLimits = DEFAULT_LIMITS) -> ImageInfo:
+    """``info`` (from the header only) with its checksum verdict, the data unit streamed
+    (:func:`streamed_checksum_status`) when the header declares a checksum: the tiled
+    path's ``ok``/``bad`` where it said ``unverified``."""
+    if info.checksum_status is not ChecksumStatus.UNVERIFIED:
+        return info
+    status = streamed_checksum_status(info.uri, info.hdu, limits=limits)
+    return info.model_copy(update={"checksum_status": status})
+
+
+def refuse_bad_checksum(status: ChecksumStatus, uri: str, reject_bad_checksum: bool) -> None:
+    """Raise :class:`ChecksumMismatch` for a ``bad`` verdict when the settings quarantine such
+    files (``limits.reject_bad_checksum``): one rule and one message for every path."""
+    if status is ChecksumStatus.BAD and reject_bad_checksum:
+        raise ChecksumMismatch("CHECKSUM/DATASUM do not match the file's bytes: corrupted in transfer?", uri=uri)
 
 
 def _checked(layout: FileLayout, uri: str, hdu: int | str | None, max_pixels: int | None) -> FileLayout:
@@ -277,12 +351,7 @@ class _Opened:
             return
         with open(uri, "rb") as handle:
             handle.seek(start)
-            while start < end:
-                chunk = handle.read(min(2**24, end - start))
-                if not chunk:
-                    return
-                start += len(chunk)
-                yield chunk
+            yield from read_chunks(handle, end - start)
 
 
 @contextmanager
@@ -469,8 +538,7 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
         except (OSError, EOFError, ValueError, IndexError) as exc:
             raise TruncatedFile(f"cannot read HDU {selected.index}: {exc}", uri=uri) from exc
         checksum = fitsheader.checksum_status(selected, opened.data_chunks(uri))
-        if checksum is ChecksumStatus.BAD and reject_bad_checksum:
-            raise ChecksumMismatch("CHECKSUM/DATASUM do not match the file's bytes: corrupted in transfer?", uri=uri)
+        refuse_bad_checksum(checksum, uri, reject_bad_checksum)
         data, mask = _decode_pixels(astropy_hdu, uri)
         header = fitsheader.readable(astropy_hdu.header.copy(), uri=uri)
         info = _describe(opened.layout, header, uri, content_hash.result(),
@@ -549,10 +617,8 @@ class Sections:
             handle = self._stack.enter_context(storage.open_binary(self.uri, block_size=self._block_size))
             try:
                 with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
-                    remaining = layout.declared_bytes
-                    while remaining > 0 and (chunk := stream.read(min(2**24, remaining))):
+                    for chunk in read_chunks(stream, layout.declared_bytes):
                         spool.write(chunk)
-                        remaining -= len(chunk)
             except EOFError as exc:
                 raise TruncatedFile("the gzip stream ends early: truncated upload?", uri=self.uri) from exc
             except (gzip.BadGzipFile, zlib.error) as exc:

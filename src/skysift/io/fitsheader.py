@@ -105,6 +105,16 @@ class HduLayout:
         return len([n for n in self.image_shape if n > 1]) >= 2
 
     @property
+    def declares_checksum(self) -> bool:
+        """True when the header carries ``CHECKSUM`` or ``DATASUM`` (something to verify)."""
+        return "DATASUM" in self.header or "CHECKSUM" in self.header
+
+    @property
+    def stored_data_bytes(self) -> int:
+        """Bytes of the data unit as stored, padding included: what ``DATASUM`` sums."""
+        return self.padded_end - self.data_offset
+
+    @property
     def image_bytes(self) -> int:
         """Bytes of the decoded image (what astropy allocates to hold it as stored)."""
         return abs(self.bitpix) // 8 * math.prod(self.image_shape) if self.image_shape else 0
@@ -134,7 +144,7 @@ class ChecksumStatus(StrEnum):
     OK = "ok"
     BAD = "bad"
     ABSENT = "absent"
-    UNVERIFIED = "unverified"  # present but the pixels were not all read (tiled or header-only paths)
+    UNVERIFIED = "unverified"  # present but the data unit was not read (header-only reads)
 
 
 def _describe_hdu(index: int) -> str:
@@ -496,22 +506,22 @@ def checksum_status(layout: HduLayout, data: Iterable[bytes | memoryview] | None
 
     ``data`` is the HDU's data bytes as stored, in chunks (padding may be left out: it
     is zeros), or None when they were not read (a present checksum is then
-    ``unverified``).
+    ``unverified``). The chunks are summed one at a time, so a generator of bounded
+    chunks verifies a data unit of any size in bounded memory
+    (:func:`skysift.io.fits.streamed_checksum_status`).
     """
-    has_datasum = "DATASUM" in layout.header
-    has_checksum = "CHECKSUM" in layout.header
-    if not (has_datasum or has_checksum):
+    if not layout.declares_checksum:
         return ChecksumStatus.ABSENT
     if data is None:
         return ChecksumStatus.UNVERIFIED
     data_sum = _ones_complement_sum(data)
-    if has_datasum:
+    if "DATASUM" in layout.header:
         try:
             declared = int(str(layout.header["DATASUM"]).strip())
         except ValueError:
             return ChecksumStatus.BAD
         if declared != data_sum:
             return ChecksumStatus.BAD
-    if has_checksum and _fold(_ones_complement_sum([layout.header_bytes]) + data_sum) not in (0xFFFFFFFF, 0):
+    if "CHECKSUM" in layout.header and _fold(_ones_complement_sum([layout.header_bytes]) + data_sum) not in (0xFFFFFFFF, 0):
         return ChecksumStatus.BAD
     return ChecksumStatus.OK

@@ -115,7 +115,9 @@ def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None,
 
     ``tile_px`` defaults to what ``settings.limits.max_memory_bytes`` allows for
     ``workers`` processes. ``inspected`` is the image's description and header when
-    the caller has read them already.
+    the caller has read them already; its ``checksum_status`` is returned as given (the
+    pipeline verifies the checksum before measuring, see
+    :func:`skysift.io.fits.with_streamed_checksum`).
     """
     t0 = time.perf_counter()
     info, header = inspected or inspect_with_header(uri, hdu, survey_default=settings.survey,

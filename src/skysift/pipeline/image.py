@@ -23,7 +23,7 @@ from skysift.alerts.rules import raise_alerts
 from skysift.catalog.ports import AlertPublisher, CatalogStore
 from skysift.catalog.schema import IMAGES_SCHEMA, sources_schema
 from skysift.core.astrometry import WcsStatus
-from skysift.errors import ImageTooLarge, InternalError, SkysiftError, WorkerDied
+from skysift.errors import ChecksumMismatch, ImageTooLarge, InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
 from skysift.io.fits import (
     ImageInfo,
@@ -32,7 +32,10 @@ from skysift.io.fits import (
     inspect_with_header,
     make_image_id,
     read_image,
+    refuse_bad_checksum,
+    with_streamed_checksum,
 )
+from skysift.io.fitsheader import ChecksumStatus
 from skysift.measure.frame import measure_image
 from skysift.measure.tiled import measure_tiled, pixels_for_memory
 from skysift.settings import Settings
@@ -79,7 +82,10 @@ def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | Non
     """One ``images`` row; every schema column is present (missing ones are None).
 
     Without ``info`` (the header could not be read) the row has the URI and an image_id
-    from the file's bytes and the ``hdu`` asked for (see :func:`_unread_image_id`).
+    from the file's bytes and the ``hdu`` asked for (see :func:`_unread_image_id`). An
+    image refused for its checksum (reason ``bad_checksum``) has ``checksum_status`` =
+    'bad' whoever writes its row (the in-memory read stops before describing the image,
+    and the AWS Quarantine step has only the Inspect step's header-only description).
     """
     row = {name: None for name in IMAGES_SCHEMA.names}
     row.update(survey="unknown", band="unknown", obs_night="unknown")
@@ -89,6 +95,8 @@ def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | Non
         row.update(uri=uri, image_id=_unread_image_id(uri, hdu))
     if error is not None:
         row.update(error_reason=error.reason, error_message=error.message)
+        if error.reason == ChecksumMismatch.reason:
+            row.update(checksum_status=str(ChecksumStatus.BAD))
     row.update(values)
     row.update(status=status, route=route, processed_at=datetime.now(UTC), software_version=__version__)
     return row
@@ -256,7 +264,18 @@ def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route
 
 
 def _process_tiled(info: ImageInfo, header: fits.Header, settings: Settings, workers: int, t0: float) -> ImageResult:
-    """The large-image path: header known, pixels read tile by tile."""
+    """The large-image path: header known, pixels read tile by tile.
+
+    The checksum is verified first, by streaming the data unit once in bounded memory
+    (:func:`~skysift.io.fits.with_streamed_checksum`), so that this path records the
+    ``checksum_status`` the in-memory one does, and refuses a bad one with the same
+    reason before any tile is read when ``limits.reject_bad_checksum`` says so.
+    """
+    try:
+        info = with_streamed_checksum(info, limits=settings.limits.header_limits())
+        refuse_bad_checksum(info.checksum_status, info.uri, settings.limits.reject_bad_checksum)
+    except SkysiftError as exc:
+        return _failed(info.uri, "large", exc, info)
     if not is_catalogued(info):
         return _indexed(info, header, build_wcs(header), t0)
     try:
