@@ -56,7 +56,7 @@ from sunpy.coordinates import (
     propagate_with_solar_surface,
 )
 
-from skysift.alerts.rules import LogPublisher
+from skysift.alerts.log import LogPublisher
 from skysift.catalog.tables import LocalTables
 from skysift.pipeline.image import ingest_image
 from skysift.settings import Settings

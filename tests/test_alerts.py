@@ -9,7 +9,8 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import Cutout2D
 
-from skysift.alerts.rules import LogPublisher, cutout_fits
+from skysift.alerts.cutouts import cutout_fits
+from skysift.alerts.log import LogPublisher
 from skysift.analysis.sample import TRANSIENT_MAG, make_sample
 from skysift.catalog.query import LocalCatalog
 from skysift.io.fits import read_image

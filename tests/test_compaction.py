@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skysift.alerts.rules import LogPublisher
+from skysift.alerts.log import LogPublisher
 from skysift.catalog.query import LocalCatalog
 from skysift.catalog.tables import LocalTables
 from skysift.pipeline.image import ingest_image

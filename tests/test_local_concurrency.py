@@ -17,7 +17,7 @@ import pytest
 from astropy.io import fits
 from click.testing import CliRunner
 
-from skysift.alerts.rules import LogPublisher
+from skysift.alerts.log import LogPublisher
 from skysift.analysis.sample import TRANSIENT_MAG, make_sample
 from skysift.catalog import homelock
 from skysift.catalog.query import LocalCatalog

@@ -9,7 +9,7 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from skysift.alerts.rules import LogPublisher
+from skysift.alerts.log import LogPublisher
 from skysift.catalog.query import LocalCatalog
 from skysift.catalog.tables import LocalTables
 from skysift.pipeline.image import ingest_image, process_image

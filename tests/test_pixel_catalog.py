@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from skysift.alerts.rules import LogPublisher
+from skysift.alerts.log import LogPublisher
 from skysift.catalog.query import LocalCatalog
 from skysift.catalog.tables import LocalTables
 from skysift.core import flags as F

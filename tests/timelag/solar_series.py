@@ -27,7 +27,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from sunpy.coordinates import HeliocentricInertial, HeliographicStonyhurst, get_earth
 
-from skysift.alerts.rules import LogPublisher
+from skysift.alerts.log import LogPublisher
 from skysift.catalog.tables import LocalTables
 from skysift.pipeline.image import ingest_image
 from skysift.settings import Settings

@@ -1,4 +1,4 @@
-"""Alert rules, cutouts, and the local alert log.
+"""Alert rules: which sources of a new image are worth telling someone about.
 
 Rules (each configurable in :class:`~skysift.settings.AlertSettings`, off when None):
 
@@ -18,13 +18,9 @@ alert at most once per id, so a re-run or a duplicate event sends nothing new.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
-import os
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,15 +28,13 @@ import pyarrow.compute
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.nddata import Cutout2D
 
 from skysift.alerts.forced import forced_snr
-from skysift.catalog.ports import AlertPublisher, CatalogStore
-from skysift.catalog.schema import ALERTS_SCHEMA
+from skysift.catalog.ports import CatalogStore
 from skysift.core import flags as F
-from skysift.core.astrometry import WcsStatus, sky_to_pixel
+from skysift.core.astrometry import sky_to_pixel
 from skysift.errors import SkysiftError
-from skysift.io.fits import Sections, build_wcs
+from skysift.io.fits import build_wcs
 from skysift.settings import AlertSettings, BackgroundSettings
 
 log = logging.getLogger(__name__)
@@ -194,129 +188,3 @@ def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: Ale
             "survey": image_row.get("survey"), "band": image_row.get("band"), "obs_night": image_row.get("obs_night"),
         })
     return alerts
-
-
-def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: int, *,
-                with_wcs: bool = True) -> list[bytes]:
-    """Small FITS cutouts around each alert's source, each read as a section; with the
-    image's WCS unless ``with_wcs`` is False (a WCS that is not trusted is not passed on)."""
-    if not alerts:
-        return []
-    out = []
-    with Sections(image_uri, hdu) as image:
-        wcs = build_wcs(image.header) if with_wcs else None
-        ny, nx = image.shape
-        reach = size_px // 2 + 2  # every pixel Cutout2D may take, whatever the rounding
-        for alert in alerts:
-            x0, y0 = max(0, int(alert["x"]) - reach), max(0, int(alert["y"]) - reach)
-            x1, y1 = min(nx, int(alert["x"]) + reach + 1), min(ny, int(alert["y"]) + reach + 1)
-            data, _ = image.read(y0, y1, x0, x1)
-            cut = Cutout2D(data, (alert["x"] - x0, alert["y"] - y0), size_px, wcs=wcs[y0:y1, x0:x1] if wcs else None,
-                           mode="partial", fill_value=np.nan)
-            header = cut.wcs.to_header(relax=True) if cut.wcs is not None else fits.Header()
-            header["ALERTID"] = alert["alert_id"]
-            header["RULE"] = alert["rule"]
-            buffer = io.BytesIO()
-            fits.PrimaryHDU(cut.data.astype(np.float32), header).writeto(buffer)
-            out.append(buffer.getvalue())
-    return out
-
-
-def prepare_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
-                   background: BackgroundSettings | None = None) -> list[dict]:
-    """The alerts one image raises, with their FITS cutouts stored; nothing is sent.
-
-    Reads the tables and earlier pixels; its one effect, the cutouts, is named by
-    alert_id, so storing one again is harmless. Images can therefore be prepared in
-    parallel once every image's rows are written, and their alerts then delivered in
-    time order (:func:`deliver_alerts`).
-    """
-    alerts = evaluate(image_row, sources, store, rules, background)
-    cutouts = cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px,
-                          with_wcs=image_row.get("wcs_status") != WcsStatus.INVALID)
-    return [{**alert, "cutout_uri": store.put_cutout(alert["alert_id"], data)} for alert, data in zip(alerts, cutouts, strict=True)]
-
-
-def deliver_alerts(image_row: dict, alerts: list[dict], store: CatalogStore, publisher: AlertPublisher) -> list[dict]:
-    """Store the image's ``alerts`` rows, and publish each alert once per alert_id."""
-    store.write_alerts(image_row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))
-    publisher.publish(alerts)
-    return alerts
-
-
-def raise_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, publisher: AlertPublisher,
-                 rules: AlertSettings, background: BackgroundSettings | None = None) -> list[dict]:
-    """Evaluate the rules, store cutouts and the ``alerts`` rows, publish once per alert_id."""
-    return deliver_alerts(image_row, prepare_alerts(image_row, sources, store, rules, background), store, publisher)
-
-
-def alert_message(alert: dict) -> dict:
-    """The JSON body subscribers receive (times as ISO strings)."""
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in alert.items()}
-
-
-class LogPublisher:
-    """The local :class:`~skysift.catalog.ports.AlertPublisher`: an append-only JSON-lines log.
-
-    Sending an alert is appending its line to ``alerts.jsonl``; a marker file per
-    alert_id under ``alerts-sent/`` then records that it was sent, so a re-run sends
-    nothing again. The line is written (and flushed to disk) before the marker: a crash
-    between the two only logs the alert again on the next attempt, and :meth:`read`
-    shows each alert_id once; a crash can never mark an alert sent that was not logged.
-    One writer at a time: runs hold the home's lock (:mod:`skysift.catalog.homelock`).
-    """
-
-    def __init__(self, home: str | os.PathLike[str]) -> None:
-        self.home = Path(home)
-        self.log_path = self.home / "alerts.jsonl"
-        self.sent_dir = self.home / "alerts-sent"
-
-    def was_sent(self, alert_id: str) -> bool:
-        return (self.sent_dir / alert_id).exists()
-
-    def publish(self, alerts: list[dict]) -> list[str]:
-        unsent = list({a["alert_id"]: a for a in alerts if not self.was_sent(a["alert_id"])}.values())
-        if not unsent:
-            return []
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a", encoding="utf-8") as log_file:
-            if not self._ends_with_newline():
-                log_file.write("\n")  # a line cut short by a crash stays a line of its own
-            log_file.writelines(json.dumps(alert_message(alert)) + "\n" for alert in unsent)
-            log_file.flush()
-            os.fsync(log_file.fileno())
-        self.sent_dir.mkdir(parents=True, exist_ok=True)
-        for alert in unsent:
-            self._mark_sent(alert["alert_id"])
-        return [alert["alert_id"] for alert in unsent]
-
-    def _mark_sent(self, alert_id: str) -> None:
-        (self.sent_dir / alert_id).touch()
-
-    def _ends_with_newline(self) -> bool:
-        try:
-            with open(self.log_path, "rb") as log_file:
-                log_file.seek(-1, os.SEEK_END)
-                return log_file.read(1) == b"\n"
-        except (FileNotFoundError, OSError):  # no log yet, or an empty one (cannot seek before its start)
-            return True
-
-    def read(self) -> list[dict]:
-        """Every alert sent, once per alert_id (as first logged), newest first."""
-        if not self.log_path.exists():
-            return []
-        seen: set[str] = set()
-        alerts = []
-        for number, line in enumerate(self.log_path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                alert = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s: line %d is not a whole alert (a write cut short by a crash?); skipped",
-                            self.log_path, number)
-                continue
-            if alert.get("alert_id") not in seen:
-                seen.add(alert.get("alert_id"))
-                alerts.append(alert)
-        return alerts[::-1]

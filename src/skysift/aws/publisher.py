@@ -1,6 +1,6 @@
 """The AWS :class:`~skysift.catalog.ports.AlertPublisher`: SNS, exactly once per alert_id.
 
-Each alert goes out as a JSON body (:func:`skysift.alerts.rules.alert_message`) with SNS
+Each alert goes out as a JSON body (:func:`skysift.alerts.delivery.alert_message`) with SNS
 message attributes ``kind``, ``survey``, ``band``, ``snr``, ``mag``, ``image_id``, ``alert_id``,
 so that a subscription's filter policy picks what it wants
 (``{"kind": ["new_source"], "snr": [{"numeric": [">=", 50]}]}``).
@@ -40,7 +40,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
-from skysift.alerts.rules import alert_message
+from skysift.alerts.delivery import alert_message
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from skysift import errors
-from skysift.alerts.rules import prepare_alerts
+from skysift.alerts.delivery import prepare_alerts
 from skysift.aws import faults
 from skysift.aws.catalog import S3GlueCatalog, put_unless_success
 from skysift.aws.config import AwsConfig, settings_from_env

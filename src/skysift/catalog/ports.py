@@ -1,7 +1,7 @@
 """The two seams between the pipeline and the outside world.
 
 The local implementations are :class:`skysift.catalog.tables.LocalTables` and
-:class:`skysift.alerts.rules.LogPublisher`; the AWS ones live in :mod:`skysift.aws`.
+:class:`skysift.alerts.log.LogPublisher`; the AWS ones live in :mod:`skysift.aws`.
 """
 
 from __future__ import annotations

@@ -391,7 +391,7 @@ def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> N
     """The alerts raised, newest first (and `alerts subscribe` on AWS)."""
     if ctx.invoked_subcommand is not None:
         return
-    from skysift.alerts.rules import LogPublisher
+    from skysift.alerts.log import LogPublisher
 
     items = [a for a in LogPublisher(_settings(ctx).home).read() if rule is None or a["rule"] == rule][:limit]
     if as_json:

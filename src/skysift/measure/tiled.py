@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from astropy.io import fits
@@ -33,6 +33,7 @@ from skysift.measure.frame import (
     finish_catalog,
     measure_pixels,
 )
+from skysift.parallel.strips import map_forked
 from skysift.settings import Settings
 
 #: Peak bytes per pixel of one in-memory measurement (float32 data, RMS map, SEP's
@@ -128,11 +129,8 @@ def measure_tiled(uri: str, settings: Settings, *, hdu: int | str | None = None,
     tile_px = max(box, tile_px - tile_px % box)  # tiles are whole background cells
     tiles = plan_tiles(info.nx, info.ny, tile_px, margin)
     n = len(tiles)
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, n)) as pool:
-            parts = list(pool.map(_measure_tile, [info.uri] * n, [info.hdu] * n, tiles, [header] * n, [settings] * n))
-    else:
-        parts = [_measure_tile(info.uri, info.hdu, tile, header, settings) for tile in tiles]
+    measure_one = partial(_measure_tile, info.uri, info.hdu, header=header, settings=settings)
+    parts = map_forked(measure_one, tiles, workers) if workers > 1 and n > 1 else [measure_one(t) for t in tiles]
     parts = [p for p in parts if p is not None]
     if not parts:
         raise AllNaN("every pixel is NaN, infinite or BLANK", uri=info.uri)

@@ -19,7 +19,7 @@ import pyarrow as pa
 from astropy.io import fits
 
 from skysift import __version__
-from skysift.alerts.rules import raise_alerts
+from skysift.alerts.delivery import raise_alerts
 from skysift.catalog.ports import AlertPublisher, CatalogStore
 from skysift.catalog.schema import IMAGES_SCHEMA, sources_schema
 from skysift.core.astrometry import WcsStatus

@@ -41,20 +41,14 @@ cannot be evaluated is logged and listed in the report (and tried again next run
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import multiprocessing
-import os
 import shutil
-import signal
 import statistics
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +56,8 @@ from typing import Any
 
 import numpy as np
 
-from skysift.alerts.rules import LogPublisher, deliver_alerts, prepare_alerts
+from skysift.alerts.delivery import deliver_alerts, prepare_alerts
+from skysift.alerts.log import LogPublisher
 from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
 from skysift.catalog.query import LocalCatalog
@@ -71,6 +66,7 @@ from skysift.errors import InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
 from skysift.io.fits import image_hdus, image_id_hdu, make_image_id, walk_file
 from skysift.io.fitsheader import HeaderLimits
+from skysift.parallel.pools import RUNNING_PREFIX, run_surviving
 from skysift.pipeline.image import ImageSummary, failed_result, process_image, record, summarize
 from skysift.settings import Settings
 
@@ -83,8 +79,6 @@ ImageUnit = tuple[str, int | str | None]
 LISTING_THREADS = 8
 #: Exit statuses of ``skysift run`` (usage and configuration errors exit with 2).
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
-#: ``on_done(index, result, error)``: one call of :func:`run_surviving` finished.
-DoneCallback = Callable[[int, Any, BaseException | None], None]
 
 
 @dataclass
@@ -248,7 +242,6 @@ def _alerts_marker(home: Path, image_id: str) -> Path:
 
 
 #: Prefix of the folder (in the home) where a run's pool notes which image each worker measures.
-RUNNING_PREFIX = ".running-"
 #: Beyond the footprints' discs, the 'new source' rule also reads detections this far (deg).
 HISTORY_MARGIN_DEG = 0.01
 
@@ -453,7 +446,7 @@ def _evaluated_against(home: Path, image_id: str) -> list[str] | None:
 
 
 class _InOrderDelivery:
-    """A :data:`DoneCallback` that delivers prepared alerts in the rows' order, whatever order
+    """A :data:`~skysift.parallel.pools.DoneCallback` that delivers prepared alerts in the rows' order, whatever order
     they were prepared in, and records an image whose alerts failed instead of stopping.
 
     ``earlier[i]`` are the earlier images ``rows[i]`` is decided against, written into its
@@ -500,131 +493,6 @@ class _InOrderDelivery:
         now = {a["alert_id"] for a in alerts}
         return [a for a in self.store.read_alerts(row).to_pylist()
                 if a["alert_id"] not in now and self.publisher.was_sent(a["alert_id"])]
-
-
-def run_surviving(fn: Callable[..., Any], calls: list[tuple], workers: int, on_done: DoneCallback, *,
-                  initializer: Callable[..., None] | None = None, initargs: tuple = (),
-                  scratch: str | os.PathLike[str] | None = None) -> None:
-    """``fn(*calls[i])`` for every ``i`` in ``workers`` processes, surviving the death of a worker.
-
-    ``on_done(i, result, error)`` runs in this process as each call finishes, with the
-    exception the call raised as ``error`` (then ``result`` is None). A worker killed by
-    the kernel (out of memory, a crash in compiled code) breaks the whole pool and every
-    call not yet finished with it: the calls that were running are each tried again alone
-    in a fresh process, so the one that kills its process again ends with
-    :class:`~skysift.errors.WorkerDied` and the innocent ones succeed; the calls that were
-    still queued go on in a new pool. ``KeyboardInterrupt`` cancels what has not started.
-    The workers' notes live in a temporary folder in ``scratch`` (default: the system's).
-    """
-    pending = list(range(len(calls)))
-    if scratch is not None:
-        Path(scratch).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=RUNNING_PREFIX if scratch is not None else "skysift-running-",
-                                     dir=scratch) as running:
-        while pending:
-            broken = _pool_round(fn, calls, pending, workers, on_done, running, initializer, initargs)
-            suspects = _running_when_broken(running, broken) or broken[:1]
-            if broken:
-                log.warning("a worker process died; trying the %d image(s) it may have been measuring alone", len(suspects))
-            for i in suspects:
-                _run_alone(fn, calls[i], i, on_done, initializer, initargs)
-            pending = [i for i in broken if i not in suspects]
-
-
-def _pool_round(fn, calls, pending: list[int], workers: int, on_done: DoneCallback, running: str,
-                initializer, initargs) -> list[int]:
-    """Run ``pending`` calls in one pool; returns those lost when the pool broke (submission order)."""
-    broken = []
-    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
-        futures = {pool.submit(_tracked, running, i, fn, *calls[i]): i for i in pending}
-        try:
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    broken.append(i)
-                    continue
-                except Exception as exc:
-                    on_done(i, None, exc)
-                    continue
-                on_done(i, result, None)
-        except BaseException:  # KeyboardInterrupt (also from ``on_done``): start nothing new
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    return sorted(broken)
-
-
-def _tracked(running: str, index: int, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a pool worker, leaving ``running/<pid>`` = index while it runs,
-    so that after a pool breaks the parent knows which calls were running."""
-    marker = Path(running) / str(os.getpid())
-    marker.write_text(str(index))
-    try:
-        return fn(*args)
-    finally:
-        marker.unlink(missing_ok=True)
-
-
-def _running_when_broken(running: str, broken: list[int]) -> list[int]:
-    """Indices of the calls that were running when the pool broke (their markers remain); clears them."""
-    found = set()
-    for marker in Path(running).iterdir():
-        with contextlib.suppress(OSError, ValueError):  # a marker being written as the pool broke
-            found.add(int(marker.read_text()))
-        marker.unlink(missing_ok=True)
-    return [i for i in broken if i in found]
-
-
-def _run_alone(fn: Callable[..., Any], args: tuple, index: int, on_done: DoneCallback,
-               initializer: Callable[..., None] | None, initargs: tuple) -> None:
-    """``fn(*args)`` in a process of its own, so that if it dies, it dies alone and says how."""
-    context = multiprocessing.get_context()
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_alone_child, args=(send, fn, args, initializer, initargs))
-    process.start()
-    send.close()
-    try:
-        outcome = receive.recv()  # EOFError when the child dies before it answers
-    except EOFError:
-        outcome = None
-    finally:
-        receive.close()
-        process.join()
-    if outcome is None:
-        on_done(index, None, WorkerDied(_death_message(process.exitcode)))
-    elif outcome[0] == "ok":
-        on_done(index, outcome[1], None)
-    else:
-        on_done(index, None, outcome[1])
-
-
-def _alone_child(send, fn: Callable[..., Any], args: tuple, initializer, initargs: tuple) -> None:
-    try:
-        if initializer is not None:
-            initializer(*initargs)
-        outcome = ("ok", fn(*args))
-    except Exception as exc:
-        outcome = ("error", exc)
-    try:
-        send.send(outcome)
-    except Exception as exc:  # an exception that cannot be pickled: send what it was
-        send.send(("error", InternalError.from_exception(exc)))
-    send.close()
-
-
-def _death_message(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        cause = " (the kernel's out-of-memory killer sends it)" if -exitcode == signal.SIGKILL else ""
-        how = f"was killed by {name}{cause}"
-    else:
-        how = f"exited with status {exitcode}"
-    return (f"the process measuring this image {how}, in the pool and again alone: "
-            "give it more memory (--max-memory, fewer workers with -j) or check the file")
 
 
 def _write_report(home: Path, report: RunReport) -> str:

@@ -1,0 +1,157 @@
+"""Process pools that survive their workers: a call that kills its process fails alone.
+
+A worker killed by the kernel (out of memory, a crash in compiled code) breaks a
+:class:`~concurrent.futures.ProcessPoolExecutor` and every call not yet finished with it.
+:func:`run_surviving` finds the calls that were running, runs each again alone, and goes on
+with the rest in a new pool: one bad image never stops a survey.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from skysift.errors import InternalError, WorkerDied
+
+__all__ = ["RUNNING_PREFIX", "DoneCallback", "run_surviving"]
+
+log = logging.getLogger(__name__)
+
+#: ``on_done(index, result, error)``: one call of :func:`run_surviving` finished.
+DoneCallback = Callable[[int, Any, BaseException | None], None]
+#: Prefix of the workers' scratch folders (a run cleans up those a killed run left).
+RUNNING_PREFIX = ".running-"
+
+
+def run_surviving(fn: Callable[..., Any], calls: list[tuple], workers: int, on_done: DoneCallback, *,
+                  initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                  scratch: str | os.PathLike[str] | None = None) -> None:
+    """``fn(*calls[i])`` for every ``i`` in ``workers`` processes, surviving the death of a worker.
+
+    ``on_done(i, result, error)`` runs in this process as each call finishes, with the
+    exception the call raised as ``error`` (then ``result`` is None). A worker killed by
+    the kernel (out of memory, a crash in compiled code) breaks the whole pool and every
+    call not yet finished with it: the calls that were running are each tried again alone
+    in a fresh process, so the one that kills its process again ends with
+    :class:`~skysift.errors.WorkerDied` and the innocent ones succeed; the calls that were
+    still queued go on in a new pool. ``KeyboardInterrupt`` cancels what has not started.
+    The workers' notes live in a temporary folder in ``scratch`` (default: the system's).
+    """
+    pending = list(range(len(calls)))
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=RUNNING_PREFIX if scratch is not None else "skysift-running-",
+                                     dir=scratch) as running:
+        while pending:
+            broken = _pool_round(fn, calls, pending, workers, on_done, running, initializer, initargs)
+            suspects = _running_when_broken(running, broken) or broken[:1]
+            if broken:
+                log.warning("a worker process died; trying the %d image(s) it may have been measuring alone", len(suspects))
+            for i in suspects:
+                _run_alone(fn, calls[i], i, on_done, initializer, initargs)
+            pending = [i for i in broken if i not in suspects]
+
+
+def _pool_round(fn, calls, pending: list[int], workers: int, on_done: DoneCallback, running: str,
+                initializer, initargs) -> list[int]:
+    """Run ``pending`` calls in one pool; returns those lost when the pool broke (submission order)."""
+    broken = []
+    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
+        futures = {pool.submit(_tracked, running, i, fn, *calls[i]): i for i in pending}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken.append(i)
+                    continue
+                except Exception as exc:
+                    on_done(i, None, exc)
+                    continue
+                on_done(i, result, None)
+        except BaseException:  # KeyboardInterrupt (also from ``on_done``): start nothing new
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return sorted(broken)
+
+
+def _tracked(running: str, index: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a pool worker, leaving ``running/<pid>`` = index while it runs,
+    so that after a pool breaks the parent knows which calls were running."""
+    marker = Path(running) / str(os.getpid())
+    marker.write_text(str(index))
+    try:
+        return fn(*args)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _running_when_broken(running: str, broken: list[int]) -> list[int]:
+    """Indices of the calls that were running when the pool broke (their markers remain); clears them."""
+    found = set()
+    for marker in Path(running).iterdir():
+        with contextlib.suppress(OSError, ValueError):  # a marker being written as the pool broke
+            found.add(int(marker.read_text()))
+        marker.unlink(missing_ok=True)
+    return [i for i in broken if i in found]
+
+
+def _run_alone(fn: Callable[..., Any], args: tuple, index: int, on_done: DoneCallback,
+               initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """``fn(*args)`` in a process of its own, so that if it dies, it dies alone and says how."""
+    context = multiprocessing.get_context()
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_alone_child, args=(send, fn, args, initializer, initargs))
+    process.start()
+    send.close()
+    try:
+        outcome = receive.recv()  # EOFError when the child dies before it answers
+    except EOFError:
+        outcome = None
+    finally:
+        receive.close()
+        process.join()
+    if outcome is None:
+        on_done(index, None, WorkerDied(_death_message(process.exitcode)))
+    elif outcome[0] == "ok":
+        on_done(index, outcome[1], None)
+    else:
+        on_done(index, None, outcome[1])
+
+
+def _alone_child(send, fn: Callable[..., Any], args: tuple, initializer, initargs: tuple) -> None:
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+        outcome = ("ok", fn(*args))
+    except Exception as exc:
+        outcome = ("error", exc)
+    try:
+        send.send(outcome)
+    except Exception as exc:  # an exception that cannot be pickled: send what it was
+        send.send(("error", InternalError.from_exception(exc)))
+    send.close()
+
+
+def _death_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        cause = " (the kernel's out-of-memory killer sends it)" if -exitcode == signal.SIGKILL else ""
+        how = f"was killed by {name}{cause}"
+    else:
+        how = f"exited with status {exitcode}"
+    return (f"the process measuring this image {how}, in the pool and again alone: "
+            "give it more memory (--max-memory, fewer workers with -j) or check the file")
