@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from hostile.corpus import crc32_zeros, gzip_with_zeros, write_corpus
-from hostile.report import compare, markdown, problems
-from hostile.runners import LOCAL_BUDGET_S, run_emulated, run_local
+from hostile.report import Row, compare, markdown
+from hostile.runners import LOCAL_BUDGET_S, PathRun, run_emulated, run_local
 from skysift.io.storage import FITS_SUFFIXES
 
 KINDS_REQUIRED = 20
@@ -48,16 +49,32 @@ def test_gzip_of_zeros_is_a_valid_stream_without_inflating_it():
     assert len(blob) < 10_000
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open (issue 11 note, findings F6/F8): a truncated gzip and trailing "
-                   "bytes after the last HDU give two images rows locally since every HDU is listed")
-def test_every_corpus_file_gets_its_designed_verdict_locally_and_on_emulated_aws(tmp_path: Path):
-    corpus = write_corpus(tmp_path / "corpus")
+@dataclass(frozen=True)
+class CorpusRuns:
+    """The corpus through both paths: each file's row of :func:`hostile.report.compare`, and the runs."""
 
-    local = run_local(tmp_path / "corpus", tmp_path / "local" / "home")
-    aws = run_emulated(tmp_path / "corpus", tmp_path / "aws")
+    rows: list[Row]
+    local: PathRun
+    aws: PathRun
 
-    notes = []
+    def report(self) -> str:
+        return markdown(self.rows, self.local, self.aws)
+
+
+@pytest.fixture(scope="module")
+def corpus_runs(tmp_path_factory) -> CorpusRuns:
+    """The corpus through ``skysift run`` and the emulated AWS system, once for the tests below
+    (each path takes minutes)."""
+    root = tmp_path_factory.mktemp("hostile")
+    corpus = write_corpus(root / "corpus")
+    local = run_local(root / "corpus", root / "local" / "home")
+    aws = run_emulated(root / "corpus", root / "aws")
+    return CorpusRuns(compare(corpus, local, aws), local, aws)
+
+
+def _run_notes(runs: CorpusRuns) -> list[str]:
+    """What went wrong with the runs themselves (killed, a traceback, the emulation's exit code)."""
+    local, aws, notes = runs.local, runs.aws, []
     if local.returncode < 0:
         notes.append(f"skysift run was killed (signal {-local.returncode}) after {local.seconds:.0f} s "
                      f"(budget {LOCAL_BUDGET_S:.0f} s): the files without a row pinned a worker")
@@ -65,5 +82,34 @@ def test_every_corpus_file_gets_its_designed_verdict_locally_and_on_emulated_aws
         notes.append(f"a traceback in skysift run's output:\n{local.log_tail}")
     if aws.returncode != 0:
         notes.append(f"the emulation exited {aws.returncode} after {aws.seconds:.0f} s:\n{aws.log_tail}")
-    rows = compare(corpus, local, aws)
-    assert (problems(rows), notes) == ([], []), "\n".join(notes) + "\n\n" + markdown(rows, local, aws)
+    return notes
+
+
+def _problems(rows: list[Row]) -> tuple[list[str], list[str]]:
+    """Every file's problems, split: (the AWS side of files of several images, every other).
+
+    IngestImage measures one image HDU per file where ``skysift run`` measures each, so the
+    AWS side of a multi-extension file of several images is the open finding of the strict
+    xfail below; every other problem fails the corpus test.
+    """
+    several_on_aws, others = [], []
+    for row in rows:
+        for problem in row.problems():
+            open_finding = row.entry.rows > 1 and problem.startswith("aws:")
+            (several_on_aws if open_finding else others).append(f"{row.entry.name}: {problem}")
+    return several_on_aws, others
+
+
+@pytest.mark.slow
+def test_every_corpus_file_gets_its_designed_verdict_locally_and_on_emulated_aws(corpus_runs):
+    _, others = _problems(corpus_runs.rows)
+    notes = _run_notes(corpus_runs)
+    assert (others, notes) == ([], []), "\n".join(notes) + "\n\n" + corpus_runs.report()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open (issue 14 note): IngestImage measures only the first image HDU of a "
+                   "multi-extension file, where skysift run measures each (two_images_mef.fits: 1 row on AWS)")
+def test_a_file_of_several_images_gets_a_row_per_image_on_emulated_aws(corpus_runs):
+    several_on_aws, _ = _problems(corpus_runs.rows)
+    assert several_on_aws == [], corpus_runs.report()

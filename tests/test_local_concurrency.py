@@ -162,8 +162,6 @@ def twelve_images(make_sky, tmp_path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open (issue 13 note): after the per-HDU resume change, the run after "
-                   "a kill re-measures the images the killed run finished instead of skipping them")
 def test_a_run_killed_mid_way_leaves_readable_tables_and_the_next_run_finishes_it(twelve_images, tmp_path):
     flags = ("--min-snr-alert", "50", "-j", "2")
     reference = tmp_path / "reference"
@@ -184,11 +182,15 @@ def test_a_run_killed_mid_way_leaves_readable_tables_and_the_next_run_finishes_i
     orphan.write_bytes(b"PAR1 half a file")
     readable = _skysift("--home", str(home), "query", "SELECT COUNT(*) AS n FROM images", "--format", "csv", cwd=tmp_path)
     assert readable.returncode == 0, readable.stderr
+    finished = int(readable.stdout.split()[-1])  # the images the killed run committed
+    assert 2 <= finished < 12
 
     resumed = _skysift("--home", str(home), "run", str(twelve_images), *flags, cwd=tmp_path)
 
     assert resumed.returncode == 0, resumed.stderr
-    assert "already done were skipped" in resumed.stdout
+    assert f"{finished} image(s) already done with these settings were skipped" in " ".join(resumed.stdout.split())
+    report = json.loads(Path(resumed.stdout.split("run report: ")[-1].split()[0]).read_text())
+    assert (report["skipped_already_done"], report["images"]) == (finished, 12 - finished)  # none measured twice
     assert not orphan.exists() and not list(home.glob("tables/**/.*.tmp")) and not list(home.glob(".running-*"))
     expected = _outcome(reference)
     assert expected["counts"]["alerts"] > 3

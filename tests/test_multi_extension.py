@@ -8,7 +8,12 @@ a damaged extension fails alone; and ``images.bitpix`` is the file's.
 
 from __future__ import annotations
 
+import gzip
 import io
+import os
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +24,9 @@ from click.testing import CliRunner
 from skysift.analysis.synthetic import SkySpec, random_sources, render
 from skysift.catalog.query import LocalCatalog
 from skysift.cli.main import cli
+from skysift.errors import TruncatedFile
 from skysift.io import fitsheader, storage
-from skysift.io.fits import image_hdus, inspect_image, make_image_id
+from skysift.io.fits import image_hdus, inspect_image, make_image_id, read_image
 from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
 
@@ -86,11 +92,88 @@ def test_listing_is_bounded_by_max_hdus(mosaic):
 
 
 def test_gzipped_mosaic_lists_the_same_images(mosaic, tmp_path):
-    import gzip
-
     zipped = tmp_path / "mosaic.fits.gz"
     zipped.write_bytes(gzip.compress(mosaic.read_bytes()))
     assert image_hdus(str(zipped)) == [None, 2, 3]
+
+
+def _unfinished_gzip(raw: bytes) -> bytes:
+    """``raw`` as the start of a gzip stream that never ends: an upload of a .fits.gz cut short."""
+    deflate = zlib.compressobj(wbits=31)
+    return deflate.compress(raw) + deflate.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _layout(path: Path) -> list[fitsheader.HduLayout]:
+    with open(path, "rb") as handle:
+        return list(fitsheader.list_hdus(handle, uri=str(path), object_size=path.stat().st_size).hdus)
+
+
+@pytest.mark.parametrize("tail", [b"garbage " * 125, b"<html>503 Service Unavailable</html>\n" * 200, bytes(2880 * 3)],
+                         ids=["text-part-block", "text-blocks", "zeros"])
+def test_bytes_after_the_last_hdu_are_no_image(mosaic, tmp_path, tail):
+    trailed = tmp_path / "trailed.fits"
+    trailed.write_bytes(mosaic.read_bytes() + tail)
+    with open(trailed, "rb") as handle:
+        listing = fitsheader.list_hdus(handle, uri=str(trailed), object_size=trailed.stat().st_size)
+    assert [h.name for h in listing.hdus] == ["PRIMARY", *CCDS, "CCDINFO"]
+    assert (listing.error, listing.failed_index) == (None, None)
+    assert image_hdus(str(trailed)) == [None, 2, 3]
+
+
+def test_an_extension_cut_inside_its_header_is_one_failure(mosaic, tmp_path):
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(mosaic.read_bytes() + b"XTENSION= 'IMAGE   '" + b" " * 100)  # a fourth CCD's upload cut short
+
+    assert image_hdus(str(cut)) == [None, 2, 3, 5]
+    with pytest.raises(TruncatedFile, match="ends inside the header of HDU 5"):
+        inspect_image(str(cut), 5)
+
+
+@pytest.mark.parametrize(("where", "listed", "failed", "hdus"), [
+    ("CCD2", 3, 2, [None, 2]),  # CCD2 fails as it is read: once, not again as an HDU after it
+    ("CCD3", 4, 3, [None, 2, 3]),
+    ("CCDINFO", 5, 4, [None, 2, 3, 5]),  # a table is no image: the HDU after it reads through the damage
+])
+@pytest.mark.parametrize("stream", ["unfinished", "finished"])
+def test_a_gzip_stream_cut_inside_the_data_of_an_hdu_fails_one_image_there(mosaic, tmp_path, where, listed, failed,
+                                                                           hdus, stream):
+    layout = {h.name: h for h in _layout(mosaic)}[where]
+    raw = mosaic.read_bytes()[: layout.data_offset + layout.data_bytes // 2]
+    zipped = tmp_path / "cut.fits.gz"
+    zipped.write_bytes(_unfinished_gzip(raw) if stream == "unfinished" else gzip.compress(raw))
+
+    with gzip.open(zipped) as inflating:
+        listing = fitsheader.list_hdus(inflating, uri=str(zipped), object_size=None, seekable=False)
+    assert (len(listing.hdus), listing.failed_index) == (listed, failed)
+    assert f"inside the data of HDU {failed}" in listing.error.message and "\n" not in listing.error.message
+    assert image_hdus(str(zipped)) == hdus
+    with pytest.raises(TruncatedFile):
+        inspect_image(str(zipped), hdus[-1]) if hdus[-1] != failed else read_image(str(zipped), failed)
+
+
+def test_a_run_gives_one_row_per_image_whatever_follows_or_cuts_the_last_one(mosaic, tmp_path):
+    folder = mosaic.parent
+    raw = mosaic.read_bytes()
+    (folder / "trailed.fits").write_bytes(raw + b"garbage " * 125)
+    ccd2 = {h.name: h for h in _layout(mosaic)}["CCD2"]
+    (folder / "cut.fits.gz").write_bytes(_unfinished_gzip(raw[: ccd2.data_offset + ccd2.data_bytes // 2]))
+    mosaic.unlink()
+    home = tmp_path / "home"
+
+    done = subprocess.run([sys.executable, "-m", "skysift.cli.main", "--home", str(home), "run", str(folder), "-j", "1"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+
+    assert done.returncode == 1, done.stderr  # the cut CCD failed, and is listed
+    rows = LocalCatalog(home).arrow("SELECT uri, hdu_name, status, error_reason, error_message FROM images "
+                                    "ORDER BY uri, hdu").to_pylist()
+    assert [(Path(r["uri"]).name, r["hdu_name"], r["status"], r["error_reason"]) for r in rows] == [
+        ("cut.fits.gz", "CCD1", "ok", None), ("cut.fits.gz", None, "failed", "truncated"),
+        ("trailed.fits", "CCD1", "ok", None), ("trailed.fits", "CCD2", "ok", None), ("trailed.fits", "CCD3", "ok", None),
+    ]
+    [message] = [r["error_message"] for r in rows if r["error_message"]]
+    assert "truncated upload?" in message and "\n" not in message
+    [trailing] = [line for line in done.stderr.splitlines() if line.startswith("WARNING") and "trailed.fits" in line]
+    assert "trailed.fits: the bytes after the last HDU (from byte" in trailing and trailing.endswith("ignored")
 
 
 def test_every_ccd_is_an_image_with_its_own_id_row_and_sources(mosaic, tmp_path):

@@ -139,11 +139,12 @@ def image_hdus(uri: str, *, limits: HeaderLimits = DEFAULT_LIMITS) -> list[int |
     None stands for the first image HDU (what ``hdu=None`` reads; its id is the file
     version's, see :func:`make_image_id`), followed by the index of every later image
     HDU of a multi-extension file (a mosaic's CCDs), at most
-    :attr:`HeaderLimits.max_hdus` HDUs in all. When an extension's header cannot be
-    walked (truncated, malformed, too many HDUs) after at least one image, that HDU's
-    index ends the list: reading it fails with the reason, so the damage is recorded as
-    that HDU's failure while the images before it are measured. A file with no readable
-    image before any damage gives ``[None]``, whose reading fails as it always did.
+    :attr:`HeaderLimits.max_hdus` HDUs in all. Damage found after at least one complete
+    header (a truncated or malformed extension, too many HDUs, data that break off) is
+    recorded once, as the failure of one image: the images before it are measured (see
+    :func:`_reporting_damage`). A file with no readable image before any damage gives
+    ``[None]``, whose reading fails as it always did. Bytes after the last HDU that are
+    not an extension are no image (:func:`fitsheader.list_hdus` ignores them).
     """
     uri = storage.normalize_uri(uri)
     listing = _list_file(uri, limits)
@@ -151,10 +152,27 @@ def image_hdus(uri: str, *, limits: HeaderLimits = DEFAULT_LIMITS) -> list[int |
     if not images:
         return [None]
     wanted: list[int | None] = [None, *images[1:]]
-    if listing.failed_index is not None:
-        log.warning("%s: %s; the images before HDU %d are measured", uri, listing.error, listing.failed_index)
-        wanted.append(listing.failed_index)
-    return wanted
+    failed, error = listing.failed_index, listing.error
+    if failed is None or error is None:
+        return wanted
+    before = sum(1 for i in images if i < failed)
+    log.warning("%s: %s (%d image(s) before HDU %d are measured)", uri, error.message, before, failed)
+    reporting = _reporting_damage(failed, len(listing.hdus), images)
+    return wanted if reporting is None else [*wanted, reporting]
+
+
+def _reporting_damage(failed: int, listed: int, images: list[int]) -> int | None:
+    """The ``hdu`` argument whose reading fails with the damage found in HDU ``failed``
+    (after ``listed`` HDUs were listed, ``images`` among them), or None when an image
+    already listed does: its own data break off, so it fails once, not again as the HDU after.
+
+    Damage past the listed HDUs is read as the HDU where it lies; damage in the data of a
+    listed HDU that is no image (a table) as the HDU after it, whose reading walks through
+    the damage (reading the table itself would only say it holds no image).
+    """
+    if failed in images:
+        return None
+    return failed if failed >= listed else failed + 1
 
 
 def _list_file(uri: str, limits: HeaderLimits) -> fitsheader.HduListing:

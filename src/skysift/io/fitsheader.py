@@ -57,6 +57,7 @@ FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
 VALID_BITPIX = (8, 16, 32, 64, -32, -64)
 _END_CARD = b"END" + b" " * 77
+_XTENSION = b"XTENSION"
 _PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 
 
@@ -259,19 +260,14 @@ def _read_header(stream: IO[bytes], offset: int, index: int, uri: str, limits: H
         if index == 0 and not chunks and block[: len(FITS_MAGIC)] != FITS_MAGIC[: len(block)]:
             raise NotFITS(f"does not start with the FITS 'SIMPLE' card (first bytes {block[:16]!r}): "
                           "not a FITS file", uri=uri)
+        if index > 0 and not chunks and _after_last_hdu(block, offset, uri):
+            return None
         if len(block) < BLOCK:
-            if not chunks and not block.strip(b"\0 "):
-                return None  # trailing padding after the last HDU
             raise TruncatedFile(f"the file ends inside {_describe_hdu(index)} (at byte {offset + size + len(block):,}): "
                                 "truncated upload?", uri=uri)
-        if not chunks:
-            keyword = block[:8]
-            if index == 0 and block[: len(FITS_MAGIC)] != FITS_MAGIC:
-                raise NotFITS(f"does not start with the FITS 'SIMPLE' card (first bytes {block[:16]!r}): "
-                              "not a FITS file", uri=uri)
-            if index > 0 and keyword != b"XTENSION":
-                log.info("%s: %d bytes after the last HDU are not an extension; ignored", uri, len(block))
-                return None
+        if index == 0 and not chunks and block[: len(FITS_MAGIC)] != FITS_MAGIC:
+            raise NotFITS(f"does not start with the FITS 'SIMPLE' card (first bytes {block[:16]!r}): "
+                          "not a FITS file", uri=uri)
         bad = _PRINTABLE.search(block)
         end = _end_card(block)
         if bad is not None and (end is None or bad.start() < end):
@@ -284,6 +280,24 @@ def _read_header(stream: IO[bytes], offset: int, index: int, uri: str, limits: H
         if size >= limits.max_header_bytes:
             raise InvalidHeader(f"{_describe_hdu(index)} is longer than {limits.max_header_bytes / 2**20:.0f} MiB "
                                 "with no END card", uri=uri)
+
+
+def _after_last_hdu(block: bytes, offset: int, uri: str) -> bool:
+    """True when ``block`` (up to 2880 bytes at ``offset``, where another HDU could start)
+    does not start an extension: the bytes after the last HDU, which are no part of the file.
+
+    Writers pad with zeros or blanks, and transfers append other bytes (a proxy's error
+    text, a second upload's tail); none of it is a header, so the file ends with the HDU
+    before (a warning names anything but padding). Only bytes that start with
+    ``XTENSION`` (or a piece of it, cut short) are an extension, checked as any other.
+    """
+    start = block[: len(_XTENSION)]
+    if start == _XTENSION[: len(start)]:
+        return False
+    if block.strip(b"\0 "):
+        log.warning("%s: the bytes after the last HDU (from byte %s) are not a FITS extension (%r...); ignored",
+                    uri, f"{offset:,}", block[:16])
+    return True
 
 
 def _end_card(block: bytes) -> int | None:
@@ -325,42 +339,72 @@ def _matches(hdu: HduLayout, wanted: int | str | None) -> bool:
     return hdu.name.upper() == str(wanted).strip().upper()
 
 
-def _hdus(stream: IO[bytes], *, uri: str, object_size: int | None, limits: HeaderLimits,
-          seekable: bool) -> Iterator[HduLayout]:
-    """The file's HDUs in order, each header checked before it is yielded.
+class _HduWalk:
+    """The HDUs of the file on ``stream`` (at its start) in order, each header checked
+    before it is yielded.
 
     Nothing past an HDU is read until the caller asks for the next one, so a caller that
     stops at the HDU it wants never reads (or inflates) further. Raises a typed
-    :class:`~skysift.errors.InvalidImage` where the file stops being a real FITS file.
+    :class:`~skysift.errors.InvalidImage` where the file stops being a real FITS file;
+    :attr:`at` then says in which HDU (as ``csv.reader``'s ``line_num`` says where a
+    reader is).
     """
-    if object_size == 0:
-        raise EmptyImage("the file is empty (0 bytes)", uri=uri)
-    offset = 0
-    position = 0
-    index = 0
-    while True:
-        if index >= limits.max_hdus:
-            raise InvalidHeader(f"more than {limits.max_hdus:,} HDUs before the one wanted", uri=uri)
-        raw = _read_header(stream, offset, index, uri, limits)
+
+    def __init__(self, stream: IO[bytes], *, uri: str, object_size: int | None, limits: HeaderLimits,
+                 seekable: bool) -> None:
+        self.stream, self.uri, self.object_size, self.limits, self.seekable = stream, uri, object_size, limits, seekable
+        #: Index of the HDU whose bytes are being read: its header, or its data while they
+        #: are skipped on the way to the next HDU (a gzip stream may break off there).
+        self.at = 0
+
+    def __iter__(self) -> Iterator[HduLayout]:
+        if self.object_size == 0:
+            raise EmptyImage("the file is empty (0 bytes)", uri=self.uri)
+        offset = 0
+        while True:
+            if self.at >= self.limits.max_hdus:
+                raise InvalidHeader(f"more than {self.limits.max_hdus:,} HDUs before the one wanted", uri=self.uri)
+            layout = self._header(offset)
+            if layout is None:
+                return
+            yield layout
+            offset = layout.padded_end
+            if self.object_size is not None and offset >= self.object_size:
+                return
+            if self.object_size is None and offset > self.limits.max_decompressed_bytes:
+                self.at += 1  # the next HDU is out of reach
+                raise ImageTooLarge(f"the headers declare more than {self.limits.max_decompressed_bytes / 2**30:.0f} GiB "
+                                    "before the image wanted", uri=self.uri)
+            if not self._skip_data(layout):
+                return
+            self.at += 1
+
+    def _header(self, offset: int) -> HduLayout | None:
+        """HDU :attr:`at`, whose header starts at ``offset``, checked; None at the file's end."""
+        raw = _read_header(self.stream, offset, self.at, self.uri, self.limits)
         if raw is None:
-            return
-        header = _parse_header(raw, index, uri)
-        data_bytes = _declared_data_bytes(header, index, uri, limits)
-        layout = HduLayout(index, header, raw, offset, offset + len(raw), data_bytes)
-        if object_size is not None and layout.data_offset + data_bytes > object_size:
-            raise TruncatedFile(_truncation_message(layout, object_size), uri=uri)
-        yield layout
-        index += 1
-        position = layout.data_offset
-        offset = layout.padded_end
-        if object_size is not None and offset >= object_size:
-            return
-        if object_size is None and offset > limits.max_decompressed_bytes:
-            raise ImageTooLarge(f"the headers declare more than {limits.max_decompressed_bytes / 2**30:.0f} GiB "
-                                "before the image wanted", uri=uri)
-        position = _skip(stream, position, offset, seekable)
-        if position < offset:
-            return  # the stream ended inside padding or data of an HDU that is not wanted
+            return None
+        header = _parse_header(raw, self.at, self.uri)
+        data_bytes = _declared_data_bytes(header, self.at, self.uri, self.limits)
+        layout = HduLayout(self.at, header, raw, offset, offset + len(raw), data_bytes)
+        if self.object_size is not None and layout.data_offset + data_bytes > self.object_size:
+            raise TruncatedFile(_truncation_message(layout, self.object_size), uri=self.uri)
+        return layout
+
+    def _skip_data(self, layout: HduLayout) -> bool:
+        """Move past ``layout``'s data and padding (a stream that cannot seek is read through);
+        False when the file ends in the padding, a :class:`TruncatedFile` when it ends before
+        the data does (an object's size is checked before an HDU is yielded; an inflating
+        gzip stream's only here)."""
+        try:
+            position = _skip(self.stream, layout.data_offset, layout.padded_end, self.seekable)
+        except EOFError as exc:  # a gzip stream without its end
+            raise TruncatedFile(f"the gzip stream breaks off inside the data of HDU {layout.index} ({exc}): "
+                                "truncated upload?", uri=self.uri) from exc
+        if position < layout.data_offset + layout.data_bytes:
+            raise TruncatedFile(f"the file ends inside the data of HDU {layout.index} ({position - layout.data_offset:,} "
+                                f"of {layout.data_bytes:,} bytes): truncated upload?", uri=self.uri)
+        return position == layout.padded_end
 
 
 def walk(stream: IO[bytes], *, uri: str, object_size: int | None, hdu: int | str | None = None,
@@ -374,7 +418,7 @@ def walk(stream: IO[bytes], *, uri: str, object_size: int | None, hdu: int | str
     anything is allocated for pixels.
     """
     hdus: list[HduLayout] = []
-    for layout in _hdus(stream, uri=uri, object_size=object_size, limits=limits, seekable=seekable):
+    for layout in _HduWalk(stream, uri=uri, object_size=object_size, limits=limits, seekable=seekable):
         hdus.append(layout)
         if _matches(layout, hdu):
             return FileLayout(tuple(hdus), layout, object_size)
@@ -392,21 +436,19 @@ class HduListing:
 
     ``error`` is why the walk stopped before the end of the file (a truncated or
     malformed HDU, more than :attr:`HeaderLimits.max_hdus` HDUs); the HDUs before it
-    are listed.
+    are listed. ``failed_index`` is the HDU where it lies: the one after those listed
+    (its header could not be read), or the last one listed when its data break off (a
+    gzip stream is only read through as far as the listing goes).
     """
 
     hdus: tuple[HduLayout, ...]
     error: InvalidImage | None = None
+    failed_index: int | None = None
 
     @property
     def images(self) -> tuple[HduLayout, ...]:
         """The HDUs holding a 2-D image (what :func:`walk` with ``hdu=None`` picks the first of)."""
         return tuple(h for h in self.hdus if h.is_image)
-
-    @property
-    def failed_index(self) -> int | None:
-        """Index of the HDU the walk could not read (None when it read the whole file)."""
-        return len(self.hdus) if self.error is not None else None
 
 
 def list_hdus(stream: IO[bytes], *, uri: str, object_size: int | None, limits: HeaderLimits = DEFAULT_LIMITS,
@@ -417,21 +459,23 @@ def list_hdus(stream: IO[bytes], *, uri: str, object_size: int | None, limits: H
     is read (a seekable stream skips the data, a gzip stream is inflated through). A
     file that fails before its first HDU is complete raises (it holds no image); a
     failure further on is kept in :attr:`HduListing.error` with the HDUs before it, so
-    that the images before a damaged extension are still found.
+    that the images before a damaged extension are still found. Bytes after the last
+    HDU that do not start an extension end the file (see :func:`_after_last_hdu`).
     """
     hdus: list[HduLayout] = []
+    walker = _HduWalk(stream, uri=uri, object_size=object_size, limits=limits, seekable=seekable)
     try:
-        for layout in _hdus(stream, uri=uri, object_size=object_size, limits=limits, seekable=seekable):
+        for layout in walker:
             hdus.append(layout)
     except InvalidImage as exc:
         if not hdus:
             raise
-        return HduListing(tuple(hdus), exc)
+        return HduListing(tuple(hdus), exc, walker.at)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # an inflating gzip stream that breaks off
         if not hdus:
             raise
-        return HduListing(tuple(hdus), TruncatedFile(f"the gzip stream breaks off after HDU {len(hdus) - 1} ({exc}): "
-                                                     "truncated upload?", uri=uri))
+        return HduListing(tuple(hdus), TruncatedFile(f"the gzip stream breaks off in HDU {walker.at} ({exc}): "
+                                                     "truncated upload?", uri=uri), walker.at)
     if not hdus:
         raise EmptyImage("the file holds no HDU", uri=uri)
     return HduListing(tuple(hdus))
