@@ -6,7 +6,7 @@ HOME_DIR ?= skysift-data
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install demo notebooks test lint lock lock-checkov checkov bench clean
+.PHONY: install demo notebooks test lint lock lock-checkov checkov bench deploy clean
 
 # Pinned, resolved set (requirements-lock.txt, from `pip freeze` of a working install): a fresh
 # machine installs exactly what was tested, without pip's resolver searching versions.
@@ -63,6 +63,11 @@ test: install checkov
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(BIN)/sam validate --lint --region us-east-1
 	$(BIN)/python -m pytest -n 2 --durations=15
+
+# Needs Docker, the AWS CLI and credentials: builds and pushes the worker image, then sam build +
+# sam deploy with WorkerImageUri set to it (ENV=prod for the prod stack; DRY_RUN=1 prints the commands).
+deploy: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/deploy.py --config-env $(or $(ENV),default) $(if $(DRY_RUN),--dry-run)
 
 bench: install
 	$(BIN)/python benchmarks/bench_detect.py --repeats 5
