@@ -15,22 +15,12 @@ from astropy import units as u
 from rich.table import Table
 
 from skysift.cli import terminal
-from skysift.cli.terminal import HDU, OutputFile
+from skysift.cli.terminal import HDU, OutputFile, hold_home_lock, settings_for
 from skysift.errors import SkysiftError
 
 console = terminal.console()
 
 
-def _settings(ctx: click.Context, **overrides):
-    from skysift.cli.main import _settings as settings_from_root
-
-    return settings_from_root(ctx, **overrides)
-
-
-def _hold_home_lock(ctx: click.Context, home) -> None:
-    from skysift.cli.main import _hold_home_lock as hold
-
-    hold(ctx, home)
 
 
 def _arcsec(text: str) -> float:
@@ -70,14 +60,14 @@ def crossmatch(ctx: click.Context, reference_path: str | None, gaia: bool, radiu
 
     if bool(reference_path) == gaia:
         raise click.UsageError("give exactly one of --reference FILE or --gaia")
-    home = _settings(ctx).home
+    home = settings_for(ctx).home
     if gaia:
         images = LocalCatalog(home).sql("SELECT center_ra, center_dec, radius_deg FROM images WHERE status = 'ok' "
                                     "AND center_ra IS NOT NULL")
         reference = xm.fetch_gaia(images.itertuples(index=False, name=None))
     else:
         reference = xm.read_reference(reference_path, mag_column)
-    _hold_home_lock(ctx, home)  # it writes the matches table
+    hold_home_lock(ctx, home)  # it writes the matches table
     report = xm.crossmatch(home, reference, radius_arcsec=radius_arcsec, min_snr_zp=min_snr_zp)
     if as_json:
         click.echo(json.dumps({**report.to_dict(), "per_image": report.per_image}, default=str))
@@ -120,7 +110,7 @@ def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, 
     from skysift.analysis.completeness import record_completeness, run_completeness
     from skysift.catalog.analysis_tables import analysis_catalog
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     if seeing_fwhm_px is None:  # the seeing measured on this image (this HDU of a multi-extension file)
         from skysift.io.fits import inspect_image
 
@@ -140,7 +130,7 @@ def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, 
     with console.status(f"injecting {rounds} x {n_per_round} stars..."):
         result = run_completeness(image, settings, seeing_fwhm_px=seeing_fwhm_px, mag_range=mag_range,
                                   n_per_round=n_per_round, rounds=rounds, seed=seed, hdu=hdu)
-    _hold_home_lock(ctx, settings.home)  # it rewrites the image's images row
+    hold_home_lock(ctx, settings.home)  # it rewrites the image's images row
     pointers = record_completeness(settings.home, result)
     table = Table(title=f"completeness of {Path(result.uri).name} (FWHM {result.seeing_fwhm_px:.2f} px)")
     for name in ("mag", "injected", "recovered", "completeness"):

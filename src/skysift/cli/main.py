@@ -24,25 +24,13 @@ from rich.text import Text
 
 from skysift import __version__
 from skysift.cli import terminal
-from skysift.cli.terminal import HDU, OutputFile, SkysiftGroup
+from skysift.cli.terminal import HDU, OutputFile, SkysiftGroup, hold_home_lock, settings_for
 from skysift.errors import NoImageHDU, SkysiftError
 from skysift.io import storage
 from skysift.settings import ALERT_RULES, Settings
 
 console = terminal.console()
 err_console = terminal.console(stderr=True)
-
-
-def _settings(ctx: click.Context, **overrides) -> Settings:
-    root = ctx.find_root().params
-    return Settings.load(root.get("config"), home=root.get("home"), **overrides)
-
-
-def _hold_home_lock(ctx: click.Context, home: str | os.PathLike[str]) -> None:
-    """Hold the home's write lock until the command ends (one line on stderr if it must wait)."""
-    from skysift.catalog.homelock import home_lock
-
-    ctx.with_resource(home_lock(home, on_wait=lambda message: click.echo(message, err=True)))
 
 
 #: Commands that live beside their own modules, imported only when used (see SkysiftGroup).
@@ -119,8 +107,8 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
     """
     from skysift.pipeline.survey import run_local
 
-    settings = _settings(ctx, **overrides)
-    _hold_home_lock(ctx, settings.home)  # runs on one home go one after the other
+    settings = settings_for(ctx, **overrides)
+    hold_home_lock(ctx, settings.home)  # runs on one home go one after the other
     uris = storage.list_fits(target, exclude=[settings.home])  # never its own outputs
     if not uris:
         raise click.UsageError(f"no FITS files (*.fits, *.fits.gz, *.fz) under {target}")
@@ -207,9 +195,9 @@ def objects(ctx: click.Context, rebuild: bool, **overrides) -> None:
 
     if overrides["objects__radius_arcsec"] is not None and not rebuild:
         raise click.UsageError("--radius changes every object: give it with --rebuild")
-    settings = _settings(ctx, **overrides)
+    settings = settings_for(ctx, **overrides)
     radius = settings.objects.radius_arcsec
-    _hold_home_lock(ctx, settings.home)  # it writes the objects table
+    hold_home_lock(ctx, settings.home)  # it writes the objects table
     with console.status("associating detections..."):
         if rebuild:
             done = rebuild_objects(settings.home, radius_arcsec=radius)
@@ -315,7 +303,7 @@ def _query_text(sql_parts: tuple[str, ...], sql_file) -> str:
 def _local_results(ctx: click.Context, sql: str):
     from skysift.catalog.query import LocalCatalog
 
-    return LocalCatalog(_settings(ctx).home).run_script(sql)
+    return LocalCatalog(settings_for(ctx).home).run_script(sql)
 
 
 def _athena_results(sql: str, stack: str):
@@ -393,7 +381,7 @@ def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> N
         return
     from skysift.alerts.log import LogPublisher
 
-    items = [a for a in LogPublisher(_settings(ctx).home).read() if rule is None or a["rule"] == rule][:limit]
+    items = [a for a in LogPublisher(settings_for(ctx).home).read() if rule is None or a["rule"] == rule][:limit]
     if as_json:
         for item in items:
             click.echo(json.dumps(item))
@@ -441,7 +429,7 @@ def plot(ctx: click.Context, image: str | None, output: str | None, hdu: int | s
     )
     from skysift.pipeline.image import process_image
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     if overview and (image is not None or diagnostics):
         raise click.UsageError("--overview draws the whole catalog: give no IMAGE and no --diagnostics")
     if not overview and image is None:
@@ -476,8 +464,8 @@ def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
     """Merge each partition's small per-image files into one large file."""
     from skysift.catalog.tables import TABLES, LocalTables
 
-    home = _settings(ctx).home
-    _hold_home_lock(ctx, home)
+    home = settings_for(ctx).home
+    hold_home_lock(ctx, home)
     reports = LocalTables(home).compact(tables or TABLES)
     for table, r in reports.items():
         console.print(f"{table}: {r.files_before} files -> {r.files_after} ({r.partitions} partitions rewritten, {r.rows:,} rows)")
@@ -502,9 +490,9 @@ def check(ctx: click.Context, repair: bool, deep: bool) -> None:
     """Check that every table file under the home can be read; exit 1 if any cannot."""
     from skysift.catalog import integrity
 
-    home = Path(_settings(ctx).home)
+    home = Path(settings_for(ctx).home)
     if repair:
-        _hold_home_lock(ctx, home)
+        hold_home_lock(ctx, home)
     files = integrity.table_files(home)
     damaged = integrity.find_damaged(home, deep=deep)
     for item in damaged:
@@ -544,7 +532,7 @@ def export(ctx: click.Context, output: str, fmt: str | None, image: str | None, 
     from skysift.catalog.query import LocalCatalog
 
     chosen = ExportFormat(fmt) if fmt else ExportFormat.from_path(output)
-    catalog = LocalCatalog(_settings(ctx).home)
+    catalog = LocalCatalog(settings_for(ctx).home)
     images = catalog.sql("SELECT image_id, uri, wcs_header FROM images WHERE status = 'ok'")
     if image is not None:
         wanted = {image, storage.normalize_uri(image)}

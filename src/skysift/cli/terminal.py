@@ -35,6 +35,7 @@ from rich.text import Text
 
 from skysift.errors import InternalError, NotWritable, SkysiftError
 from skysift.io import storage
+from skysift.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +265,15 @@ class OutputFile(click.Path):
             self.fail(exc.message, param, ctx)
         return path
 
+
+def settings_for(ctx: click.Context, **overrides) -> Settings:
+    """The settings of this invocation: ``--config`` and ``--home`` of the root command, then ``overrides``."""
+    root = ctx.find_root().params
+    return Settings.load(root.get("config"), home=root.get("home"), **overrides)
+
+
+def hold_home_lock(ctx: click.Context, home: str | os.PathLike[str]) -> None:
+    """Hold the home's write lock until the command ends (one line on stderr if it must wait)."""
+    from skysift.catalog.homelock import home_lock
+
+    ctx.with_resource(home_lock(home, on_wait=lambda message: click.echo(message, err=True)))
