@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -88,19 +93,55 @@ def test_athena_query_runs_in_the_stack_workgroup(emulation):
     assert execution["QueryExecutionContext"]["Database"] == emulation.database
 
 
-def test_emulate_command_ingests_a_directory_and_reports_each_upload(tmp_path):
+def _emulate(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.Popen([sys.executable, "-m", "skysift.cli.main", "emulate", "--root", str(ROOT), *args],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_emulate_prints_one_summary_table_and_keeps_the_functions_logs_in_a_file(tmp_path):
     folder = tmp_path / "night"
     folder.mkdir()
     sky_file(folder / "a.fits", size=128, n_stars=15)
     (folder / "b.fits").write_bytes(b"not fits")
 
-    result = CliRunner().invoke(cli.emulate_command, ["--upload", str(folder), "--root", str(ROOT), "--param", "Stage=dev"])
+    process = _emulate("--upload", str(folder), "--param", "Stage=dev", cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=600)  # read through a pipe, as a log collector would
 
-    assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith(("SUCCEEDED", "FAILED"))]
-    assert len(lines) == 2
-    assert any(line.startswith("SUCCEEDED") and "uploads/a.fits" in line for line in lines)
-    assert any(line.startswith("FAILED") and "uploads/b.fits" in line and "not_fits" in line for line in lines)
+    assert process.returncode == 1, stderr[-3000:]  # as `skysift run`: an image failed
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in stdout.splitlines() if line.count("│") == 7 and "uploads/" in line}
+    assert rows["uploads/a.fits"][:2] == ["small", "ok"] and int(rows["uploads/a.fits"][2]) > 5
+    assert rows["uploads/a.fits"][3].isdigit()  # alerts raised, counted
+    assert rows["uploads/b.fits"][1] == "failed" and rows["uploads/b.fits"][4].startswith("not_fits")
+    assert '"level"' not in stdout and "{'" not in stdout and "WARNING" not in stdout  # no log line, dict repr, moto noise
+    assert len(stdout.splitlines()) < 15 and len(stderr.splitlines()) < 5, stderr
+    logged = (tmp_path / "skysift-emulate.log").read_text()
+    assert '"ImagesInspected"' in logged and '"level":"INFO"' in logged  # the functions' logs and metrics
+
+
+def test_emulate_serve_prints_how_to_reach_it_and_stack_lookups_find_it(tmp_path):
+    process = _emulate("--serve", "--stack", "skysift-emu", cwd=tmp_path)
+    try:
+        lines = []
+        while not lines or "serving" not in lines[-1]:
+            line = process.stdout.readline()
+            assert line, process.stderr.read()[-3000:]
+            lines.append(line)
+        text = "".join(lines)
+        exports = dict(item.split("=", 1) for item in text.split("export ", 1)[1].split("\n", 1)[0].split())
+        assert exports["AWS_ACCESS_KEY_ID"] == "testing" and exports["SKYSIFT_STACK"] == "skysift-emu"
+        assert "arn:aws:states:" in text and "AlertTopicArn" in text
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **exports}
+        lookup = subprocess.run([sys.executable, "-c", "from skysift.cli.aws import stack_output; "
+                                 "print(stack_output('skysift-emu', 'SurveyIngestStateMachineArn'))"],
+                                capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert lookup.returncode == 0 and lookup.stdout.startswith("arn:aws:states:"), lookup.stderr
+        assert lookup.stdout.strip() in text
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
 
 
 def test_stack_outputs_name_the_resources_when_no_option_does(emulation, monkeypatch):

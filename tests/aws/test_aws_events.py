@@ -43,7 +43,8 @@ def test_sample_detect_alerts_and_record_inputs_run_the_small_route_by_hand(uplo
     assert detect["status"] == "ok" and detect["n_sources"] > 10
     assert alerts["n_alerts"] >= 1 and alerts["n_published"] == 0  # the upload's own run sent them already
     assert record == {"image_id": event("detect-small-input.json")["image"]["info"]["image_id"], "status": "ok",
-                      "route": "small", "n_sources": detect["n_sources"]}
+                      "route": "small", "n_sources": detect["n_sources"],
+                      "n_alerts": event("record-input.json")["alerts"]["n_alerts"]}
 
 
 def test_sample_quarantine_input_records_the_reason(emulation):

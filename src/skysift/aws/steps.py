@@ -262,7 +262,8 @@ def record_step(state: dict[str, Any], ctx: Context) -> dict:
         row["route"] = image.route
         ctx.store.write_image_row(row)
     outcome = {"image_id": row["image_id"], "status": row["status"], "route": row["route"],
-               "n_sources": int(row.get("n_sources") or 0)}
+               "n_sources": int(row.get("n_sources") or 0),
+               "n_alerts": int((state.get("alerts") or {}).get("n_alerts") or 0)}
     put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome, "uri": source.uri})
     return outcome
 

@@ -13,9 +13,15 @@ CloudFormation stack (``--stack``, default ``skysift-dev``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ import boto3
 import click
 from botocore.exceptions import ClientError
 
+from skysift.cli import terminal
 from skysift.errors import ConfigError
 from skysift.io.storage import FITS_SUFFIXES
 from skysift.settings import ALERT_RULES
@@ -238,37 +245,124 @@ def subscribe_command(sqs_arn, allow, email, min_snr, max_mag, kinds, surveys, b
               help="Template parameter of template.yaml (repeatable).")
 @click.option("--serve/--no-serve", default=False, help="Keep the emulation up (Ctrl-C to stop) for aws --endpoint-url.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), help="Checkout with template.yaml (default: cwd).")
+@click.option("--stack", "stack_name", default="skysift-emu", show_default=True,
+              help="Name of the CloudFormation stack the emulation registers (for --stack of the other commands).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default="skysift-emulate.log", show_default=True,
+              help="Where the functions' JSON logs and metrics go (with -v: to stderr instead).")
+@click.option("-v", "--verbose", is_flag=True, help="The functions' logs and metrics on stderr.")
 def emulate_command(upload_dir: str | None, survey_dir: str | None, parameters: dict[str, str], serve: bool,
-                    root: str | None) -> None:
-    """Run the AWS system of template.yaml on moto in this process (no AWS account, no Docker)."""
-    from skysift.aws.emulation.emulate import Emulation
+                    root: str | None, stack_name: str, log_file: str, verbose: bool) -> None:
+    """Run the AWS system of template.yaml on moto in this process (no AWS account, no Docker).
 
-    with Emulation(root, parameters=parameters) as aws:
-        click.echo(f"moto endpoint: {aws.server.url}  (AWS_ENDPOINT_URL={aws.server.url} aws s3 ls)")
-        click.echo(f"raw bucket: s3://{aws.raw_bucket}  catalog: s3://{aws.catalog_bucket}  glue: {aws.database}")
-        if upload_dir:
-            files = sorted(p for p in Path(upload_dir).iterdir() if p.name.lower().endswith(FITS_SUFFIXES))
-            for path in files:
-                aws.upload(path, f"uploads/{path.name}")
-            for execution in aws.wait(timeout_s=3600):
-                key = json.loads(execution["input"]).get("detail", {}).get("object", {}).get("key")
-                outcome = json.loads(execution.get("output") or "{}")
-                click.echo(f"{execution['status']:9} {key}  {outcome or execution.get('error')}")
-        if survey_dir:
-            rule = "IngestImageStateMachineFitsUploaded"  # bulk load without per-upload ingestion
-            aws.client("events").disable_rule(Name=rule)
-            for path in sorted(Path(survey_dir).iterdir()):
-                if path.name.lower().endswith(FITS_SUFFIXES):
-                    aws.client("s3").put_object(Bucket=aws.raw_bucket, Key=f"survey/{path.name}", Body=path.read_bytes())
-            aws.client("events").enable_rule(Name=rule)
-            survey = aws.start_survey(prefix="survey/")
-            aws.wait(timeout_s=3600)
-            described = aws.client("stepfunctions").describe_execution(executionArn=survey)
-            click.echo(json.dumps({"status": described["status"], **json.loads(described.get("output") or "{}")}, indent=2))
-        if serve:
-            click.echo("serving; Ctrl-C to stop")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+    Prints one table of what happened to each upload; exits 1 when any image failed.
+    """
+    out = terminal.console(file=sys.stdout)  # bound before the functions' output is redirected
+    with _function_output(None if verbose else Path(log_file)):
+        from skysift.aws.emulation.emulate import Emulation
+
+        with Emulation(root, parameters=parameters) as aws:
+            aws.publish_stack(stack_name)
+            out.print(f"emulation up: stack {stack_name}, moto at {aws.server.url}"
+                      + ("" if verbose else f"; the functions' logs in {log_file}"))
+            outcomes = []
+            if upload_dir:
+                for path in _fits_files(upload_dir):
+                    aws.upload(path, f"uploads/{path.name}")
+                outcomes = [_outcome(e) for e in aws.wait(timeout_s=3600)]
+                out.print(_outcome_table(outcomes))
+            if survey_dir:
+                outcomes = _run_survey(aws, survey_dir, out)
+            if serve:
+                _serve(aws, stack_name, out)
+    if any(o.status == "failed" for o in outcomes):
+        raise SystemExit(terminal.EXIT_FAILURE)  # as `skysift run`: 1 when any image failed
+
+
+def _fits_files(directory: str) -> list[Path]:
+    return sorted(p for p in Path(directory).iterdir() if p.name.lower().endswith(FITS_SUFFIXES))
+
+
+@contextmanager
+def _function_output(log_path: Path | None) -> Iterator[None]:
+    """The functions' output (Powertools JSON logs on stdout, EMF metrics, moto's warnings) into
+    ``log_path``, as CloudWatch Logs would hold them; left alone (stderr) when None."""
+    if log_path is None:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
+        handler = logging.StreamHandler(log_file)
+        root = logging.getLogger()
+        saved = root.handlers[:]
+        root.handlers = [handler]
+        try:
+            yield
+        finally:
+            root.handlers = saved
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One IngestImage execution as the summary shows it."""
+
+    image: str
+    status: str
+    route: str = ""
+    n_sources: int | None = None
+    n_alerts: int | None = None
+    reason: str = ""
+
+
+def _outcome(execution: dict) -> _Outcome:
+    detail = json.loads(execution["input"]).get("detail", {}).get("object", {})
+    source = json.loads(execution["input"]).get("source", {})
+    key = detail.get("key") or source.get("key") or "?"
+    if execution["status"] != "SUCCEEDED":
+        cause = (execution.get("cause") or "").splitlines()[0][:200] if execution.get("cause") else ""
+        return _Outcome(key, "failed", reason=f"{execution.get('error') or execution['status']}: {cause}".rstrip(": "))
+    output = json.loads(execution.get("output") or "{}")
+    return _Outcome(key, output.get("status", "ok"), output.get("route", ""), output.get("n_sources"),
+                    output.get("n_alerts"))
+
+
+def _outcome_table(outcomes: list[_Outcome]):
+    from rich.table import Table
+
+    table = Table("image", "route", "status", "sources", "alerts", "reason", title=f"{len(outcomes)} upload(s)")
+    for o in outcomes:
+        table.add_row(o.image, o.route, o.status, "" if o.n_sources is None else str(o.n_sources),
+                      "" if o.n_alerts is None else str(o.n_alerts), o.reason)
+    return table
+
+
+def _run_survey(aws, survey_dir: str, out) -> list[_Outcome]:
+    rule = "IngestImageStateMachineFitsUploaded"  # bulk load without per-upload ingestion
+    aws.client("events").disable_rule(Name=rule)
+    for path in _fits_files(survey_dir):
+        aws.client("s3").put_object(Bucket=aws.raw_bucket, Key=f"survey/{path.name}", Body=path.read_bytes())
+    aws.client("events").enable_rule(Name=rule)
+    survey = aws.start_survey(prefix="survey/")
+    outcomes = [_outcome(e) for e in aws.wait(timeout_s=3600)]
+    described = aws.client("stepfunctions").describe_execution(executionArn=survey)
+    report = json.loads(described.get("output") or "{}")
+    out.print(_outcome_table(outcomes))
+    out.print(f"SurveyIngest {described['status'].lower()}: {report.get('succeeded', 0)} of {report.get('total', 0)} "
+              f"images catalogued, {report.get('failed', 0)} failed {report.get('reasons') or ''}".rstrip())
+    return outcomes
+
+
+def _serve(aws, stack_name: str, out) -> None:
+    """Stay up for other processes: print how to reach the emulation, as the stack outputs would."""
+    out.print("to use it from another shell (any AWS CLI or SDK; skysift commands find the stack):")
+    out.print(f"  export AWS_ENDPOINT_URL={aws.server.url} AWS_ACCESS_KEY_ID=testing "
+              f"AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={aws.region_name} SKYSIFT_STACK={stack_name}", soft_wrap=True)
+    for key, value in aws.stack_outputs().items():
+        out.print(f"  {key:32} {value}", soft_wrap=True)
+    out.print(f"  e.g. aws s3 cp FILE.fits s3://{aws.raw_bucket}/uploads/  |  skysift ingest s3://{aws.raw_bucket}/uploads/ --wait")
+    out.print("serving; Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass

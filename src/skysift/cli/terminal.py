@@ -73,13 +73,14 @@ class _Console(Console):
         Console.size.fset(self, new_size)
 
 
-def console(*, stderr: bool = False) -> Console:
-    """A rich console on stdout (or stderr) for a command's output.
+def console(*, stderr: bool = False, file=None) -> Console:
+    """A rich console on stdout (or stderr, or ``file``: a stream bound now, not looked up at each write)
+    for a command's output.
 
     ``print`` soft-wraps (a message is never broken into lines by rich; a terminal
     folds long lines itself), and off a terminal nothing is wrapped at all.
     """
-    return _Console(stderr=stderr, soft_wrap=True)
+    return _Console(stderr=stderr, file=file, soft_wrap=True)
 
 
 def print_error(reason: str, message: str) -> None:

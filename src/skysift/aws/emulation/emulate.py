@@ -25,6 +25,7 @@ as a Lambda sandbox does (``Runtime.ExitError``, its ``finally`` clauses unrun b
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -36,6 +37,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -277,6 +279,28 @@ class Emulation:
             log.warning("executions still running when the emulation stopped")
 
     # -- clients -----------------------------------------------------------------------------
+    @property
+    def region_name(self) -> str:
+        return REGION
+
+    def stack_outputs(self) -> dict[str, str]:
+        """The template's ``Outputs`` as this emulation resolves them (those of resources it creates)."""
+        outputs = {}
+        for key, spec in self.template.get("Outputs", {}).items():
+            with contextlib.suppress(ConfigError):
+                outputs[key] = str(self.resolver.resolve(spec["Value"]))
+        return outputs
+
+    def publish_stack(self, name: str) -> None:
+        """A CloudFormation stack ``name`` on moto holding :meth:`stack_outputs`, so that the commands
+        that look a deployed stack up (``skysift ingest``, ``alerts subscribe``, ``query --athena``)
+        find this emulation with ``--stack NAME``; its resources exist already, outside the stack."""
+        body = {"Resources": {"Emulation": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+                "Outputs": {key: {"Value": value} for key, value in self.stack_outputs().items()}}
+        with warnings.catch_warnings():  # moto creates no such resource, and says so
+            warnings.filterwarnings("ignore", message=".*WaitConditionHandle.*")
+            self.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(body))
+
     def client(self, service: str):
         return boto3.client(service, region_name=REGION)
 
