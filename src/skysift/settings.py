@@ -1,9 +1,11 @@
 """Settings: one typed, frozen object built once at the entrypoint and passed down.
 
-Values come, lowest priority first, from the defaults below, a TOML file
-(``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``,
-``[wcs]``, ``[objects]`` tables), ``SKYSIFT_*`` environment variables for the few deployment knobs, and
-explicit overrides from command-line flags.
+Values come, lowest priority first, from the defaults below and ``SKYSIFT_<FIELD>`` variables
+(``SKYSIFT_HOME``), a TOML file (``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``,
+``[wcs]``, ``[objects]`` tables), and explicit overrides: command-line flags, or the
+``SKYSIFT_<SECTION>__<FIELD>`` variables of the few deployment knobs that the AWS entrypoints
+map to overrides (:func:`skysift.aws.config.settings_from_env`). pydantic-settings merges
+them (:meth:`Settings.settings_customise_sources`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,18 @@ import hashlib
 import json
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from skysift.errors import ConfigError
 from skysift.limits import DEFAULT_LIMITS, HeaderLimits
@@ -120,11 +130,17 @@ class ObjectSettings(_Frozen):
 #: catalog) and ``home``.
 MEASUREMENT_SETTINGS = ("survey", "background", "detection", "photometry", "wcs")
 
+#: The TOML file of the :meth:`Settings.load` call under way (a context variable: loads in
+#: other threads or tasks each see their own).
+_TOML_FILE: ContextVar[Path | None] = ContextVar("skysift_settings_toml_file", default=None)
 
-class Settings(_Frozen):
+
+class Settings(BaseSettings):
     """Everything the pipeline needs to know, in one frozen object."""
 
-    home: Path = Field(default_factory=lambda: Path(os.environ.get("SKYSIFT_HOME", "skysift-data")))
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix="SKYSIFT_")
+
+    home: Path = Field(Path("skysift-data"), description="local tables, alert log and cut-outs ($SKYSIFT_HOME)")
     survey: str | None = Field(None, description="survey name to use when the header gives none")
     background: BackgroundSettings = BackgroundSettings()
     detection: DetectionSettings = DetectionSettings()
@@ -141,17 +157,28 @@ class Settings(_Frozen):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest priority first: overrides, the TOML file of :meth:`load`, ``SKYSIFT_*`` variables
+        (``SKYSIFT_HOME``: a default, as the command line's ``--home`` takes it)."""
+        toml_file = _TOML_FILE.get()
+        toml = (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),) if toml_file is not None else ()
+        return (init_settings, *toml, env_settings)
+
+    @classmethod
     def load(cls, toml_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then the TOML file, then ``overrides`` (``section__field=value`` or ``home=...``).
+        """Defaults, then the TOML file, then ``overrides`` (``section__field=value``,
+        ``section={...}`` or ``home=...``; None: not given).
 
         Raises :class:`ConfigError` with the offending field when a value is invalid.
         """
         data: dict[str, Any] = {}
-        if toml_path is not None:
-            try:
-                data = tomllib.loads(Path(toml_path).read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"cannot read settings file: {exc}", uri=str(toml_path)) from exc
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -160,10 +187,20 @@ class Settings(_Frozen):
                 data.setdefault(section, {})[field] = value
             else:
                 data[section] = value
+        token = _TOML_FILE.set(None if toml_path is None else Path(toml_path))
         try:
-            return cls.model_validate(data)
+            if toml_path is not None:
+                with open(toml_path, "rb"):  # the TOML source skips a file it cannot find: name it here
+                    pass
+            return cls(**data)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file: {exc}", uri=str(toml_path)) from exc
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigError(f"invalid settings: {problems}") from exc
+        except SettingsError as exc:  # a SKYSIFT_* variable that does not parse
+            raise ConfigError(f"invalid settings: {' '.join(str(exc).split())}") from exc
+        finally:
+            _TOML_FILE.reset(token)
