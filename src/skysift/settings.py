@@ -13,12 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +38,27 @@ from pydantic_settings import (
 
 from skysift.errors import ConfigError
 from skysift.limits import DEFAULT_LIMITS, HeaderLimits
+
+_SIZE_TEXT = re.compile(r"\s*[0-9]*\.?[0-9]+\s*[A-Za-z]*\s*")
+
+
+def _whole_size(value: Any) -> Any:
+    """ByteSize reads the front of a text and truncates numbers: let only a whole size through."""
+    if (isinstance(value, str) and not _SIZE_TEXT.fullmatch(value)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{value!r} is not a size like 1GiB, 512MB or 2000000000")
+    return value
+
+
+#: A number of bytes: an integer, or text such as ``"1GiB"``, ``"512MB"``, ``"2g"``
+#: (:class:`pydantic.ByteSize`: decimal kB/MB/GB/TB and k/m/g/t, binary KiB/MiB/GiB/TiB).
+Bytes = Annotated[ByteSize, BeforeValidator(_whole_size)]
+_BYTES = TypeAdapter(Bytes)
+
+
+def parse_bytes(size: str | int) -> int:
+    """``size`` (see :data:`Bytes`) in bytes; :class:`ValueError` when it is not a size."""
+    return int(_BYTES.validate_python(size))
 
 
 class _Frozen(BaseModel):
@@ -92,12 +122,12 @@ class LimitSettings(_Frozen):
     """When to switch from the in-memory path to tiles, and how big tiles may be."""
 
     max_pixels: int = Field(2**29, description="largest image the in-memory path accepts (SEP: < 2^31 bytes)")
-    max_memory_bytes: int = Field(2 * 2**30, ge=2**28, description="memory budget of the tiled path (all workers)")
+    max_memory_bytes: Bytes = Field(2 * 2**30, ge=2**28, description="memory budget of the tiled path (all workers)")
     tile_margin_px: int = Field(256, ge=64, description="overlap read around each tile: > the largest source, and enough background cells that tiles see the sky a whole-image run sees")
     max_hdus: int = Field(DEFAULT_LIMITS.max_hdus, ge=1, description="HDUs a file may have before the image wanted")
-    max_header_bytes: int = Field(DEFAULT_LIMITS.max_header_bytes, ge=2880, description="longest header accepted")
+    max_header_bytes: Bytes = Field(DEFAULT_LIMITS.max_header_bytes, ge=2880, description="longest header accepted")
     max_axis_px: int = Field(DEFAULT_LIMITS.max_axis_px, ge=1, description="longest NAXISn accepted")
-    max_decompressed_bytes: int = Field(DEFAULT_LIMITS.max_decompressed_bytes, ge=2880,
+    max_decompressed_bytes: Bytes = Field(DEFAULT_LIMITS.max_decompressed_bytes, ge=2880,
                                         description="a gzip file is never inflated past this")
     reject_bad_checksum: bool = Field(False, description="quarantine a file whose CHECKSUM/DATASUM do not match "
                                       "(off: process it and record checksum_status = 'bad')")
