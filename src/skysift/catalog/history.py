@@ -23,9 +23,10 @@ HISTORY_SCHEMA = pa.schema([("ra", pa.float64()), ("dec", pa.float64()), ("image
 
 def angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
     """Great-circle distance in degrees between positions given in degrees (broadcasts)."""
-    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))
-    cos = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    # imported here: astropy.coordinates takes ~0.1 s to load, which `skysift query` never needs
+    from astropy.coordinates import angular_separation
+
+    return np.degrees(angular_separation(*(np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))))
 
 
 def images_reaching(rows: Iterable[dict], center_ra: float, center_dec: float, radius_deg: float,
