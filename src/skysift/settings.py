@@ -1,9 +1,11 @@
 """Settings: one typed, frozen object built once at the entrypoint and passed down.
 
-Values come, lowest priority first, from the defaults below, a TOML file
-(``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``,
-``[wcs]``, ``[objects]`` tables), ``SKYSIFT_*`` environment variables for the few deployment knobs, and
-explicit overrides from command-line flags.
+Values come, lowest priority first, from the defaults below and ``SKYSIFT_<FIELD>`` variables
+(``SKYSIFT_HOME``), a TOML file (``[detection]``, ``[background]``, ``[photometry]``, ``[alerts]``, ``[limits]``,
+``[wcs]``, ``[objects]`` tables), and explicit overrides: command-line flags, or the
+``SKYSIFT_<SECTION>__<FIELD>`` variables of the few deployment knobs that the AWS entrypoints
+map to overrides (:func:`skysift.aws.config.settings_from_env`). pydantic-settings merges
+them (:meth:`Settings.settings_customise_sources`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,52 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from skysift.errors import ConfigError
 from skysift.limits import DEFAULT_LIMITS, HeaderLimits
+
+_SIZE_TEXT = re.compile(r"\s*[0-9]*\.?[0-9]+\s*[A-Za-z]*\s*")
+
+
+def _whole_size(value: Any) -> Any:
+    """ByteSize reads the front of a text and truncates numbers: let only a whole size through."""
+    if (isinstance(value, str) and not _SIZE_TEXT.fullmatch(value)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{value!r} is not a size like 1GiB, 512MB or 2000000000")
+    return value
+
+
+#: A number of bytes: an integer, or text such as ``"1GiB"``, ``"512MB"``, ``"2g"``
+#: (:class:`pydantic.ByteSize`: decimal kB/MB/GB/TB and k/m/g/t, binary KiB/MiB/GiB/TiB).
+Bytes = Annotated[ByteSize, BeforeValidator(_whole_size)]
+_BYTES = TypeAdapter(Bytes)
+
+
+def parse_bytes(size: str | int) -> int:
+    """``size`` (see :data:`Bytes`) in bytes; :class:`ValueError` when it is not a size."""
+    return int(_BYTES.validate_python(size))
 
 
 class _Frozen(BaseModel):
@@ -82,12 +122,12 @@ class LimitSettings(_Frozen):
     """When to switch from the in-memory path to tiles, and how big tiles may be."""
 
     max_pixels: int = Field(2**29, description="largest image the in-memory path accepts (SEP: < 2^31 bytes)")
-    max_memory_bytes: int = Field(2 * 2**30, ge=2**28, description="memory budget of the tiled path (all workers)")
+    max_memory_bytes: Bytes = Field(2 * 2**30, ge=2**28, description="memory budget of the tiled path (all workers)")
     tile_margin_px: int = Field(256, ge=64, description="overlap read around each tile: > the largest source, and enough background cells that tiles see the sky a whole-image run sees")
     max_hdus: int = Field(DEFAULT_LIMITS.max_hdus, ge=1, description="HDUs a file may have before the image wanted")
-    max_header_bytes: int = Field(DEFAULT_LIMITS.max_header_bytes, ge=2880, description="longest header accepted")
+    max_header_bytes: Bytes = Field(DEFAULT_LIMITS.max_header_bytes, ge=2880, description="longest header accepted")
     max_axis_px: int = Field(DEFAULT_LIMITS.max_axis_px, ge=1, description="longest NAXISn accepted")
-    max_decompressed_bytes: int = Field(DEFAULT_LIMITS.max_decompressed_bytes, ge=2880,
+    max_decompressed_bytes: Bytes = Field(DEFAULT_LIMITS.max_decompressed_bytes, ge=2880,
                                         description="a gzip file is never inflated past this")
     reject_bad_checksum: bool = Field(False, description="quarantine a file whose CHECKSUM/DATASUM do not match "
                                       "(off: process it and record checksum_status = 'bad')")
@@ -120,11 +160,17 @@ class ObjectSettings(_Frozen):
 #: catalog) and ``home``.
 MEASUREMENT_SETTINGS = ("survey", "background", "detection", "photometry", "wcs")
 
+#: The TOML file of the :meth:`Settings.load` call under way (a context variable: loads in
+#: other threads or tasks each see their own).
+_TOML_FILE: ContextVar[Path | None] = ContextVar("skysift_settings_toml_file", default=None)
 
-class Settings(_Frozen):
+
+class Settings(BaseSettings):
     """Everything the pipeline needs to know, in one frozen object."""
 
-    home: Path = Field(default_factory=lambda: Path(os.environ.get("SKYSIFT_HOME", "skysift-data")))
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix="SKYSIFT_")
+
+    home: Path = Field(Path("skysift-data"), description="local tables, alert log and cut-outs ($SKYSIFT_HOME)")
     survey: str | None = Field(None, description="survey name to use when the header gives none")
     background: BackgroundSettings = BackgroundSettings()
     detection: DetectionSettings = DetectionSettings()
@@ -141,17 +187,28 @@ class Settings(_Frozen):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest priority first: overrides, the TOML file of :meth:`load`, ``SKYSIFT_*`` variables
+        (``SKYSIFT_HOME``: a default, as the command line's ``--home`` takes it)."""
+        toml_file = _TOML_FILE.get()
+        toml = (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),) if toml_file is not None else ()
+        return (init_settings, *toml, env_settings)
+
+    @classmethod
     def load(cls, toml_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then the TOML file, then ``overrides`` (``section__field=value`` or ``home=...``).
+        """Defaults, then the TOML file, then ``overrides`` (``section__field=value``,
+        ``section={...}`` or ``home=...``; None: not given).
 
         Raises :class:`ConfigError` with the offending field when a value is invalid.
         """
         data: dict[str, Any] = {}
-        if toml_path is not None:
-            try:
-                data = tomllib.loads(Path(toml_path).read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"cannot read settings file: {exc}", uri=str(toml_path)) from exc
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -160,10 +217,20 @@ class Settings(_Frozen):
                 data.setdefault(section, {})[field] = value
             else:
                 data[section] = value
+        token = _TOML_FILE.set(None if toml_path is None else Path(toml_path))
         try:
-            return cls.model_validate(data)
+            if toml_path is not None:
+                with open(toml_path, "rb"):  # the TOML source skips a file it cannot find: name it here
+                    pass
+            return cls(**data)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file: {exc}", uri=str(toml_path)) from exc
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigError(f"invalid settings: {problems}") from exc
+        except SettingsError as exc:  # a SKYSIFT_* variable that does not parse
+            raise ConfigError(f"invalid settings: {' '.join(str(exc).split())}") from exc
+        finally:
+            _TOML_FILE.reset(token)

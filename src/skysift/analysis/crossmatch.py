@@ -32,6 +32,7 @@ import pyarrow as pa
 from astropy import units as u
 from astropy.coordinates import SkyCoord, search_around_sky
 from astropy.io import fits
+from astropy.stats import mad_std
 from astropy.wcs import WCS
 from astropy_healpix import HEALPix
 
@@ -44,9 +45,6 @@ log = logging.getLogger(__name__)
 #: HEALPix order of the reference buckets (nside 256, cells ~13.7 arcmin across).
 BUCKET_ORDER = 8
 _BUCKETS = HEALPix(nside=2**BUCKET_ORDER, order="nested")
-#: Robust standard deviation from the median absolute deviation of a normal sample.
-MAD_TO_SIGMA = 1.4826
-
 RA_NAMES = ("ra", "ra_deg", "raj2000", "ra_icrs", "_raj2000")
 DEC_NAMES = ("dec", "dec_deg", "dej2000", "de_icrs", "dec_icrs", "_dej2000")
 MAG_NAMES = ("mag", "phot_g_mean_mag", "rmag", "r_mag", "psfmag_r", "gmag")
@@ -220,11 +218,12 @@ def pair_up(src_ra: np.ndarray, src_dec: np.ndarray, ref_ra: np.ndarray, ref_dec
 
 
 def robust_sigma(values: np.ndarray) -> float | None:
-    """1.4826 x median absolute deviation (a normal sample's sigma), None when empty."""
+    """1.4826 x median absolute deviation (a normal sample's sigma, astropy's ``mad_std``) of the
+    finite values, None when there are none."""
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None
-    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+    return float(mad_std(values))
 
 
 def _median(values: np.ndarray) -> float | None:

@@ -8,7 +8,7 @@ local file, kept in memory; the S3 footprint index) and how they read a file.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
+from cachetools import LRUCache
 
 #: The columns of earlier detections the rule needs.
 HISTORY_SCHEMA = pa.schema([("ra", pa.float64()), ("dec", pa.float64()), ("image_id", pa.string()), ("flags", pa.int32())])
@@ -23,9 +24,10 @@ HISTORY_SCHEMA = pa.schema([("ra", pa.float64()), ("dec", pa.float64()), ("image
 
 def angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
     """Great-circle distance in degrees between positions given in degrees (broadcasts)."""
-    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))
-    cos = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    # imported here: astropy.coordinates takes ~0.1 s to load, which `skysift query` never needs
+    from astropy.coordinates import angular_separation
+
+    return np.degrees(angular_separation(*(np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))))
 
 
 def images_reaching(rows: Iterable[dict], center_ra: float, center_dec: float, radius_deg: float,
@@ -69,34 +71,27 @@ class FileCache(Generic[T]):
     def __init__(self, load: Callable[[Path], T], *, max_bytes: int | None = None,
                  size: Callable[[T], int] | None = None) -> None:
         self._load = load
-        self._max_bytes = max_bytes
-        self._size = size or (lambda _: 0)
-        self._bytes = 0
-        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], T, int]] = OrderedDict()
+        measure = size or (lambda _: 0)
+        budget = math.inf if max_bytes is None else max_bytes
+        # An entry larger than the whole budget counts as the budget: it is kept alone until another
+        # needs room (LRUCache refuses a value larger than maxsize, and a compacted partition's file
+        # should be read once for all its images, not once per image).
+        self._entries: LRUCache[Path, tuple[tuple[int, int, int], T]] = LRUCache(
+            maxsize=budget, getsizeof=lambda entry: min(measure(entry[1]), budget))
 
     def get(self, path: Path) -> T:
         """The loaded content of ``path`` (FileNotFoundError if it is gone)."""
         stat = path.stat()
         version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        entry = self._entries.get(path)
+        entry = self._entries.get(path)  # the most recently used now
         if entry is not None and entry[0] == version:
-            self._entries.move_to_end(path)
             return entry[1]
         value = self._load(path)
-        self._drop(path)
-        nbytes = self._size(value)
-        self._entries[path] = (version, value, nbytes)
-        self._bytes += nbytes
-        while self._max_bytes is not None and self._bytes > self._max_bytes and len(self._entries) > 1:
-            self._drop(next(iter(self._entries)))
+        self._entries.pop(path, None)
+        self._entries[path] = (version, value)
         return value
 
     def forget_missing(self, present: set[Path]) -> None:
         """Drop the entries of files no longer listed."""
         for path in [p for p in self._entries if p not in present]:
-            self._drop(path)
-
-    def _drop(self, path: Path) -> None:
-        entry = self._entries.pop(path, None)
-        if entry is not None:
-            self._bytes -= entry[2]
+            del self._entries[path]

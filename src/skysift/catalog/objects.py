@@ -257,11 +257,12 @@ def _photometry(detections: pa.Table, order: np.ndarray, member_object: np.ndarr
 def _clean_detections(catalog: LocalCatalog, cells: Iterable[int] | None) -> tuple[pa.Table, np.ndarray]:
     """Clean detections with a sky position (in ``cells``, or all), and the cell of each."""
     where = f"ra IS NOT NULL AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0"
+    params = {}
     if cells is not None:
-        listed = ", ".join(str(int(c)) for c in sorted(cells))
-        where += f" AND (healpix >> {_CELL_SHIFT}) IN ({listed})"
+        where += f" AND (healpix >> {_CELL_SHIFT}) IN (SELECT unnest($cells))"
+        params["cells"] = sorted(int(c) for c in cells)
     table = catalog.arrow("SELECT source_id, image_id, obs_time, band, ra, dec, mag_ab, mag_ab_err, flags, "
-                          f"healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE {where}")
+                          f"healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE {where}", params)
     cell = table["cell"].fill_null(-1).to_numpy()
     return table.drop_columns(["cell"]), cell
 

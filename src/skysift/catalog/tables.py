@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute  # makes pa.compute available
 import pyarrow.parquet as pq
+from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from skysift.catalog import compaction, history
 from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
@@ -36,6 +37,9 @@ TABLES = ("sources", "images", "alerts")
 POSITION_CACHE_BYTES = 256 * 2**20
 #: Tries to read a file that another writer may be replacing (atomic renames) at that moment.
 LISTING_ATTEMPTS = 3
+#: Look again at once when a file was replaced (or compacted) while being found or read.
+_again_if_replaced = retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(LISTING_ATTEMPTS),
+                           reraise=True)
 
 
 def partition_path(row: dict) -> str:
@@ -142,16 +146,9 @@ class LocalTables:
         """Merge each partition's files into one (see :mod:`skysift.catalog.compaction`)."""
         return {t: compaction.compact_table(self.table_dir(t), "healpix" if t == "sources" else None) for t in tables}
 
+    @_again_if_replaced
     def image_rows(self) -> list[dict]:
         """Every ``images`` row (partition keys included), each file read once while unchanged."""
-        for _ in range(LISTING_ATTEMPTS - 1):
-            try:
-                return self._list_image_rows()
-            except FileNotFoundError:
-                continue  # a file was replaced (or compacted) while listing: list again
-        return self._list_image_rows()
-
-    def _list_image_rows(self) -> list[dict]:
         paths = set(self.table_dir("images").glob("*/*/*/*.parquet"))
         self._image_rows.forget_missing(paths)
         return [row for path in sorted(paths) for row in self._image_rows.get(path)]
@@ -168,19 +165,20 @@ class LocalTables:
             center_ra, center_dec, radius_deg)
 
     def _positions_of(self, image_row: dict) -> pa.Table:
-        for _ in range(LISTING_ATTEMPTS):
-            try:
-                path = self._sources_file(image_row)
-                table = self._positions.get(path)
-                break
-            except FileNotFoundError:
-                continue  # replaced (or compacted) meanwhile: look for its file again
-        else:  # the image is being re-run, or the tables were damaged
+        try:
+            path, table = self._positions_file(image_row)
+        except FileNotFoundError:  # the image is being re-run, or the tables were damaged
             log.warning("no sources file for image %s; its detections are left out", image_row["image_id"])
             return history.HISTORY_SCHEMA.empty_table()
         if path.name.startswith(compaction.COMPACTED_PREFIX):
             table = table.filter(pa.compute.equal(table["image_id"], image_row["image_id"]))
         return table
+
+    @_again_if_replaced
+    def _positions_file(self, image_row: dict) -> tuple[Path, pa.Table]:
+        """The file holding the image's detections, and its cached positions."""
+        path = self._sources_file(image_row)
+        return path, self._positions.get(path)
 
     def record_failure(self, image_row: dict, error: dict) -> str:
         """A JSON quarantine record ``{home}/quarantine/{image_id}.json``."""

@@ -28,6 +28,7 @@ from skysift.cli.terminal import HDU, OutputFile, SkysiftGroup, hold_home_lock, 
 from skysift.errors import NoImageHDU, SkysiftError
 from skysift.io import storage
 from skysift.settings import ALERT_RULES, Settings
+from skysift.settings import parse_bytes as parse_size
 
 console = terminal.console()
 err_console = terminal.console(stderr=True)
@@ -358,16 +359,12 @@ def _hdu_of_single_file(hdu: int | str | None, target: str, uris: list[str]) -> 
     return hdu
 
 
-_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-               "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
-
-
 def parse_bytes(text: str) -> int:
     """'1GiB', '512MB', '2g' or a plain number of bytes, as bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _BYTE_UNITS:
-        raise click.BadParameter(f"{text!r} is not a size like 1GiB, 512MB or 2000000000")
-    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size like 1GiB, 512MB or 2000000000") from None
 
 
 @cli.group(cls=SkysiftGroup, lazy=LAZY_ALERT_COMMANDS, invoke_without_command=True)

@@ -58,6 +58,7 @@ import numpy as np
 
 from skysift.alerts.delivery import deliver_alerts, prepare_alerts
 from skysift.alerts.log import LogPublisher
+from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
 from skysift.catalog.query import LocalCatalog
@@ -409,8 +410,8 @@ class _SkyHistory:
         placed.sort(key=lambda item: item[1])  # oldest first: the images earlier than t are a prefix
         self.ids = np.array([r["image_id"] for r, _ in placed], dtype=object)
         self.time = np.array([t for _, t in placed], dtype=float)
-        self.xyz = _unit_vectors(np.array([float(r["center_ra"]) for r, _ in placed]),
-                                 np.array([float(r["center_dec"]) for r, _ in placed]))
+        self.ra = np.array([float(r["center_ra"]) for r, _ in placed])
+        self.dec = np.array([float(r["center_dec"]) for r, _ in placed])
         self.radius = np.array([float(r.get("radius_deg") or 0.0) for r, _ in placed])
 
     def earlier_ids(self, row: dict) -> list[str]:
@@ -421,15 +422,9 @@ class _SkyHistory:
         n = int(np.searchsorted(self.time, when, side="left"))
         if n == 0:
             return []
-        here = _unit_vectors(np.array([float(row["center_ra"])]), np.array([float(row["center_dec"])]))[0]
-        distance = np.degrees(np.arccos(np.clip(self.xyz[:n] @ here, -1.0, 1.0)))
+        distance = angular_distance_deg(self.ra[:n], self.dec[:n], float(row["center_ra"]), float(row["center_dec"]))
         reach = self.radius[:n] + float(row.get("radius_deg") or 0.0) + HISTORY_MARGIN_DEG
         return sorted(self.ids[:n][distance <= reach].tolist())
-
-
-def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1).reshape(-1, 3)
 
 
 def _finite(value: Any) -> bool:
