@@ -114,9 +114,14 @@ def schema_text() -> str:
 
 
 @functools.cache
+def _schema_document() -> dict:
+    return json.loads(schema_text())
+
+
+@functools.cache
 def alert_schema() -> dict:
     """The parsed schema (:func:`fastavro.parse_schema`) of ``skysift.alert.v1.Alert``."""
-    return fastavro.parse_schema(json.loads(schema_text()))
+    return fastavro.parse_schema(_schema_document())
 
 
 def serialize(packet: dict) -> bytes:
@@ -125,11 +130,11 @@ def serialize(packet: dict) -> bytes:
     The container's sync marker is derived from the alert_id, so the same packet is the
     same bytes whenever it is written.
     """
-    schema = alert_schema()
-    fastavro.validation.validate(packet, schema, raise_errors=True)
+    fastavro.validation.validate(packet, alert_schema(), raise_errors=True)
     buffer = io.BytesIO()
     marker = hashlib.blake2b(packet["alert_id"].encode(), digest_size=16).digest()
-    fastavro.writer(buffer, schema, [packet], codec=CODEC, sync_marker=marker)
+    # the schema as in the .avsc (a parsed one's keys come in an order that differs between processes)
+    fastavro.writer(buffer, _schema_document(), [packet], codec=CODEC, sync_marker=marker)
     return buffer.getvalue()
 
 
