@@ -265,7 +265,7 @@ class _Context:
     sources: pa.Table
     earlier: list[dict] = field(default_factory=list)  # oldest first
     prior: pa.Table | None = None  # earlier detections near the candidates (PRV_COLUMNS + survey, band)
-    matches: dict[str, pa.Table | None] = field(default_factory=dict)  # by image_id
+    matches: dict[str, dict[str, list[dict]] | None] = field(default_factory=dict)  # image_id -> source_id -> rows
 
     def earlier_row(self, image_id: str) -> dict | None:
         return next((r for r in self.earlier if r["image_id"] == image_id), None)
@@ -371,19 +371,23 @@ def _prv_detection(row: dict, separation_arcsec: float, in_object: bool) -> dict
     }
 
 
-def _covering(earlier: list[dict], ra: float, dec: float) -> list[_Covering]:
-    """The earlier images (oldest first) whose pixels hold the position, at least
-    :data:`COVER_MARGIN_PX` inside their edges."""
-    found = []
+def _coverings(earlier: list[dict], ra: np.ndarray, dec: np.ndarray) -> list[list[_Covering]]:
+    """For each position, the earlier images (oldest first) whose pixels hold it at least
+    :data:`COVER_MARGIN_PX` inside their edges (each image's WCS asked once for all positions)."""
+    found: list[list[_Covering]] = [[] for _ in range(len(ra))]
+    placed = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
+    if placed.size == 0:
+        return found
     for row in earlier:
         wcs = _earlier_wcs(row)
         if wcs is None or not row.get("nx") or not row.get("ny"):
             continue
-        x, y = (float(v) for v in np.ravel(sky_to_pixel(wcs, np.array([ra]), np.array([dec]))))
+        x, y = (np.atleast_1d(np.asarray(v, float)) for v in sky_to_pixel(wcs, ra[placed], dec[placed]))
         margin = COVER_MARGIN_PX
-        if math.isfinite(x) and math.isfinite(y) and margin <= x <= row["nx"] - 1 - margin and \
-                margin <= y <= row["ny"] - 1 - margin:
-            found.append(_Covering(row, x, y))
+        with np.errstate(invalid="ignore"):
+            inside = (x >= margin) & (y >= margin) & (x <= row["nx"] - 1 - margin) & (y <= row["ny"] - 1 - margin)
+        for k in np.flatnonzero(inside):
+            found[placed[k]].append(_Covering(row, float(x[k]), float(y[k])))
     return found
 
 
@@ -443,12 +447,18 @@ def _crossmatch(context: _Context, store: CatalogStore, candidate: dict, members
     for image_id in sorted(image_ids):
         if image_id not in context.matches:
             row = context.image_row if image_id == context.image_row["image_id"] else context.earlier_row(image_id)
-            context.matches[image_id] = reader(row) if row is not None else None
-        table = context.matches[image_id]
-        if table is None:
+            table = reader(row) if row is not None else None
+            by_source: dict[str, list[dict]] | None = None
+            if table is not None:
+                by_source = {}
+                for match in table.to_pylist():
+                    by_source.setdefault(match["source_id"], []).append(match)
+            context.matches[image_id] = by_source
+        by_source = context.matches[image_id]
+        if by_source is None:
             continue
         exists = True
-        found += [m for m in table.to_pylist() if m["source_id"] in members or m["source_id"] == candidate["source_id"]]
+        found += [m for s in members | {candidate["source_id"]} for m in by_source.get(s, [])]
     if not exists:
         return None
     out: dict[tuple[str, str | None], dict] = {}
@@ -494,10 +504,16 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
     here_clean = (here["flags"].to_numpy(zero_copy_only=False) & F.CLEAN_MASK) == 0
     band = image_row.get("band")
 
+    def coordinate(row: dict, name: str) -> float:
+        value = _num(row.get(name))
+        return np.nan if value is None else value
+
+    all_coverings = _coverings(context.earlier, np.array([coordinate(r, "ra") for r in rows], float),
+                               np.array([coordinate(r, "dec") for r in rows], float))
     parts = []
-    for alert, source in zip(alerts, rows, strict=True):
+    for alert, source, coverings in zip(alerts, rows, all_coverings, strict=True):
         candidate = _candidate(source, image_row)
-        obj, prv, nondetections, coverings, members = None, [], [], [], set()
+        obj, prv, nondetections, members = None, [], [], set()
         if candidate["ra"] is not None and candidate["dec"] is not None:
             ra, dec = candidate["ra"], candidate["dec"]
             separation = angular_distance_deg(prior_ra, prior_dec, ra, dec) * 3600 if prior else np.zeros(0)
@@ -514,7 +530,6 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
                           if r["source_id"] in members or s <= radius_arcsec),
                          key=lambda d: (d["obs_time"] is None, d["obs_time"] or datetime.min.replace(tzinfo=UTC),
                                         d["source_id"]))
-            coverings = _covering(context.earlier, ra, dec)
             seen_in = {d["image_id"] for d in prv}
             nondetections = [_nondetection(c) for c in coverings if c.row["image_id"] not in seen_in]
         parts.append((alert, candidate, obj, prv, nondetections, coverings, members))
