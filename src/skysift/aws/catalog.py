@@ -7,6 +7,7 @@ Layout (the same as :class:`skysift.catalog.tables.LocalTables`, under the Glue 
     s3://CATALOG/alerts/ survey=S/band=B/obs_night=N/{image_id}.parquet
     s3://CATALOG/quarantine/{image_id}/{execution}.json
     s3://CATALOG/cutouts/{alert_id}.fits
+    s3://CATALOG/packets/{alert_id}.avro
     s3://CATALOG/footprints/hpx6={cell}/{image_id}.json
 
 The footprints are a spatial index of the ``images`` rows (status ok): one small object
@@ -193,6 +194,12 @@ class S3GlueCatalog:
     def put_cutout(self, name: str, fits_bytes: bytes) -> str:
         key = f"cutouts/{name}.fits"
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=fits_bytes, ContentType="application/fits")
+        return self.uri(key)
+
+    def put_packet(self, name: str, avro_bytes: bytes) -> str:
+        """``s3://CATALOG/packets/{alert_id}.avro``: the alert packet (Avro), beside the cutouts."""
+        key = f"packets/{name}.avro"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=avro_bytes, ContentType="application/avro")
         return self.uri(key)
 
     # -- reading ---------------------------------------------------------------------------

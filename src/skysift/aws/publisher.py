@@ -1,9 +1,14 @@
 """The AWS :class:`~skysift.catalog.ports.AlertPublisher`: SNS, exactly once per alert_id.
 
-Each alert goes out as a JSON body (:func:`skysift.alerts.delivery.alert_message`) with SNS
-message attributes ``kind``, ``survey``, ``band``, ``snr``, ``mag``, ``image_id``, ``alert_id``,
-so that a subscription's filter policy picks what it wants
-(``{"kind": ["new_source"], "snr": [{"numeric": [">=", 50]}]}``).
+Each alert goes out as a JSON body (:func:`skysift.alerts.delivery.alert_message`, which names
+its Avro packet: ``packet_uri``, see :mod:`skysift.alerts.packets`) with SNS message attributes
+``kind``, ``survey``, ``band``, ``snr``, ``mag``, ``image_id``, ``alert_id``, ``sky_cell`` (the
+nested HEALPix index of the candidate at nside 64, a Number) and ``object_id`` (its object, as
+in the objects table), so that a subscription's filter policy picks what it wants:
+``{"kind": ["new_source"], "snr": [{"numeric": [">=", 50]}]}``, a region
+``{"sky_cell": [{"numeric": [">=", 1024, "<=", 1039]}]}`` (nested cells: a coarser cell is a
+range of indices, see :func:`skysift.alerts.packets.sky_cell_ranges`) or a watchlist
+``{"object_id": ["d9ed744e4ca6050c", ...]}``.
 
 S3 and EventBridge deliver at least once, so the same image can be processed twice, even at
 the same time, and any step can fail half-way and be retried. Two mechanisms, one per kind
@@ -79,12 +84,16 @@ def message_attributes(alert: dict) -> dict[str, dict[str, str]]:
     attributes = {"kind": ("String", alert.get("rule")), "survey": ("String", alert.get("survey")),
                   "band": ("String", alert.get("band")), "image_id": ("String", alert.get("image_id")),
                   "alert_id": ("String", alert.get("alert_id")),
-                  "snr": ("Number", alert.get("snr")), "mag": ("Number", alert.get("mag_ab"))}
+                  "snr": ("Number", alert.get("snr")), "mag": ("Number", alert.get("mag_ab")),
+                  "sky_cell": ("Number", alert.get("sky_cell")), "object_id": ("String", alert.get("object_id"))}
     out = {}
     for name, (kind, value) in attributes.items():
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             continue
-        text = f"{float(value):.6g}" if kind == "Number" else str(value)
+        if kind == "Number":
+            text = str(value) if isinstance(value, int) else f"{float(value):.6g}"
+        else:
+            text = str(value)
         out[name] = {"DataType": kind, "StringValue": text}
     return out
 

@@ -239,7 +239,8 @@ def alerts_step(request: dict[str, Any], ctx: Context) -> dict:
     req = DetectRequest.model_validate(request)
     row = row_from_json(_summary(ctx, req.image)["image_row"])
     sources = ctx.store.read_sources(row)
-    alerts = prepare_alerts(row, sources, ctx.store, ctx.settings.alerts, ctx.settings.background)
+    alerts = prepare_alerts(row, sources, ctx.store, ctx.settings.alerts, ctx.settings.background,
+                            objects=ctx.settings.objects)
     sent = ctx.publisher().publish(alerts)
     ctx.store.write_alerts(row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
                                                      schema=ALERTS_SCHEMA))

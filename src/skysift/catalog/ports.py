@@ -41,6 +41,10 @@ class CatalogStore(Protocol):
     def put_cutout(self, name: str, fits_bytes: bytes) -> str:
         """Store a small FITS cutout; returns its URI."""
 
+    def put_packet(self, name: str, avro_bytes: bytes) -> str:
+        """Store an alert packet (an Avro container file, :mod:`skysift.alerts.packets`) beside
+        the cutouts; returns its URI."""
+
 
 class AlertPublisher(Protocol):
     """Sends alerts to subscribers, at most once per alert_id."""

@@ -196,3 +196,26 @@ class LocalTables:
         path.write_bytes(fits_bytes)
         return str(path)
 
+    def packet_path(self, name: str) -> Path:
+        """Where the alert packet ``name`` (an alert_id) is: ``{home}/packets/{name}.avro``."""
+        return self.home / "packets" / f"{name}.avro"
+
+    def put_packet(self, name: str, avro_bytes: bytes) -> str:
+        """Write an alert packet atomically (a reader never sees half of one)."""
+        path = self.packet_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
+            tmp.write(avro_bytes)
+        os.replace(tmp.name, path)
+        return str(path)
+
+    def read_matches(self, image_row: dict) -> pa.Table | None:
+        """The ``matches`` rows of one image (``skysift crossmatch``): empty when it has none,
+        None when no reference catalog was ever matched in this home."""
+        if not any(self.table_dir("matches").glob("*/*/*/*.parquet")):
+            return None
+        try:
+            return self._read_image_file("matches", image_row)
+        except FileNotFoundError:
+            return pa.table({"source_id": pa.array([], pa.string())})
+

@@ -54,9 +54,21 @@ def stack_output(stack: str, key: str) -> str:
 
 
 def filter_policy(*, min_snr: float | None = None, kinds: tuple[str, ...] = (), surveys: tuple[str, ...] = (),
-                  bands: tuple[str, ...] = (), max_mag: float | None = None) -> dict[str, Any]:
-    """An SNS filter policy on the alert message attributes (empty: every alert)."""
+                  bands: tuple[str, ...] = (), max_mag: float | None = None,
+                  cone: tuple[float, float, float] | None = None, object_ids: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An SNS filter policy on the alert message attributes (empty: every alert).
+
+    ``cone`` (RA, Dec, radius, degrees) selects the sky cells (``sky_cell``, nside 64) that it
+    touches, a slightly larger region; ``object_ids`` a watchlist of objects (``object_id``).
+    """
     policy: dict[str, Any] = {}
+    if cone is not None:
+        from skysift.alerts.packets import sky_cell_ranges
+
+        policy["sky_cell"] = [{"numeric": ["=", first]} if first == last else {"numeric": [">=", first, "<=", last]}
+                              for first, last in sky_cell_ranges(*cone)]
+    if object_ids:
+        policy["object_id"] = list(object_ids)
     if kinds:
         unknown = sorted(set(kinds) - set(KINDS))
         if unknown:
@@ -221,14 +233,19 @@ def ingest_command(target: str | None, manifest: str | None, state_machine: str 
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only these rules (repeatable).")
 @click.option("--survey", "surveys", multiple=True, help="Only these surveys (repeatable).")
 @click.option("--band", "bands", multiple=True, help="Only these bands (repeatable).")
+@click.option("--cone", type=(float, float, float), metavar="RA DEC RADIUS",
+              help="Only alerts in the sky cells (HEALPix nside 64) this cone touches, degrees.")
+@click.option("--object", "object_ids", multiple=True, help="Only alerts of these objects (object_id, repeatable): a watchlist.")
 @click.option("--topic-arn", envvar="SKYSIFT_ALERT_TOPIC_ARN", callback=_arn_of("sns"), help="Alert topic (default: stack output).")
 @stack_option
-def subscribe_command(sqs_arn, allow, email, min_snr, max_mag, kinds, surveys, bands, topic_arn, stack) -> None:
+def subscribe_command(sqs_arn, allow, email, min_snr, max_mag, kinds, surveys, bands, cone, object_ids, topic_arn,
+                      stack) -> None:
     """Subscribe to alerts, filtered on their message attributes."""
     if bool(sqs_arn) == bool(email):
         raise click.UsageError("give exactly one of --sqs ARN or --email ADDRESS")
     topic = topic_arn or stack_output(stack, "AlertTopicArn")
-    policy = filter_policy(min_snr=min_snr, kinds=kinds, surveys=surveys, bands=bands, max_mag=max_mag)
+    policy = filter_policy(min_snr=min_snr, kinds=kinds, surveys=surveys, bands=bands, max_mag=max_mag, cone=cone,
+                           object_ids=object_ids)
     if sqs_arn and allow:
         allow_topic_to_send(sqs_arn, topic)
     click.echo(subscribe(topic, sqs_arn=sqs_arn, email=email, policy=policy))

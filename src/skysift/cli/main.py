@@ -403,6 +403,35 @@ def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> N
     console.print(table)
 
 
+@alerts.command("export")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder to write one file per alert into ({alert_id}.avro or .json).")
+@click.option("--format", "fmt", type=click.Choice(["avro", "json"]), default="avro", show_default=True,
+              help="avro: the packet (Avro container, schema skysift.alert.v1); json: the same fields, stamps base64.")
+@click.option("--rule", type=click.Choice(ALERT_RULES), help="Only this rule.")
+@click.option("--rebuild", is_flag=True, help="Build every packet again from the tables as they are now (e.g. "
+              "with the matches of a later `skysift crossmatch`) instead of the one stored with the alert.")
+@click.pass_context
+def alerts_export(ctx: click.Context, out_dir: str, fmt: str, rule: str | None, rebuild: bool) -> None:
+    """Write the alert packets of the alerts in the home: candidate, object, previous detections,
+    stamps and cross-matches, in the versioned Avro schema skysift.alert.v1 (or as JSON).
+
+    Exit status 1 when an alert's packet could not be made (its image left the tables).
+    """
+    from skysift.alerts.packets import export_packets
+
+    settings = _settings(ctx)
+    report = export_packets(settings.home, out_dir, fmt, rebuild=rebuild, rule=rule,
+                            cutout_size_px=settings.alerts.cutout_size_px,
+                            radius_arcsec=settings.objects.radius_arcsec)
+    built = f" ({report.built} built from the tables)" if report.built else ""
+    console.print(f"wrote {len(report.written)} packet(s) ({fmt}) to {out_dir}{built}", markup=False, highlight=False)
+    for alert_id, why in report.missing:
+        err_console.print(f"no packet for alert {alert_id}: {why}", markup=False, highlight=False)
+    if report.missing:
+        ctx.exit(1)
+
+
 @cli.command()
 @click.argument("image", required=False)
 @click.option("-o", "--output", type=OutputFile(), default=None,

@@ -353,5 +353,6 @@ def ingest_image(uri: str, settings: Settings, *, store: CatalogStore, publisher
     pointers = record(result, store)
     alerts = []
     if result.ok and result.sources is not None:
-        alerts = raise_alerts(result.image_row, result.sources, store, publisher, settings.alerts, settings.background)
+        alerts = raise_alerts(result.image_row, result.sources, store, publisher, settings.alerts, settings.background,
+                              objects=settings.objects)
     return summarize(result, pointers, len(alerts))

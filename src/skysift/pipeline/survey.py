@@ -387,7 +387,7 @@ def _open_worker_store(home: Path) -> None:
 
 def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[dict]:
     store = store or _worker_store
-    return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background)
+    return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background, objects=settings.objects)
 
 
 def _seconds(value: Any) -> float | None:
