@@ -420,7 +420,7 @@ def alerts_export(ctx: click.Context, out_dir: str, fmt: str, rule: str | None, 
     """
     from skysift.alerts.packets import export_packets
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     report = export_packets(settings.home, out_dir, fmt, rebuild=rebuild, rule=rule,
                             cutout_size_px=settings.alerts.cutout_size_px,
                             radius_arcsec=settings.objects.radius_arcsec)
