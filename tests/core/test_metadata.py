@@ -44,6 +44,9 @@ def header(*cards) -> Header:
     ([("DATE-OBS", "2017-01-01T00:00:37"), ("TIMESYS", "TAI")], datetime(2017, 1, 1, tzinfo=UTC)),
     ([("DATE-OBS", "2017-01-01T00:01:09.184"), ("TIMESYS", "TT")], datetime(2017, 1, 1, tzinfo=UTC)),
     ([("DATE-OBS", "2026-01-01T00:00:00"), ("TIMESYS", "GPS")], datetime(2026, 1, 1, tzinfo=UTC)),  # unknown: UTC
+    # MJD-OBS is in TIMESYS's scale too (Chandra writes TT): MJD 60310 is 2024-01-01
+    ([("MJD-OBS", 60310.0), ("TIMESYS", "TAI")], datetime(2023, 12, 31, 23, 59, 23, tzinfo=UTC)),
+    ([("MJD-OBS", 60310.0), ("TIMESYS", "TT")], datetime(2023, 12, 31, 23, 58, 50, 816000, tzinfo=UTC)),
 ])
 def test_observation_time_in_utc(cards, expected):
     when = observation_time(header(*cards))
