@@ -357,7 +357,6 @@ def test_messages_stay_one_line_in_a_pipe_whatever_the_path_length(tmp_path):
     assert done.stderr == f"error (not_found): {root / 'missing.fits'}: no such file or object\n"
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning:botocore.*", "ignore::DeprecationWarning:moto.*")
 @pytest.mark.parametrize("argv", [
     ["query", "--athena", "--stack", "skysift-nowhere", "SELECT 1"],
     ["ingest", "s3://bucket/prefix/", "--stack", "skysift-nowhere"],

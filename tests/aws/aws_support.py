@@ -10,17 +10,6 @@ from sky_factory import write_sky
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 
-#: moto and its dependencies warn about things that are not ours to fix.
-THIRD_PARTY_WARNINGS = [
-    "ignore::DeprecationWarning:moto.*",
-    "ignore::DeprecationWarning:botocore.*",
-    "ignore::DeprecationWarning:werkzeug.*",
-    "ignore::DeprecationWarning:flask.*",
-    "ignore::DeprecationWarning:jose.*",
-    "ignore::DeprecationWarning:antlr4.*",
-    "ignore:The copy keyword is deprecated:Warning",  # pandas 3 about awswrangler's DataFrame(copy=...)
-]
-
 #: Each Batch job definition -> the module its command runs (through containers/entrypoint.sh;
 #: tests/aws/test_containers.py runs them, tests/aws/test_aws_iam.py checks their roles).
 JOB_ENTRYPOINTS = {"LargeJobDefinition": "skysift.aws.worker", "TimeLagJobDefinition": "skysift.timelag.worker"}
