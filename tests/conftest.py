@@ -1,14 +1,14 @@
-"""Shared fixtures: real FITS files from installed packages, synthetic skies with truth."""
+"""Shared fixtures: real FITS files from installed packages, synthetic skies with truth
+(all written by :func:`sky_factory.write_sky`)."""
 
 from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
+from sky_factory import write_sky
 from skysift.settings import Settings
 
 
@@ -44,27 +44,20 @@ def settings(home: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def truth_sky(tmp_path_factory):
-    """A 1024^2 synthetic sky (stars and galaxies uniform in magnitude) and its truth."""
-    rng = np.random.default_rng(20261121)
-    spec = SkySpec(nx=1024, ny=1024, fwhm_px=3.0)
-    stars, galaxies = random_sources(spec, 600, 150, rng)
-    sky = render(spec, stars, galaxies, rng, {"DATE-OBS": "2026-01-01T00:00:00", "FILTER": "r", "SURVEY": "test"})
-    path = tmp_path_factory.mktemp("truth") / "sky.fits"
-    write_fits(path, sky)
-    return path, sky, spec
+    """A 1024^2 synthetic sky (stars and galaxies uniform in magnitude): (path, sky, spec)."""
+    return write_sky(tmp_path_factory.mktemp("truth") / "sky.fits", size=1024, n_stars=600, n_galaxies=150,
+                     seed=20261121, header={"SURVEY": "test"})
 
 
 @pytest.fixture
 def make_sky(tmp_path):
-    """Factory: write a small synthetic sky to a FITS file; returns (path, sky)."""
+    """Factory: write a small synthetic sky (512^2 unless ``size``) under ``tmp_path``; returns (path, sky).
 
-    def make(name="sky.fits", *, n_stars=150, n_galaxies=30, seed=1, size=512, header=None, compress=False, **spec_args):
-        rng = np.random.default_rng(seed)
-        spec = SkySpec(nx=size, ny=size, **spec_args)
-        stars, galaxies = random_sources(spec, n_stars, n_galaxies, rng)
-        sky = render(spec, stars, galaxies, rng, {"DATE-OBS": "2026-01-01T00:00:00", "FILTER": "r", **(header or {})})
-        path = tmp_path / name
-        write_fits(path, sky, compress=compress)
+    Its keyword arguments are :func:`sky_factory.write_sky`'s.
+    """
+
+    def make(name="sky.fits", **kwargs):
+        path, sky, _spec = write_sky(tmp_path / name, **kwargs)
         return path, sky
 
     return make

@@ -16,13 +16,8 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from scipy.spatial import cKDTree
 
-from skysift.analysis.synthetic import (
-    SkySpec,
-    effective_area_px,
-    random_sources,
-    render,
-    write_fits,
-)
+from sky_factory import write_sky
+from skysift.analysis.synthetic import effective_area_px
 from skysift.core import flags as F
 from skysift.pipeline.image import process_image
 from skysift.settings import Settings
@@ -109,12 +104,8 @@ CROWDED_TOLERANCE = 0.02
 @pytest.fixture(scope="module")
 def crowded_sky(tmp_path_factory):
     """1024^2 with 2,500 stars and 500 galaxies: 721 stars (true SNR >= 10) have a neighbour within 8 px."""
-    rng = np.random.default_rng(14)
-    spec = SkySpec(nx=1024, ny=1024, fwhm_px=3.0)
-    stars, galaxies = random_sources(spec, 2500, 500, rng)
-    sky = render(spec, stars, galaxies, rng, {"DATE-OBS": "2026-01-01T00:00:00", "FILTER": "r", "SURVEY": "test"})
-    path = tmp_path_factory.mktemp("crowded") / "crowded.fits"
-    write_fits(path, sky)
+    path, sky, _spec = write_sky(tmp_path_factory.mktemp("crowded") / "crowded.fits", size=1024, n_stars=2500,
+                                 n_galaxies=500, seed=14, header={"SURVEY": "test"})
     cat = process_image(str(path), Settings.load(home=tmp_path_factory.mktemp("h"))).sources.to_pandas()
     return cat, sky.truth
 

@@ -23,12 +23,11 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from sky_factory import write_sky
 from skysift import errors
-from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
 from skysift.catalog.query import LocalCatalog
 from skysift.cli.main import cli
 from skysift.cli.terminal import HDUType, OutputFile
@@ -176,11 +175,7 @@ CASES = dict(_cases())
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("usage")
-    image = tmp / "one.fits"
-    rng = np.random.default_rng(3)
-    spec = SkySpec(nx=64, ny=64)
-    stars, galaxies = random_sources(spec, 5, 0, rng)
-    write_fits(image, render(spec, stars, galaxies, rng, {"DATE-OBS": "2026-01-01T00:00:00", "FILTER": "r"}))
+    image, _sky, _spec = write_sky(tmp / "one.fits", size=64, n_stars=5, n_galaxies=0, seed=3)
     return {"tmp": str(tmp), "image": str(image)}
 
 
@@ -362,7 +357,6 @@ def test_messages_stay_one_line_in_a_pipe_whatever_the_path_length(tmp_path):
     assert done.stderr == f"error (not_found): {root / 'missing.fits'}: no such file or object\n"
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning:botocore.*", "ignore::DeprecationWarning:moto.*")
 @pytest.mark.parametrize("argv", [
     ["query", "--athena", "--stack", "skysift-nowhere", "SELECT 1"],
     ["ingest", "s3://bucket/prefix/", "--stack", "skysift-nowhere"],

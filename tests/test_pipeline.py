@@ -81,16 +81,19 @@ def test_failed_image_gets_an_index_row_and_a_quarantine_record(tmp_path, settin
     assert (row["status"], row["error_reason"]) == ("failed", summary.reason)
 
 
-def test_fixing_a_failed_upload_replaces_the_failure_row(tmp_path, make_sky, settings):
+def test_fixing_a_failed_upload_adds_the_new_version_and_keeps_the_failure_row(tmp_path, make_sky, settings):
+    """An image is a version of an object (image_id hashes the URI with the content), and rows
+    are replaced by image_id only: the complete upload is a new image with its own ``images``
+    row (its commit point), and nothing removes the truncated version's failure record."""
     good, _ = make_sky("good.fits")
     target = tmp_path / "late.fits"
     target.write_bytes(good.read_bytes()[:5000])
     _ingest(target, settings)
     target.write_bytes(good.read_bytes())
     _ingest(target, settings)
-    rows = LocalCatalog(settings.home).sql("SELECT status FROM images")
-    # a new version of the object is a new image; the failed version's row stays as the record
-    assert sorted(rows["status"]) == ["failed", "ok"]
+    rows = LocalCatalog(settings.home).sql("SELECT status, uri, image_id FROM images ORDER BY status")
+    assert rows["status"].tolist() == ["failed", "ok"]
+    assert rows["uri"].nunique() == 1 and rows["image_id"].nunique() == 2
 
 
 def test_sources_table_has_units_and_calibrated_columns(make_sky, settings):

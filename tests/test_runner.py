@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -111,11 +112,28 @@ def test_bad_memory_size_is_rejected():
         parse_bytes("lots")
 
 
-def test_read_ahead_of_a_missing_or_remote_file_is_harmless(tmp_path):
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="read-ahead needs posix_fadvise")
+def test_read_ahead_hints_local_files_only_and_never_fails(tmp_path, monkeypatch):
+    """A bulk run reads ahead the next image while it measures this one: an existing file gets
+    one WILLNEED hint (its descriptor closed again); a missing file raises nothing (the image's
+    own read reports it) and a remote object is not even opened (nothing to read ahead)."""
     from skysift.io import storage
 
-    storage.prefetch(str(tmp_path / "missing.fits"))  # the image's own read reports it
-    storage.prefetch("s3://bucket/key.fits")  # nothing to read ahead for remote objects
+    opened, advised, closed = [], [], []
+    real_open, real_close = os.open, os.close
+    monkeypatch.setattr(os, "open", lambda path, flags, *args: opened.append(str(path)) or real_open(path, flags, *args))
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: advised.append(args))
+    monkeypatch.setattr(os, "close", lambda fd: closed.append(fd) or real_close(fd))
+    image = tmp_path / "next.fits"
+    image.write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
+
+    storage.prefetch(str(image))
+    [(fd, offset, length, advice)] = advised
+    assert opened == [str(image)] and (offset, length, advice) == (0, 0, os.POSIX_FADV_WILLNEED)  # the whole file
+    assert closed == [fd]
+    storage.prefetch(str(tmp_path / "missing.fits"))  # raises nothing
+    storage.prefetch("s3://bucket/key.fits")
+    assert opened == [str(image), str(tmp_path / "missing.fits")] and len(advised) == 1 and len(closed) == 1
 
 
 def _failing_on(name: str, action):
@@ -162,7 +180,6 @@ def test_an_unexpected_exception_fails_only_its_image_with_a_traceback_digest(im
 
 
 def test_a_worker_killed_by_the_kernel_fails_only_its_image_and_the_pool_goes_on(images, tmp_path, monkeypatch):
-    import os
     import signal
 
     from skysift.pipeline import survey as runner

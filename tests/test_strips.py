@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sky_factory import write_sky
 from skysift.parallel import strips
 from skysift.parallel.strips import Strip, plan_strips
 from skysift.pipeline.image import process_image
@@ -50,14 +51,7 @@ def test_a_measurement_reaching_beyond_the_strips_rows_is_reported():
 
 @pytest.fixture(scope="module")
 def big_sky(tmp_path_factory):
-    from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
-
-    rng = np.random.default_rng(7)
-    spec = SkySpec(nx=2048, ny=2048, fwhm_px=3.0)
-    stars, galaxies = random_sources(spec, 1500, 400, rng)
-    path = tmp_path_factory.mktemp("strips") / "big.fits"
-    write_fits(path, render(spec, stars, galaxies, rng, {"DATE-OBS": "2026-01-01T00:00:00", "FILTER": "r"}))
-    return path
+    return write_sky(tmp_path_factory.mktemp("strips") / "big.fits", size=2048, n_stars=1500, n_galaxies=400, seed=7)[0]
 
 
 def test_two_processes_give_the_one_process_catalog(big_sky, tmp_path, monkeypatch):

@@ -5,23 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
+from sky_factory import write_sky
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
-
-#: moto and its dependencies warn about things that are not ours to fix.
-THIRD_PARTY_WARNINGS = [
-    "ignore::DeprecationWarning:moto.*",
-    "ignore::DeprecationWarning:botocore.*",
-    "ignore::DeprecationWarning:werkzeug.*",
-    "ignore::DeprecationWarning:flask.*",
-    "ignore::DeprecationWarning:jose.*",
-    "ignore::DeprecationWarning:antlr4.*",
-    "ignore:The copy keyword is deprecated:Warning",  # pandas 3 about awswrangler's DataFrame(copy=...)
-]
 
 #: Each Batch job definition -> the module its command runs (through containers/entrypoint.sh;
 #: tests/aws/test_containers.py runs them, tests/aws/test_aws_iam.py checks their roles).
@@ -34,9 +21,6 @@ PARAMETERS = {"Stage": "dev", "AlertHighSnr": 200}
 def sky_file(path: Path, *, seed: int = 7, size: int = 200, n_stars: int = 30, night: str = "2026-01-01",
              survey: str = "test", band: str = "r", center: tuple[float, float] | None = None) -> Path:
     """A small synthetic sky (deterministic bytes for a given seed) written to ``path``."""
-    rng = np.random.default_rng(seed)
-    spec = SkySpec(nx=size, ny=size) if center is None else SkySpec(nx=size, ny=size, center_ra=center[0], center_dec=center[1])
-    stars, galaxies = random_sources(spec, n_stars, 5, rng)
-    sky = render(spec, stars, galaxies, rng, {"DATE-OBS": f"{night}T00:00:00", "FILTER": band, "SURVEY": survey})
-    write_fits(path, sky)
-    return path
+    where = {} if center is None else {"center_ra": center[0], "center_dec": center[1]}
+    return write_sky(path, size=size, n_stars=n_stars, n_galaxies=5, seed=seed,
+                     header={"DATE-OBS": f"{night}T00:00:00", "FILTER": band, "SURVEY": survey}, **where)[0]

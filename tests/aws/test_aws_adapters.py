@@ -9,14 +9,11 @@ import time
 import boto3
 import pyarrow as pa
 import pytest
-from aws_support import THIRD_PARTY_WARNINGS
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from skysift.aws.faults import is_transient
 from skysift.aws.publisher import ClaimWindow, SnsPublisher, idempotency_config, message_attributes
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 REGION = "us-east-1"
 

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from aws_support import PARAMETERS, ROOT, THIRD_PARTY_WARNINGS, sky_file
+from aws_support import PARAMETERS, ROOT, sky_file
 
 from skysift.aws.config import settings_from_env
 from skysift.pipeline.image import process_image
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 
 def _checksummed(folder: Path) -> dict[str, str]:

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from aws_support import ROOT, THIRD_PARTY_WARNINGS, sky_file
+from aws_support import ROOT, sky_file
 from click.testing import CliRunner
 
 from skysift.cli import aws as cli
 from skysift.errors import ConfigError
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 
 def test_filter_policy_is_built_from_the_subscribe_options():

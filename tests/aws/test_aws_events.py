@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from aws_support import EVENTS, THIRD_PARTY_WARNINGS, sky_file
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
+from aws_support import EVENTS, sky_file
 
 
 def event(name: str) -> dict:

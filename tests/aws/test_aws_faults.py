@@ -34,10 +34,10 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
-from aws_support import PARAMETERS, ROOT, THIRD_PARTY_WARNINGS, sky_file
+from aws_support import PARAMETERS, ROOT, sky_file
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-pytestmark = [pytest.mark.slow, *(pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS)]
+pytestmark = pytest.mark.slow
 
 #: An alert claim left by a crashed invocation expires this long after the invocation began.
 LAMBDA_TIMEOUT_S = 4

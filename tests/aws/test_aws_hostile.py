@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from aws_support import PARAMETERS, ROOT, THIRD_PARTY_WARNINGS
+from aws_support import PARAMETERS, ROOT
 
 from skysift.aws import steps, worker
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 
 def _explode(*args, **kwargs):

@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_support import EVENTS, JOB_ENTRYPOINTS, ROOT, THIRD_PARTY_WARNINGS, sky_file
+from aws_support import EVENTS, JOB_ENTRYPOINTS, ROOT, sky_file
 
 from skysift.aws.template import Resolver, load_template, parameter_defaults, resources_of_type
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 PACKAGE = ROOT / "src" / "skysift"
 ACCOUNT, REGION, PARTITION = "123456789012", "us-east-1", "aws"

@@ -12,9 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 from astropy.io import fits
-from aws_support import THIRD_PARTY_WARNINGS, sky_file
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
+from aws_support import sky_file
 
 
 def only(executions: list[dict]) -> dict:

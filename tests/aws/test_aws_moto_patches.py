@@ -15,12 +15,9 @@ import time
 
 import boto3
 import pytest
-from aws_support import THIRD_PARTY_WARNINGS
 from moto import mock_aws
 
 from skysift.aws.emulation import moto_patches
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 CONFIG = {"stepfunctions": {"execute_state_machine": True}, "batch": {"use_docker": False},
           "lambda": {"use_docker": False}}

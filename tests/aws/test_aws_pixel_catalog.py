@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from astropy.io import fits
-from aws_support import THIRD_PARTY_WARNINGS, sky_file
+from aws_support import sky_file
 
 from skysift.core import flags as F
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 
 def without_wcs(path: Path) -> Path:

@@ -6,9 +6,7 @@ import json
 import time
 
 import pytest
-from aws_support import THIRD_PARTY_WARNINGS, sky_file
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
+from aws_support import sky_file
 
 
 @pytest.mark.slow

@@ -10,12 +10,10 @@ import sys
 from configparser import ConfigParser
 
 import pytest
-from aws_support import ROOT, THIRD_PARTY_WARNINGS
+from aws_support import ROOT
 
 from skysift.aws.glue import glue_columns, partition_keys
 from skysift.aws.template import load_template, resources_of_type
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 TEMPLATE = load_template(ROOT / "template.yaml")
 MACHINES = resources_of_type(TEMPLATE, "AWS::Serverless::StateMachine")

@@ -9,12 +9,10 @@ from datetime import timedelta
 
 import pytest
 from astropy.io import fits
-from aws_support import ROOT, THIRD_PARTY_WARNINGS
+from aws_support import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "timelag"))
 from solar_series import lag_request, make_lag_series
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 ASL = json.loads((ROOT / "statemachine/timelag.asl.json").read_text())
 

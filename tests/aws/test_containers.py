@@ -22,9 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from aws_support import JOB_ENTRYPOINTS, ROOT, THIRD_PARTY_WARNINGS, sky_file
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
+from aws_support import JOB_ENTRYPOINTS, ROOT, sky_file
 
 sys.path.insert(0, str(ROOT / "tests" / "timelag"))
 

@@ -16,9 +16,6 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from skysift.timelag.index import SeriesQuery, open_index, require_series
 
-# awswrangler's CSV reader passes copy= to pandas 3, which deprecates it (third-party, harmless).
-pytestmark = pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")
-
 COLUMNS = [("image_id", "varchar"), ("uri", "varchar"), ("hdu", "integer"), ("obs_time", "timestamp"),
            ("exptime_s", "double"), ("wavelength_angstrom", "double"), ("telescope", "varchar"),
            ("instrument", "varchar"), ("nx", "integer"), ("ny", "integer"), ("survey", "varchar"),

@@ -7,11 +7,6 @@ import gc
 import astropy.units as u
 import pytest
 
-pytestmark = pytest.mark.filterwarnings(
-    # sunpy.net warns at import when optional client dependencies are missing; not ours to fix.
-    "ignore:Importing sunpy.net without its extra dependencies:UserWarning",
-)
-
 
 def _fido():
     from sunpy.net import Fido

@@ -29,12 +29,6 @@ from skysift.cli.timelag import timelag_command  # noqa: E402
 from skysift.timelag.request import TimeLagRequest  # noqa: E402
 from skysift.timelag.sources import FrameList, expand_frames, fido_uris, read_manifest  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings(
-    # cloudcatalog 1.3.3 calls DataFrame.rename(inplace=True), deprecated in pandas 3: not ours to fix.
-    "ignore:The inplace keyword in DataFrame.rename is deprecated",
-    "ignore:Importing sunpy.net without its extra dependencies:UserWarning",
-)
-
 
 @pytest.fixture(scope="module")
 def heliocloud():

@@ -75,8 +75,15 @@ def band_name(header: Header) -> str:
 
 
 def observation_time(header: Header) -> datetime | None:
-    """Start of the exposure in UTC: DATE-OBS (+TIME-OBS), DATE_OBS, else MJD-OBS."""
+    """Start of the exposure in UTC: DATE-OBS (+TIME-OBS), DATE_OBS, else MJD-OBS.
+
+    Both are read in the time scale TIMESYS names (UTC when it names none that astropy
+    knows): the FITS standard gives every time keyword of an HDU that scale.
+    """
     date = _first(header, "DATE-OBS", "DATE_OBS", "DATE-BEG")
+    scale = str(header.get("TIMESYS", "utc")).strip().lower() or "utc"
+    if scale not in Time.SCALES:
+        scale = "utc"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -85,12 +92,9 @@ def observation_time(header: Header) -> datetime | None:
                 time_of_day = _first(header, "TIME-OBS", "UT", "UTSTART")
                 if "T" not in text and time_of_day is not None:
                     text = f"{text}T{str(time_of_day).strip()}"
-                scale = str(header.get("TIMESYS", "utc")).strip().lower() or "utc"
-                if scale not in Time.SCALES:
-                    scale = "utc"
                 when = Time(text.replace("Z", ""), format="isot" if "T" in text else None, scale=scale)
             elif _first(header, "MJD-OBS", "MJD_OBS") is not None:
-                when = Time(float(_first(header, "MJD-OBS", "MJD_OBS")), format="mjd", scale="utc")
+                when = Time(float(_first(header, "MJD-OBS", "MJD_OBS")), format="mjd", scale=scale)
             else:
                 return None
             return when.utc.to_datetime(timezone=UTC)
