@@ -266,3 +266,50 @@ def test_the_error_names_are_those_the_state_machine_retries_and_catches():
         caught = {e for catcher in state["Catch"] for e in catcher["ErrorEquals"]}
         assert TransientError.__name__ in retried and PermanentError.__name__ not in retried, name
         assert "States.ALL" in caught, name  # PermanentError, and TransientError once its retries ran out
+
+
+# -- one images row per image_id -------------------------------------------------------------------
+def _inspect_failed(event: dict) -> dict:
+    """The Quarantine input of an execution whose Inspect failed with an unexpected error (internal_error)."""
+    record = {"reason": "internal_error", "message": "RuntimeError: dictionary changed size during iteration",
+              "error_type": "InternalError", "uri": None, "transient": False}
+    cause = json.dumps({"errorType": "PermanentError", "errorMessage": json.dumps(record)})
+    return {"execution_id": f"arn:aws:states:us-east-1:1:execution:ingest:{uuid.uuid4()}",
+            "state": {**event, "caught": {"Inspect": {"Error": "PermanentError", "Cause": cause}}}}
+
+
+@pytest.mark.parametrize("order", ["failure-then-success", "success-then-failure"])
+def test_an_image_quarantined_after_inspect_and_ingested_by_another_execution_has_one_images_row(aws, tmp_path, order):
+    """Two executions of one upload (S3 delivers at least once; a survey ingests it again): one's Inspect
+    fails for a reason that is not the file's, the other succeeds. The images row is the commit point:
+    one object per image_id, the success kept, whichever finishes last."""
+    event = upload(aws, sky_file(tmp_path / "sky.fits"), "night/sky.fits")
+
+    def succeed() -> dict:
+        state = invoke("inspect_image", event)
+        invoke("detect_small", state)
+        return invoke("record", state)
+
+    if order == "failure-then-success":
+        quarantined = invoke("quarantine", _inspect_failed(event))
+        recorded = succeed()
+    else:
+        recorded = succeed()
+        quarantined = invoke("quarantine", _inspect_failed(event))
+
+    assert quarantined["image_id"] == recorded["image_id"]
+    rows = images_rows(aws)
+    assert [(r["image_id"], r["status"]) for r in rows] == [(recorded["image_id"], "ok")]
+    assert len(images_objects(aws)) == 1
+
+
+def test_an_unreadable_file_quarantined_after_inspect_gets_its_failed_row(aws):
+    event = upload(aws, b"<html>503 Service Unavailable</html>", "night/error-page.fits")
+    with pytest.raises(PermanentError) as refused:
+        invoke("inspect_image", event)
+    cause = json.dumps({"errorType": "PermanentError", "errorMessage": str(refused.value)})
+    result = invoke("quarantine", {"execution_id": "arn:aws:states:us-east-1:1:execution:ingest:page",
+                                   "state": {**event, "caught": {"Inspect": {"Error": "PermanentError", "Cause": cause}}}})
+    assert result["reason"] == "not_fits"
+    [row] = images_rows(aws)
+    assert (row["status"], row["route"], row["error_reason"], row["image_id"]) == ("failed", "inspect", "not_fits", result["image_id"])

@@ -314,19 +314,23 @@ def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
     return "small" if info.pixels <= small_image_max_pixels else "large"
 
 
-def inspect_step(event: IngestEvent, ctx: Context) -> IngestState:
-    """Read the object's header (a ranged read) and choose the route; nothing is written."""
-    source = event.source
+def read_header(source: SourceObject, ctx: Context) -> tuple[SourceObject, ImageInfo]:
+    """The object (its key decoded if it had to be) and its header's description (a ranged read)."""
     try:
-        info = inspect_image(source.uri, survey_default=ctx.settings.survey,
-                             limits=ctx.settings.limits.header_limits())
+        return source, inspect_image(source.uri, survey_default=ctx.settings.survey,
+                                     limits=ctx.settings.limits.header_limits())
     except errors.SourceNotFound:
         # S3 notifications carry URL-encoded keys ("red flower.fits" arrives as "red+flower.fits").
         decoded = SourceObject(bucket=source.bucket, key=unquote_plus(source.key))
         if decoded == source:
             raise
-        source, info = decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey,
-                                                  limits=ctx.settings.limits.header_limits())
+        return decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey,
+                                      limits=ctx.settings.limits.header_limits())
+
+
+def inspect_step(event: IngestEvent, ctx: Context) -> IngestState:
+    """Read the object's header (a ranged read) and choose the route; nothing is written."""
+    source, info = read_header(event.source, ctx)
     route = choose_route(info, ctx.config.small_image_max_pixels)
     log.info("inspected %s: %dx%d %s -> %s", source.uri, info.nx, info.ny, info.wcs_kind, route)
     return IngestState(source=source, image=ImageState(info=info, route=route, summary_uri=ctx.summary_uri(info.image_id)))
@@ -438,6 +442,23 @@ def caught_failure(state: FailedState, ctx: Context) -> tuple[str, dict[str, Any
                    "message": f"{name}: {details.get('errorMessage') or cause[:500]}", "transient": transient}
 
 
+def _header_or_none(source: SourceObject, ctx: Context) -> ImageInfo | None:
+    """The header of an object Inspect did not describe (it failed), if it can be read now.
+
+    The ``failed`` images row then goes to the image's own partition and key, where another
+    execution's success writes its row: one object per image_id, a success winning over a
+    failure in either order (:func:`~skysift.aws.catalog.put_unless_success`). A file whose
+    header cannot be read can never succeed, so its row alone goes to the ``unknown`` partition.
+    A transient error reading it is raised (Quarantine is retried).
+    """
+    try:
+        return read_header(source, ctx)[1]
+    except Exception as exc:
+        if faults.is_transient(exc):
+            raise
+        return None
+
+
 def _succeeded(outcome: bytes) -> bool:
     return json.loads(outcome).get("status") in ("ok", "indexed")
 
@@ -447,9 +468,11 @@ def quarantine_step(payload: QuarantineRequest, ctx: Context) -> QuarantineResul
 
     Always: the execution's own quarantine record. For a permanent failure (the file, the
     configuration or a permission is wrong), also a ``failed`` images row, unless a successful
-    row is there. A transient failure whose retries ran out says nothing about the image, so it
-    gets no images row (the raw object is kept; ingest it again). The outcome the survey report
-    reads is written unless it already records a success.
+    row is there: at the image's own key, so that there is one row per image_id (when Inspect
+    failed, the header is read again for it, see :func:`_header_or_none`). A transient failure
+    whose retries ran out says nothing about the image, so it gets no images row (the raw object
+    is kept; ingest it again). The outcome the survey report reads is written unless it already
+    records a success.
     """
     state, execution = payload.state, payload.execution_id.rsplit(":", 1)[-1]
     where, record = caught_failure(state, ctx)
@@ -459,6 +482,8 @@ def quarantine_step(payload: QuarantineRequest, ctx: Context) -> QuarantineResul
     info, route = None, "inspect"
     if state.image is not None:
         info, route = state.image.info, state.image.route
+    elif source is not None and not record.get("transient"):
+        info = _header_or_none(source, ctx)
     row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error)
     caught = state.caught.get(where)
     details = {**record, "reason": error.reason, "message": error.message, "uri": error.uri, "state": where,
