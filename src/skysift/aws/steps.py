@@ -98,7 +98,10 @@ class IngestEvent(StateModel):
 
     source: SourceObject
 
-    _from_eventbridge = model_validator(mode="before")(_source_from_eventbridge)
+    @model_validator(mode="before")
+    @classmethod
+    def _from_eventbridge(cls, data: Any) -> Any:
+        return _source_from_eventbridge(data)
 
 
 class ImageState(StateModel):
