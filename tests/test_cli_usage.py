@@ -237,7 +237,7 @@ def test_runtime_mistakes_are_one_typed_line_and_exit_2(argv, reason, expected, 
 
 class _Flaky(errors.SkysiftError):
     reason = "flaky"
-    permanent = False
+    transient = True
 
 
 @pytest.mark.parametrize(("raised", "status", "reason"), [

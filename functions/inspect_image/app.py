@@ -1,6 +1,9 @@
 """Inspect: header-only read of the uploaded object; chooses the route (small, large, index_only)."""
 
 from skysift.aws.handlers import lambda_handler
-from skysift.aws.steps import inspect_step
+from skysift.aws.steps import Context, IngestEvent, IngestState, inspect_step
 
-handler = lambda_handler(inspect_step, "ImagesInspected")
+
+@lambda_handler(metric="ImagesInspected")
+def handler(event: IngestEvent, ctx: Context) -> IngestState:
+    return inspect_step(event, ctx)

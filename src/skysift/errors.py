@@ -1,12 +1,21 @@
-"""Typed errors with stable reason codes.
+"""Typed errors with stable reason codes: the one error hierarchy of skysift.
 
 Every failure a user can cause (a bad file, an unsupported WCS, an image too large
 for the chosen path) raises a subclass of :class:`SkysiftError`. Its ``reason`` is a
 stable, machine-readable code that lands in quarantine records and the ``images``
 table; its message says what happened and what to do about it.
+
+Whether trying again can help is a property of the class, :attr:`SkysiftError.transient`
+(False unless a class says otherwise): a bad file stays bad, a worker killed for memory or
+a service that could not be reached may go through later. Every consumer reads that one
+attribute: the CLI's exit status, the Batch workers' exit codes, and the AWS steps, whose
+handlers raise ``TransientError`` (retried by the state machine) or ``PermanentError``
+(caught, to Quarantine) from it (:mod:`skysift.aws.faults`).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class SkysiftError(Exception):
@@ -21,8 +30,13 @@ class SkysiftError(Exception):
     """
 
     reason = "error"
-    #: Retrying the same input cannot succeed (a bad file stays bad).
-    permanent = True
+    #: Retrying the same input later may succeed (False: a bad file stays bad).
+    transient: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "permanent" in vars(cls):  # the attribute this one replaced: it would be silently ignored
+            raise TypeError(f"{cls.__name__}: set 'transient' (True or False), not 'permanent'")
 
     def __init__(self, message: str, *, uri: str | None = None) -> None:
         self.message = message
@@ -37,6 +51,13 @@ class SkysiftError(Exception):
             "message": self.message,
             "uri": self.uri,
         }
+
+
+class MalformedEvent(SkysiftError):
+    """A step's input does not match its event model (the state machine, or whoever invoked
+    the function, sent something else). Permanent: the same input fails the same way."""
+
+    reason = "malformed_event"
 
 
 class InvalidImage(SkysiftError):
@@ -122,7 +143,6 @@ class InternalError(SkysiftError):
     """
 
     reason = "internal_error"
-    permanent = True
 
     def __init__(self, message: str, *, uri: str | None = None, exception_type: str = "",
                  traceback_digest: str = "") -> None:
@@ -155,8 +175,8 @@ class WorkerDied(SkysiftError):
     memory) or a crash in compiled code. In a run's pool the image was first tried again alone,
     in a fresh process, which died as well.
 
-    Not permanent: the same file may go through with more memory or fewer parallel workers.
+    Transient: the same file may go through with more memory or fewer parallel workers.
     """
 
     reason = "worker_died"
-    permanent = False
+    transient = True

@@ -193,6 +193,19 @@ def test_the_cause_of_a_wrapped_error_decides_and_typed_errors_keep_their_reason
     assert (bug["reason"], bug["transient"], bug["error_type"]) == ("internal_error", False, "InternalError")
 
 
+def test_a_typed_errors_class_says_whether_it_is_transient():
+    from skysift.aws.faults import PermanentError, TransientError, step_failure
+    from skysift.errors import DetectionFailed, SkysiftError, WorkerDied
+    from skysift.timelag.errors import IndexUnavailable
+
+    assert [e.transient for e in (SkysiftError, DetectionFailed, WorkerDied, IndexUnavailable)] == [False, False, True, True]
+    died = step_failure(WorkerDied("killed (out of memory)", uri="s3://b/k"))
+    assert isinstance(died, TransientError) and died.record["reason"] == "worker_died"
+    assert isinstance(step_failure(DetectionFailed("deblending overflow")), PermanentError)
+    with pytest.raises(TypeError, match="not 'permanent'"):
+        type("Flaky", (SkysiftError,), {"reason": "flaky", "permanent": False})  # the old spelling, silently ignored
+
+
 def test_idempotency_errors_retry_while_another_execution_holds_the_claim():
     from aws_lambda_powertools.utilities.idempotency.exceptions import (
         IdempotencyAlreadyInProgressError,

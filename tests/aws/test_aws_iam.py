@@ -4,7 +4,7 @@ calls, on the buckets and prefixes it touches, and nothing broader on data.
 What the code calls is read two ways:
 
 * **statically**, with ``ast``: from each Lambda function's step (template ``ImageConfig`` ->
-  ``functions/*/app.py`` -> ``lambda_handler(step, ...)``) and each Batch job's entrypoint, every
+  ``functions/*/app.py`` -> the step its handler calls) and each Batch job's entrypoint, every
   boto3 client call (``s3.put_object``, ``self.sns.publish_batch``, paginators) and the few library
   calls that reach AWS for us (:data:`LIBRARY_ACTIONS`), followed through the package's own
   functions, becomes IAM actions. The role must grant each of them, and every data action it grants
@@ -398,15 +398,20 @@ def granted_actions(statements: list[dict]) -> set[str]:
 
 
 def function_steps() -> dict[str, str]:
-    """Lambda function logical id -> the step it runs (``skysift.aws.steps.detect_step``), from functions/*/app.py."""
+    """Lambda function logical id -> the step it runs (``skysift.aws.steps.detect_step``), from functions/*/app.py:
+    the call to a step in the body of its handler (the function decorated with ``lambda_handler``)."""
     steps = {}
     for name, spec in resources_of_type(TEMPLATE, "AWS::Serverless::Function").items():
-        module = spec["Properties"]["ImageConfig"]["Command"][0].rsplit(".", 1)[0]
+        module, attribute = spec["Properties"]["ImageConfig"]["Command"][0].rsplit(".", 1)
         path = ROOT / (module.replace(".", "/") + ".py")
         tree = ast.parse(path.read_text())
         imports = _imports(tree, module, False)
-        [call] = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _dotted(n.func, imports) == "skysift.aws.handlers.lambda_handler"]
-        steps[name] = _dotted(call.args[0], imports)
+        [handler] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == attribute and any(
+            _dotted(d.func if isinstance(d, ast.Call) else d, imports) == "skysift.aws.handlers.lambda_handler"
+            for d in n.decorator_list)]
+        [step] = {_dotted(n.func, imports) for n in ast.walk(handler) if isinstance(n, ast.Call)
+                  and (_dotted(n.func, imports) or "").startswith("skysift.aws.steps.")}
+        steps[name] = step
     return steps
 
 

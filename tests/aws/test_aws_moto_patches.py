@@ -175,3 +175,40 @@ def test_s3_uploads_reach_only_enabled_rules():
                 for e in started]
 
     assert keys == ["a.fits"]
+
+
+def test_a_functions_invocations_run_one_at_a_time_and_different_functions_at_once():
+    """One warm container per function, as on Lambda: a function's module state (Powertools' Metrics)
+    is never used by two of its invocations at once; two functions still run side by side."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock, running, most = threading.Lock(), {}, {"each": 0, "all": 0}
+
+    def dispatcher(event: dict, function_name: str) -> dict:
+        with lock:
+            running[function_name] = running.get(function_name, 0) + 1
+            most["each"] = max(most["each"], running[function_name])
+            most["all"] = max(most["all"], sum(running.values()))
+        time.sleep(0.2)
+        with lock:
+            running[function_name] -= 1
+        return {"n": event["n"]}
+
+    with mock_aws(config=CONFIG), moto_patches.lambda_dispatch(dispatcher):
+        role = boto3.client("iam", region_name=REGION).create_role(
+            RoleName="role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        client = boto3.client("lambda", region_name=REGION)
+        for name in ("a", "b"):
+            client.create_function(FunctionName=name, Role=role, PackageType="Image",
+                                   Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/w:1"})
+
+        def invoke(args: tuple[str, int]) -> int:
+            name, n = args
+            return json.loads(client.invoke(FunctionName=name, Payload=json.dumps({"n": n}))["Payload"].read())["n"]
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(invoke, [(name, n) for n in range(3) for name in ("a", "b")]))
+
+    assert results == [0, 0, 1, 1, 2, 2]
+    assert most == {"each": 1, "all": 2}

@@ -117,7 +117,7 @@ def test_a_cutout_off_the_disk_or_outside_the_frames_is_refused(rotation_series,
     target = cutout_header(reference, center, (100, 100))
     with pytest.raises(CutoutOutsideField, match=where) as info:
         check_cutout_in_field(reference, target)
-    assert info.value.reason == "cutout_outside_field" and info.value.permanent
+    assert info.value.reason == "cutout_outside_field" and not info.value.transient
 
 
 def test_a_cutout_partly_on_the_frame_is_accepted(rotation_series):

@@ -67,7 +67,7 @@ class ReferenceUnavailable(CrossmatchError):
     """An online reference (Gaia) could not be fetched: no network, or astroquery missing."""
 
     reason = "reference_unavailable"
-    permanent = False
+    transient = True
 
 
 class NothingToMatch(CrossmatchError):

@@ -8,9 +8,12 @@ once, for every step:
   any HTTP 429), the service's own faults (HTTP 5xx, ``InternalError``, ``ServiceUnavailable``),
   connections that dropped or timed out, and "another execution is sending this alert right
   now" (Powertools idempotency). The same request a little later will very likely succeed.
-* **permanent**: everything else: the typed errors of :mod:`skysift.errors` (a bad file stays
-  bad), ``AccessDenied``, ``NoSuchBucket``, validation errors, and unexpected exceptions
-  (``internal_error``: a bug does not go away by waiting).
+* **permanent**: everything else: ``AccessDenied``, ``NoSuchBucket``, validation errors, and
+  unexpected exceptions (``internal_error``: a bug does not go away by waiting).
+* the typed errors of :mod:`skysift.errors` say it themselves: their class's ``transient``
+  (a bad file stays bad; a worker killed for memory may go through later). An
+  :class:`~skysift.errors.InternalError` wraps an unexpected exception, so the exception it
+  was raised from decides (a throttled read deep inside a library is retried).
 
 A Lambda handler re-raises whatever its step raised as :class:`TransientError` or
 :class:`PermanentError`: the Lambda runtime reports the class name as the error, so the state
@@ -28,6 +31,11 @@ import json
 import re
 from typing import Any
 
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyInconsistentStateError,
+)
+from awswrangler.exceptions import ServiceApiError
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
 
 from skysift.errors import InternalError, SkysiftError
@@ -49,7 +57,7 @@ TRANSIENT_CODES = frozenset({
 TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EREMOTEIO, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
                               errno.EAGAIN, errno.EPIPE})
 #: Powertools idempotency: another execution holds the alert's claim, or the record changed under us.
-_IDEMPOTENCY_BUSY = ("IdempotencyAlreadyInProgressError", "IdempotencyInconsistentStateError")
+_IDEMPOTENCY_BUSY = (IdempotencyAlreadyInProgressError, IdempotencyInconsistentStateError)
 
 #: Failure reasons of AWS refusals (the typed errors of :mod:`skysift.errors` bring their own).
 AWS_TRANSIENT, AWS_PERMANENT = "aws_transient", "aws_error"
@@ -111,15 +119,17 @@ def _decide(exc: BaseException) -> dict[str, Any] | None:
         return {"reason": AWS_TRANSIENT, "message": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__,
                 "transient": True}
     name = type(exc).__name__
-    if name in _IDEMPOTENCY_BUSY:
+    if isinstance(exc, _IDEMPOTENCY_BUSY):
         return {"reason": AWS_TRANSIENT, "message": f"{name}: {exc}", "error_type": name, "transient": True}
-    if name == "ServiceApiError":  # awswrangler: per-item errors of a batch call (BatchCreatePartition)
+    if isinstance(exc, ServiceApiError):  # awswrangler: per-item errors of a batch call (BatchCreatePartition)
         codes = set(re.findall(r"'ErrorCode': '(\w+)'", str(exc)))
         transient = bool(codes) and codes <= TRANSIENT_CODES
         return {"reason": AWS_TRANSIENT if transient else AWS_PERMANENT, "message": str(exc)[:500],
                 "error_type": name, "transient": transient}
-    if isinstance(exc, SkysiftError) and not isinstance(exc, InternalError):
-        return {**exc.to_record(), "transient": not exc.permanent}
+    if isinstance(exc, InternalError):
+        return None  # an unexpected exception, wrapped: what it was raised from decides
+    if isinstance(exc, SkysiftError):
+        return {**exc.to_record(), "transient": exc.transient}  # the class says
     if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
         return {"reason": AWS_TRANSIENT, "message": f"{name}: {exc}", "error_type": name, "transient": True}
     return None

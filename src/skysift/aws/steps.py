@@ -1,20 +1,23 @@
 """What each state of the workflows does, as plain functions the handlers call.
 
 The state machine passes small JSON documents between these steps (S3 pointers and
-counts, never catalogs)::
+counts, never catalogs). Each step takes a declared event model and returns a declared
+result model (the handlers, :mod:`skysift.aws.handlers`, validate the event at the edge
+with the Powertools parser and serialise the result)::
 
-    Inspect     event            -> {"source": {bucket, key}, "image": {...ImageInfo, route, summary_uri}}
-    DetectSmall {source, image}  -> {"status", "n_sources", "summary_uri"}   (sources rows written)
+    Inspect     IngestEvent        -> IngestState {source: {bucket, key}, image: {info, route, summary_uri}}
+    DetectSmall IngestState        -> DetectResult {status, n_sources, summary_uri, sources_uri}
     DetectLarge the same, as a Batch job (:mod:`skysift.aws.worker`), summary at image.summary_uri
-    Alerts      {source, image}  -> {"n_alerts", "n_published"}           (SNS, then alerts rows)
-    Record      state            -> {"image_id", "status", "route", "n_sources"}  (images row: the commit)
-    Quarantine  {execution_id, state with caught.<State>} -> {"reason", "message", "record_uri"}
-    Report      survey state     -> {"report_uri", "total", "succeeded", "failed", "reasons"}
+    Alerts      IngestState        -> AlertsResult {n_alerts, n_published}      (SNS, then alerts rows)
+    Record      IngestState        -> RecordResult {image_id, status, route, n_sources} (images row: the commit)
+    Quarantine  QuarantineRequest  -> QuarantineResult {image_id, reason, message, record_uri}
+    Report      ReportRequest      -> ReportResult {report_uri, total, succeeded, failed, reasons}
 
+An event that does not match its model is :class:`~skysift.errors.MalformedEvent` (permanent).
 Steps raise the typed errors of :mod:`skysift.errors` and whatever the AWS calls raise; the
-handlers (:mod:`skysift.aws.handlers`) turn every one into one of the two errors the state
-machines know (:mod:`skysift.aws.faults`): ``TransientError`` (retried) or ``PermanentError``
-(caught, to Quarantine), whose message is the failure record Quarantine reads back.
+handlers turn every one into one of the two errors the state machines know
+(:mod:`skysift.aws.faults`): ``TransientError`` (retried) or ``PermanentError`` (caught, to
+Quarantine), whose message is the failure record Quarantine reads back.
 
 Writes are ordered so that an image has one commit point, its ``images`` row, written last
 (by Record); each write replaces an object keyed by image_id, so a retry or a duplicate
@@ -35,7 +38,7 @@ from urllib.parse import unquote_plus, urlparse
 
 import boto3
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skysift import errors
 from skysift.alerts.delivery import prepare_alerts
@@ -44,7 +47,7 @@ from skysift.aws.catalog import S3GlueCatalog, put_unless_success
 from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.publisher import SnsPublisher, idempotency_config
 from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA
-from skysift.errors import SkysiftError
+from skysift.errors import MalformedEvent, SkysiftError
 from skysift.io.fits import ImageInfo, inspect_image, make_image_id
 from skysift.pipeline.image import image_row, is_catalogued, process_image, top_sources
 from skysift.settings import Settings
@@ -54,50 +57,183 @@ log = logging.getLogger(__name__)
 _TIMESTAMPS = {f.name for f in IMAGES_SCHEMA if pa.types.is_timestamp(f.type)}
 
 
-class MalformedEvent(SkysiftError):
-    """A state input that is neither an S3 'Object Created' event nor {"source": {bucket, key}}."""
+# -- event and result models ------------------------------------------------------------------
+class StateModel(BaseModel):
+    """A part of the state a step reads: the state carries more (earlier results), which it ignores."""
 
-    reason = "malformed_event"
+    model_config = ConfigDict(extra="ignore")
 
 
 class SourceObject(BaseModel):
+    """The raw object an IngestImage execution is about."""
+
     model_config = ConfigDict(frozen=True)
 
-    bucket: str
-    key: str
+    bucket: str = Field(min_length=1)
+    key: str = Field(min_length=1)
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
 
-class ImageState(BaseModel):
-    """``$.image`` in the IngestImage state: what Inspect learnt, plus the route."""
+def _source_from_eventbridge(data: Any) -> Any:
+    """An EventBridge S3 'Object Created' event as ``{"source": {bucket, key}, ...}`` (its own
+    ``source``, "aws.s3", replaced); anything else as it is."""
+    if not (isinstance(data, dict) and "detail-type" in data):
+        return data
+    from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 
-    model_config = ConfigDict(extra="ignore")
+    try:
+        parsed = S3EventNotificationEventBridgeModel.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"not an S3 'Object Created' event: {exc.errors(include_url=False)[0]['msg']} "
+                         f"at {'.'.join(map(str, exc.errors()[0]['loc']))}") from exc
+    return {**data, "source": {"bucket": parsed.detail.bucket.name, "key": parsed.detail.object.key}}
+
+
+class IngestEvent(StateModel):
+    """Inspect's input: the EventBridge S3 'Object Created' event, or ``{"source": {bucket, key}}``
+    (SurveyIngest's items, the Batch worker)."""
+
+    source: SourceObject
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_eventbridge(cls, data: Any) -> Any:
+        return _source_from_eventbridge(data)
+
+
+class ImageState(StateModel):
+    """``$.image`` in the IngestImage state: what Inspect learnt, plus the route."""
 
     info: ImageInfo
     route: str
     summary_uri: str
 
 
-class DetectRequest(BaseModel):
+class AlertsResult(BaseModel):
+    n_alerts: int
+    n_published: int
+
+
+class IngestState(StateModel):
+    """The IngestImage state after Inspect: Inspect's result, the input of DetectSmall, Alerts and
+    Record (Record's state carries ``detect`` too, ignored, and ``alerts``: their count)."""
+
     source: SourceObject
     image: ImageState
+    alerts: AlertsResult | None = None
+
+
+class DetectResult(BaseModel):
+    status: str
+    n_sources: int
+    summary_uri: str
+    sources_uri: str | None = None
+
+
+class RecordResult(BaseModel):
+    image_id: str
+    status: str
+    route: str
+    n_sources: int
+    n_alerts: int = 0
+
+
+class CaughtError(BaseModel):
+    """What a Catch puts at ``$.caught.<State>``: the error name and its cause."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    error: str = Field("States.Runtime", alias="Error")
+    cause: str = Field("", alias="Cause")
+
+
+class FailedState(StateModel):
+    """The IngestImage state a Catch sent to Quarantine: the execution's input (an S3 event or
+    ``{"source"}``), what Inspect learnt if it got that far, and ``caught.<State>``.
+
+    ``source`` is None when the input named no object (a malformed event is quarantined too).
+    """
+
+    caught: dict[str, CaughtError] = Field(default_factory=dict)
+    source: SourceObject | None = None
+    image: ImageState | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient_source(cls, data: Any) -> Any:
+        try:
+            data = _source_from_eventbridge(data)
+        except ValueError:
+            return {**data, "source": None}
+        if isinstance(data, dict) and data.get("source") is not None:
+            try:
+                SourceObject.model_validate(data["source"])
+            except ValidationError:
+                return {**data, "source": None}
+        return data
+
+
+class QuarantineRequest(BaseModel):
+    """Quarantine's input: ``{"execution_id": $$.Execution.Id, "state": $}``."""
+
+    execution_id: str
+    state: FailedState
+
+
+class QuarantineResult(BaseModel):
+    image_id: str
+    reason: str
+    message: str
+    record_uri: str
+
+
+class SurveyState(StateModel):
+    """SurveyIngest's state at Report: its input (a prefix of a bucket, or a manifest object) and the Map's outcome."""
+
+    bucket: str | None = None
+    prefix: str = ""
+    manifest: SourceObject | None = None
+    map: dict[str, Any] | None = None
+    map_error: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _names_objects(self) -> SurveyState:
+        if self.manifest is None and not self.bucket:
+            raise ValueError("a survey names a bucket (and prefix) or a manifest {bucket, key}")
+        return self
+
+
+class ReportRequest(BaseModel):
+    """Report's input: ``{"execution_id": $$.Execution.Id, "state": $}``."""
+
+    execution_id: str
+    state: SurveyState
+
+
+class ReportResult(BaseModel):
+    report_uri: str
+    total: int
+    succeeded: int
+    failed: int
+    reasons: dict[str, int]
+
+
+def parse_event(event: Any, model: type[BaseModel]) -> Any:
+    """``event`` validated against ``model`` (Powertools parser); :class:`MalformedEvent` if it does not fit."""
+    from aws_lambda_powertools.utilities.parser import parse
+
+    try:
+        return parse(event=event, model=model)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(event)'}: {e['msg']}"
+                             for e in exc.errors(include_url=False)[:5])
+        raise MalformedEvent(f"not a {model.__name__}: {problems}") from exc
 
 
 # -- small helpers ---------------------------------------------------------------------------
-def parse_source(event: dict[str, Any]) -> SourceObject:
-    """The object an IngestImage input is about: EventBridge S3 event or ``{"source": ...}``."""
-    from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
-
-    try:
-        if "detail-type" in event:
-            parsed = S3EventNotificationEventBridgeModel.model_validate(event)
-            return SourceObject(bucket=parsed.detail.bucket.name, key=parsed.detail.object.key)
-        return SourceObject.model_validate(event["source"])
-    except (ValidationError, KeyError, TypeError) as exc:
-        raise MalformedEvent(f"not an S3 Object Created event nor {{'source': {{bucket, key}}}}: {exc}") from exc
 
 
 def jsonable_row(row: dict) -> dict:
@@ -156,14 +292,19 @@ class Context:
         return f"s3://{self.config.catalog_bucket}/runs/{image_id}/summary.json"
 
 
-def context_from_env() -> Context:
-    """The Context for the current environment, built once (per cold start) and reused."""
+def context_from_env(function: str = "") -> Context:
+    """The Context of one function in the current environment, built once (per cold start) and reused.
+
+    Keyed by ``function`` as well: on Lambda each function has a process of its own; where several
+    share one (the emulation, tests), each still gets its own clients and its own idempotency
+    configuration (the invocation's deadline is registered on it).
+    """
     keys = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("SKYSIFT_", "AWS_ENDPOINT_URL"))))
-    return _context_for(keys)
+    return _context_for(function, keys)
 
 
-@functools.lru_cache(maxsize=4)
-def _context_for(environment: tuple[tuple[str, str], ...]) -> Context:
+@functools.lru_cache(maxsize=16)
+def _context_for(function: str, environment: tuple[tuple[str, str], ...]) -> Context:
     env = dict(environment)
     return Context(AwsConfig.from_env(env), settings_from_env(env))
 
@@ -178,31 +319,34 @@ def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
     return "small" if info.pixels <= small_image_max_pixels else "large"
 
 
-def inspect_step(event: dict[str, Any], ctx: Context) -> dict:
-    source = parse_source(event)
+def read_header(source: SourceObject, ctx: Context) -> tuple[SourceObject, ImageInfo]:
+    """The object (its key decoded if it had to be) and its header's description (a ranged read)."""
     try:
-        info = inspect_image(source.uri, survey_default=ctx.settings.survey,
-                             limits=ctx.settings.limits.header_limits())
+        return source, inspect_image(source.uri, survey_default=ctx.settings.survey,
+                                     limits=ctx.settings.limits.header_limits())
     except errors.SourceNotFound:
         # S3 notifications carry URL-encoded keys ("red flower.fits" arrives as "red+flower.fits").
         decoded = SourceObject(bucket=source.bucket, key=unquote_plus(source.key))
         if decoded == source:
             raise
-        source, info = decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey,
-                                                  limits=ctx.settings.limits.header_limits())
+        return decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey,
+                                      limits=ctx.settings.limits.header_limits())
+
+
+def inspect_step(event: IngestEvent, ctx: Context) -> IngestState:
+    """Read the object's header (a ranged read) and choose the route; nothing is written."""
+    source, info = read_header(event.source, ctx)
     route = choose_route(info, ctx.config.small_image_max_pixels)
     log.info("inspected %s: %dx%d %s -> %s", source.uri, info.nx, info.ny, info.wcs_kind, route)
-    image = {"info": info.model_dump(mode="json"), "route": route, "summary_uri": ctx.summary_uri(info.image_id)}
-    return {"source": source.model_dump(), "image": image}
+    return IngestState(source=source, image=ImageState(info=info, route=route, summary_uri=ctx.summary_uri(info.image_id)))
 
 
-def detect_step(request: dict[str, Any], ctx: Context) -> dict:
+def detect_step(req: IngestState, ctx: Context) -> DetectResult:
     """Measure one image and write its ``sources`` rows; the summary goes to ``image.summary_uri``.
 
     Raises the image's typed error when it cannot be measured (the Batch worker then
     writes the failure to the summary, as its exit code is all Step Functions sees).
     """
-    req = DetectRequest.model_validate(request)
     result = process_image(req.source.uri, ctx.settings, hdu=req.image.info.hdu, route=req.image.route,
                            workers=ctx.config.workers if req.image.route == "large" else 1)
     if result.error is not None:
@@ -214,8 +358,8 @@ def detect_step(request: dict[str, Any], ctx: Context) -> dict:
         "status": row["status"], "image_row": jsonable_row(row), "n_sources": n_sources,
         "sources_uri": sources_uri, "top_sources": top_sources(result.sources),
     })
-    return {"status": row["status"], "n_sources": n_sources, "summary_uri": req.image.summary_uri,
-            "sources_uri": sources_uri}
+    return DetectResult(status=row["status"], n_sources=n_sources, summary_uri=req.image.summary_uri,
+                        sources_uri=sources_uri)
 
 
 def _summary(ctx: Context, image: ImageState) -> dict:
@@ -229,14 +373,13 @@ def outcome_uri(ctx: Context, image_id: str) -> str:
     return f"s3://{ctx.config.catalog_bucket}/runs/{image_id}/outcome.json"
 
 
-def alerts_step(request: dict[str, Any], ctx: Context) -> dict:
+def alerts_step(req: IngestState, ctx: Context) -> AlertsResult:
     """Evaluate the alert rules, send each alert once, then store the ``alerts`` rows.
 
     Sent first, stored after: the ``alerts`` table lists what was sent. A failure in between
     is retried; the retry's publish sends nothing again (each alert_id is remembered) and
     then stores the rows.
     """
-    req = DetectRequest.model_validate(request)
     row = row_from_json(_summary(ctx, req.image)["image_row"])
     sources = ctx.store.read_sources(row)
     alerts = prepare_alerts(row, sources, ctx.store, ctx.settings.alerts, ctx.settings.background,
@@ -244,14 +387,13 @@ def alerts_step(request: dict[str, Any], ctx: Context) -> dict:
     sent = ctx.publisher().publish(alerts)
     ctx.store.write_alerts(row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
                                                      schema=ALERTS_SCHEMA))
-    return {"n_alerts": len(alerts), "n_published": len(sent)}
+    return AlertsResult(n_alerts=len(alerts), n_published=len(sent))
 
 
-def record_step(state: dict[str, Any], ctx: Context) -> dict:
+def record_step(state: IngestState, ctx: Context) -> RecordResult:
     """Write the ``images`` row, the image's commit point: from the detection summary, or
     index-only for non-celestial images; then the outcome the survey report reads."""
-    source = SourceObject.model_validate(state["source"])
-    image = ImageState.model_validate(state["image"])
+    source, image = state.source, state.image
     if image.route == "index_only":
         result = process_image(source.uri, ctx.settings, hdu=image.info.hdu, route="index_only")
         if result.error is not None:
@@ -262,10 +404,10 @@ def record_step(state: dict[str, Any], ctx: Context) -> dict:
         row = row_from_json(_summary(ctx, image)["image_row"])
         row["route"] = image.route
         ctx.store.write_image_row(row)
-    outcome = {"image_id": row["image_id"], "status": row["status"], "route": row["route"],
-               "n_sources": int(row.get("n_sources") or 0),
-               "n_alerts": int((state.get("alerts") or {}).get("n_alerts") or 0)}
-    put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome, "uri": source.uri})
+    outcome = RecordResult(image_id=row["image_id"], status=row["status"], route=row["route"],
+                           n_sources=int(row.get("n_sources") or 0),
+                           n_alerts=state.alerts.n_alerts if state.alerts else 0)
+    put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome.model_dump(), "uri": source.uri})
     return outcome
 
 
@@ -275,16 +417,16 @@ _SERVICE_ERRORS = ("Lambda.", "Batch.")
 EXIT_TRANSIENT = 75
 
 
-def caught_failure(state: dict[str, Any], ctx: Context) -> tuple[str, dict[str, Any]]:
+def caught_failure(state: FailedState, ctx: Context) -> tuple[str, dict[str, Any]]:
     """The state that failed and its failure record, from ``$.caught.<State> = {Error, Cause}``.
 
     A failure the handlers raised carries its record in the Cause; a Batch job's is in its
     summary; anything else (a timeout, a crash, the service refusing) is described from its
     error name.
     """
-    caught = state.get("caught") or {"unknown": {"Error": "States.Runtime", "Cause": "no caught error in the state"}}
+    caught = state.caught or {"unknown": CaughtError(error="States.Runtime", cause="no caught error in the state")}
     where, error = next(iter(caught.items()))
-    name, cause = error.get("Error") or "States.Runtime", error.get("Cause") or ""
+    name, cause = error.error or "States.Runtime", error.cause or ""
     record = faults.record_from_cause(cause)
     if record is not None:
         return where, record
@@ -293,9 +435,9 @@ def caught_failure(state: dict[str, Any], ctx: Context) -> tuple[str, dict[str, 
     except (TypeError, ValueError):
         details = {}
     details = details if isinstance(details, dict) else {}
-    if name == "States.TaskFailed" and "image" in state:  # a Batch job: its exit code or its summary says why
+    if name == "States.TaskFailed" and state.image is not None:  # a Batch job: its exit code or its summary says why
         transient = (details.get("Container") or {}).get("ExitCode") == EXIT_TRANSIENT
-        summary = {} if transient else get_json(ctx.s3, state["image"]["summary_uri"]) or {}
+        summary = {} if transient else get_json(ctx.s3, state.image.summary_uri) or {}
         if summary.get("status") == "failed":
             return where, summary["error"]
         return where, {"reason": faults.AWS_TRANSIENT if transient else "batch_failed", "error_type": name,
@@ -307,10 +449,20 @@ def caught_failure(state: dict[str, Any], ctx: Context) -> tuple[str, dict[str, 
                    "message": f"{name}: {details.get('errorMessage') or cause[:500]}", "transient": transient}
 
 
-def _source_or_none(state: dict[str, Any]) -> SourceObject | None:
+def _header_or_none(source: SourceObject, ctx: Context) -> ImageInfo | None:
+    """The header of an object Inspect did not describe (it failed), if it can be read now.
+
+    The ``failed`` images row then goes to the image's own partition and key, where another
+    execution's success writes its row: one object per image_id, a success winning over a
+    failure in either order (:func:`~skysift.aws.catalog.put_unless_success`). A file whose
+    header cannot be read can never succeed, so its row alone goes to the ``unknown`` partition.
+    A transient error reading it is raised (Quarantine is retried).
+    """
     try:
-        return parse_source(state)
-    except MalformedEvent:
+        return read_header(source, ctx)[1]
+    except Exception as exc:
+        if faults.is_transient(exc):
+            raise
         return None
 
 
@@ -318,58 +470,67 @@ def _succeeded(outcome: bytes) -> bool:
     return json.loads(outcome).get("status") in ("ok", "indexed")
 
 
-def quarantine_step(payload: dict[str, Any], ctx: Context) -> dict:
+def quarantine_step(payload: QuarantineRequest, ctx: Context) -> QuarantineResult:
     """Record a failure; never delete, never overwrite a success.
 
     Always: the execution's own quarantine record. For a permanent failure (the file, the
     configuration or a permission is wrong), also a ``failed`` images row, unless a successful
-    row is there. A transient failure whose retries ran out says nothing about the image, so it
-    gets no images row (the raw object is kept; ingest it again). The outcome the survey report
-    reads is written unless it already records a success.
+    row is there: at the image's own key, so that there is one row per image_id (when Inspect
+    failed, the header is read again for it, see :func:`_header_or_none`). A transient failure
+    whose retries ran out says nothing about the image, so it gets no images row (the raw object
+    is kept; ingest it again). The outcome the survey report reads is written unless it already
+    records a success.
     """
-    state, execution = payload["state"], payload["execution_id"].rsplit(":", 1)[-1]
+    state, execution = payload.state, payload.execution_id.rsplit(":", 1)[-1]
     where, record = caught_failure(state, ctx)
-    source = _source_or_none(state)
+    source = state.source
     error = SkysiftError(record.get("message") or "", uri=record.get("uri") or (source.uri if source else None))
     error.reason = record.get("reason") or "internal_error"
     info, route = None, "inspect"
-    if "image" in state:
-        image = ImageState.model_validate(state["image"])
-        info, route = image.info, image.route
+    if state.image is not None:
+        info, route = state.image.info, state.image.route
+    elif source is not None and not record.get("transient"):
+        info = _header_or_none(source, ctx)
     row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error)
+    caught = state.caught.get(where)
     details = {**record, "reason": error.reason, "message": error.message, "uri": error.uri, "state": where,
-               "caught": state.get("caught", {}).get(where), "route": route}
+               "caught": caught.model_dump(by_alias=True) if caught else None, "route": route}
     record_uri = ctx.store.record_failure(row, details, execution)
     images_uri = None if record.get("transient") else ctx.store.write_failed_image_row(row)
     log.warning("quarantined %s after %s: %s (%s)%s", row["uri"], where, error.reason, error.message,
                 "" if images_uri or record.get("transient") else "; a successful images row is kept")
-    outcome = {"image_id": row["image_id"], "reason": error.reason, "message": error.message, "record_uri": record_uri}
+    outcome = QuarantineResult(image_id=row["image_id"], reason=error.reason, message=error.message,
+                               record_uri=record_uri)
     bucket, key = _split_s3(outcome_uri(ctx, row["image_id"]))
-    document = {**outcome, "status": "failed", "route": route, "uri": row["uri"], "state": where}
+    document = {**outcome.model_dump(), "status": "failed", "route": route, "uri": row["uri"], "state": where}
     put_unless_success(ctx.s3, bucket, key, json.dumps(document, default=str).encode(), _succeeded,
                        ContentType="application/json")
     return outcome
 
 
-def survey_items(ctx: Context, state: dict[str, Any]) -> list[SourceObject]:
+def survey_items(ctx: Context, state: SurveyState) -> list[SourceObject]:
     """The objects a SurveyIngest input names: a manifest's entries, or every object under a prefix."""
-    if "manifest" in state:
-        where = SourceObject.model_validate(state["manifest"])
+    if state.manifest is not None:
+        where = state.manifest
         entries = json.loads(ctx.s3.get_object(Bucket=where.bucket, Key=where.key)["Body"].read())
-        return [SourceObject.model_validate(entry) for entry in entries]
+        try:
+            return [SourceObject.model_validate(entry) for entry in entries]
+        except (ValidationError, TypeError) as exc:
+            raise MalformedEvent(f"a manifest is a JSON list of {{bucket, key}}: {exc}", uri=where.uri) from exc
+    assert state.bucket is not None  # SurveyState: a bucket or a manifest
     paginator = ctx.s3.get_paginator("list_objects_v2")
-    return [SourceObject(bucket=state["bucket"], key=obj["Key"])
-            for page in paginator.paginate(Bucket=state["bucket"], Prefix=state.get("prefix", ""))
+    return [SourceObject(bucket=state.bucket, key=obj["Key"])
+            for page in paginator.paginate(Bucket=state.bucket, Prefix=state.prefix)
             for obj in page.get("Contents", [])]
 
 
-def report_step(payload: dict[str, Any], ctx: Context) -> dict:
+def report_step(payload: ReportRequest, ctx: Context) -> ReportResult:
     """One report of a SurveyIngest run: every image's outcome (ok, indexed, failed with reason).
 
     Built from the outcome each IngestImage run leaves at ``runs/{image_id}/outcome.json``
     (the Map Run's ResultWriter files hold the raw per-item results alongside).
     """
-    state = payload["state"]
+    state = payload.state
     outcomes = []
     for item in survey_items(ctx, state):
         head = ctx.s3.head_object(Bucket=item.bucket, Key=item.key)
@@ -378,14 +539,14 @@ def report_step(payload: dict[str, Any], ctx: Context) -> dict:
         outcomes.append({"key": item.key, "image_id": image_id, **outcome})
     statuses = Counter(o["status"] for o in outcomes)
     reasons = Counter(o.get("reason") or "unknown" for o in outcomes if o["status"] == "failed")
-    name = payload["execution_id"].rsplit(":", 1)[-1]
+    name = payload.execution_id.rsplit(":", 1)[-1]
     report = {
-        "execution_id": payload["execution_id"], "total": len(outcomes),
+        "execution_id": payload.execution_id, "total": len(outcomes),
         "succeeded": statuses["ok"] + statuses["indexed"], "failed": statuses["failed"],
         "missing": statuses["missing"], "statuses": dict(statuses), "reasons": dict(reasons),
-        "map_run": state.get("map"), "map_error": state.get("map_error"),
+        "map_run": state.map, "map_error": state.map_error,
         "images": sorted(outcomes, key=lambda o: o["key"]),
     }
     uri = f"s3://{ctx.config.catalog_bucket}/reports/survey/{name}/report.json"
     put_json(ctx.s3, uri, report)
-    return {"report_uri": uri, **{k: report[k] for k in ("total", "succeeded", "failed", "reasons")}}
+    return ReportResult(report_uri=uri, **{k: report[k] for k in ("total", "succeeded", "failed", "reasons")})

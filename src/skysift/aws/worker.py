@@ -24,7 +24,17 @@ from collections.abc import Mapping, Sequence
 
 from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.faults import failure_record
-from skysift.aws.steps import EXIT_TRANSIENT, Context, detect_step, put_json
+from skysift.aws.steps import (
+    EXIT_TRANSIENT,
+    Context,
+    ImageState,
+    IngestEvent,
+    IngestState,
+    SourceObject,
+    detect_step,
+    inspect_step,
+    put_json,
+)
 from skysift.errors import SkysiftError
 
 log = logging.getLogger("skysift.worker")
@@ -58,7 +68,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             log.exception("large-image job crashed on s3://%s/%s", args.bucket, args.key)
         _record_failure(ctx, args.summary_uri, {**record, "uri": record.get("uri") or f"s3://{args.bucket}/{args.key}"})
         return EXIT_BAD_IMAGE if isinstance(exc, SkysiftError) else EXIT_CRASH
-    log.info("s3://%s/%s: %s sources", args.bucket, args.key, summary["n_sources"])
+    log.info("s3://%s/%s: %s sources", args.bucket, args.key, summary.n_sources)
     return EXIT_OK
 
 
@@ -70,13 +80,11 @@ def _record_failure(ctx: Context, summary_uri: str, record: dict) -> None:
         log.exception("could not write the failure summary to %s", summary_uri)
 
 
-def _request(args: argparse.Namespace, ctx: Context) -> dict:
-    from skysift.aws.steps import inspect_step
-
-    state = inspect_step({"source": {"bucket": args.bucket, "key": args.key}}, ctx)
-    state["image"]["route"] = "large"
-    state["image"]["summary_uri"] = args.summary_uri
-    return state
+def _request(args: argparse.Namespace, ctx: Context) -> IngestState:
+    """DetectLarge's request: the header read again here (the job's own check), on the large route."""
+    state = inspect_step(IngestEvent(source=SourceObject(bucket=args.bucket, key=args.key)), ctx)
+    image = ImageState(info=state.image.info, route="large", summary_uri=args.summary_uri)
+    return IngestState(source=state.source, image=image)
 
 
 if __name__ == "__main__":

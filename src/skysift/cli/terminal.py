@@ -123,7 +123,7 @@ def _aws_error(exc: BaseException) -> tuple[str, str, int] | None:
 def _classify(exc: Exception) -> tuple[str, str, int]:
     """(reason, one-line message, exit status) of an exception that ends a command."""
     if isinstance(exc, SkysiftError):
-        return exc.reason, str(exc), EXIT_USAGE if exc.permanent else EXIT_FAILURE
+        return exc.reason, str(exc), EXIT_FAILURE if exc.transient else EXIT_USAGE
     aws = _aws_error(exc)
     if aws is not None:
         return aws

@@ -44,14 +44,14 @@ class IndexUnavailable(TimeLagError):
     """The image index (local tables or Athena) cannot be queried."""
 
     reason = "index_unavailable"
-    permanent = False
+    transient = True
 
 
 class SchedulerUnavailable(TimeLagError):
     """The dask scheduler given with --scheduler cannot be reached."""
 
     reason = "scheduler_unavailable"
-    permanent = False
+    transient = True
 
 
 class CutoutOutsideField(InvalidRequest):
@@ -76,7 +76,7 @@ class GatewayUnavailable(TimeLagError):
     """The dask-gateway server given with --gateway cannot be reached or cannot start a cluster."""
 
     reason = "gateway_unavailable"
-    permanent = False
+    transient = True
 
 
 class RemoteAccessDenied(TimeLagError):

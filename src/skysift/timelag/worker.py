@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"status": "failed", "request": args[0], **exc.to_record()}
         print(json.dumps(record))
         log.error("time-lag job failed: %s", exc)
-        return EXIT_PERMANENT if exc.permanent else EXIT_TRANSIENT
+        return EXIT_TRANSIENT if exc.transient else EXIT_PERMANENT
     print(json.dumps(summary))
     return EXIT_OK
 

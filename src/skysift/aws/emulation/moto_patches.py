@@ -41,6 +41,16 @@ Why each one exists:
   A handler that raises :class:`SandboxCrash` dies as a Lambda sandbox does (killed, out of
   memory): the invocation fails with ``Runtime.ExitError`` and nothing in the handler (Powertools
   included) gets to clean up.
+* **One invocation per container.** Lambda runs one invocation at a time in an execution
+  environment; a function's module-level state (its clients, Powertools' ``Metrics``, whose metric
+  set is a class attribute) is never used by two invocations at once. moto's Step Functions
+  interpreter and the Lambda API serve requests in threads of this one process, so without care
+  two invocations of a function would run in the same module at once: ``flush_metrics`` iterating
+  the metric set while another invocation added to it raised ``RuntimeError: dictionary changed
+  size during iteration`` (a race that cannot happen on Lambda). :func:`lambda_dispatch` gives each
+  function one warm container: its invocations run one after another (the others wait, as they
+  would for a function with reserved concurrency 1); different functions still run at once, each
+  with state of its own (:mod:`skysift.aws.handlers`).
 * **SNS FIFO deduplication.** moto hands a FIFO topic's ``MessageDeduplicationId`` on to SQS FIFO
   queues but does not deduplicate at the topic, as SNS does for five minutes: a publish whose
   response was lost and that was sent again reached every subscriber twice.
@@ -244,17 +254,33 @@ def _error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
+class Containers:
+    """One warm execution environment per function: a lock its invocations take in turn."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def of(self, function_name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(function_name, threading.Lock())
+
+
 @contextmanager
 def lambda_dispatch(dispatcher: LambdaDispatcher) -> Iterator[None]:
-    """Run Lambda invocations (API and Step Functions tasks) through ``dispatcher`` in-process."""
+    """Run Lambda invocations (API and Step Functions tasks) through ``dispatcher`` in-process,
+    one at a time per function (one container each)."""
     from moto.awslambda_simple.models import LambdaSimpleBackend
     from moto.core.exceptions import JsonRESTError
+
+    containers = Containers()
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         fn = self.get_function(function_name, qualifier)
         try:
             event = json.loads(body) if body else {}
-            result = dispatcher(event, fn.function_name)
+            with containers.of(fn.function_name):
+                result = dispatcher(event, fn.function_name)
         except JsonRESTError:  # the Lambda service itself refused (e.g. throttled): an API error, not a FunctionError
             raise
         except SandboxCrash as exc:  # the process died: what the Lambda service reports for that
