@@ -25,14 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from aws_support import EVENTS, ROOT, THIRD_PARTY_WARNINGS, sky_file
+from aws_support import EVENTS, ROOT, sky_file
 from botocore.exceptions import ClientError
 
 from skysift.aws import steps
 from skysift.aws.faults import PermanentError, TransientError
 from skysift.aws.glue import TABLES, glue_columns, partition_keys
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 REGION = "us-east-1"
 RAW, CATALOG, DATABASE, LEDGER = "steps-raw", "steps-catalog", "steps_db", "steps-ledger"
@@ -212,7 +210,7 @@ def test_the_small_route_step_by_step_returns_each_result_model_and_counts_each_
     assert detect["status"] == "ok" and detect["n_sources"] > 10 and detect["sources_uri"].startswith(f"s3://{CATALOG}/sources/")
     assert alerts["n_alerts"] >= 1 and alerts["n_published"] == alerts["n_alerts"]
     assert record == {"image_id": state["image"]["info"]["image_id"], "status": "ok", "route": "small",
-                      "n_sources": detect["n_sources"]}
+                      "n_sources": detect["n_sources"], "n_alerts": alerts["n_alerts"]}
     assert [r["status"] for r in images_rows(aws)] == ["ok"]
     assert metrics(capsys.readouterr().out) == ["ImagesInspected", "ImagesMeasured", "ImagesAlerted", "ImagesRecorded"]
 

@@ -123,7 +123,7 @@ class IngestState(StateModel):
 
     source: SourceObject
     image: ImageState
-    alerts: AlertsResult | None = None
+    alerts: AlertsResult | None = Field(default=None, exclude=True)  # read by Record, never passed on
 
 
 class DetectResult(BaseModel):

@@ -11,6 +11,9 @@ import logging
 
 #: Loggers of the dask machinery quieted by default.
 DASK_LOGGERS = ("distributed", "dask_gateway")
+#: Shutdown chatter, quieted to errors by default: a nanny that has to kill its worker after the
+#: close timeout (a loaded machine) is stopping a cluster that is going away anyway.
+SHUTDOWN_LOGGERS = ("distributed.nanny",)
 
 
 def quiet_dask_logging(verbose: int = 0) -> None:
@@ -18,3 +21,5 @@ def quiet_dask_logging(verbose: int = 0) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     for name in DASK_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    for name in SHUTDOWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR if verbose <= 0 else level)
