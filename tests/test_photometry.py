@@ -7,6 +7,7 @@ import pytest
 import sep
 
 from skysift.core import flags as F
+from skysift.core import photometry
 from skysift.core.detection import detect
 from skysift.core.photometry import (
     KRON_INTEGRATION_RADIUS,
@@ -146,3 +147,31 @@ def test_a_segmentation_map_needs_the_labels_of_the_objects():
     found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
     with pytest.raises(ValueError, match="seg_ids"):
         measure(frame, found.objects, np.ones(frame.shape, np.float32), None, PhotometrySettings(), segmap=found.segmap)
+
+
+def test_crowded_neighbours_are_corrected_a_bounded_batch_at_a_time(monkeypatch):
+    """In a crowded frame the cut-outs of the sources with neighbours overlap and hold several
+    times the frame's pixels together (111 million for a 4352^2 tile of 30,000 stars: 2 GiB):
+    they are cut and measured a batch of at most MOSAIC_MAX_PIXELS at a time, and the catalog is
+    the one of a single batch (but for the rounding of positions moved into another mosaic)."""
+    rng = np.random.default_rng(3)
+    stars = np.c_[rng.uniform(10, 290, (150, 2)), 10 ** rng.uniform(2.5, 4, 150)]  # x, y, flux
+    frame = _stars(stars, size=300)
+    whole = _measured(frame)
+    batches = []
+    lay_out = photometry._mosaics
+
+    def spy(cuts):
+        batches.append((len(cuts), sum(cut.data.size for cut in cuts)))
+        return lay_out(cuts)
+
+    monkeypatch.setattr(photometry, "MOSAIC_MAX_PIXELS", 20_000)
+    monkeypatch.setattr(photometry, "_mosaics", spy)
+    batched = _measured(frame)
+    assert len(batches) > 4 and all(pixels <= 20_000 or n == 1 for n, pixels in batches)
+    assert whole.keys() == batched.keys()
+    for name, values in whole.items():
+        if np.issubdtype(values.dtype, np.floating):
+            np.testing.assert_allclose(batched[name], values, rtol=1e-9, atol=1e-9, err_msg=name)
+        else:
+            assert (batched[name] == values).all(), name
