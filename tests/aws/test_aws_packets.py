@@ -9,15 +9,13 @@ import boto3
 import numpy as np
 import pytest
 from astropy.io import fits
-from aws_support import THIRD_PARTY_WARNINGS, sky_file
+from aws_support import sky_file
 from moto import mock_aws
 
 from skysift.alerts.packets import read_packet, sky_cell, sky_cell_ranges
 from skysift.aws.publisher import SnsPublisher, message_attributes
 from skysift.cli.aws import filter_policy
 from skysift.core.astrometry import healpix_index
-
-pytestmark = [pytest.mark.filterwarnings(w) for w in THIRD_PARTY_WARNINGS]
 
 REGION = "us-east-1"
 COSMOS, CENTAURUS = (150.10, 2.20), (201.37, -43.02)
