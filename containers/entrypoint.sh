@@ -1,7 +1,8 @@
 #!/bin/sh
 # Entrypoint of the worker image: one image, three ways in (template.yaml says which).
 #   batch ARGS...           the large-image Batch job (the IngestImage state machine's command
-#                           override) -> python -m skysift.aws.worker ARGS
+#                           override: --bucket B --key K --summary-uri U --hdu N, one image of the
+#                           file) -> python -m skysift.aws.worker ARGS, passed through as they are
 #   python|python3 ARGS...  a Batch job's own command, run directly (TimeLagJobDefinition:
 #                           python -m skysift.timelag.worker REQUEST_URI)
 #   HANDLER                 a Lambda function (ImageConfig.Command, e.g.

@@ -88,9 +88,8 @@ def _run_notes(runs: CorpusRuns) -> list[str]:
 def _problems(rows: list[Row]) -> tuple[list[str], list[str]]:
     """Every file's problems, split: (the AWS side of files of several images, every other).
 
-    IngestImage measures one image HDU per file where ``skysift run`` measures each, so the
-    AWS side of a multi-extension file of several images is the open finding of the strict
-    xfail below; every other problem fails the corpus test.
+    IngestImage measures each image HDU of a file in a Map, as ``skysift run`` measures each:
+    the AWS side of a multi-extension file of several images has a test of its own below.
     """
     several_on_aws, others = [], []
     for row in rows:
@@ -108,8 +107,6 @@ def test_every_corpus_file_gets_its_designed_verdict_locally_and_on_emulated_aws
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open (issue 14 note): IngestImage measures only the first image HDU of a "
-                   "multi-extension file, where skysift run measures each (two_images_mef.fits: 1 row on AWS)")
 def test_a_file_of_several_images_gets_a_row_per_image_on_emulated_aws(corpus_runs):
     several_on_aws, _ = _problems(corpus_runs.rows)
     assert several_on_aws == [], corpus_runs.report()

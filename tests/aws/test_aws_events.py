@@ -30,7 +30,10 @@ def uploaded(emulation, tmp_path):
 
 
 def test_inspect_of_the_sample_upload_event_gives_the_sample_detect_input(uploaded):
-    assert invoke(uploaded, "InspectFunction", event("eventbridge-s3-object-created.json")) == event("detect-small-input.json")
+    state = invoke(uploaded, "InspectFunction", event("eventbridge-s3-object-created.json"))
+    assert state["hdus"] == [None]  # one image: the Map's one item
+    # DetectSmall's Payload is {source, image} (statemachine/ingest.asl.json)
+    assert {k: state[k] for k in ("source", "image")} == event("detect-small-input.json")
 
 
 def test_sample_detect_alerts_and_record_inputs_run_the_small_route_by_hand(uploaded):

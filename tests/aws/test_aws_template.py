@@ -73,18 +73,33 @@ def _tasks(states: dict) -> dict:
 
 def test_ingest_tasks_have_timeouts_retry_transient_errors_and_catch_to_quarantine():
     definition = json.loads((ROOT / "statemachine/ingest.asl.json").read_text())
+    per_image = definition["States"]["Images"]["ItemProcessor"]["States"]
+    quarantines = {"Quarantine", "QuarantineImage"}
     for name, task in _tasks(definition["States"]).items():
         assert "TimeoutSeconds" in task, name
         retried = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
         if ":lambda:" in task["Resource"]:  # Quarantine retries everything: its record must get written
             assert retried >= TRANSIENT_LAMBDA_ERRORS | {"TransientError"} or (
-                name == "Quarantine" and retried == {"States.ALL"}), name
-        assert not retried & {"States.TaskFailed", "PermanentError", "truncated", "not_fits"} or name == "Quarantine", name
+                name in quarantines and retried == {"States.ALL"}), name
+        assert not retried & {"States.TaskFailed", "PermanentError", "truncated", "not_fits"} or name in quarantines, name
         for retrier in task.get("Retry", []):  # backoff with full jitter, capped
             assert retrier["BackoffRate"] > 1 and retrier["JitterStrategy"] == "FULL", name
-        if name != "Quarantine":  # each Catch keeps what failed where: $.caught.<State>
+        if name not in quarantines:  # each Catch keeps what failed where: $.caught.<State>; an image's, its own
             assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": f"$.caught.{name}",
-                                      "Next": "Quarantine"}], name
+                                      "Next": "QuarantineImage" if name in per_image else "Quarantine"}], name
+
+
+def test_ingest_runs_the_steps_once_per_image_and_fails_with_the_first_failed_image():
+    definition = json.loads((ROOT / "statemachine/ingest.asl.json").read_text())
+    states = definition["States"]
+    images = states["Images"]
+    assert states["Inspect"]["Next"] == "Images" and images["ItemsPath"] == "$.hdus"
+    assert images["ItemProcessor"]["ProcessorConfig"]["Mode"] == "INLINE" and 1 <= images["MaxConcurrency"] <= 4
+    assert set(images["ItemProcessor"]["States"]) == {"InspectImage", "Route", "DetectSmall", "DetectLarge", "Alerts",
+                                                      "Record", "QuarantineImage"}
+    assert images["ItemProcessor"]["States"]["QuarantineImage"]["End"] is True  # the other images go on
+    assert not set(images["ItemProcessor"]["States"]) & set(states)  # state names are unique in a state machine
+    assert states["ImageFailed"]["Type"] == states["Quarantined"]["Type"] == "Fail"
 
 
 def test_every_function_handler_exists_in_functions():

@@ -41,10 +41,17 @@ def _path(document: dict, path: str):
 
 
 def states_array(expression: str, state: dict) -> list[str]:
-    """Evaluate an ASL ``States.Array('literal', $.path, ...)`` against a state."""
+    """Evaluate an ASL ``States.Array('literal', $.path, States.Format('{}', $.path), ...)`` against a state."""
     inner = re.fullmatch(r"States\.Array\((.*)\)", expression.strip()).group(1)
-    items = re.findall(r"'((?:[^'\\]|\\.)*)'|(\$[\w.]+)", inner)
-    return [literal if not path else str(_path(state, path)) for literal, path in items]
+    items = re.findall(r"States\.Format\('\{\}', (\$[\w.]+)\)|'((?:[^'\\]|\\.)*)'|(\$[\w.]+)", inner)
+    return [literal if not (path or formatted) else str(_path(state, path or formatted))
+            for formatted, literal, path in items]
+
+
+def ingest_state(name: str) -> dict:
+    """A state of IngestImage, at the top or in its per-image Map."""
+    states = INGEST_ASL["States"]
+    return states.get(name) or states["Images"]["ItemProcessor"]["States"][name]
 
 
 def batch_parameters(task_parameters: dict, state: dict) -> dict[str, str]:
@@ -106,12 +113,14 @@ def test_detect_large_command_from_the_state_machine_measures_the_uploaded_image
     for item in s3.list_objects_v2(Bucket=emulation.catalog_bucket, Prefix="sources/").get("Contents", []):
         s3.delete_object(Bucket=emulation.catalog_bucket, Key=item["Key"])
     summary_uri = f"s3://{emulation.catalog_bucket}/runs/container-test/summary.json"  # nothing else writes here
-    state = {"source": {"bucket": emulation.raw_bucket, "key": key}, "image": {"summary_uri": summary_uri}}
+    state = {"source": {"bucket": emulation.raw_bucket, "key": key},
+             "image": {"summary_uri": summary_uri, "info": {"hdu": 0}}}
     container = job_definition(emulation, "LargeJobDefinition")
-    command = states_array(INGEST_ASL["States"]["DetectLarge"]["Parameters"]["ContainerOverrides"]["Command.$"], state)
-    assert command[0] == "batch"
+    command = states_array(ingest_state("DetectLarge")["Parameters"]["ContainerOverrides"]["Command.$"], state)
+    assert command[0] == "batch" and command[-2:] == ["--hdu", "0"]
 
-    done = run_container(command, _environment(container), stub=lambda_stub, home=tmp_path, endpoint=emulation.server.url)
+    environment = {**_environment(container), "PYTHONPATH": str(ROOT / "src")}  # this checkout's worker, as the image has it
+    done = run_container(command, environment, stub=lambda_stub, home=tmp_path, endpoint=emulation.server.url)
 
     assert done.returncode == 0, done.stderr[-3000:]
     _no_exec_failure(done, lambda_stub)

@@ -209,6 +209,7 @@ def test_the_small_route_step_by_step_returns_each_result_model_and_counts_each_
     assert (state["image"]["route"], state["image"]["info"]["wcs_kind"]) == ("small", "celestial")
     assert detect["status"] == "ok" and detect["n_sources"] > 10 and detect["sources_uri"].startswith(f"s3://{CATALOG}/sources/")
     assert alerts["n_alerts"] >= 1 and alerts["n_published"] == alerts["n_alerts"]
+    assert state["hdus"] == [None]  # one image: the first image HDU
     assert record == {"image_id": state["image"]["info"]["image_id"], "status": "ok", "route": "small",
                       "n_sources": detect["n_sources"], "n_alerts": alerts["n_alerts"]}
     assert [r["status"] for r in images_rows(aws)] == ["ok"]
@@ -256,8 +257,9 @@ def test_a_missing_object_is_permanent_not_found(aws):
 
 def test_the_error_names_are_those_the_state_machine_retries_and_catches():
     definition = json.loads((ROOT / "statemachine" / "ingest.asl.json").read_text())
-    lambda_states = {name: state for name, state in definition["States"].items()
-                     if state.get("Resource", "").endswith(":lambda:invoke") and name != "Quarantine"}
+    states = {**definition["States"], **definition["States"]["Images"]["ItemProcessor"]["States"]}
+    lambda_states = {name: state for name, state in states.items()
+                     if state.get("Resource", "").endswith(":lambda:invoke") and name not in ("Quarantine", "QuarantineImage")}
     assert lambda_states
     for name, state in lambda_states.items():
         retried = {e for retrier in state["Retry"] for e in retrier["ErrorEquals"]}
@@ -311,3 +313,49 @@ def test_an_unreadable_file_quarantined_after_inspect_gets_its_failed_row(aws):
     assert result["reason"] == "not_fits"
     [row] = images_rows(aws)
     assert (row["status"], row["route"], row["error_reason"], row["image_id"]) == ("failed", "inspect", "not_fits", result["image_id"])
+
+
+# -- a file of several images: one chain per image HDU -------------------------------------------
+def test_inspect_lists_a_mosaics_ccds_and_each_ccds_chain_records_its_own_image(aws, tmp_path):
+    from skysift.io.fits import make_image_id
+    from test_multi_extension import write_mosaic
+
+    event = upload(aws, write_mosaic(tmp_path / "mosaic.fits").read_bytes(), "night/mosaic.fits")
+    uri, etag = f"s3://{RAW}/night/mosaic.fits", "etag:" + event["detail"]["object"]["eTag"]
+
+    listing = invoke("inspect_image", event)
+    records = []
+    for hdu in listing["hdus"]:
+        state = invoke("inspect_image", {"source": listing["source"], "hdu": hdu})  # an item of the Map
+        assert state["hdus"] == [hdu]  # an image's Inspect lists nothing
+        invoke("detect_small", state)
+        records.append(invoke("record", state))
+
+    assert listing["hdus"] == [None, 2, 3] and listing["image"]["info"]["hdu"] == 1
+    assert [r["image_id"] for r in records] == [make_image_id(uri, etag, h) for h in (None, 2, 3)]
+    assert sorted(r["hdu"] for r in images_rows(aws)) == [1, 2, 3]
+    report = invoke("survey_report", {"execution_id": "arn:aws:states:us-east-1:1:execution:survey:night",
+                                      "state": {"bucket": RAW, "prefix": "night/"}})
+    assert (report["files"], report["total"], report["succeeded"], report["failed"]) == (1, 3, 3, 0)
+
+
+def test_quarantine_of_an_image_inspect_could_not_read_records_that_image_not_the_files_first(aws, tmp_path):
+    from skysift.io.fits import make_image_id
+    from test_multi_extension import write_mosaic
+
+    cut = write_mosaic(tmp_path / "mosaic.fits").read_bytes() + b"XTENSION= 'IMAGE   '" + b" " * 100
+    event = upload(aws, cut, "night/cut.fits")
+    uri, etag = f"s3://{RAW}/night/cut.fits", "etag:" + event["detail"]["object"]["eTag"]
+    listing = invoke("inspect_image", event)
+    assert listing["hdus"] == [None, 2, 3, 5]  # a fourth CCD's upload cut short inside its header
+    with pytest.raises(PermanentError) as failure:
+        invoke("inspect_image", {"source": listing["source"], "hdu": 5})
+    cause = json.dumps({"errorType": "PermanentError", "errorMessage": json.dumps(failure.value.record)})
+
+    quarantined = invoke("quarantine", {"execution_id": f"arn:aws:states:us-east-1:1:execution:ingest:{uuid.uuid4()}",
+                                        "state": {"source": listing["source"], "hdu": 5,
+                                                  "caught": {"InspectImage": {"Error": "PermanentError", "Cause": cause}}}})
+
+    assert (quarantined["image_id"], quarantined["reason"]) == (make_image_id(uri, etag, 5), "truncated")
+    [row] = images_rows(aws)
+    assert (row["image_id"], row["status"], row["error_reason"]) == (quarantined["image_id"], "failed", "truncated")

@@ -5,13 +5,15 @@ counts, never catalogs). Each step takes a declared event model and returns a de
 result model (the handlers, :mod:`skysift.aws.handlers`, validate the event at the edge
 with the Powertools parser and serialise the result)::
 
-    Inspect     IngestEvent        -> IngestState {source: {bucket, key}, image: {info, route, summary_uri}}
+    Inspect     IngestEvent        -> IngestState {source: {bucket, key}, image: {info, route, summary_uri}, hdus}
+                (the event's ``hdu``, else the first image HDU; ``hdus`` lists the file's images, and the
+                state machine runs the steps below once per image, in an inline Map)
     DetectSmall IngestState        -> DetectResult {status, n_sources, summary_uri, sources_uri}
     DetectLarge the same, as a Batch job (:mod:`skysift.aws.worker`), summary at image.summary_uri
     Alerts      IngestState        -> AlertsResult {n_alerts, n_published}      (SNS, then alerts rows)
     Record      IngestState        -> RecordResult {image_id, status, route, n_sources} (images row: the commit)
     Quarantine  QuarantineRequest  -> QuarantineResult {image_id, reason, message, record_uri}
-    Report      ReportRequest      -> ReportResult {report_uri, total, succeeded, failed, reasons}
+    Report      ReportRequest      -> ReportResult {report_uri, files, total, succeeded, failed, reasons} (per image)
 
 An event that does not match its model is :class:`~skysift.errors.MalformedEvent` (permanent).
 Steps raise the typed errors of :mod:`skysift.errors` and whatever the AWS calls raise; the
@@ -32,6 +34,7 @@ import json
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlparse
@@ -48,7 +51,7 @@ from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.publisher import SnsPublisher, idempotency_config
 from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA
 from skysift.errors import MalformedEvent, SkysiftError
-from skysift.io.fits import ImageInfo, inspect_image, make_image_id
+from skysift.io.fits import ImageInfo, image_hdus, inspect_image, make_image_id
 from skysift.pipeline.image import image_row, is_catalogued, process_image, top_sources
 from skysift.settings import Settings
 
@@ -94,9 +97,18 @@ def _source_from_eventbridge(data: Any) -> Any:
 
 class IngestEvent(StateModel):
     """Inspect's input: the EventBridge S3 'Object Created' event, or ``{"source": {bucket, key}}``
-    (SurveyIngest's items, the Batch worker)."""
+    (SurveyIngest's items, the Batch worker); ``{"source", "hdu"}`` for one image of a file (the
+    IngestImage Map's items: None the first image HDU, else its index, as :func:`image_hdus` lists them).
+
+    Without an ``hdu`` key Inspect lists the file's images too (:attr:`IngestState.hdus`).
+    """
 
     source: SourceObject
+    hdu: int | None = None
+
+    @property
+    def lists_images(self) -> bool:
+        return "hdu" not in self.model_fields_set
 
     @model_validator(mode="before")
     @classmethod
@@ -124,6 +136,8 @@ class IngestState(StateModel):
     source: SourceObject
     image: ImageState
     alerts: AlertsResult | None = Field(default=None, exclude=True)  # read by Record, never passed on
+    #: The file's images (``hdu`` of each, :func:`image_hdus`): IngestImage's Map runs one chain per item.
+    hdus: list[int | None] = Field(default_factory=lambda: [None])
 
 
 class DetectResult(BaseModel):
@@ -160,6 +174,7 @@ class FailedState(StateModel):
     caught: dict[str, CaughtError] = Field(default_factory=dict)
     source: SourceObject | None = None
     image: ImageState | None = None
+    hdu: int | None = None  # the image of the file a Map iteration is about, when Inspect did not describe it
 
     @model_validator(mode="before")
     @classmethod
@@ -215,6 +230,7 @@ class ReportRequest(BaseModel):
 
 class ReportResult(BaseModel):
     report_uri: str
+    files: int
     total: int
     succeeded: int
     failed: int
@@ -319,26 +335,44 @@ def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
     return "small" if info.pixels <= small_image_max_pixels else "large"
 
 
-def read_header(source: SourceObject, ctx: Context) -> tuple[SourceObject, ImageInfo]:
+def read_header(source: SourceObject, ctx: Context, hdu: int | None = None) -> tuple[SourceObject, ImageInfo]:
     """The object (its key decoded if it had to be) and its header's description (a ranged read)."""
     try:
-        return source, inspect_image(source.uri, survey_default=ctx.settings.survey,
+        return source, inspect_image(source.uri, hdu, survey_default=ctx.settings.survey,
                                      limits=ctx.settings.limits.header_limits())
     except errors.SourceNotFound:
         # S3 notifications carry URL-encoded keys ("red flower.fits" arrives as "red+flower.fits").
         decoded = SourceObject(bucket=source.bucket, key=unquote_plus(source.key))
         if decoded == source:
             raise
-        return decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey,
+        return decoded, inspect_image(decoded.uri, hdu, survey_default=ctx.settings.survey,
                                       limits=ctx.settings.limits.header_limits())
 
 
 def inspect_step(event: IngestEvent, ctx: Context) -> IngestState:
-    """Read the object's header (a ranged read) and choose the route; nothing is written."""
-    source, info = read_header(event.source, ctx)
+    """Read the header of the image ``event.hdu`` (a ranged read) and choose the route; for an event
+    without ``hdu``, list the file's images as well; nothing is written."""
+    source, info = read_header(event.source, ctx, event.hdu)
     route = choose_route(info, ctx.config.small_image_max_pixels)
     log.info("inspected %s: %dx%d %s -> %s", source.uri, info.nx, info.ny, info.wcs_kind, route)
-    return IngestState(source=source, image=ImageState(info=info, route=route, summary_uri=ctx.summary_uri(info.image_id)))
+    hdus = list_images(source, ctx) if event.lists_images else [event.hdu]
+    return IngestState(source=source, image=ImageState(info=info, route=route, summary_uri=ctx.summary_uri(info.image_id)),
+                       hdus=hdus)
+
+
+def list_images(source: SourceObject, ctx: Context) -> list[int | None]:
+    """The file's images, from its headers (at most ``limits.max_hdus`` HDUs), as ``skysift run``
+    lists them (:func:`~skysift.pipeline.survey.images_to_measure`): None the first image HDU, the
+    index of each later one. Damage after the first image is one more item, whose Inspect fails and
+    is quarantined as that image's failure. A transient error is raised (Inspect is retried); any
+    other leaves the first image alone (its own reading succeeded)."""
+    try:
+        return [h if h is None else int(h) for h in image_hdus(source.uri, limits=ctx.settings.limits.header_limits())]
+    except Exception as exc:
+        if faults.is_transient(exc):
+            raise
+        log.warning("%s: image HDUs not listed (%s); measuring the first", source.uri, exc)
+        return [None]
 
 
 def detect_step(req: IngestState, ctx: Context) -> DetectResult:
@@ -449,7 +483,7 @@ def caught_failure(state: FailedState, ctx: Context) -> tuple[str, dict[str, Any
                    "message": f"{name}: {details.get('errorMessage') or cause[:500]}", "transient": transient}
 
 
-def _header_or_none(source: SourceObject, ctx: Context) -> ImageInfo | None:
+def _header_or_none(source: SourceObject, ctx: Context, hdu: int | None = None) -> ImageInfo | None:
     """The header of an object Inspect did not describe (it failed), if it can be read now.
 
     The ``failed`` images row then goes to the image's own partition and key, where another
@@ -459,7 +493,7 @@ def _header_or_none(source: SourceObject, ctx: Context) -> ImageInfo | None:
     A transient error reading it is raised (Quarantine is retried).
     """
     try:
-        return read_header(source, ctx)[1]
+        return read_header(source, ctx, hdu)[1]
     except Exception as exc:
         if faults.is_transient(exc):
             raise
@@ -490,8 +524,9 @@ def quarantine_step(payload: QuarantineRequest, ctx: Context) -> QuarantineResul
     if state.image is not None:
         info, route = state.image.info, state.image.route
     elif source is not None and not record.get("transient"):
-        info = _header_or_none(source, ctx)
-    row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error)
+        info = _header_or_none(source, ctx, state.hdu)
+    row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error,
+                    hdu=state.hdu)
     caught = state.caught.get(where)
     details = {**record, "reason": error.reason, "message": error.message, "uri": error.uri, "state": where,
                "caught": caught.model_dump(by_alias=True) if caught else None, "route": route}
@@ -524,29 +559,39 @@ def survey_items(ctx: Context, state: SurveyState) -> list[SourceObject]:
             for obj in page.get("Contents", [])]
 
 
+#: Files whose images Report lists at once (header reads, mostly waiting on S3).
+REPORT_LISTING_THREADS = 8
+
+
 def report_step(payload: ReportRequest, ctx: Context) -> ReportResult:
-    """One report of a SurveyIngest run: every image's outcome (ok, indexed, failed with reason).
+    """One report of a SurveyIngest run: every image's outcome (ok, indexed, failed with reason),
+    an image per image HDU of each file (a mosaic's CCDs), as IngestImage records them.
 
     Built from the outcome each IngestImage run leaves at ``runs/{image_id}/outcome.json``
-    (the Map Run's ResultWriter files hold the raw per-item results alongside).
+    (the Map Run's ResultWriter files hold the raw per-item results alongside); a file's images
+    are listed from its headers as Inspect lists them (:func:`list_images`).
     """
     state = payload.state
+    items = survey_items(ctx, state)
+    with ThreadPoolExecutor(max_workers=max(1, min(REPORT_LISTING_THREADS, len(items)))) as pool:
+        listed = list(pool.map(lambda item: list_images(item, ctx), items))
     outcomes = []
-    for item in survey_items(ctx, state):
+    for item, hdus in zip(items, listed, strict=True):
         head = ctx.s3.head_object(Bucket=item.bucket, Key=item.key)
-        image_id = make_image_id(item.uri, "etag:" + head["ETag"].strip('"'))
-        outcome = get_json(ctx.s3, outcome_uri(ctx, image_id)) or {"status": "missing"}
-        outcomes.append({"key": item.key, "image_id": image_id, **outcome})
+        for hdu in hdus:
+            image_id = make_image_id(item.uri, "etag:" + head["ETag"].strip('"'), hdu)
+            outcome = get_json(ctx.s3, outcome_uri(ctx, image_id)) or {"status": "missing"}
+            outcomes.append({"key": item.key, "hdu": hdu, "image_id": image_id, **outcome})
     statuses = Counter(o["status"] for o in outcomes)
     reasons = Counter(o.get("reason") or "unknown" for o in outcomes if o["status"] == "failed")
     name = payload.execution_id.rsplit(":", 1)[-1]
     report = {
-        "execution_id": payload.execution_id, "total": len(outcomes),
+        "execution_id": payload.execution_id, "files": len(items), "total": len(outcomes),
         "succeeded": statuses["ok"] + statuses["indexed"], "failed": statuses["failed"],
         "missing": statuses["missing"], "statuses": dict(statuses), "reasons": dict(reasons),
         "map_run": state.map, "map_error": state.map_error,
-        "images": sorted(outcomes, key=lambda o: o["key"]),
+        "images": sorted(outcomes, key=lambda o: (o["key"], o["hdu"] or 0)),
     }
     uri = f"s3://{ctx.config.catalog_bucket}/reports/survey/{name}/report.json"
     put_json(ctx.s3, uri, report)
-    return ReportResult(report_uri=uri, **{k: report[k] for k in ("total", "succeeded", "failed", "reasons")})
+    return ReportResult(report_uri=uri, **{k: report[k] for k in ("files", "total", "succeeded", "failed", "reasons")})

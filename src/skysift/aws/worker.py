@@ -1,7 +1,8 @@
 """Entrypoint of the worker container's Batch mode (large images).
 
 The Lambda functions and the Batch job run the same image (containers/Dockerfile).
-Batch starts it with the command override ``batch --bucket B --key K --summary-uri U``;
+Batch starts it with the command override ``batch --bucket B --key K --summary-uri U --hdu N``
+(``--hdu``: the image HDU, one image of a multi-extension file; without it the first image HDU);
 the container's entrypoint script hands ``batch ...`` to :func:`main`, anything else
 to the Lambda runtime.
 
@@ -47,6 +48,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--summary-uri", required=True, help="where to write the summary (s3://...)")
+    parser.add_argument("--hdu", type=int, default=None, help="index of the image HDU (default: the first image HDU)")
     return parser.parse_args(list(argv))
 
 
@@ -82,7 +84,7 @@ def _record_failure(ctx: Context, summary_uri: str, record: dict) -> None:
 
 def _request(args: argparse.Namespace, ctx: Context) -> IngestState:
     """DetectLarge's request: the header read again here (the job's own check), on the large route."""
-    state = inspect_step(IngestEvent(source=SourceObject(bucket=args.bucket, key=args.key)), ctx)
+    state = inspect_step(IngestEvent(source=SourceObject(bucket=args.bucket, key=args.key), hdu=args.hdu), ctx)
     image = ImageState(info=state.image.info, route="large", summary_uri=args.summary_uri)
     return IngestState(source=state.source, image=image)
 
