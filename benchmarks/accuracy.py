@@ -48,6 +48,7 @@ def crowded_figures(x, y, flux, truth: dict, nx: int, ny: int, neighbour_px: flo
     return {
         "stars_with_neighbour": int(crowded.sum()),
         "found": int(found.sum()),
+        "off": int(np.sum(np.abs(ratio - 1) > 0.1)),
         "off_by_10pct": float(np.mean(np.abs(ratio - 1) > 0.1)),
         "median_abs_flux_error": float(np.median(np.abs(ratio - 1))),
     }

@@ -3,7 +3,8 @@
 Acceptance figures (issue 2): for isolated point sources with true SNR >= 10,
 completeness >= 0.97, median |flux/true - 1| <= 0.02, median position error
 <= 0.1 px; purity >= 0.98. Stars with a neighbour within 8 px (issue 14): off by more
-than 10% no more often than Source Extractor (within the fraction's standard error). Isolated: no other injected source within 5 FWHM and
+than 10% less often than Source Extractor, by more than twice the fraction's standard
+error (undetected companions corrected too). Isolated: no other injected source within 5 FWHM and
 at least 5 px from the edges. A detection counts as real (purity) when it lies
 within one FWHM of an injected source.
 """
@@ -95,10 +96,13 @@ def test_image_quality_figures(matched):
 #: Source Extractor 2.25 (its defaults, MASK_TYPE CORRECT, with skysift's threshold and
 #: filter: ``benchmarks/common.run_source_extractor``) on ``crowded_sky`` below: 193 of the
 #: 491 stars with a neighbour within 8 px it found were off by more than 10% (0.393).
-#: skysift measured 0.656 before it corrected neighbours (issue 14 item 3), 0.400 after.
+#: skysift measured 0.656 before it corrected neighbours (issue 14 item 3), 0.400 when it
+#: corrected them as Source Extractor does, 0.301 (153 of 509) with undetected companions
+#: inside the isophotes corrected too.
 SOURCE_EXTRACTOR_CROWDED_OFF = 0.393
-#: 2% of ~490 stars: one standard error of that fraction.
-CROWDED_TOLERANCE = 0.02
+#: 2% of ~490 stars: one standard error of that fraction; skysift must be below Source
+#: Extractor by twice that.
+CROWDED_MARGIN = 0.04
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +114,7 @@ def crowded_sky(tmp_path_factory):
     return cat, sky.truth
 
 
-def test_stars_with_a_neighbour_are_measured_as_source_extractor_measures_them(crowded_sky):
+def test_stars_with_a_neighbour_are_off_less_often_than_with_source_extractor(crowded_sky):
     cat, truth = crowded_sky
     txy = np.c_[truth["x"], truth["y"]]
     neighbour = cKDTree(txy).query(txy, k=2)[0][:, 1]
@@ -120,8 +124,8 @@ def test_stars_with_a_neighbour_are_measured_as_source_extractor_measures_them(c
     found = crowded & (dist < 1.0)
     assert found.sum() > 450
     ratio = cat["flux"].to_numpy()[index[found]] / truth["flux"][found]
-    assert np.mean(np.abs(ratio - 1) > 0.1) <= SOURCE_EXTRACTOR_CROWDED_OFF + CROWDED_TOLERANCE
-    assert np.median(np.abs(ratio - 1)) <= 0.065  # Source Extractor 0.057; 0.24 before
+    assert np.mean(np.abs(ratio - 1) > 0.1) <= SOURCE_EXTRACTOR_CROWDED_OFF - CROWDED_MARGIN
+    assert np.median(np.abs(ratio - 1)) <= 0.05  # Source Extractor 0.057; 0.24 before item 3, 0.059 without companions
     # those whose neighbours covered over 10% of the area they were measured on say so, as
     # often as Source Extractor's flag 1 does (0.454 of these stars)
     assert np.mean((cat["flags"].to_numpy()[index[found]] & F.APER_CONTAMINATED) != 0) == pytest.approx(0.454, abs=0.05)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import sep
 
+from skysift.core import detection as D
 from skysift.core import flags as F
 from skysift.core import photometry
-from skysift.core.detection import detect
+from skysift.core.detection import detect, local_peak
 from skysift.core.photometry import (
     KRON_INTEGRATION_RADIUS,
     KRON_MAX_IMAGE_FRACTION,
@@ -66,10 +67,13 @@ def _stars(stars, pedestal: float = 0.0, size: int = 200, seed: int = 0) -> np.n
     return frame.astype(np.float32)
 
 
-def _measured(frame: np.ndarray, with_neighbours: bool = True) -> dict[str, np.ndarray]:
-    """Detect and measure ``frame`` (unit noise), correcting neighbours or not; rows sorted by x."""
+def _measured(frame: np.ndarray, with_neighbours: bool = True, companions: bool = True) -> dict[str, np.ndarray]:
+    """Detect and measure ``frame`` (unit noise), correcting neighbours (and undetected
+    companions) or not; rows sorted by x."""
     found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
     extra = {"segmap": found.segmap, "seg_ids": found.seg_ids} if with_neighbours else {}
+    if with_neighbours and companions:
+        extra["companions"] = found.companions
     columns = measure(frame, found.objects, np.ones(frame.shape, np.float32), None, PhotometrySettings(), **extra)
     order = np.argsort(columns["x"])
     return {name: values[order] for name, values in columns.items()}
@@ -175,3 +179,76 @@ def test_crowded_neighbours_are_corrected_a_bounded_batch_at_a_time(monkeypatch)
             np.testing.assert_allclose(batched[name], values, rtol=1e-9, atol=1e-9, err_msg=name)
         else:
             assert (batched[name] == values).all(), name
+
+
+COMPANION = (105.0, 100.3, 8000.0)  # 5 px from BRIGHT, a fifth of its flux: no peak of its own once filtered
+
+
+def test_an_undetected_companion_inside_a_stars_isophote_is_corrected():
+    """Most stars with a neighbour within 8 px that Source Extractor measured more than 10%
+    off (and skysift with it) had a fainter companion inside their own isophote, never
+    split off: its pixels are now found by their asymmetry and corrected like a
+    neighbour's, mirrored through the star's peak."""
+    frame = _stars([BRIGHT, COMPANION])
+    found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+    assert len(found.objects) == 1  # one detection, the companion inside its isophote
+    yy, xx = np.nonzero(found.companions)
+    assert len(xx) > 20 and found.companions[100, 105]  # on the companion, on its side of the star ...
+    assert (xx > BRIGHT[0] + 2).all() and abs(yy.mean() - COMPANION[1]) < 0.5
+    alone = _measured(_stars([BRIGHT]))
+    corrected = _measured(frame)
+    as_source_extractor = _measured(frame, companions=False)  # MASK_TYPE CORRECT: nothing detected to correct
+    # (what remains, 2.4%, is the companion's light beyond the pixels found: its faint wings)
+    assert corrected["flux"][0] == pytest.approx(alone["flux"][0], rel=0.03)
+    assert as_source_extractor["flux"][0] > 1.15 * alone["flux"][0]  # 1.20
+    for column in ("flux_aper_2", "flux_aper_3"):
+        assert corrected[column][0] == pytest.approx(alone[column][0], rel=0.03), column
+        assert as_source_extractor[column][0] > 1.1 * alone[column][0], column
+    assert corrected["x"][0] == pytest.approx(BRIGHT[0], abs=0.05)
+    # Source Extractor's flag 1 knows only detected neighbours: no APER_CONTAMINATED
+    assert not corrected["flags"][0] & F.APER_CONTAMINATED
+
+
+def _profiles(parts, seed: int = 0, size: int = 200) -> np.ndarray:
+    """Unit white noise and elliptical Gaussians (x, y, sigma_major, sigma_minor, angle, flux)."""
+    yy, xx = np.mgrid[:size, :size]
+    frame = np.random.default_rng(seed).normal(0.0, 1.0, (size, size))
+    for x, y, major, minor, angle, flux in parts:
+        u = (xx - x) * np.cos(angle) + (yy - y) * np.sin(angle)
+        v = -(xx - x) * np.sin(angle) + (yy - y) * np.cos(angle)
+        frame += flux / (2 * np.pi * major * minor) * np.exp(-0.5 * ((u / major) ** 2 + (v / minor) ** 2))
+    return frame.astype(np.float32)
+
+
+def _companions(frame: np.ndarray) -> int:
+    return int(detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0,
+                      segmentation_map=True).companions.sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_symmetric_sources_have_no_companions(seed):
+    """Isolated stars, bright or faint, and an elongated, tilted galaxy: nothing to correct."""
+    assert _companions(_stars([BRIGHT], seed=seed)) == 0
+    assert _companions(_stars([(100.4, 99.7, 2000.0)], seed=seed)) == 0
+    assert _companions(_profiles([(100.3, 99.6, 4.0, 2.0, 0.6, 20_000.0)], seed=seed)) == 0
+
+
+def test_a_lopsided_source_is_not_cut_into_a_companion(monkeypatch):
+    """A source's own asymmetric light (a nebula, an irregular galaxy: one of MAGPIS's
+    sources lost a third of its flux) covers more than a star beside it would."""
+    lopsided = _profiles([(100.0, 100.0, 3.0, 3.0, 0.0, 30_000.0), (106.0, 100.0, 5.0, 5.0, 0.0, 15_000.0)])
+    assert _companions(lopsided) == 0
+    monkeypatch.setattr(D, "COMPANION_MAX_AREA_FWHM2", 1e6)
+    assert _companions(lopsided) > 300  # without the cap on a companion's area
+
+
+def test_the_local_peak_of_a_tilted_elongated_source_is_its_centre():
+    """The vertex of a quadratic surface, within a pixel of the brightest one (here 0.7 px
+    away): a parabola per axis, within half a pixel, missed the centre of a tilted ellipse
+    by up to a third of a pixel, which made symmetric galaxies look lopsided."""
+    yy, xx = np.mgrid[:41, :41]
+    x0, y0 = 20.3, 19.6
+    u, v = (xx - x0) * np.cos(0.6) + (yy - y0) * np.sin(0.6), -(xx - x0) * np.sin(0.6) + (yy - y0) * np.cos(0.6)
+    image = np.exp(-0.5 * ((u / 4.0) ** 2 + (v / 2.0) ** 2))
+    cx, cy = local_peak(image, np.array([22.0]), np.array([17.0]), steps=5)
+    assert cx[0] == pytest.approx(x0, abs=0.1) and cy[0] == pytest.approx(y0, abs=0.1)

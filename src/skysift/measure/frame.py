@@ -201,17 +201,17 @@ def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, b
     if truncated or strip.reaches_cut(objects["y"], photometry.reach_px(objects, settings.photometry, data.shape),
                                       guard_px=detections.filter_margin_px + 1):
         return None
-    segmap = detections.segmap
-    if segmap.shape != data.shape:  # the frame's map, known on the strip's rows (np.zeros: pages untouched elsewhere)
-        segmap = np.zeros(data.shape, dtype=np.int32)
-        segmap[rows] = detections.segmap
+    segmap, companions = detections.segmap, detections.companions
+    if segmap.shape != data.shape:  # the frame's maps, known on the strip's rows (np.zeros: pages untouched elsewhere)
+        segmap, companions = np.zeros(data.shape, dtype=np.int32), np.zeros(data.shape, dtype=bool)
+        segmap[rows], companions[rows] = detections.segmap, detections.companions
     detect_s = time.perf_counter() - t
 
     t = time.perf_counter()
     cols = measure(
         data, objects, bkg.rms, mask, settings.photometry,
         gain=gain, background_level=bkg.global_level, saturation_level=saturation, neighbours=detected,
-        segmap=segmap, seg_ids=detections.seg_ids[keep],
+        segmap=segmap, seg_ids=detections.seg_ids[keep], companions=companions,
     )
     if detections.crowded:
         cols["flags"] = cols["flags"] | F.CROWDED
