@@ -34,7 +34,6 @@ from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from skysift.errors import InternalError, NotWritable, SkysiftError
-from skysift.io import storage
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +236,22 @@ class HDUType(click.ParamType):
 HDU = HDUType()
 
 
+class LazyChoice(click.Choice):
+    """``click.Choice`` of the sequence at ``"module:attribute"``, imported when first needed
+    (a command's ``--help`` or use), not when the command line is built."""
+
+    def __init__(self, where: str, case_sensitive: bool = True) -> None:  # noqa: D107 (choices come later)
+        self.where = where
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self):
+        import importlib
+
+        module, _, attribute = self.where.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
 class OutputFile(click.Path):
     """A file the command will write: checked when the command line is parsed, before any work.
 
@@ -252,6 +267,8 @@ class OutputFile(click.Path):
         self.remote_ok = remote_ok
 
     def convert(self, value, param, ctx):
+        from skysift.io import storage  # fsspec: not for --help and --version
+
         text = os.fspath(value)
         if storage.is_remote(text):
             if not self.remote_ok:
