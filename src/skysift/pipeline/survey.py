@@ -60,7 +60,6 @@ from skysift.alerts.delivery import deliver_alerts, prepare_alerts
 from skysift.alerts.log import LogPublisher
 from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
-from skysift.catalog.query import LocalCatalog
 from skysift.catalog.tables import LocalTables
 from skysift.errors import InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
@@ -202,8 +201,11 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
     :func:`images_to_measure` listed (None the first image HDU, an index a later one),
     else HDUs a person named, whose id needs a header walk.
     """
-    catalog = LocalCatalog(home)
-    rows = catalog.sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
+    if not _has_table_files(LocalTables(home).table_dir("images")):
+        return units, [], 0  # nothing done yet (a fresh home): no query engine to start
+    from skysift.catalog.query import LocalCatalog  # DuckDB and pandas: only when there are rows to read
+
+    rows = LocalCatalog(home).sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
     if rows.empty:
         return units, [], 0
     by_id = {r["image_id"]: r for r in rows.to_dict("records")}
@@ -231,6 +233,11 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
         else:
             done.append(row)
     return todo, done, changed
+
+
+def _has_table_files(folder: Path) -> bool:
+    """Whether a table's folder holds any Parquet file (a fresh home has none)."""
+    return folder.is_dir() and next(folder.rglob("*.parquet"), None) is not None
 
 
 def _upcoming(units: list[ImageUnit], index: int) -> str | None:
