@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from skysift.core import flags as F
 
@@ -38,6 +37,9 @@ def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     scipy's least squares directly: the same model astropy's Moffat2D fits, at a
     fraction of the cost of astropy.modeling's per-call model copies.
     """
+    # imported here, after the strip workers are forked: they never hold its 20 MiB
+    from scipy.optimize import least_squares
+
     half = stamp.shape[0] // 2
     yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
     beta = 3.0
