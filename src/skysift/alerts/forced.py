@@ -13,8 +13,9 @@ image of up to :data:`WHOLE_READ_MAX_PIXELS` is read and its sky estimated once 
 A survey asks again for every earlier image of a field, once per later image: within
 :func:`sky_cache` (``skysift run``'s alert phase) the sky-subtracted pixels and noise map
 of an image read whole are kept in a folder and memory-mapped when asked for again
-(SEP's mesh estimate, reading and subtracting are done once per image and run, and only
-the pages under the apertures are read back): the same arrays, so the same SNRs.
+(SEP's mesh estimate, reading and subtracting are done once per image and run; later asks
+do not open the file, and read back only the pages under the apertures): the same arrays,
+so the same SNRs.
 """
 
 from __future__ import annotations
@@ -89,15 +90,16 @@ def use_sky_cache(folder: str | os.PathLike[str] | None) -> None:
     _sky_cache = None if folder is None else Path(folder)
 
 
-def _cache_key(image: Sections, background: BackgroundSettings) -> str | None:
+def _cache_key(uri: str, hdu: int | str | None, background: BackgroundSettings) -> str | None:
     """The name of an image's cached sky: its location, HDU, file version and the sky settings."""
-    if _sky_cache is None or storage.is_remote(image.uri):
+    if _sky_cache is None or storage.is_remote(uri):
         return None
+    uri = storage.normalize_uri(uri)
     try:
-        stat = os.stat(image.uri)
+        stat = os.stat(uri)
     except OSError:
         return None
-    version = [image.uri, image.hdu_index, stat.st_ino, stat.st_size, stat.st_mtime_ns, background.model_dump()]
+    version = [uri, hdu, stat.st_ino, stat.st_size, stat.st_mtime_ns, background.model_dump()]
     return hashlib.blake2b(json.dumps(version).encode(), digest_size=12).hexdigest()
 
 
@@ -133,12 +135,10 @@ def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | N
         return
 
 
-def _whole_sky(image: Sections, background: BackgroundSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+def _whole_sky(image: Sections, key: str | None,
+               background: BackgroundSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """The whole image, sky-subtracted (masked pixels 0), its noise map and mask (None when
-    nothing is masked); None when every pixel is masked. From the cache when it is kept there."""
-    key = _cache_key(image, background)
-    if key is not None and (cached := _load_sky(key)) is not None:
-        return cached
+    nothing is masked), kept under ``key`` when the cache is on; None when every pixel is masked."""
     ny, nx = image.shape
     data, mask = image.read(0, ny, 0, nx)
     if mask.all():
@@ -164,13 +164,23 @@ def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, de
         with np.errstate(divide="ignore", invalid="ignore"):
             snr[chosen] = np.where((err > 0) & ((flag & sep.APER_ALLMASKED) == 0), flux / err, np.nan)
 
-    with Sections(uri, hdu) as image:
-        ny, nx = image.shape
+    def inside_and_whole(ny: int, nx: int) -> tuple[np.ndarray, bool]:
+        """The positions on the image, and whether to read it whole: when the patches would
+        cover half of a modest image, it is read once instead."""
         inside = np.flatnonzero((x >= 0) & (y >= 0) & (x <= nx - 1) & (y <= ny - 1))
-        if inside.size * side * side >= nx * ny // 2 and nx * ny <= WHOLE_READ_MAX_PIXELS:
-            # the patches would cover half of a modest image: read it once instead
-            if (whole := _whole_sky(image, background)) is not None:
-                measure(*whole, inside, 0, 0)
+        return inside, inside.size * side * side >= nx * ny // 2 and nx * ny <= WHOLE_READ_MAX_PIXELS
+
+    key = _cache_key(uri, hdu, background)
+    if key is not None and (cached := _load_sky(key)) is not None:
+        inside, whole = inside_and_whole(*cached[0].shape)
+        if whole:  # the file is not even opened
+            measure(*cached, inside, 0, 0)
+            return snr
+    with Sections(uri, hdu) as image:
+        inside, whole = inside_and_whole(*image.shape)
+        if whole:
+            if (sky := _whole_sky(image, key, background)) is not None:
+                measure(*sky, inside, 0, 0)
             return snr
         for k in inside:
             (y0, _, x0, _), data, mask = _read_patch(image, x[k], y[k], side)

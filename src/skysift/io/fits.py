@@ -636,8 +636,6 @@ class Sections:
                 warnings.simplefilter("ignore", AstropyWarning)
                 hdul = self._open(layout)
                 self.selected = hdul[layout.selected.index]
-                #: index of the image HDU read
-                self.hdu_index = layout.selected.index
                 self.header = self.selected.header
             full_shape = layout.selected.image_shape
             self._image_axes = [axis for axis, n in enumerate(full_shape) if n > 1]
