@@ -89,6 +89,25 @@ def test_cutouts_read_as_sections_equal_cutouts_of_the_whole_image(survey):
             assert all(hdul[0].header[key] == reference[key] for key in reference)
 
 
+@pytest.mark.parametrize("with_wcs", [True, False], ids=["wcs", "no-wcs"])
+def test_cutout_files_are_the_bytes_astropy_writes(survey, with_wcs):
+    """Cut-outs are assembled without an HDU object: the same file as PrimaryHDU(...).writeto."""
+    _, paths = survey
+    image = read_image(str(paths[0]))
+    ny, nx = image.data.shape
+    positions = [(100.3, 200.7), (0.2, 5.6), (nx - 0.6, ny - 1.5), (15.49, ny - 0.1), (nx / 2, ny / 2)]
+    alerts = [{"x": x, "y": y, "alert_id": f"alert-{i:02d}", "rule": "new_source"} for i, (x, y) in enumerate(positions)]
+    wcs = image.wcs if with_wcs else None
+    assert wcs is None or wcs.sip is not None  # the sample's WCS is TAN-SIP
+    for alert, data in zip(alerts, cutout_fits(str(paths[0]), None, alerts, 32, with_wcs=with_wcs), strict=True):
+        cut = Cutout2D(image.data, (alert["x"], alert["y"]), 32, wcs=wcs, mode="partial", fill_value=np.nan)
+        header = cut.wcs.to_header(relax=True) if wcs is not None else fits.Header()
+        header["ALERTID"], header["RULE"] = alert["alert_id"], alert["rule"]
+        expected = io.BytesIO()
+        fits.PrimaryHDU(cut.data.astype(np.float32), header).writeto(expected)
+        assert data == expected.getvalue()
+
+
 def test_earlier_images_gone_since_they_were_measured_are_skipped_not_fatal(survey, tmp_path, caplog):
     import shutil
 

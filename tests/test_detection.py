@@ -41,6 +41,20 @@ def test_large_default_stack_takes_the_same_frame_in_one_pass(overfull):
     assert not result.crowded and result.threshold_sigma == 0.5
 
 
+def test_pixel_stack_grows_when_full_and_finds_what_a_large_one_finds(overfull, monkeypatch):
+    """The stack starts small (memory) and grows tenfold on overflow: the objects are those
+    a stack of the largest size from the start finds."""
+    import skysift.core.detection as detection
+
+    settings = DetectionSettings(threshold_sigma=0.5, min_area_px=1)
+    grown = detect(overfull, np.float32(1.0), None, settings)
+    monkeypatch.setattr(detection, "INITIAL_PIXEL_STACK", settings.pixel_stack)
+    large = detect(overfull, np.float32(1.0), None, settings)
+    assert not grown.crowded and len(grown.objects) == len(large.objects)
+    for name in ("x", "y", "flux", "npix", "a", "b", "theta"):
+        np.testing.assert_array_equal(grown.objects[name], large.objects[name])
+
+
 def _blended_pairs(rows: list[int], size: int = 400, seed: int = 3) -> np.ndarray:
     """A noisy frame with a pair of overlapping stars (a blend SEP splits) at each row."""
     rng = np.random.default_rng(seed)

@@ -51,6 +51,26 @@ def test_big_endian_scaled_integers_become_native_float32(tmp_path):
     np.testing.assert_allclose(image.data, raw.astype(float) * 2.0 + 1000.0)
 
 
+def test_local_float32_is_read_into_one_native_array_with_astropys_values(tmp_path, monkeypatch):
+    """A local unscaled BITPIX -32 image is read straight into native order (no second copy of
+    the image): the same pixels and mask as astropy's decoding, in a primary or a later HDU."""
+    data = np.random.default_rng(4).normal(100, 5, size=(40, 30)).astype(np.float32)
+    data[1, 2], data[5, 6], data[7, 8] = np.nan, np.inf, -np.inf
+    path = tmp_path / "f32.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data.reshape(1, 40, 30), name="SCI")]).writeto(path)
+    read_directly = []
+    original = fitsio._direct_float32
+    monkeypatch.setattr(fitsio, "_direct_float32", lambda *args: read_directly.append(original(*args)) or read_directly[-1])
+    direct = read_image(str(path))
+    assert read_directly[0] is not None
+    monkeypatch.setattr(fitsio, "_direct_float32", lambda *_: None)
+    decoded = read_image(str(path))
+    assert direct.data.dtype == np.float32 and direct.data.dtype.isnative and direct.data.flags.c_contiguous
+    np.testing.assert_array_equal(direct.data, decoded.data)
+    np.testing.assert_array_equal(direct.mask, decoded.mask)
+    assert direct.mask.sum() == 3 and direct.info == decoded.info
+
+
 def test_gzipped_and_multi_extension_files(tmp_path):
     data = np.random.default_rng(0).normal(size=(30, 40)).astype(np.float32)
     hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data * 0, name="FIRST"), fits.ImageHDU(data, name="SCI")])

@@ -81,3 +81,33 @@ def test_a_patch_mostly_masked_is_enlarged_until_the_sky_can_be_estimated(tmp_pa
     ra, dec = wcs.all_pix2world([500.0], [500.0], 0)
     # a 256-px patch there is 84% masked: without enlarging it, SEP finds no sky and the SNR is ~500
     assert abs(forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, BackgroundSettings())[0]) < 3
+
+
+def test_the_sky_of_an_image_read_whole_is_cached_for_the_next_ask(make_sky, tmp_path, monkeypatch):
+    """Within sky_cache, an image read whole has its sky estimated once: later asks map the
+    cached arrays and get the same SNRs; a rewritten file is not served from the cache."""
+    path, _truth = make_sky(size=512, n_stars=60, n_galaxies=0, seed=8)
+    settings = BackgroundSettings()
+    wcs = read_image(str(path)).wcs
+    rng = np.random.default_rng(9)
+    ra, dec = pixel_to_sky(wcs, rng.uniform(0, 511, 60), rng.uniform(0, 511, 60))  # many: read whole
+    plain = forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)
+    estimates = []
+    subtract = forced.subtract_sky
+    monkeypatch.setattr(forced, "subtract_sky", lambda *args: estimates.append(1) or subtract(*args))
+    folder = tmp_path / "skies"
+    folder.mkdir()
+    with forced.sky_cache(folder):
+        first = forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)
+        again = forced_snr(str(path), None, wcs, ra[:40], dec[:40], RADIUS_PX, settings)
+        assert len(estimates) == 1 and len(list(folder.glob("*.done"))) == 1
+        np.testing.assert_array_equal(first, plain)
+        np.testing.assert_array_equal(again, plain[:40])
+        from astropy.io import fits
+
+        with fits.open(path) as hdul:  # a new version of the file: its own sky
+            hdul[0].data = hdul[0].data + np.float32(50.0)
+            hdul.writeto(path, overwrite=True)
+        forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)
+        assert len(estimates) == 2
+    assert forced._sky_cache is None  # the block's end stops caching

@@ -65,3 +65,22 @@ def test_images_row_records_the_filter_from_the_header_seeing(make_sky):
     # a filter matched to the seeing is more sensitive to the same sky than a mismatched one
     assert rows["poor"]["n_sources"] >= fixed["n_sources"]
     assert rows["poor"]["settings_hash"] != fixed["settings_hash"]
+
+
+def test_the_seeing_fits_analytic_derivatives_are_the_models():
+    """The Moffat fit's Jacobian (analytic, for speed) agrees with finite differences."""
+    import numpy as np
+
+    from skysift.core import psf
+
+    yy, xx = np.mgrid[-7:8, -7:8].astype(np.float64)
+    stamp = np.random.default_rng(1).normal(size=(15, 15))
+    for params in ([50.0, 0.3, -0.2, 2.1, 3.4, 1.2], [800.0, -1.5, 1.1, 0.9, 1.7, -3.0]):
+        params = np.array(params)
+        numeric = np.empty((stamp.size, params.size))
+        for k in range(params.size):  # central differences
+            step = np.zeros_like(params)
+            step[k] = 1e-6 * max(1.0, abs(params[k]))
+            numeric[:, k] = (psf._moffat_residuals(params + step, xx, yy, stamp)
+                             - psf._moffat_residuals(params - step, xx, yy, stamp)) / (2 * step[k])
+        np.testing.assert_allclose(psf._moffat_jacobian(params, xx, yy, stamp), numeric, rtol=1e-5, atol=1e-5)

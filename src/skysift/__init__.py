@@ -19,11 +19,19 @@ this with import-linter, see ``[tool.importlinter]`` in pyproject.toml):
 ``cli``       the ``skysift`` command
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("skysift")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, looked up (importlib.metadata) the first time it is asked for, so that
+    importing skysift costs nothing (``skysift --help`` stays light)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'skysift' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("skysift")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        found = "0.0.0+unknown"
+    globals()["__version__"] = found
+    return found

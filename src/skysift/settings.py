@@ -86,7 +86,8 @@ class DetectionSettings(_Frozen):
     deblend_cont: float = Field(0.005, ge=0, le=1)
     clean: bool = Field(False, description="SExtractor CLEAN; off: it erases faint sources near bright ones")
     clean_param: float = 1.0
-    pixel_stack: int = Field(3_000_000, ge=300_000, description="SEP active-pixel buffer")
+    pixel_stack: int = Field(3_000_000, ge=300_000, description="largest SEP active-pixel buffer (it starts at "
+                             "300,000 pixels and grows tenfold while full)")
     sub_object_limit: int = Field(4096, ge=1024, description="SEP deblending sub-object limit")
     max_retries: int = Field(3, ge=0, description="retries at a 1.5x higher threshold on buffer overflow")
 

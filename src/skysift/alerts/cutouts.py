@@ -1,16 +1,41 @@
-"""FITS cut-outs around alerted sources, read as sections (never the whole image)."""
+"""FITS cut-outs around alerted sources, read as sections (never the whole image).
+
+Each cut-out is the file astropy writes for ``PrimaryHDU(data, header)`` (the test compares
+them byte for byte): the header's cards are astropy's, but the file is put together here
+(:func:`_primary_fits`), as building and verifying an HDU object per cut-out cost twice the
+rest of the work.
+"""
 
 from __future__ import annotations
 
-import io
+from functools import lru_cache
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata import Cutout2D
 
 from skysift.io.fits import Sections, build_wcs
 
 __all__ = ["cutout_fits"]
+
+#: FITS block size and card length.
+_BLOCK, _CARD = 2880, 80
+
+
+@lru_cache(maxsize=64)
+def _image_cards(ny: int, nx: int) -> str:
+    """The cards astropy's PrimaryHDU puts before a given header's own for an ny x nx float32 image."""
+    return fits.PrimaryHDU(np.zeros((ny, nx), dtype=np.float32), fits.Header()).header.tostring(endcard=False,
+                                                                                                padding=False)
+
+
+def _primary_fits(data: np.ndarray, header: fits.Header) -> bytes:
+    """``fits.PrimaryHDU(data, header).writeto(...)``'s bytes for 2-D float32 ``data`` and a
+    ``header`` of ordinary cards (no structural keyword of its own, as a WCS header has none)."""
+    ny, nx = data.shape
+    text = _image_cards(ny, nx) + header.tostring(endcard=False, padding=False) + "END".ljust(_CARD)
+    text += " " * (-len(text) % _BLOCK)
+    pixels = np.ascontiguousarray(data, dtype=">f4").tobytes()
+    return text.encode("ascii") + pixels + b"\0" * (-len(pixels) % _BLOCK)
 
 
 def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: int, *,
@@ -19,6 +44,8 @@ def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: in
     image's WCS unless ``with_wcs`` is False (a WCS that is not trusted is not passed on)."""
     if not alerts:
         return []
+    from astropy.nddata import Cutout2D  # astropy.nddata: only when there is a cut-out to make
+
     out = []
     with Sections(image_uri, hdu) as image:
         wcs = build_wcs(image.header) if with_wcs else None
@@ -33,7 +60,5 @@ def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: in
             header = cut.wcs.to_header(relax=True) if cut.wcs is not None else fits.Header()
             header["ALERTID"] = alert["alert_id"]
             header["RULE"] = alert["rule"]
-            buffer = io.BytesIO()
-            fits.PrimaryHDU(cut.data.astype(np.float32), header).writeto(buffer)
-            out.append(buffer.getvalue())
+            out.append(_primary_fits(cut.data.astype(np.float32), header))
     return out

@@ -9,9 +9,23 @@ background cells read around it (a section, not the whole image), with the sky a
 its noise estimated on that patch by the same mesh estimator as a whole image uses.
 When there are so many positions that their patches would cover half the image, an
 image of up to :data:`WHOLE_READ_MAX_PIXELS` is read and its sky estimated once instead.
+
+A survey asks again for every earlier image of a field, once per later image: within
+:func:`sky_cache` (``skysift run``'s alert phase) the sky-subtracted pixels and noise map
+of an image read whole are kept in a folder and memory-mapped when asked for again
+(SEP's mesh estimate, reading and subtracting are done once per image and run; later asks
+do not open the file, and read back only the pages under the apertures): the same arrays,
+so the same SNRs.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import sep
@@ -19,6 +33,7 @@ from astropy.wcs import WCS
 
 from skysift.core.astrometry import sky_to_pixel
 from skysift.core.background import subtract_sky
+from skysift.io import storage
 from skysift.io.fits import Sections
 from skysift.settings import BackgroundSettings
 
@@ -50,6 +65,90 @@ def _read_patch(image: Sections, x: float, y: float, side: int) -> tuple[tuple[i
         side *= 2
 
 
+#: Bytes of sky-subtracted images (9 bytes a pixel) a :func:`sky_cache` folder holds at
+#: most; images beyond it are computed again each time they are asked for.
+SKY_CACHE_MAX_BYTES = 2 * 2**30
+_sky_cache: Path | None = None
+
+
+@contextmanager
+def sky_cache(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block (in this process), keep the skies of images read whole in ``folder``
+    (see the module's docstring); the caller removes the folder afterwards."""
+    previous = _sky_cache
+    use_sky_cache(folder)
+    try:
+        yield
+    finally:
+        use_sky_cache(previous)
+
+
+def use_sky_cache(folder: str | os.PathLike[str] | None) -> None:
+    """Keep the skies of images read whole in ``folder`` from now on in this process (None: do not);
+    for the initializer of a pool's worker processes, which share the folder."""
+    global _sky_cache
+    _sky_cache = None if folder is None else Path(folder)
+
+
+def _cache_key(uri: str, hdu: int | str | None, background: BackgroundSettings) -> str | None:
+    """The name of an image's cached sky: its location, HDU, file version and the sky settings."""
+    if _sky_cache is None or storage.is_remote(uri):
+        return None
+    uri = storage.normalize_uri(uri)
+    try:
+        stat = os.stat(uri)
+    except OSError:
+        return None
+    version = [uri, hdu, stat.st_ino, stat.st_size, stat.st_mtime_ns, background.model_dump()]
+    return hashlib.blake2b(json.dumps(version).encode(), digest_size=12).hexdigest()
+
+
+def _load_sky(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    folder = _sky_cache
+    if not (folder / f"{key}.done").exists():
+        return None
+    try:  # copy-on-write maps: SEP takes writable buffers only (it never writes to them)
+        data = np.load(folder / f"{key}.data.npy", mmap_mode="c")
+        rms = np.load(folder / f"{key}.rms.npy", mmap_mode="c")
+        mask_path = folder / f"{key}.mask.npy"
+        return data, rms, (np.load(mask_path, mmap_mode="c") if mask_path.exists() else None)
+    except (OSError, ValueError):
+        return None
+
+
+def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | None) -> None:
+    """Save an image's sky for the next ask, atomically (two workers may save the same one)
+    and only while the folder holds less than :data:`SKY_CACHE_MAX_BYTES`."""
+    folder = _sky_cache
+    try:
+        held = sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+        if held + data.nbytes + rms.nbytes + (0 if mask is None else mask.nbytes) > SKY_CACHE_MAX_BYTES:
+            return
+        for name, array in (("data", data), ("rms", rms), ("mask", mask)):
+            if array is not None:
+                temporary = folder / f"{key}.{name}.{os.getpid()}.tmp"
+                with open(temporary, "wb") as handle:
+                    np.save(handle, array)
+                os.replace(temporary, folder / f"{key}.{name}.npy")
+        (folder / f"{key}.done").touch()
+    except OSError:  # a full disk or a removed folder: the next ask computes it again
+        return
+
+
+def _whole_sky(image: Sections, key: str | None,
+               background: BackgroundSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The whole image, sky-subtracted (masked pixels 0), its noise map and mask (None when
+    nothing is masked), kept under ``key`` when the cache is on; None when every pixel is masked."""
+    ny, nx = image.shape
+    data, mask = image.read(0, ny, 0, nx)
+    if mask.all():
+        return None
+    bkg, mask = subtract_sky(data, mask, background)
+    if key is not None:
+        _store_sky(key, data, bkg.rms, mask)
+    return data, bkg.rms, mask
+
+
 def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, dec_deg: np.ndarray,
                radius_px: float, background: BackgroundSettings) -> np.ndarray:
     """SNR of the background-subtracted flux in circles of ``radius_px`` at each position.
@@ -59,19 +158,34 @@ def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, de
     x, y = sky_to_pixel(wcs, ra_deg, dec_deg)
     snr = np.full(len(x), np.nan)
     side = PATCH_CELLS * background.box_px
-    with Sections(uri, hdu) as image:
-        ny, nx = image.shape
+
+    def measure(data, rms, mask, chosen, x0: int, y0: int) -> None:
+        flux, err, flag = sep.sum_circle(data, x[chosen] - x0, y[chosen] - y0, radius_px, err=rms, mask=mask, subpix=5)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr[chosen] = np.where((err > 0) & ((flag & sep.APER_ALLMASKED) == 0), flux / err, np.nan)
+
+    def inside_and_whole(ny: int, nx: int) -> tuple[np.ndarray, bool]:
+        """The positions on the image, and whether to read it whole: when the patches would
+        cover half of a modest image, it is read once instead."""
         inside = np.flatnonzero((x >= 0) & (y >= 0) & (x <= nx - 1) & (y <= ny - 1))
-        if inside.size * side * side >= nx * ny // 2 and nx * ny <= WHOLE_READ_MAX_PIXELS:
-            # the patches would cover half of a modest image: read it once instead
-            patches = [((0, ny, 0, nx), *image.read(0, ny, 0, nx), inside)]
-        else:
-            patches = ((*_read_patch(image, x[k], y[k], side), [k]) for k in inside)
-        for (y0, _, x0, _), data, mask, chosen in patches:
+        return inside, inside.size * side * side >= nx * ny // 2 and nx * ny <= WHOLE_READ_MAX_PIXELS
+
+    key = _cache_key(uri, hdu, background)
+    if key is not None and (cached := _load_sky(key)) is not None:
+        inside, whole = inside_and_whole(*cached[0].shape)
+        if whole:  # the file is not even opened
+            measure(*cached, inside, 0, 0)
+            return snr
+    with Sections(uri, hdu) as image:
+        inside, whole = inside_and_whole(*image.shape)
+        if whole:
+            if (sky := _whole_sky(image, key, background)) is not None:
+                measure(*sky, inside, 0, 0)
+            return snr
+        for k in inside:
+            (y0, _, x0, _), data, mask = _read_patch(image, x[k], y[k], side)
             if mask.all():
                 continue
             bkg, mask = subtract_sky(data, mask, background)
-            flux, err, flag = sep.sum_circle(data, x[chosen] - x0, y[chosen] - y0, radius_px, err=bkg.rms, mask=mask, subpix=5)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                snr[chosen] = np.where((err > 0) & ((flag & sep.APER_ALLMASKED) == 0), flux / err, np.nan)
+            measure(data, bkg.rms, mask, [k], x0, y0)
     return snr

@@ -9,29 +9,40 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 from rich.text import Text
 
-from skysift import __version__
 from skysift.cli import terminal
-from skysift.cli.terminal import HDU, OutputFile, SkysiftGroup, hold_home_lock, settings_for
+from skysift.cli.terminal import (
+    HDU,
+    LazyChoice,
+    OutputFile,
+    SkysiftGroup,
+    hold_home_lock,
+    settings_for,
+)
 from skysift.errors import NoImageHDU, SkysiftError
-from skysift.io import storage
-from skysift.settings import ALERT_RULES, Settings
-from skysift.settings import parse_bytes as parse_size
 
+if TYPE_CHECKING:
+    from skysift.settings import Settings
+
+# Imported where used, not here, so that `skysift --help` and `--version` stay light:
+# the settings (pydantic), storage (fsspec), rich's progress bars and tables, the version
+# (importlib.metadata), and every command's own modules.
 console = terminal.console()
 err_console = terminal.console(stderr=True)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: what click's version_option prints, the version looked up only when asked."""
+    if not value or ctx.resilient_parsing:
+        return
+    from skysift import __version__
+
+    click.echo(f"skysift, version {__version__}")
+    ctx.exit()
 
 
 #: Commands that live beside their own modules, imported only when used (see SkysiftGroup).
@@ -56,7 +67,8 @@ LAZY_ALERT_COMMANDS = {
 
 
 @click.group(cls=SkysiftGroup, lazy=LAZY_COMMANDS)
-@click.version_option(__version__, prog_name="skysift")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 @click.option("--home", type=click.Path(file_okay=False), envvar="SKYSIFT_HOME", default="skysift-data",
               show_default=True, help="Where the local tables, alert log and cutouts live.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), envvar="SKYSIFT_CONFIG",
@@ -106,6 +118,17 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
     alerts) failed (each failure is recorded and listed, and the run goes on), 130 when
     interrupted, 2 for a usage or configuration error.
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from skysift.io import storage
     from skysift.pipeline.survey import run_local
 
     settings = settings_for(ctx, **overrides)
@@ -191,6 +214,8 @@ def objects(ctx: click.Context, rebuild: bool, **overrides) -> None:
     `skysift run` keeps the objects table up to date; it is built from every source the
     first time, and by --rebuild.
     """
+    from rich.table import Table
+
     from skysift.catalog.objects import rebuild_objects, update_objects
     from skysift.catalog.query import LocalCatalog
 
@@ -327,6 +352,8 @@ def _athena_results(sql: str, stack: str):
 
 def _print_result(result, limit: int, *, titled: bool) -> None:
     """One result as a table: every digit of every value (a terminal folds, never cuts)."""
+    from rich.table import Table
+
     from skysift.cli.query_output import is_numeric, text_rows
 
     title = Text(f"statement {result.number}: {' '.join(result.statement.split())}") if titled else None
@@ -346,6 +373,8 @@ def _hdu_of_single_file(hdu: int | str | None, target: str, uris: list[str]) -> 
     A directory's files are not opened here: one without the HDU is recorded as
     failed (``no_image_hdu``) and the run goes on.
     """
+    from skysift.io import storage
+
     if hdu is None or uris != [storage.normalize_uri(target)]:
         return hdu
     from skysift.io.fits import inspect_image
@@ -361,6 +390,8 @@ def _hdu_of_single_file(hdu: int | str | None, target: str, uris: list[str]) -> 
 
 def parse_bytes(text: str) -> int:
     """'1GiB', '512MB', '2g' or a plain number of bytes, as bytes."""
+    from skysift.settings import parse_bytes as parse_size
+
     try:
         return parse_size(text)
     except ValueError:
@@ -369,13 +400,15 @@ def parse_bytes(text: str) -> int:
 
 @cli.group(cls=SkysiftGroup, lazy=LAZY_ALERT_COMMANDS, invoke_without_command=True)
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--rule", type=click.Choice(ALERT_RULES), help="Only this rule.")
+@click.option("--rule", type=LazyChoice("skysift.settings:ALERT_RULES"), help="Only this rule.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> None:
     """The alerts raised, newest first (and `alerts subscribe` on AWS)."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich.table import Table
+
     from skysift.alerts.log import LogPublisher
 
     items = [a for a in LogPublisher(settings_for(ctx).home).read() if rule is None or a["rule"] == rule][:limit]
@@ -408,7 +441,7 @@ def alerts(ctx: click.Context, limit: int, rule: str | None, as_json: bool) -> N
               help="Folder to write one file per alert into ({alert_id}.avro or .json).")
 @click.option("--format", "fmt", type=click.Choice(["avro", "json"]), default="avro", show_default=True,
               help="avro: the packet (Avro container, schema skysift.alert.v1); json: the same fields, stamps base64.")
-@click.option("--rule", type=click.Choice(ALERT_RULES), help="Only this rule.")
+@click.option("--rule", type=LazyChoice("skysift.settings:ALERT_RULES"), help="Only this rule.")
 @click.option("--rebuild", is_flag=True, help="Build every packet again from the tables as they are now (e.g. "
               "with the matches of a later `skysift crossmatch`) instead of the one stored with the alert.")
 @click.pass_context
@@ -453,6 +486,7 @@ def plot(ctx: click.Context, image: str | None, output: str | None, hdu: int | s
         image_diagnostics,
         read_for_display,
     )
+    from skysift.io import storage
     from skysift.pipeline.image import process_image
 
     settings = settings_for(ctx)
@@ -556,6 +590,7 @@ def export(ctx: click.Context, output: str, fmt: str | None, image: str | None, 
         write_table,
     )
     from skysift.catalog.query import LocalCatalog
+    from skysift.io import storage
 
     chosen = ExportFormat(fmt) if fmt else ExportFormat.from_path(output)
     catalog = LocalCatalog(settings_for(ctx).home)

@@ -28,14 +28,16 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from skysift.errors import InternalError, NotWritable, SkysiftError
-from skysift.io import storage
-from skysift.settings import Settings
+
+if TYPE_CHECKING:  # imported when a command needs settings: --help and --version stay light
+    from skysift.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +241,22 @@ class HDUType(click.ParamType):
 HDU = HDUType()
 
 
+class LazyChoice(click.Choice):
+    """``click.Choice`` of the sequence at ``"module:attribute"``, imported when first needed
+    (a command's ``--help`` or use), not when the command line is built."""
+
+    def __init__(self, where: str, case_sensitive: bool = True) -> None:
+        self.where = where
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self):
+        import importlib
+
+        module, _, attribute = self.where.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
 class OutputFile(click.Path):
     """A file the command will write: checked when the command line is parsed, before any work.
 
@@ -254,6 +272,8 @@ class OutputFile(click.Path):
         self.remote_ok = remote_ok
 
     def convert(self, value, param, ctx):
+        from skysift.io import storage  # fsspec: not for --help and --version
+
         text = os.fspath(value)
         if storage.is_remote(text):
             if not self.remote_ok:
@@ -269,6 +289,8 @@ class OutputFile(click.Path):
 
 def settings_for(ctx: click.Context, **overrides) -> Settings:
     """The settings of this invocation: ``--config`` and ``--home`` of the root command, then ``overrides``."""
+    from skysift.settings import Settings
+
     root = ctx.find_root().params
     return Settings.load(root.get("config"), home=root.get("home"), **overrides)
 

@@ -74,10 +74,12 @@ def rms_floor(rms: np.ndarray, box_px: int) -> np.float32:
     """
     half = box_px // 2
     inner = rms[half : max(half + 1, rms.shape[0] - half), half : max(half + 1, rms.shape[1] - half)]
-    positive = inner[inner > 0]
-    if positive.size == 0:
-        positive = rms[rms > 0]
-    return np.float32(positive.min()) if positive.size else np.finfo(np.float32).tiny
+    positive = inner > 0  # a mask, not a copy of the map's values (a quarter of its size)
+    if not positive.any():
+        inner, positive = rms, rms > 0
+    if not positive.any():
+        return np.finfo(np.float32).tiny
+    return np.float32(np.min(inner, where=positive, initial=np.inf))
 
 
 def subtract_sky(data: np.ndarray, mask: np.ndarray, settings: BackgroundSettings) -> tuple[Background, np.ndarray | None]:

@@ -43,6 +43,9 @@ from skysift.settings import DetectionSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_FILTER_FWHM_PX = 3.0
+#: Pixels of SEP's first pixel stack (SExtractor's default MEMORY_PIXSTACK); grown up to
+#: ``detection.pixel_stack`` when full (see :func:`_extract`).
+INITIAL_PIXEL_STACK = 300_000
 OVERFLOW_MESSAGES = ("internal pixel buffer full", "object deblending overflow", "deblending overflow")
 #: Filtered significance (in units of the filtered noise) beyond which a pixel belongs
 #: to a source or an artefact, not to the sky, when the filtered noise is measured: the
@@ -508,25 +511,41 @@ class _BoxMosaic:
         return out, tuple(np.concatenate(a) if a else np.zeros(0, dtype=np.int64) for a in (rows, cols, boxes))
 
 
+def _is_pixel_buffer_full(exc: Exception) -> bool:
+    return "pixel buffer full" in str(exc).lower()
+
+
 def _extract(data, error, mask, *, threshold: float, kernel: np.ndarray, settings: DetectionSettings,
              segmentation_map: bool = False):
     """One ``sep.extract`` call with the detection settings (threshold in units of ``error``).
 
-    SEP allocates its whole pixel stack on every call; an array never has more active
-    pixels than pixels, so small arrays (blend cut-outs) get a small stack.
+    SEP allocates (and touches) its whole pixel stack on every call, ~45 bytes a pixel:
+    the stack starts at :data:`INITIAL_PIXEL_STACK` pixels and grows tenfold, up to
+    ``settings.pixel_stack``, only when SEP says it is full (the objects do not depend on
+    its size, only whether it overflows). An array never has more active pixels than
+    pixels, so small arrays (blend cut-outs) get a small stack.
     """
-    with sep_limits(pixel_stack=min(settings.pixel_stack, max(1024, data.size))):
-        return sep.extract(
-            data,
-            threshold,
-            err=error,
-            mask=mask,
-            minarea=settings.min_area_px,
-            filter_kernel=kernel,
-            filter_type="conv",
-            deblend_nthresh=settings.deblend_nthresh,
-            deblend_cont=settings.deblend_cont,
-            clean=settings.clean,
-            clean_param=settings.clean_param,
-            segmentation_map=segmentation_map,
-        )
+    largest = min(settings.pixel_stack, max(1024, data.size))
+    stack = min(largest, INITIAL_PIXEL_STACK)
+    while True:
+        try:
+            with sep_limits(pixel_stack=stack):
+                return sep.extract(
+                    data,
+                    threshold,
+                    err=error,
+                    mask=mask,
+                    minarea=settings.min_area_px,
+                    filter_kernel=kernel,
+                    filter_type="conv",
+                    deblend_nthresh=settings.deblend_nthresh,
+                    deblend_cont=settings.deblend_cont,
+                    clean=settings.clean,
+                    clean_param=settings.clean_param,
+                    segmentation_map=segmentation_map,
+                )
+        except Exception as exc:  # SEP raises plain Exception for its buffer overflows
+            if stack >= largest or not _is_pixel_buffer_full(exc):
+                raise
+            log.debug("SEP pixel stack of %d full; trying %d", stack, min(largest, 10 * stack))
+            stack = min(largest, 10 * stack)

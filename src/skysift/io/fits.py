@@ -482,6 +482,36 @@ def _decode_pixels(selected, uri: str) -> tuple[np.ndarray, np.ndarray]:
     return data, mask
 
 
+def _direct_float32(uri: str, selected: fitsheader.HduLayout) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixels of an uncompressed, unscaled ``BITPIX = -32`` image HDU of a local file, read
+    straight into the one native float32 array they are returned in (byte-swapped in place),
+    and their mask; None for any other image, which astropy decodes.
+
+    astropy would read the big-endian array and :func:`_float32_and_mask` copy it to native
+    order: two arrays the size of the image at once. The values are the same.
+    """
+    header = selected.header
+    shape = [n for n in selected.image_shape if n > 1]
+    if (selected.compressed or selected.bitpix != -32 or len(shape) != 2
+            or header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0):
+        return None
+    data = np.empty(shape, dtype=">f4")
+    buffer = memoryview(data.reshape(-1).view(np.uint8))
+    filled = 0
+    with open(uri, "rb") as handle:
+        handle.seek(selected.data_offset)
+        while filled < data.nbytes and (got := handle.readinto(buffer[filled:])):
+            filled += got
+    if filled < data.nbytes:
+        raise TruncatedFile(f"cannot decode the pixel data: the file ends {data.nbytes - filled} bytes early", uri=uri)
+    if not data.dtype.isnative:
+        data.byteswap(inplace=True)
+    data = data.view(np.float32)  # native order, the same memory
+    mask = ~np.isfinite(data)
+    data[mask] = np.nan
+    return data, mask
+
+
 def _float32_and_mask(pixels: np.ndarray, header: fits.Header) -> tuple[np.ndarray, np.ndarray]:
     """``pixels`` (scaled values, any byte order) as native float32 with NaN where masked,
     and the mask of NaN, infinite and BLANK pixels."""
@@ -557,7 +587,10 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
             raise TruncatedFile(f"cannot read HDU {selected.index}: {exc}", uri=uri) from exc
         checksum = fitsheader.checksum_status(selected, opened.data_chunks(uri))
         refuse_bad_checksum(checksum, uri, reject_bad_checksum)
-        data, mask = _decode_pixels(astropy_hdu, uri)
+        direct = _direct_float32(uri, selected) if opened.inflated is None else None
+        data, mask = direct if direct is not None else _decode_pixels(astropy_hdu, uri)
+        if direct is not None and mask.all():
+            raise AllNaN("every pixel is NaN, infinite or BLANK", uri=uri)
         header = fitsheader.readable(astropy_hdu.header.copy(), uri=uri)
         info = _describe(opened.layout, header, uri, content_hash.result(),
                          opened.stored_bytes, survey_default, checksum)

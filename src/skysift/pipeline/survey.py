@@ -45,6 +45,7 @@ import json
 import logging
 import shutil
 import statistics
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -56,12 +57,12 @@ from typing import Any
 
 import numpy as np
 
+from skysift.alerts import forced
 from skysift.alerts.delivery import deliver_alerts, prepare_alerts
 from skysift.alerts.log import LogPublisher
 from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
-from skysift.catalog.query import LocalCatalog
 from skysift.catalog.tables import LocalTables
 from skysift.errors import InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
@@ -203,8 +204,13 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
     :func:`images_to_measure` listed (None the first image HDU, an index a later one),
     else HDUs a person named, whose id needs a header walk.
     """
-    catalog = LocalCatalog(home)
-    rows = catalog.sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
+    if not _has_table_files(LocalTables(home).table_dir("images")):
+        return units, [], 0  # nothing done yet (a fresh home): no query engine to start
+    from skysift.catalog.query import (
+        LocalCatalog,  # DuckDB and pandas: only when there are rows to read
+    )
+
+    rows = LocalCatalog(home).sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
     if rows.empty:
         return units, [], 0
     by_id = {r["image_id"]: r for r in rows.to_dict("records")}
@@ -232,6 +238,11 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
         else:
             done.append(row)
     return todo, done, changed
+
+
+def _has_table_files(folder: Path) -> bool:
+    """Whether a table's folder holds any Parquet file (a fresh home has none)."""
+    return folder.is_dir() and next(folder.rglob("*.parquet"), None) is not None
 
 
 def _upcoming(units: list[ImageUnit], index: int) -> str | None:
@@ -363,26 +374,34 @@ def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: S
             reopened += decided is not None
     if reopened:
         log.info("%d image(s) evaluated again: an earlier image of their sky arrived since their alerts were decided", reopened)
+    if not pending:
+        return
     deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
-    if workers > 1 and len(pending) > 1:
-        run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
-                      initializer=_open_worker_store, initargs=(settings.home,), scratch=home)
-    else:
-        for i, row in enumerate(pending):
-            try:
-                prepared, error = _prepare_alerts(row, settings, store), None
-            except Exception as exc:
-                prepared, error = None, exc
-            deliver(i, prepared, error)
+    # the skies of earlier images read whole for forced photometry, computed once for the
+    # whole phase (every later image of a field asks again); removed after it, or by the next
+    # run when this one is killed (_clean_after_killed_runs)
+    with tempfile.TemporaryDirectory(prefix=f"{RUNNING_PREFIX}skies-", dir=home) as skies, forced.sky_cache(skies):
+        if workers > 1 and len(pending) > 1:
+            run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
+                          initializer=_open_worker_store, initargs=(settings.home, skies), scratch=home)
+        else:
+            for i, row in enumerate(pending):
+                try:
+                    prepared, error = _prepare_alerts(row, settings, store), None
+                except Exception as exc:
+                    prepared, error = None, exc
+                deliver(i, prepared, error)
 
 
 _worker_store: LocalTables | None = None
 
 
-def _open_worker_store(home: Path) -> None:
-    """Pool initializer: one store per worker process, so its file caches serve every image."""
+def _open_worker_store(home: Path, skies: str | None = None) -> None:
+    """Pool initializer: one store per worker process, so its file caches serve every image,
+    and the alert phase's folder of earlier skies (:func:`skysift.alerts.forced.sky_cache`)."""
     global _worker_store
     _worker_store = LocalTables(home)
+    forced.use_sky_cache(skies)
 
 
 def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[dict]:
