@@ -17,6 +17,27 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+__all__ = [
+    "AllNaN",
+    "ChecksumMismatch",
+    "ConfigError",
+    "DetectionFailed",
+    "EmptyImage",
+    "ImageTooLarge",
+    "InternalError",
+    "InvalidHeader",
+    "InvalidImage",
+    "MalformedEvent",
+    "NoImageHDU",
+    "NotFITS",
+    "NotWritable",
+    "SkysiftError",
+    "SourceNotFound",
+    "TruncatedFile",
+    "UnsupportedWCS",
+    "WorkerDied",
+]
+
 
 class SkysiftError(Exception):
     """Base class of every error skysift raises on purpose.

@@ -39,6 +39,21 @@ from pydantic_settings import (
 from skysift.errors import ConfigError
 from skysift.limits import DEFAULT_LIMITS, HeaderLimits
 
+__all__ = [
+    "ALERT_RULES",
+    "MEASUREMENT_SETTINGS",
+    "AlertSettings",
+    "BackgroundSettings",
+    "Bytes",
+    "DetectionSettings",
+    "LimitSettings",
+    "ObjectSettings",
+    "PhotometrySettings",
+    "Settings",
+    "WcsSettings",
+    "parse_bytes",
+]
+
 _SIZE_TEXT = re.compile(r"\s*[0-9]*\.?[0-9]+\s*[A-Za-z]*\s*")
 
 

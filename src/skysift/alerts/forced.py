@@ -37,6 +37,16 @@ from skysift.io import storage
 from skysift.io.fits import Sections
 from skysift.settings import BackgroundSettings
 
+__all__ = [
+    "MAX_MASKED_FRACTION",
+    "PATCH_CELLS",
+    "SKY_CACHE_MAX_BYTES",
+    "WHOLE_READ_MAX_PIXELS",
+    "forced_snr",
+    "sky_cache",
+    "use_sky_cache",
+]
+
 #: Side of the patch read around a position, in background cells (four cells is the
 #: smallest patch on which the background keeps its configured cell size).
 PATCH_CELLS = 4

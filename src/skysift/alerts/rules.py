@@ -37,6 +37,16 @@ from skysift.errors import SkysiftError
 from skysift.io.fits import build_wcs
 from skysift.settings import AlertSettings, BackgroundSettings
 
+__all__ = [
+    "ALERT_SOURCE_COLUMNS",
+    "BLEND_RADIUS_FACTOR",
+    "FORCED_SNR_PRESENT",
+    "NEW_SOURCE_DEPTH_MARGIN_MAG",
+    "alert_id",
+    "evaluate",
+    "new_sources",
+]
+
 log = logging.getLogger(__name__)
 
 #: Detections this close to a brighter earlier image's limit are not called new.

@@ -45,6 +45,22 @@ from skysift.io.fits import Image, read_image
 from skysift.measure.frame import header_float, measure_image, plausible_pixel_scale
 from skysift.settings import Settings
 
+__all__ = [
+    "EDGE_MARGIN_FWHM",
+    "FLUX_TOLERANCE",
+    "MIN_SEPARATION_FWHM",
+    "CompletenessError",
+    "CompletenessFit",
+    "CompletenessResult",
+    "binned_curve",
+    "fit_completeness",
+    "inject_stars",
+    "random_positions",
+    "record_completeness",
+    "recovered_stars",
+    "run_completeness",
+]
+
 log = logging.getLogger(__name__)
 
 FLUX_TOLERANCE = 2.5

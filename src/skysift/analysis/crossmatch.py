@@ -40,6 +40,25 @@ from skysift.catalog.analysis_tables import MATCHES_SCHEMA, analysis_catalog, wr
 from skysift.core.astrometry import sky_to_pixel
 from skysift.errors import SkysiftError
 
+__all__ = [
+    "BUCKET_ORDER",
+    "DEC_NAMES",
+    "ID_NAMES",
+    "MAG_NAMES",
+    "RA_NAMES",
+    "BadReference",
+    "CrossmatchError",
+    "CrossmatchReport",
+    "NothingToMatch",
+    "Reference",
+    "ReferenceUnavailable",
+    "crossmatch",
+    "fetch_gaia",
+    "pair_up",
+    "read_reference",
+    "robust_sigma",
+]
+
 log = logging.getLogger(__name__)
 
 #: HEALPix order of the reference buckets (nside 256, cells ~13.7 arcmin across).

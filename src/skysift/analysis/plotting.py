@@ -34,6 +34,25 @@ from skysift.io.fits import SECTION_BAND_BYTES, Sections, build_wcs
 from skysift.measure.tiled import plan_tiles, tile_size_for_memory
 from skysift.settings import Settings
 
+__all__ = [
+    "DISPLAY_MAX_SIDE",
+    "DisplayImage",
+    "block_mean",
+    "catalog_overview",
+    "completeness_figure",
+    "completeness_plot",
+    "crossmatch_figure",
+    "crossmatch_plot",
+    "detections_figure",
+    "detections_overlay",
+    "diagnostics_figure",
+    "draw_footprints",
+    "image_diagnostics",
+    "overview_figure",
+    "read_for_display",
+    "save",
+]
+
 #: Longest side, in blocks, of an image as drawn; larger images are block-averaged down to it
 #: (a figure is about 1000 pixels across, so nothing visible is lost).
 DISPLAY_MAX_SIDE = 1024

@@ -19,6 +19,15 @@ import pyarrow.parquet as pq
 
 from skysift.analysis.synthetic import SkySpec, make_wcs, render, write_fits
 
+__all__ = [
+    "FIELD_CENTER",
+    "NIGHTS",
+    "POINTING_OFFSETS_DEG",
+    "SURVEY",
+    "TRANSIENT_MAG",
+    "make_sample",
+]
+
 SURVEY = "skysift-sample"
 FIELD_CENTER = (150.10, 2.20)  # deg, the COSMOS field
 POINTING_OFFSETS_DEG = [(-0.05, -0.05), (0.05, -0.05), (-0.05, 0.05), (0.05, 0.05)]

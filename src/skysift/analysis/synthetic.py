@@ -18,6 +18,20 @@ from astropy.modeling.functional_models import Sersic2D
 from astropy.wcs import WCS
 from scipy.signal import fftconvolve
 
+__all__ = [
+    "MOFFAT_BETA",
+    "OVERSAMPLE",
+    "Sky",
+    "SkySpec",
+    "effective_area_px",
+    "make_wcs",
+    "moffat_stamp",
+    "random_sources",
+    "render",
+    "sersic_stamp",
+    "write_fits",
+]
+
 MOFFAT_BETA = 4.765
 OVERSAMPLE = 5
 

@@ -48,6 +48,14 @@ from skysift.catalog.schema import ALERTS_SCHEMA, PARTITION_KEYS
 from skysift.catalog.tables import image_row_table, partition_path
 from skysift.core.metadata import slug
 
+__all__ = [
+    "FOOTPRINT_ORDER",
+    "S3GlueCatalog",
+    "footprint_cells",
+    "partition_values",
+    "put_unless_success",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from skysift.errors import ConfigError
 from skysift.settings import Settings
 
+__all__ = ["SETTINGS_SECTIONS", "AwsConfig", "settings_from_env"]
+
 #: Settings sections that ``SKYSIFT_<SECTION>__<FIELD>`` variables may set.
 SETTINGS_SECTIONS = ("background", "detection", "photometry", "alerts", "limits", "wcs")
 

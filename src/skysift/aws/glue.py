@@ -11,6 +11,15 @@ import pyarrow as pa
 
 from skysift.catalog.schema import PARTITION_KEYS, schema_for
 
+__all__ = [
+    "TABLES",
+    "columns_yaml",
+    "glue_columns",
+    "glue_type",
+    "partition_keys",
+    "sync_template",
+]
+
 TABLES = ("sources", "images", "alerts")
 
 

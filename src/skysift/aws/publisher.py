@@ -47,6 +47,16 @@ from aws_lambda_powertools.utilities.idempotency import (
 
 from skysift.alerts.delivery import alert_message
 
+__all__ = [
+    "CLAIM_S",
+    "KEY_PREFIX",
+    "LEDGER_TTL_S",
+    "ClaimWindow",
+    "SnsPublisher",
+    "idempotency_config",
+    "message_attributes",
+]
+
 log = logging.getLogger(__name__)
 
 #: How long an alert_id is remembered as sent: a re-run of an image within this time sends nothing.

@@ -55,6 +55,45 @@ from skysift.io.fits import ImageInfo, image_hdus, inspect_image, make_image_id
 from skysift.pipeline.image import image_row, is_catalogued, process_image, top_sources
 from skysift.settings import Settings
 
+__all__ = [
+    "EXIT_TRANSIENT",
+    "REPORT_LISTING_THREADS",
+    "AlertsResult",
+    "CaughtError",
+    "Context",
+    "DetectResult",
+    "FailedState",
+    "ImageState",
+    "IngestEvent",
+    "IngestState",
+    "QuarantineRequest",
+    "QuarantineResult",
+    "RecordResult",
+    "ReportRequest",
+    "ReportResult",
+    "SourceObject",
+    "StateModel",
+    "SurveyState",
+    "alerts_step",
+    "caught_failure",
+    "choose_route",
+    "context_from_env",
+    "detect_step",
+    "get_json",
+    "inspect_step",
+    "jsonable_row",
+    "list_images",
+    "outcome_uri",
+    "parse_event",
+    "put_json",
+    "quarantine_step",
+    "read_header",
+    "record_step",
+    "report_step",
+    "row_from_json",
+    "survey_items",
+]
+
 log = logging.getLogger(__name__)
 
 _TIMESTAMPS = {f.name for f in IMAGES_SCHEMA if pa.types.is_timestamp(f.type)}

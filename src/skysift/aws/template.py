@@ -17,6 +17,14 @@ import yaml
 
 from skysift.errors import ConfigError
 
+__all__ = [
+    "Resolver",
+    "check_parameters",
+    "load_template",
+    "parameter_defaults",
+    "resources_of_type",
+]
+
 
 class _CfnLoader(yaml.SafeLoader):
     pass

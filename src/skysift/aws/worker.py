@@ -38,6 +38,8 @@ from skysift.aws.steps import (
 )
 from skysift.errors import SkysiftError
 
+__all__ = ["main", "parse_args"]
+
 log = logging.getLogger("skysift.worker")
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_IMAGE = 0, 1, 2

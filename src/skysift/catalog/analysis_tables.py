@@ -21,6 +21,16 @@ from skysift.catalog.query import LocalCatalog
 from skysift.catalog.schema import PARTITION_KEYS, TIMESTAMP, _field
 from skysift.catalog.tables import LocalTables
 
+__all__ = [
+    "ANALYSIS_TABLES",
+    "INJECTIONS_SCHEMA",
+    "MATCHES_SCHEMA",
+    "analysis_catalog",
+    "attach",
+    "images_row",
+    "write_rows",
+]
+
 MATCHES_SCHEMA = pa.schema(
     [
         _field("image_id", pa.string(), "", "image of the matched source", False),

@@ -22,6 +22,17 @@ import pyarrow as pa
 import pyarrow.compute  # makes pa.compute available
 import pyarrow.parquet as pq
 
+__all__ = [
+    "COMPACTED_PREFIX",
+    "IMAGE_IDS_KEY",
+    "ROW_GROUP_ROWS",
+    "CompactionReport",
+    "compact_table",
+    "image_ids_of",
+    "remove_image",
+    "write_compacted",
+]
+
 COMPACTED_PREFIX = "compacted-"
 IMAGE_IDS_KEY = b"skysift.image_ids"
 ROW_GROUP_ROWS = 128_000

@@ -28,6 +28,16 @@ from skysift.catalog.schema import schema_for
 from skysift.core.flags import CLEAN_MASK
 from skysift.errors import SkysiftError
 
+__all__ = [
+    "ExportError",
+    "ExportFormat",
+    "ds9_regions",
+    "image_wcs",
+    "to_astropy",
+    "write_regions",
+    "write_table",
+]
+
 log = logging.getLogger(__name__)
 
 

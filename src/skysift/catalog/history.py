@@ -18,6 +18,14 @@ import numpy as np
 import pyarrow as pa
 from cachetools import LRUCache
 
+__all__ = [
+    "HISTORY_SCHEMA",
+    "FileCache",
+    "angular_distance_deg",
+    "images_reaching",
+    "sources_in_cone",
+]
+
 #: The columns of earlier detections the rule needs.
 HISTORY_SCHEMA = pa.schema([("ra", pa.float64()), ("dec", pa.float64()), ("image_id", pa.string()), ("flags", pa.int32())])
 

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+__all__ = ["LOCK_NAME", "home_lock", "lock_path", "waiting_message"]
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"

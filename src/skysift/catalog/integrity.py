@@ -24,6 +24,19 @@ import pyarrow.parquet as pq
 
 from skysift.errors import SkysiftError
 
+__all__ = [
+    "ORPHAN_AGE_S",
+    "DamagedFile",
+    "DamagedTable",
+    "check_file",
+    "damaged_table_error",
+    "find_damaged",
+    "images_without_sources",
+    "move_aside",
+    "remove_orphan_temporaries",
+    "table_files",
+]
+
 log = logging.getLogger(__name__)
 
 #: A temporary file younger than this may belong to a writer still at work.

@@ -52,6 +52,25 @@ from skysift.catalog.schema import TIMESTAMP, _field
 from skysift.core.astrometry import HEALPIX_ORDER, healpix_index
 from skysift.core.flags import CLEAN_MASK
 
+__all__ = [
+    "CELL_ORDER",
+    "FILE_NAME",
+    "OBJECTS_PARTITIONS",
+    "OBJECTS_SCHEMA",
+    "PHOTOMETRY_TYPE",
+    "REBUILD_BATCH_CELLS",
+    "ObjectsReport",
+    "associate",
+    "catalog_count",
+    "footprint_cells",
+    "neighbours",
+    "objects_root",
+    "rebuild_objects",
+    "stored_radius",
+    "summarize",
+    "update_objects",
+]
+
 if TYPE_CHECKING:
     from skysift.catalog.query import LocalCatalog
 

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
+__all__ = ["AlertPublisher", "CatalogStore"]
+
 
 class CatalogStore(Protocol):
     """Where catalog rows go, and where the history for the 'new source' rule comes from."""

@@ -26,6 +26,8 @@ from skysift.catalog.schema import PARTITION_KEYS, schema_for
 from skysift.catalog.tables import TABLES
 from skysift.errors import SkysiftError
 
+__all__ = ["LocalCatalog", "QueryError", "QueryResult", "home_tables", "split_statements"]
+
 #: DuckDB type of a partition key, by its Arrow type.
 _DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER"}
 

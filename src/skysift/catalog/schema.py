@@ -15,6 +15,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+__all__ = [
+    "ALERTS_SCHEMA",
+    "IMAGES_SCHEMA",
+    "PARTITION_KEYS",
+    "TIMESTAMP",
+    "schema_for",
+    "sources_schema",
+    "units",
+]
+
 PARTITION_KEYS = ("survey", "band", "obs_night")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 

@@ -30,6 +30,15 @@ from skysift.catalog import compaction, history
 from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
 from skysift.core.metadata import slug
 
+__all__ = [
+    "LISTING_ATTEMPTS",
+    "POSITION_CACHE_BYTES",
+    "TABLES",
+    "LocalTables",
+    "image_row_table",
+    "partition_path",
+]
+
 log = logging.getLogger(__name__)
 
 TABLES = ("sources", "images", "alerts")

@@ -18,6 +18,8 @@ from skysift.cli import terminal
 from skysift.cli.terminal import HDU, OutputFile, hold_home_lock, settings_for
 from skysift.errors import SkysiftError
 
+__all__ = ["completeness", "crossmatch", "register"]
+
 console = terminal.console()
 
 

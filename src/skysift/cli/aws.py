@@ -34,6 +34,22 @@ from skysift.errors import ConfigError
 from skysift.io.storage import FITS_SUFFIXES
 from skysift.settings import ALERT_RULES
 
+__all__ = [
+    "KINDS",
+    "allow_topic_to_send",
+    "athena_query",
+    "athena_query_for",
+    "emulate_command",
+    "filter_policy",
+    "ingest_command",
+    "stack_option",
+    "stack_output",
+    "start_survey",
+    "subscribe",
+    "subscribe_command",
+    "wait_for",
+]
+
 #: Alert kinds the rules produce (the ``kind`` message attribute).
 KINDS = ALERT_RULES
 

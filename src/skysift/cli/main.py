@@ -25,6 +25,26 @@ from skysift.cli.terminal import (
 )
 from skysift.errors import NoImageHDU, SkysiftError
 
+__all__ = [
+    "LAZY_ALERT_COMMANDS",
+    "LAZY_COMMANDS",
+    "alerts",
+    "alerts_export",
+    "check",
+    "cli",
+    "compact",
+    "err_console",
+    "export",
+    "inspect",
+    "main",
+    "objects",
+    "parse_bytes",
+    "plot",
+    "query",
+    "run",
+    "sample",
+]
+
 if TYPE_CHECKING:
     from skysift.settings import Settings
 

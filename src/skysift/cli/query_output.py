@@ -27,6 +27,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+__all__ = [
+    "NULL_TEXT",
+    "cell_text",
+    "csv_text",
+    "is_numeric",
+    "json_text",
+    "normalized",
+    "text_rows",
+    "write_parquet",
+]
+
 #: Text of a null value in a printed table.
 NULL_TEXT = "NULL"
 

@@ -36,6 +36,23 @@ from rich.text import Text
 
 from skysift.errors import InternalError, NotWritable, SkysiftError
 
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "HDU",
+    "UNWRAPPED_WIDTH",
+    "HDUType",
+    "LazyChoice",
+    "OutputFile",
+    "SkysiftCommand",
+    "SkysiftGroup",
+    "hold_home_lock",
+    "is_terminal",
+    "print_error",
+    "reported_errors",
+    "settings_for",
+]
+
 if TYPE_CHECKING:  # imported when a command needs settings: --help and --version stay light
     from skysift.settings import Settings
 

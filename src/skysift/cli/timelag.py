@@ -36,6 +36,16 @@ from skysift.io import storage
 from skysift.settings import Settings
 from skysift.timelag.logs import quiet_dask_logging
 
+__all__ = [
+    "DURATION_TYPE",
+    "PAIR_TYPE",
+    "main",
+    "parse_duration_s",
+    "parse_pair_arcsec",
+    "parse_time_utc",
+    "timelag_command",
+]
+
 log = logging.getLogger(__name__)
 
 _PAIR = re.compile(r"^\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*([A-Za-z]*)\s*$")

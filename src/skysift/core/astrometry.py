@@ -28,6 +28,25 @@ from astropy.wcs import WCS, FITSFixedWarning, NoConvergence
 from astropy.wcs.utils import proj_plane_pixel_scales, wcs_to_celestial_frame
 from astropy_healpix import HEALPix
 
+__all__ = [
+    "GRID_POINTS",
+    "HARMLESS_FIXES",
+    "HEALPIX_ORDER",
+    "ROUND_TRIP_TOLERANCE_PX",
+    "Footprint",
+    "ParsedWcs",
+    "WcsCheck",
+    "WcsStatus",
+    "footprint",
+    "healpix_index",
+    "names_celestial_axes",
+    "pixel_scale_arcsec",
+    "pixel_to_sky",
+    "read_wcs",
+    "sky_to_pixel",
+    "validate_celestial_wcs",
+]
+
 #: HEALPix order of the ``healpix`` column: nested, nside = 2**16 (cells of ~3.2 arcsec).
 #: A coarser nested index is ``healpix >> (2 * (HEALPIX_ORDER - k))`` for order k.
 HEALPIX_ORDER = 16

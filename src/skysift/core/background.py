@@ -20,6 +20,8 @@ import sep
 
 from skysift.settings import BackgroundSettings
 
+__all__ = ["Background", "estimate_background", "rms_floor", "subtract_sky"]
+
 
 @dataclass(frozen=True)
 class Background:

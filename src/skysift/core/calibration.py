@@ -39,6 +39,18 @@ from astropy.io.fits import Header
 
 from skysift.core.metadata import exposure_seconds
 
+__all__ = [
+    "AB_KEYWORDS",
+    "AB_MAG_OF_1_NANOMAGGY",
+    "AB_MAG_OF_1_UJY",
+    "CASU_INSTRUMENTS",
+    "WFCAM_AB_MINUS_VEGA",
+    "ZeroPoint",
+    "calibrate",
+    "magnitude",
+    "zero_point",
+]
+
 AB_MAG_OF_1_UJY = 23.9
 AB_MAG_OF_1_NANOMAGGY = 22.5
 _LOG_TO_MAG = 2.5 / np.log(10.0)

@@ -23,6 +23,15 @@ from scipy.special import ndtr
 
 from skysift.core import flags as F
 
+__all__ = [
+    "CONTAMINATED_SIZE_SCATTER",
+    "MIN_LOCUS_MEMBERS",
+    "MIN_LOCUS_SNR",
+    "StellarLocus",
+    "star_score",
+    "stellar_locus",
+]
+
 MIN_LOCUS_SNR = 30.0
 MIN_LOCUS_MEMBERS = 5
 #: Relative size uncertainty added (in quadrature) for APER_CONTAMINATED sources.

@@ -35,6 +35,14 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+__all__ = [
+    "UNDETECTABLE_ERROR",
+    "Extractor",
+    "isolate_blends",
+    "isolate_blends_segmented",
+    "shift_objects",
+]
+
 #: An error so large no pixel can reach the threshold (finite, so SEP's sums stay finite).
 UNDETECTABLE_ERROR = np.float32(1e30)
 #: Cell of the spatial hash that pairs up nearby blend components.

@@ -40,6 +40,34 @@ from skysift.core.deblending import isolate_blends, isolate_blends_segmented
 from skysift.errors import DetectionFailed
 from skysift.settings import DetectionSettings
 
+__all__ = [
+    "CENTRE_SEARCH_PX",
+    "CENTRE_SLACK_PX",
+    "COMPANION_ASYMMETRY",
+    "COMPANION_MAX_AREA_FWHM2",
+    "COMPANION_MIN_RADIUS_PX",
+    "COMPANION_SIGMA",
+    "DEFAULT_FILTER_FWHM_PX",
+    "FACTOR_STEP",
+    "INITIAL_PIXEL_STACK",
+    "MAD_TO_SIGMA",
+    "MAX_SKY_ITERATIONS",
+    "MAX_SKY_SAMPLE",
+    "MIN_SKY_PIXELS",
+    "OVERFLOW_MESSAGES",
+    "SAMPLE_BAND_ROWS",
+    "SKY_CLIP_SIGMA",
+    "SKY_GROW_PX",
+    "Detections",
+    "companion_pixels",
+    "detect",
+    "detection_kernel",
+    "gaussian_kernel",
+    "local_peak",
+    "noise_correlation_factor",
+    "sep_limits",
+]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FILTER_FWHM_PX = 3.0

@@ -9,6 +9,26 @@ from __future__ import annotations
 
 import sep
 
+__all__ = [
+    "APER_ALL_MASKED",
+    "APER_CONTAMINATED",
+    "APER_HAS_MASKED",
+    "APER_NONPOSITIVE",
+    "APER_TRUNCATED",
+    "CLEAN_MASK",
+    "CROWDED",
+    "DEBLEND_OVERFLOW",
+    "MERGED",
+    "NAMES",
+    "NEAR_EDGE",
+    "SATURATED",
+    "SINGULAR",
+    "TRUNCATED",
+    "WCS_INVALID",
+    "aperture_flags",
+    "describe",
+]
+
 MERGED = int(sep.OBJ_MERGED)  # 1: deblended from a blend
 TRUNCATED = int(sep.OBJ_TRUNC)  # 2: footprint touches the image edge
 DEBLEND_OVERFLOW = int(sep.OBJ_DOVERFLOW)  # 4

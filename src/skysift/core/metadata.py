@@ -15,6 +15,18 @@ from astropy import units as u
 from astropy.io.fits import Header
 from astropy.time import Time
 
+__all__ = [
+    "BAND_WAVELENGTH_ANGSTROM",
+    "EXPOSURE_KEYWORDS",
+    "band_name",
+    "exposure_seconds",
+    "observation_time",
+    "slug",
+    "survey_name",
+    "text_keyword",
+    "wavelength_angstrom",
+]
+
 #: Effective wavelengths (Angstrom) of common broad-band filters, used when a header
 #: names a band but gives no wavelength.
 BAND_WAVELENGTH_ANGSTROM = {

@@ -48,6 +48,29 @@ from skysift.core import flags as F
 from skysift.core.detection import CENTRE_SEARCH_PX, local_peak
 from skysift.settings import PhotometrySettings
 
+__all__ = [
+    "CONTAMINATED_AREA_FRACTION",
+    "DEGENERATE_AXIS_PX",
+    "GAUSSIAN_R50_TO_FWHM",
+    "HALF_LIGHT_ITERATIONS",
+    "HALF_LIGHT_TOLERANCE_PX",
+    "HALF_PI",
+    "KRON_INTEGRATION_RADIUS",
+    "KRON_MAX_IMAGE_FRACTION",
+    "MOSAIC_MAX_PIXELS",
+    "PEDESTAL_ANNULUS_PX",
+    "PEDESTAL_INNER_SCALE",
+    "PEDESTAL_MIN_PIXELS",
+    "PEDESTAL_MIN_SIGMA",
+    "WINDOW_NSIG",
+    "Cutout",
+    "corrected_cutout",
+    "measure",
+    "reach_px",
+    "sep_ellipses",
+    "stays_on_source",
+]
+
 GAUSSIAN_R50_TO_FWHM = 2.0  # a Gaussian's half-light radius is half its FWHM
 HALF_PI = np.pi / 2.0  # in float64: SEP's aperture functions accept theta in [-HALF_PI, HALF_PI]
 #: Semi-axes (pixels) of the circle that measures a source whose shape is degenerate.

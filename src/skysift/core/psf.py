@@ -19,6 +19,20 @@ import numpy as np
 
 from skysift.core import flags as F
 
+__all__ = [
+    "CANDIDATE_STARS",
+    "HEADER_SEEING_RANGE_PX",
+    "MAX_STARS",
+    "MIN_STARS",
+    "PIXEL_SCALE_KEYWORDS",
+    "SEEING_KEYWORDS",
+    "HeaderSeeing",
+    "candidate_stamps",
+    "header_pixel_scale_arcsec",
+    "header_seeing",
+    "seeing_fwhm_px",
+]
+
 MAX_STARS = 12
 #: Bright clean stars whose stamps a frame keeps for the seeing fit.
 CANDIDATE_STARS = 4 * MAX_STARS

@@ -56,6 +56,29 @@ from skysift.io.fitsheader import (
     HeaderLimits,
 )
 
+__all__ = [
+    "CHUNK_BYTES",
+    "GZIP_IN_MEMORY_MAX_BYTES",
+    "SECTION_BAND_BYTES",
+    "Image",
+    "ImageInfo",
+    "Sections",
+    "build_wcs",
+    "image_hdus",
+    "image_id_hdu",
+    "inspect_image",
+    "inspect_with_header",
+    "make_image_id",
+    "read_chunks",
+    "read_image",
+    "refuse_bad_checksum",
+    "streamed_checksum_status",
+    "walk_file",
+    "walk_gzip",
+    "wcs_kind",
+    "with_streamed_checksum",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -49,6 +49,24 @@ from skysift.errors import (
 )
 from skysift.limits import DEFAULT_LIMITS, HeaderLimits
 
+__all__ = [
+    "BLOCK",
+    "CARD",
+    "FITS_MAGIC",
+    "GZIP_MAGIC",
+    "VALID_BITPIX",
+    "ChecksumStatus",
+    "FileLayout",
+    "HduLayout",
+    "HduListing",
+    "check_selected",
+    "checksum_status",
+    "inflate_declared",
+    "list_hdus",
+    "readable",
+    "walk",
+]
+
 log = logging.getLogger(__name__)
 
 BLOCK = 2880

@@ -18,6 +18,20 @@ import fsspec
 
 from skysift.errors import NotWritable, SourceNotFound
 
+__all__ = [
+    "FITS_SUFFIXES",
+    "check_writable",
+    "fingerprint",
+    "is_remote",
+    "is_within",
+    "list_fits",
+    "normalize_uri",
+    "object_size",
+    "open_binary",
+    "prefetch",
+    "read_bytes",
+]
+
 #: Extensions of files that are treated as FITS images when scanning directories.
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 

@@ -30,6 +30,19 @@ from skysift.io.fits import Image, ImageInfo, build_wcs
 from skysift.parallel.strips import Strip, map_forked, plan_strips, worth_splitting
 from skysift.settings import Settings
 
+__all__ = [
+    "GAUSSIAN_FLUX_WITHIN_FWHM",
+    "Measurement",
+    "PixelMeasurement",
+    "combine",
+    "detection_filter_fwhm",
+    "finish_catalog",
+    "header_float",
+    "measure_image",
+    "measure_pixels",
+    "plausible_pixel_scale",
+]
+
 log = logging.getLogger(__name__)
 
 #: Fraction of a Gaussian PSF's flux inside a circular aperture of radius FWHM.

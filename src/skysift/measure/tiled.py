@@ -36,6 +36,17 @@ from skysift.measure.frame import (
 from skysift.parallel.strips import map_forked
 from skysift.settings import Settings
 
+__all__ = [
+    "BASE_MEMORY_BYTES",
+    "BYTES_PER_PIXEL",
+    "Tile",
+    "measure_tiled",
+    "pixels_for_memory",
+    "plan_tiles",
+    "read_tile",
+    "tile_size_for_memory",
+]
+
 #: Peak bytes per pixel of one in-memory measurement (float32 data, RMS map, SEP's
 #: filtered copy and buffers, mask, read buffer), measured: see BENCHMARKS.md.
 BYTES_PER_PIXEL = 40

@@ -23,6 +23,15 @@ from typing import TypeVar
 
 import numpy as np
 
+__all__ = [
+    "MIN_PIXELS_TO_SPLIT",
+    "STRIP_MARGIN_PX",
+    "Strip",
+    "map_forked",
+    "plan_strips",
+    "worth_splitting",
+]
+
 #: Rows read beyond a strip's core on each side; sources up to this size are detected whole.
 STRIP_MARGIN_PX = 128
 #: Frames smaller than this are measured in one process (forking costs more than it saves).

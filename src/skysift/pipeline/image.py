@@ -40,6 +40,21 @@ from skysift.measure.frame import measure_image
 from skysift.measure.tiled import measure_tiled, pixels_for_memory
 from skysift.settings import Settings
 
+__all__ = [
+    "ImageResult",
+    "ImageSummary",
+    "failed_result",
+    "image_row",
+    "in_memory_pixel_limit",
+    "ingest_image",
+    "is_catalogued",
+    "process_image",
+    "record",
+    "sources_table",
+    "summarize",
+    "top_sources",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -72,6 +72,16 @@ from skysift.parallel.pools import RUNNING_PREFIX, run_surviving
 from skysift.pipeline.image import ImageSummary, failed_result, process_image, record, summarize
 from skysift.settings import Settings
 
+__all__ = [
+    "HISTORY_MARGIN_DEG",
+    "LISTING_THREADS",
+    "ImageUnit",
+    "ProgressCallback",
+    "RunReport",
+    "images_to_measure",
+    "run_local",
+]
+
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[ImageSummary], None]

@@ -39,6 +39,16 @@ from sunpy.util.exceptions import SunpyUserWarning
 from skysift.timelag.errors import CutoutOutsideField, FrameUnusable, InvalidRequest
 from skysift.timelag.frames import BBox, Frame
 
+__all__ = [
+    "ROTATION_MODEL",
+    "check_cutout_in_field",
+    "cutout_header",
+    "header_map",
+    "reproject_frame",
+    "solar_wcs",
+    "source_bbox",
+]
+
 #: Differential rotation model used by :func:`propagate_with_solar_surface`.
 ROTATION_MODEL = "howard"
 #: Serialises sunpy's global "follow the solar surface" switch between threads.

@@ -43,6 +43,21 @@ from skysift.timelag.errors import (
     SchedulerUnavailable,
 )
 
+__all__ = [
+    "ENVIRONMENT_OPTION",
+    "EXTRA_PIP_PACKAGES",
+    "LOCAL_SCHEDULERS",
+    "WORKER_DISTRIBUTIONS",
+    "GatewayPlan",
+    "close_gateway",
+    "configure_gateway_options",
+    "dask_client",
+    "gateway_client",
+    "package_zip",
+    "parse_cluster_options",
+    "worker_requirements",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from skysift.timelag.errors import SeriesTooShort
 
+__all__ = ["TILE_PX", "Interpolation", "stack_on_grid", "time_grid"]
+
 #: Spatial tile of the rechunked cube, pixels: 180 frames x 128 x 128 float32 = 12 MB.
 TILE_PX = 128
 

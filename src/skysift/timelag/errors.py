@@ -9,6 +9,21 @@ from __future__ import annotations
 
 from skysift.errors import SkysiftError
 
+__all__ = [
+    "CutoutOutsideField",
+    "EmptyLagMap",
+    "FrameUnusable",
+    "GatewayUnavailable",
+    "IndexUnavailable",
+    "InvalidRequest",
+    "MissingDependency",
+    "RemoteAccessDenied",
+    "SchedulerUnavailable",
+    "SeriesNotFound",
+    "SeriesTooShort",
+    "TimeLagError",
+]
+
 
 class TimeLagError(SkysiftError):
     """Base class of time-lag failures."""

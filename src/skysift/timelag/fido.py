@@ -34,6 +34,8 @@ from skysift.timelag.attrs import Index
 from skysift.timelag.errors import InvalidRequest
 from skysift.timelag.index import SeriesQuery, open_index, search_series
 
+__all__ = ["SkysiftClient", "SkysiftResponse"]
+
 
 class SkysiftResponse(QueryResponseTable):
     """Fido results from the skysift index: one row per frame, with its ``uri``."""

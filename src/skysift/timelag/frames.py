@@ -27,6 +27,19 @@ from skysift.errors import SkysiftError, SourceNotFound
 from skysift.io.storage import is_remote
 from skysift.timelag.errors import FrameUnusable
 
+__all__ = [
+    "ESSENTIAL_PREFIXES",
+    "BBox",
+    "Frame",
+    "essential_header",
+    "frame_exposure_s",
+    "normalise_exposure",
+    "read_frame",
+    "read_header",
+    "read_image_header",
+    "section_header",
+]
+
 #: (y0, y1, x0, x1): a half-open pixel rectangle, 0-based, numpy order.
 BBox = tuple[int, int, int, int]
 

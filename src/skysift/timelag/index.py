@@ -25,6 +25,18 @@ import pandas as pd
 from skysift.catalog.query import LocalCatalog, QueryError
 from skysift.timelag.errors import IndexUnavailable, InvalidRequest, SeriesNotFound
 
+__all__ = [
+    "COLUMNS",
+    "WAVELENGTH_TOLERANCE_ANGSTROM",
+    "AthenaIndex",
+    "IndexBackend",
+    "LocalIndex",
+    "SeriesQuery",
+    "open_index",
+    "require_series",
+    "search_series",
+]
+
 #: A frame matches a wavelength when within this many Angstrom (AIA channels are integers).
 WAVELENGTH_TOLERANCE_ANGSTROM = 0.5
 

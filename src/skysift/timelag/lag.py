@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+__all__ = ["BATCH_PIXELS", "cross_correlation_lag", "lag_steps", "lag_tile"]
+
 #: Pixels per FFT batch: bounds the temporaries to about 40 MB for 180 frames.
 BATCH_PIXELS = 4096
 

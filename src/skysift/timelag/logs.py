@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+__all__ = ["DASK_LOGGERS", "SHUTDOWN_LOGGERS", "quiet_dask_logging"]
+
 #: Loggers of the dask machinery quieted by default.
 DASK_LOGGERS = ("distributed", "dask_gateway")
 #: Shutdown chatter, quieted to errors by default: a nanny that has to kill its worker after the

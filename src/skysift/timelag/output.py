@@ -23,6 +23,18 @@ from matplotlib.figure import Figure
 from skysift import __version__
 from skysift.io.storage import is_remote
 
+__all__ = [
+    "CMAP",
+    "LAG_PERCENTILE",
+    "LagMaps",
+    "fits_bytes",
+    "lag_colour_limit_s",
+    "lag_figure",
+    "png_bytes",
+    "put_bytes",
+    "write_outputs",
+]
+
 #: Diverging colour map: blue for B leading A, red for B following A, white for no lag.
 CMAP = "RdBu_r"
 #: Percentile of |lag| that sets the PNG's symmetric colour scale.

@@ -48,6 +48,23 @@ from skysift.timelag.output import LagMaps, write_outputs
 from skysift.timelag.request import TimeLagRequest
 from skysift.timelag.sources import FrameList
 
+__all__ = [
+    "GAP_WARNING_STEPS",
+    "Channel",
+    "LagPlan",
+    "aligned_frames",
+    "find_channel",
+    "find_series",
+    "maps_from",
+    "plan_cubes",
+    "plan_request",
+    "plan_timelag",
+    "prepare",
+    "reference_header",
+    "run_timelag",
+    "series_source",
+]
+
 if TYPE_CHECKING:
     from distributed import Client, Future
 

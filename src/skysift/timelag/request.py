@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from skysift.io.storage import read_bytes
 from skysift.timelag.errors import InvalidRequest
 
+__all__ = ["TimeLagRequest"]
+
 
 class TimeLagRequest(BaseModel):
     """Everything one time-lag map needs. Units are in the field names."""

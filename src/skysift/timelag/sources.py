@@ -51,6 +51,20 @@ from skysift.timelag.errors import FrameUnusable, InvalidRequest, RemoteAccessDe
 from skysift.timelag.frames import read_image_header
 from skysift.timelag.index import _utc
 
+__all__ = [
+    "HEADER_READERS",
+    "MANIFEST_SUFFIXES",
+    "START_COLUMNS",
+    "URI_COLUMNS",
+    "WINDOW_MARGIN",
+    "FrameList",
+    "Window",
+    "expand_frames",
+    "fido_uris",
+    "read_manifest",
+    "s3_uri",
+]
+
 #: Files given to ``--frames`` that list frames (one per line, or a CSV with a URL column).
 MANIFEST_SUFFIXES = (".csv", ".txt", ".lst")
 #: CSV columns naming a frame, in order of preference: skysift's ``uri``; sunpy-cloudcatalog's

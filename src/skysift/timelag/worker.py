@@ -25,6 +25,8 @@ import sys
 
 from skysift.errors import SkysiftError
 
+__all__ = ["INDEX_ENV", "main", "run"]
+
 log = logging.getLogger("skysift.timelag.worker")
 
 EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT = 0, 2, 75

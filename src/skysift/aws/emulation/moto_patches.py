@@ -85,6 +85,22 @@ import boto3
 from botocore.model import OperationModel
 from botocore.session import get_session
 
+__all__ = [
+    "SNS_DEDUPLICATION_S",
+    "BatchDispatcher",
+    "Containers",
+    "LambdaDispatcher",
+    "SandboxCrash",
+    "all_patches",
+    "batch_dispatch",
+    "eventbridge_to_stepfunctions",
+    "execution_names",
+    "lambda_dispatch",
+    "service_casing",
+    "sns_fifo_deduplication",
+    "too_many_requests",
+]
+
 log = logging.getLogger(__name__)
 
 #: ``handler(event, function_name) -> result``; raising marks the invocation failed.
