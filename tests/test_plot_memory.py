@@ -44,7 +44,10 @@ from skysift.cli.main import main
 try:
     main()
 finally:
-    print(f"maxrss_kib={{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}", file=sys.stderr)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking process (a pytest
+    # worker that already grew for other tests), while VmHWM belongs to this program's own memory
+    hwm = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(f"maxrss_kib={{hwm}}", file=sys.stderr)
 """
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -60,6 +61,21 @@ def event_model(function: Callable[..., Any]) -> type[BaseModel]:
     return model
 
 
+class _CurrentStdout:
+    """``sys.stdout`` as it is when a log line is written (Lambda's own stdout on AWS).
+
+    Powertools' logger keeps the stream it was created with, and its handler also serves the
+    ``skysift.*`` library loggers: bound to a stream a test runner or the emulator swapped in
+    for a while, every later library log line would go to a closed file.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def lambda_handler(*, metric: str) -> Callable[[StepHandler], LambdaHandler]:
     """Make ``handler(event: Model, ctx: Context) -> Result`` the Lambda handler of a function
     that counts ``metric`` each time it succeeds."""
@@ -67,7 +83,7 @@ def lambda_handler(*, metric: str) -> Callable[[StepHandler], LambdaHandler]:
     def decorate(function: StepHandler) -> LambdaHandler:
         model = event_model(function)
         name = f"{function.__module__}.{function.__qualname__}"
-        logger, tracer, metrics = Logger(), Tracer(), EphemeralMetrics()
+        logger, tracer, metrics = Logger(stream=_CurrentStdout()), Tracer(), EphemeralMetrics()
 
         @logger.inject_lambda_context
         @tracer.capture_lambda_handler

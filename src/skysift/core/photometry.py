@@ -596,16 +596,16 @@ def _corrected_mosaics(rows: np.ndarray, data, error, mask, maps, seg_ids, x, y,
 def _batched(cuts: Iterable[Cutout], max_pixels: int) -> Iterator[tuple[int, list[Cutout]]]:
     """``(position of its first, batch)``: consecutive batches of ``cuts``, taken one at a time,
     of at most ``max_pixels`` pixels each (a larger cut-out makes a batch of its own)."""
-    batch: list[Cutout] = []
+    group: list[Cutout] = []
     start = pixels = 0
     for cut in cuts:
-        if batch and pixels + cut.data.size > max_pixels:
-            yield start, batch
-            start, batch, pixels = start + len(batch), [], 0
-        batch.append(cut)
+        if group and pixels + cut.data.size > max_pixels:
+            yield start, group
+            start, group, pixels = start + len(group), [], 0
+        group.append(cut)
         pixels += cut.data.size
-    if batch:
-        yield start, batch
+    if group:
+        yield start, group
 
 
 def _mosaics(cuts: list[Cutout]) -> Iterator[tuple[np.ndarray, _Mosaic]]:
