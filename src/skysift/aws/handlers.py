@@ -27,12 +27,13 @@ has its process to itself anyway; where several share one (the emulation) their 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
 import typing
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO, TypeVar
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
@@ -61,19 +62,36 @@ def event_model(function: Callable[..., Any]) -> type[BaseModel]:
     return model
 
 
-class _CurrentStdout:
-    """``sys.stdout`` as it is when a log line is written (Lambda's own stdout on AWS).
+#: Where the functions' JSON logs go: None is the process's own stdout (Lambda's, on AWS). The
+#: emulator points it at its log file (:func:`log_stream`).
+_LOG_STREAM: list[TextIO] = []
 
-    Powertools' logger keeps the stream it was created with, and its handler also serves the
-    ``skysift.*`` library loggers: bound to a stream a test runner or the emulator swapped in
-    for a while, every later library log line would go to a closed file.
+
+@contextlib.contextmanager
+def log_stream(stream: TextIO) -> Iterator[None]:
+    """Send the functions' JSON logs to ``stream`` while inside (the emulator's log file)."""
+    _LOG_STREAM.append(stream)
+    try:
+        yield
+    finally:
+        _LOG_STREAM.pop()
+
+
+class _FunctionStdout:
+    """The stream Powertools' logger writes to, looked up at each line: the process's own stdout
+    (``sys.__stdout__``, Lambda's), or the emulator's log file.
+
+    Powertools keeps the stream it was created with, and its handler also serves the
+    ``skysift.*`` library loggers; bound to whatever ``sys.stdout`` a test runner or a command
+    had swapped in at import time, later log lines went to a closed file or into a command's
+    own output.
     """
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        return (_LOG_STREAM[-1] if _LOG_STREAM else sys.__stdout__).write(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        (_LOG_STREAM[-1] if _LOG_STREAM else sys.__stdout__).flush()
 
 
 def lambda_handler(*, metric: str) -> Callable[[StepHandler], LambdaHandler]:
@@ -83,7 +101,7 @@ def lambda_handler(*, metric: str) -> Callable[[StepHandler], LambdaHandler]:
     def decorate(function: StepHandler) -> LambdaHandler:
         model = event_model(function)
         name = f"{function.__module__}.{function.__qualname__}"
-        logger, tracer, metrics = Logger(stream=_CurrentStdout()), Tracer(), EphemeralMetrics()
+        logger, tracer, metrics = Logger(stream=_FunctionStdout()), Tracer(), EphemeralMetrics()
 
         @logger.inject_lambda_context
         @tracer.capture_lambda_handler

@@ -319,12 +319,14 @@ def _fits_files(directory: str) -> list[Path]:
 def _function_output(log_path: Path | None) -> Iterator[None]:
     """The functions' output (Powertools JSON logs on stdout, EMF metrics, moto's warnings) into
     ``log_path``, as CloudWatch Logs would hold them; left alone (stderr) when None."""
+    from skysift.aws.handlers import log_stream
+
     if log_path is None:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), log_stream(sys.stderr):
             yield
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
+    with open(log_path, "w", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file), log_stream(log_file):
         handler = logging.StreamHandler(log_file)
         root = logging.getLogger()
         saved = root.handlers[:]
