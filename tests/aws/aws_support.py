@@ -3,6 +3,7 @@ a name no other test folder uses, so pytest-xdist workers never confuse it with 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sky_factory import write_sky
@@ -24,3 +25,13 @@ def sky_file(path: Path, *, seed: int = 7, size: int = 200, n_stars: int = 30, n
     where = {} if center is None else {"center_ra": center[0], "center_dec": center[1]}
     return write_sky(path, size=size, n_stars=n_stars, n_galaxies=5, seed=seed,
                      header={"DATE-OBS": f"{night}T00:00:00", "FILTER": band, "SURVEY": survey}, **where)[0]
+
+
+def received_alert_ids(session, queue_url: str) -> list[str]:
+    """alert_ids of the SNS messages waiting in an SQS queue, in the order received; the queue is emptied."""
+    sqs, out = session.client("sqs"), []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        out += [json.loads(json.loads(m["Body"])["Message"])["alert_id"] for m in messages]
+        for m in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return out

@@ -9,6 +9,7 @@ import time
 import boto3
 import pyarrow as pa
 import pytest
+from aws_support import received_alert_ids
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
@@ -42,16 +43,6 @@ def sns_setup(monkeypatch):
         yield session, topic, queue
 
 
-def received(session, queue: str) -> list[str]:
-    """alert_ids of the messages in the queue, in order."""
-    sqs, out = session.client("sqs"), []
-    while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
-        out += [json.loads(json.loads(m["Body"])["Message"])["alert_id"] for m in messages]
-        for m in messages:
-            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
-    return out
-
-
 def ledger(session) -> dict[str, str]:
     """Status of each ledger record."""
     items = session.client("dynamodb").scan(TableName="ledger")["Items"]
@@ -75,7 +66,7 @@ def test_each_alert_is_published_once(sns_setup):
     again = publisher.publish([alert(i) for i in range(25)])
 
     assert len(first) == 23 and again == ["a23", "a24"]
-    assert sorted(received(session, queue)) == sorted(f"a{i}" for i in range(25))
+    assert sorted(received_alert_ids(session, queue)) == sorted(f"a{i}" for i in range(25))
     assert set(ledger(session).values()) == {"COMPLETED"}
 
 
@@ -88,7 +79,7 @@ def test_a_failed_publish_releases_its_claim_so_a_retry_sends_it(sns_setup):
 
     assert ledger(session) == {}
     assert SnsPublisher(topic, "ledger", session=session).publish([alert(i) for i in range(3)]) == ["a0", "a1", "a2"]
-    assert received(session, queue) == ["a0", "a1", "a2"]
+    assert received_alert_ids(session, queue) == ["a0", "a1", "a2"]
 
 
 class Died(BaseException):
@@ -111,7 +102,7 @@ def test_a_claim_whose_holder_died_expires_with_its_deadline_and_the_alert_is_th
     sent = retry.publish([alert(1)])
 
     assert is_transient(busy.value)
-    assert sent == ["a1"] and received(session, queue) == ["a1"]
+    assert sent == ["a1"] and received_alert_ids(session, queue) == ["a1"]
 
 
 def test_a_publish_whose_response_was_lost_is_not_delivered_twice(sns_setup):
@@ -122,7 +113,7 @@ def test_a_publish_whose_response_was_lost_is_not_delivered_twice(sns_setup):
     session.client("dynamodb").delete_item(TableName="ledger", Key={"id": {"S": next(iter(ledger(session)))}})
 
     assert publisher.publish([alert(1)]) == ["a1"]  # sent again to SNS ...
-    assert received(session, queue) == ["a1"]  # ... and dropped there: MessageDeduplicationId = alert_id
+    assert received_alert_ids(session, queue) == ["a1"]  # ... and dropped there: MessageDeduplicationId = alert_id
 
 
 def test_catalog_store_replaces_an_images_rows_and_finds_earlier_images(emulation):

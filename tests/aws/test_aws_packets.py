@@ -9,7 +9,7 @@ import boto3
 import numpy as np
 import pytest
 from astropy.io import fits
-from aws_support import sky_file
+from aws_support import received_alert_ids, sky_file
 from moto import mock_aws
 
 from skysift.alerts.packets import read_packet, sky_cell, sky_cell_ranges
@@ -68,15 +68,6 @@ def topic_with_queues(monkeypatch):
         yield session, topic, subscribe
 
 
-def _received(session, url: str) -> list[str]:
-    sqs, out = session.client("sqs"), []
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        out += [json.loads(json.loads(m["Body"])["Message"])["alert_id"] for m in messages]
-        for m in messages:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    return sorted(out)
-
-
 def test_filter_policies_select_a_region_or_a_watchlist(topic_with_queues):
     session, topic, subscribe = topic_with_queues
     cosmos = subscribe("cosmos", filter_policy(cone=(*COSMOS, 0.5)))
@@ -88,10 +79,10 @@ def test_filter_policies_select_a_region_or_a_watchlist(topic_with_queues):
 
     SnsPublisher(topic, "ledger", session=session).publish(alerts)
 
-    assert _received(session, cosmos) == ["a1", "a2", "a4"]
-    assert _received(session, centaurus) == []
-    assert _received(session, watchlist) == ["a2"]
-    assert _received(session, bright_cosmos) == ["a4"]
+    assert sorted(received_alert_ids(session, cosmos)) == ["a1", "a2", "a4"]
+    assert sorted(received_alert_ids(session, centaurus)) == []
+    assert sorted(received_alert_ids(session, watchlist)) == ["a2"]
+    assert sorted(received_alert_ids(session, bright_cosmos)) == ["a4"]
 
 
 def _packet(emulation, uri: str) -> dict:

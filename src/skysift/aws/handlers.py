@@ -62,8 +62,8 @@ def event_model(function: Callable[..., Any]) -> type[BaseModel]:
     return model
 
 
-#: Where the functions' JSON logs go: None is the process's own stdout (Lambda's, on AWS). The
-#: emulator points it at its log file (:func:`log_stream`).
+#: Where the functions' JSON logs go, innermost last: empty is the process's own stdout (Lambda's,
+#: on AWS); the emulator pushes its log file (:func:`log_stream`).
 _LOG_STREAM: list[TextIO] = []
 
 
@@ -87,11 +87,15 @@ class _FunctionStdout:
     own output.
     """
 
+    @staticmethod
+    def _now() -> TextIO:
+        return _LOG_STREAM[-1] if _LOG_STREAM else sys.__stdout__
+
     def write(self, text: str) -> int:
-        return (_LOG_STREAM[-1] if _LOG_STREAM else sys.__stdout__).write(text)
+        return self._now().write(text)
 
     def flush(self) -> None:
-        (_LOG_STREAM[-1] if _LOG_STREAM else sys.__stdout__).flush()
+        self._now().flush()
 
 
 def lambda_handler(*, metric: str) -> Callable[[StepHandler], LambdaHandler]:

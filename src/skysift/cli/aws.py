@@ -350,9 +350,8 @@ class _Outcome:
 
 
 def _outcome(execution: dict) -> _Outcome:
-    detail = json.loads(execution["input"]).get("detail", {}).get("object", {})
-    source = json.loads(execution["input"]).get("source", {})
-    key = detail.get("key") or source.get("key") or "?"
+    given = json.loads(execution["input"])  # an EventBridge S3 event, or {"source": {...}}
+    key = given.get("detail", {}).get("object", {}).get("key") or given.get("source", {}).get("key") or "?"
     if execution["status"] != "SUCCEEDED":
         cause = (execution.get("cause") or "").splitlines()[0][:200] if execution.get("cause") else ""
         return _Outcome(key, "failed", reason=f"{execution.get('error') or execution['status']}: {cause}".rstrip(": "))
