@@ -9,7 +9,6 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import click

@@ -240,7 +240,7 @@ class LazyChoice(click.Choice):
     """``click.Choice`` of the sequence at ``"module:attribute"``, imported when first needed
     (a command's ``--help`` or use), not when the command line is built."""
 
-    def __init__(self, where: str, case_sensitive: bool = True) -> None:  # noqa: D107 (choices come later)
+    def __init__(self, where: str, case_sensitive: bool = True) -> None:
         self.where = where
         self.case_sensitive = case_sensitive
 
