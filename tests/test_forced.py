@@ -86,7 +86,7 @@ def test_a_patch_mostly_masked_is_enlarged_until_the_sky_can_be_estimated(tmp_pa
 def test_the_sky_of_an_image_read_whole_is_cached_for_the_next_ask(make_sky, tmp_path, monkeypatch):
     """Within sky_cache, an image read whole has its sky estimated once: later asks map the
     cached arrays and get the same SNRs; a rewritten file is not served from the cache."""
-    path, _truth = make_sky(size=512, n_stars=60, n_galaxies=0, seed=8)
+    path, _ = make_sky(size=512, n_stars=60, n_galaxies=0, seed=8)
     settings = BackgroundSettings()
     wcs = read_image(str(path)).wcs
     rng = np.random.default_rng(9)

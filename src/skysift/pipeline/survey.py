@@ -216,9 +216,8 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
     """
     if not _has_table_files(LocalTables(home).table_dir("images")):
         return units, [], 0  # nothing done yet (a fresh home): no query engine to start
-    from skysift.catalog.query import (
-        LocalCatalog,  # DuckDB and pandas: only when there are rows to read
-    )
+    # DuckDB and pandas: only when there are rows to read
+    from skysift.catalog.query import LocalCatalog
 
     rows = LocalCatalog(home).sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
     if rows.empty:
