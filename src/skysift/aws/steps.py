@@ -29,7 +29,6 @@ import json
 import logging
 import os
 from collections import Counter
-from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlparse
 
@@ -43,15 +42,14 @@ from skysift.aws import faults
 from skysift.aws.catalog import S3GlueCatalog, put_unless_success
 from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.publisher import SnsPublisher, idempotency_config
-from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA
+from skysift.catalog.records import ImageRecord, ImageStatus, Route
+from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.errors import SkysiftError
 from skysift.io.fits import ImageInfo, inspect_image, make_image_id
-from skysift.pipeline.image import image_row, is_catalogued, process_image, top_sources
+from skysift.pipeline.image import image_record, is_catalogued, process_image, top_sources
 from skysift.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_TIMESTAMPS = {f.name for f in IMAGES_SCHEMA if pa.types.is_timestamp(f.type)}
 
 
 class MalformedEvent(SkysiftError):
@@ -98,14 +96,6 @@ def parse_source(event: dict[str, Any]) -> SourceObject:
         return SourceObject.model_validate(event["source"])
     except (ValidationError, KeyError, TypeError) as exc:
         raise MalformedEvent(f"not an S3 Object Created event nor {{'source': {{bucket, key}}}}: {exc}") from exc
-
-
-def jsonable_row(row: dict) -> dict:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-
-
-def row_from_json(data: dict) -> dict:
-    return {k: (datetime.fromisoformat(v) if k in _TIMESTAMPS and isinstance(v, str) else v) for k, v in data.items()}
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -169,13 +159,13 @@ def _context_for(environment: tuple[tuple[str, str], ...]) -> Context:
 
 
 # -- the steps -------------------------------------------------------------------------------
-def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
+def choose_route(info: ImageInfo, small_image_max_pixels: int) -> Route:
     """``small`` (Lambda), ``large`` (Batch) or ``index_only`` (a solar image: see
     :func:`~skysift.pipeline.image.is_catalogued`; an image without a celestial WCS is catalogued
     in pixels)."""
     if not is_catalogued(info):
-        return "index_only"
-    return "small" if info.pixels <= small_image_max_pixels else "large"
+        return Route.INDEX_ONLY
+    return Route.SMALL if info.pixels <= small_image_max_pixels else Route.LARGE
 
 
 def inspect_step(event: dict[str, Any], ctx: Context) -> dict:
@@ -204,23 +194,23 @@ def detect_step(request: dict[str, Any], ctx: Context) -> dict:
     """
     req = DetectRequest.model_validate(request)
     result = process_image(req.source.uri, ctx.settings, hdu=req.image.info.hdu, route=req.image.route,
-                           workers=ctx.config.workers if req.image.route == "large" else 1)
+                           workers=ctx.config.workers if req.image.route == Route.LARGE else 1)
     if result.error is not None:
         raise result.error  # an internal_error keeps its cause: a throttled read is retried, not quarantined
-    row = result.image_row
-    sources_uri = ctx.store.write_sources(row, result.sources)
-    n_sources = int(row.get("n_sources") or (result.sources.num_rows if result.sources is not None else 0))
+    record = result.record
+    sources_uri = ctx.store.write_sources(record, result.sources)
+    n_sources = int(record.n_sources or (result.sources.num_rows if result.sources is not None else 0))
     put_json(ctx.s3, req.image.summary_uri, {
-        "status": row["status"], "image_row": jsonable_row(row), "n_sources": n_sources,
+        "status": record.status, "image_row": record.to_json(), "n_sources": n_sources,
         "sources_uri": sources_uri, "top_sources": top_sources(result.sources),
     })
-    return {"status": row["status"], "n_sources": n_sources, "summary_uri": req.image.summary_uri,
+    return {"status": record.status, "n_sources": n_sources, "summary_uri": req.image.summary_uri,
             "sources_uri": sources_uri}
 
 
 def _summary(ctx: Context, image: ImageState) -> dict:
     summary = get_json(ctx.s3, image.summary_uri)
-    if summary is None or summary.get("status") == "failed":
+    if summary is None or summary.get("status") == ImageStatus.FAILED:
         raise errors.SourceNotFound("no detection summary: the detect step did not finish", uri=image.summary_uri)
     return summary
 
@@ -237,11 +227,11 @@ def alerts_step(request: dict[str, Any], ctx: Context) -> dict:
     then stores the rows.
     """
     req = DetectRequest.model_validate(request)
-    row = row_from_json(_summary(ctx, req.image)["image_row"])
-    sources = ctx.store.read_sources(row)
-    alerts = prepare_alerts(row, sources, ctx.store, ctx.settings.alerts, ctx.settings.background)
+    record = ImageRecord.from_json(_summary(ctx, req.image)["image_row"])
+    sources = ctx.store.read_sources(record)
+    alerts = prepare_alerts(record, sources, ctx.store, ctx.settings.alerts, ctx.settings.background)
     sent = ctx.publisher().publish(alerts)
-    ctx.store.write_alerts(row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
+    ctx.store.write_alerts(record, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
                                                      schema=ALERTS_SCHEMA))
     return {"n_alerts": len(alerts), "n_published": len(sent)}
 
@@ -251,19 +241,17 @@ def record_step(state: dict[str, Any], ctx: Context) -> dict:
     index-only for non-celestial images; then the outcome the survey report reads."""
     source = SourceObject.model_validate(state["source"])
     image = ImageState.model_validate(state["image"])
-    if image.route == "index_only":
-        result = process_image(source.uri, ctx.settings, hdu=image.info.hdu, route="index_only")
+    if image.route == Route.INDEX_ONLY:
+        result = process_image(source.uri, ctx.settings, hdu=image.info.hdu, route=Route.INDEX_ONLY)
         if result.error is not None:
             raise result.error
-        row = result.image_row
-        ctx.store.write_image_row(row)
+        record = result.record
     else:
-        row = row_from_json(_summary(ctx, image)["image_row"])
-        row["route"] = image.route
-        ctx.store.write_image_row(row)
-    outcome = {"image_id": row["image_id"], "status": row["status"], "route": row["route"],
-               "n_sources": int(row.get("n_sources") or 0)}
-    put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome, "uri": source.uri})
+        record = ImageRecord.from_json(_summary(ctx, image)["image_row"]).replace(route=image.route)
+    ctx.store.write_image_record(record)
+    outcome = {"image_id": record.image_id, "status": record.status, "route": record.route,
+               "n_sources": int(record.n_sources or 0)}
+    put_json(ctx.s3, outcome_uri(ctx, record.image_id), {**outcome, "uri": source.uri})
     return outcome
 
 
@@ -294,7 +282,7 @@ def caught_failure(state: dict[str, Any], ctx: Context) -> tuple[str, dict[str, 
     if name == "States.TaskFailed" and "image" in state:  # a Batch job: its exit code or its summary says why
         transient = (details.get("Container") or {}).get("ExitCode") == EXIT_TRANSIENT
         summary = {} if transient else get_json(ctx.s3, state["image"]["summary_uri"]) or {}
-        if summary.get("status") == "failed":
+        if summary.get("status") == ImageStatus.FAILED:
             return where, summary["error"]
         return where, {"reason": faults.AWS_TRANSIENT if transient else "batch_failed", "error_type": name,
                        "message": f"the Batch job failed: {details.get('StatusReason') or cause[:300]}",
@@ -313,7 +301,7 @@ def _source_or_none(state: dict[str, Any]) -> SourceObject | None:
 
 
 def _succeeded(outcome: bytes) -> bool:
-    return json.loads(outcome).get("status") in ("ok", "indexed")
+    return json.loads(outcome).get("status") in (ImageStatus.OK, ImageStatus.INDEXED)
 
 
 def quarantine_step(payload: dict[str, Any], ctx: Context) -> dict:
@@ -330,20 +318,20 @@ def quarantine_step(payload: dict[str, Any], ctx: Context) -> dict:
     source = _source_or_none(state)
     error = SkysiftError(record.get("message") or "", uri=record.get("uri") or (source.uri if source else None))
     error.reason = record.get("reason") or "internal_error"
-    info, route = None, "inspect"
+    info, route = None, Route.INSPECT
     if "image" in state:
         image = ImageState.model_validate(state["image"])
-        info, route = image.info, image.route
-    row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error)
+        info, route = image.info, Route(image.route)
+    row = image_record(info, status=ImageStatus.FAILED, route=route, uri=source.uri if source else None, error=error)
     details = {**record, "reason": error.reason, "message": error.message, "uri": error.uri, "state": where,
                "caught": state.get("caught", {}).get(where), "route": route}
     record_uri = ctx.store.record_failure(row, details, execution)
-    images_uri = None if record.get("transient") else ctx.store.write_failed_image_row(row)
-    log.warning("quarantined %s after %s: %s (%s)%s", row["uri"], where, error.reason, error.message,
+    images_uri = None if record.get("transient") else ctx.store.write_failed_image_record(row)
+    log.warning("quarantined %s after %s: %s (%s)%s", row.uri, where, error.reason, error.message,
                 "" if images_uri or record.get("transient") else "; a successful images row is kept")
-    outcome = {"image_id": row["image_id"], "reason": error.reason, "message": error.message, "record_uri": record_uri}
-    bucket, key = _split_s3(outcome_uri(ctx, row["image_id"]))
-    document = {**outcome, "status": "failed", "route": route, "uri": row["uri"], "state": where}
+    outcome = {"image_id": row.image_id, "reason": error.reason, "message": error.message, "record_uri": record_uri}
+    bucket, key = _split_s3(outcome_uri(ctx, row.image_id))
+    document = {**outcome, "status": ImageStatus.FAILED, "route": route, "uri": row.uri, "state": where}
     put_unless_success(ctx.s3, bucket, key, json.dumps(document, default=str).encode(), _succeeded,
                        ContentType="application/json")
     return outcome
@@ -375,11 +363,11 @@ def report_step(payload: dict[str, Any], ctx: Context) -> dict:
         outcome = get_json(ctx.s3, outcome_uri(ctx, image_id)) or {"status": "missing"}
         outcomes.append({"key": item.key, "image_id": image_id, **outcome})
     statuses = Counter(o["status"] for o in outcomes)
-    reasons = Counter(o.get("reason") or "unknown" for o in outcomes if o["status"] == "failed")
+    reasons = Counter(o.get("reason") or "unknown" for o in outcomes if o["status"] == ImageStatus.FAILED)
     name = payload["execution_id"].rsplit(":", 1)[-1]
     report = {
         "execution_id": payload["execution_id"], "total": len(outcomes),
-        "succeeded": statuses["ok"] + statuses["indexed"], "failed": statuses["failed"],
+        "succeeded": statuses[ImageStatus.OK] + statuses[ImageStatus.INDEXED], "failed": statuses[ImageStatus.FAILED],
         "missing": statuses["missing"], "statuses": dict(statuses), "reasons": dict(reasons),
         "map_run": state.get("map"), "map_error": state.get("map_error"),
         "images": sorted(outcomes, key=lambda o: o["key"]),

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.faults import failure_record
 from skysift.aws.steps import EXIT_TRANSIENT, Context, detect_step, put_json
+from skysift.catalog.records import ImageStatus, Route
 from skysift.errors import SkysiftError
 
 log = logging.getLogger("skysift.worker")
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _record_failure(ctx: Context, summary_uri: str, record: dict) -> None:
     """The failure summary Quarantine reads (:func:`skysift.aws.faults.failure_record`)."""
     try:
-        put_json(ctx.s3, summary_uri, {"status": "failed", "error": record})
+        put_json(ctx.s3, summary_uri, {"status": ImageStatus.FAILED, "error": record})
     except Exception:  # S3 itself failing: Quarantine then records the job's exit instead
         log.exception("could not write the failure summary to %s", summary_uri)
 
@@ -74,7 +75,7 @@ def _request(args: argparse.Namespace, ctx: Context) -> dict:
     from skysift.aws.steps import inspect_step
 
     state = inspect_step({"source": {"bucket": args.bucket, "key": args.key}}, ctx)
-    state["image"]["route"] = "large"
+    state["image"]["route"] = Route.LARGE
     state["image"]["summary_uri"] = args.summary_uri
     return state
 
