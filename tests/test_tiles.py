@@ -9,7 +9,8 @@ from scipy.spatial import cKDTree
 from skysift.core import flags as F
 from skysift.errors import ConfigError
 from skysift.measure.tiled import measure_tiled, pixels_for_memory, plan_tiles, tile_size_for_memory
-from skysift.pipeline.image import in_memory_pixel_limit, process_image
+from skysift.pipeline.image import process_image
+from skysift.pipeline.router import in_memory_pixel_limit
 from skysift.settings import Settings
 
 

@@ -46,7 +46,8 @@ from skysift.catalog.records import ImageRecord, ImageStatus, Route
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.errors import SkysiftError
 from skysift.io.fits import ImageInfo, inspect_image, make_image_id
-from skysift.pipeline.image import image_record, is_catalogued, process_image, top_sources
+from skysift.pipeline.image import image_record, process_image, top_sources
+from skysift.pipeline.router import choose_route
 from skysift.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,15 +160,6 @@ def _context_for(environment: tuple[tuple[str, str], ...]) -> Context:
 
 
 # -- the steps -------------------------------------------------------------------------------
-def choose_route(info: ImageInfo, small_image_max_pixels: int) -> Route:
-    """``small`` (Lambda), ``large`` (Batch) or ``index_only`` (a solar image: see
-    :func:`~skysift.pipeline.image.is_catalogued`; an image without a celestial WCS is catalogued
-    in pixels)."""
-    if not is_catalogued(info):
-        return Route.INDEX_ONLY
-    return Route.SMALL if info.pixels <= small_image_max_pixels else Route.LARGE
-
-
 def inspect_step(event: dict[str, Any], ctx: Context) -> dict:
     source = parse_source(event)
     try:
@@ -180,7 +172,8 @@ def inspect_step(event: dict[str, Any], ctx: Context) -> dict:
             raise
         source, info = decoded, inspect_image(decoded.uri, survey_default=ctx.settings.survey,
                                                   limits=ctx.settings.limits.header_limits())
-    route = choose_route(info, ctx.config.small_image_max_pixels)
+    # small (Lambda), large (Batch) or index_only (a solar image), from the header: the one router
+    route = choose_route(info, ctx.settings, small_image_max_pixels=ctx.config.small_image_max_pixels)
     log.info("inspected %s: %dx%d %s -> %s", source.uri, info.nx, info.ny, info.wcs_kind, route)
     image = {"info": info.model_dump(mode="json"), "route": route, "summary_uri": ctx.summary_uri(info.image_id)}
     return {"source": source.model_dump(), "image": image}

@@ -75,7 +75,7 @@ def _request(args: argparse.Namespace, ctx: Context) -> dict:
     from skysift.aws.steps import inspect_step
 
     state = inspect_step({"source": {"bucket": args.bucket, "key": args.key}}, ctx)
-    state["image"]["route"] = Route.LARGE
+    state["image"]["route"] = Route.LARGE  # the Batch job measures in tiles (the router follows a request for them)
     state["image"]["summary_uri"] = args.summary_uri
     return state
 

@@ -3,7 +3,8 @@
 Two entry points:
 
 * :func:`inspect_image` reads headers only (a few ranged reads on S3) and returns an
-  :class:`ImageInfo` that the router uses to choose a path.
+  :class:`ImageInfo` that the router uses to choose a path (:func:`view_header`: the
+  shape and WCS kind alone, without hashing the file).
 * :func:`read_image` reads and verifies the pixels up front, so that a truncated or
   corrupt upload fails here with a named error rather than later inside SEP.
 
@@ -516,6 +517,40 @@ def inspect_with_header(uri: str, hdu: int | str | None = None, *, survey_defaul
     info = _describe(layout, header, uri, storage.fingerprint(uri),
                      storage.object_size(uri), survey_default, fitsheader.checksum_status(layout.selected, None))
     return info, header.copy()
+
+
+@dataclass(frozen=True)
+class HeaderView:
+    """An image as its headers describe it, before its content is hashed or a pixel read:
+    what the router needs (:func:`skysift.pipeline.router.choose_route`), as :class:`ImageInfo`
+    has it too."""
+
+    shape: tuple[int, ...]  # the image's axes longer than 1, slowest first: (ny, nx) for a 2-D image
+    wcs_kind: WcsKind
+
+    @property
+    def nx(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def ny(self) -> int:
+        return self.shape[-2]
+
+    @property
+    def pixels(self) -> int:
+        """Pixels the in-memory read would hold (every axis counted, as its limit counts them)."""
+        return math.prod(self.shape)
+
+
+def view_header(uri: str, hdu: int | str | None = None, *, limits: HeaderLimits = DEFAULT_LIMITS) -> HeaderView:
+    """The chosen image's shape and WCS kind from its headers alone.
+
+    The headers are walked and checked as :func:`inspect_image` does, but the file is not
+    hashed: a local file's SHA-256 then runs while :func:`read_image` decodes its pixels.
+    """
+    uri = storage.normalize_uri(uri)
+    layout, header = _image_header(uri, hdu, limits)
+    return HeaderView(shape=tuple(n for n in layout.selected.image_shape if n > 1), wcs_kind=wcs_kind(header))
 
 
 def _image_header(uri: str, hdu: int | str | None, limits: HeaderLimits) -> tuple[FileLayout, fits.Header]:

@@ -21,9 +21,9 @@ from astropy.io import fits
 from skysift import __version__
 from skysift.alerts.delivery import raise_alerts
 from skysift.catalog.ports import AlertPublisher, CatalogStore
-from skysift.catalog.records import ImageRecord, ImageStatus, Route, WcsKind, WcsStatus
+from skysift.catalog.records import ImageRecord, ImageStatus, Route, WcsStatus
 from skysift.catalog.schema import sources_schema
-from skysift.errors import ChecksumMismatch, ImageTooLarge, InternalError, SkysiftError, WorkerDied
+from skysift.errors import ChecksumMismatch, InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
 from skysift.io.fits import (
     ImageInfo,
@@ -33,11 +33,13 @@ from skysift.io.fits import (
     make_image_id,
     read_image,
     refuse_bad_checksum,
+    view_header,
     with_streamed_checksum,
 )
 from skysift.io.fitsheader import ChecksumStatus
 from skysift.measure.frame import measure_image
-from skysift.measure.tiled import measure_tiled, pixels_for_memory
+from skysift.measure.tiled import measure_tiled
+from skysift.pipeline.router import choose_route, in_memory_pixel_limit
 from skysift.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,11 +135,6 @@ def sources_table(info: ImageInfo, columns: dict[str, np.ndarray], settings: Set
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def in_memory_pixel_limit(settings: Settings) -> int:
-    """Largest image measured in one piece; larger ones take the tiled path."""
-    return min(settings.limits.max_pixels, pixels_for_memory(settings.limits.max_memory_bytes))
-
-
 def _failed(uri: str, route: Route, exc: SkysiftError, info: ImageInfo | None = None, hdu: int | str | None = None,
             **values) -> ImageResult:
     exc.uri = exc.uri or str(uri)
@@ -163,17 +160,6 @@ def failed_result(uri: str, error: SkysiftError, *, route: Route = Route.LOCAL, 
     return _failed(uri, route, error, info, hdu)
 
 
-def is_catalogued(info: ImageInfo) -> bool:
-    """Whether an image gets a source catalog: every image but a solar (helioprojective) one.
-
-    A celestial image is catalogued with sky positions (null, with the reason, when its WCS
-    cannot be trusted); an image without celestial axes (blank CTYPEs, a lab frame) gets a
-    pixel catalog, RA/Dec null, as Source Extractor gives; a helioprojective image is only
-    indexed, for the solar time-lag workload (:mod:`skysift.timelag`), which reads its pixels itself.
-    """
-    return info.wcs_kind is not WcsKind.HELIOPROJECTIVE
-
-
 def _indexed(info: ImageInfo, header, wcs, t0: float, **values) -> ImageResult:
     record = image_record(info, status=ImageStatus.INDEXED, route=Route.INDEX_ONLY, total_s=time.perf_counter() - t0,
                           wcs_header=_wcs_text(header, wcs), wcs_status=WcsStatus.NONE, **values)
@@ -189,21 +175,24 @@ def _measured(info: ImageInfo, header, wcs, result, settings: Settings, route: R
     return ImageResult(record, sources=table, info=info, timings=timings)
 
 
-def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: Route | str = Route.LOCAL,
+def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: Route | str | None = None,
                   workers: int = 1) -> ImageResult:
     """Read and measure one image; never raises, whatever the input or the fault.
 
     ``hdu`` picks one image HDU of the file (index or EXTNAME; None: the first image HDU);
     every image HDU is an image of its own, with its own image_id
-    (:func:`~skysift.io.fits.make_image_id`). Images within :func:`in_memory_pixel_limit`
-    are read whole; larger ones (judged from the header, before any pixel is read) are
+    (:func:`~skysift.io.fits.make_image_id`). The header is read first and the router
+    (:func:`~skysift.pipeline.router.choose_route`, given ``route`` when a caller chose one
+    already) sends the image one of three ways before any pixel is read: a solar image is
+    indexed from its header (its pixels are never decoded); one within
+    :func:`~skysift.pipeline.router.in_memory_pixel_limit` is read whole; a larger one is
     measured tile by tile in bounded memory, with ``workers`` processes. Returns an
     :class:`ImageResult` whose ``record`` has status ``ok`` (sources measured; if the
     header names sky axes but its WCS cannot be trusted, with null sky positions and
     ``wcs_status`` = 'wcs_invalid'; without celestial axes, a pixel catalog with null sky
     positions and ``wcs_status`` = 'none'), ``indexed`` (helioprojective: indexed, not
-    extracted, see :func:`is_catalogued`) or ``failed`` (``error`` holds the typed error
-    and its reason). Every row records ``settings_hash``
+    extracted, see :func:`~skysift.pipeline.router.is_catalogued`) or ``failed`` (``error``
+    holds the typed error and its reason). Every row records ``settings_hash``
     (:meth:`~skysift.settings.Settings.measurement_hash`), which resuming runs compare.
 
     Known causes fail with their typed reason; any other exception (a bug, a library's
@@ -211,48 +200,58 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     exception's class, message and a traceback digest, so that one image can never stop
     a run. Only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
     """
+    requested = Route(route) if route is not None else None
+    failed_route = requested or Route.LOCAL
     try:
-        result = _process_image(uri, settings, hdu=hdu, route=route, workers=workers)
+        result = _process_image(uri, settings, hdu=hdu, requested=requested, workers=workers)
     except SkysiftError as exc:  # a typed error from a step that does not catch its own
-        result = failed_result(uri, exc, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, exc, route=failed_route, hdu=hdu, survey_default=settings.survey)
     except BrokenProcessPool as exc:  # a tile or strip process was killed (out of memory?)
         died = WorkerDied(f"a process measuring part of this image died ({exc}): give it more memory "
                           "(--max-memory, fewer workers with -j) or check the file", uri=str(uri))
-        result = failed_result(uri, died, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, died, route=failed_route, hdu=hdu, survey_default=settings.survey)
     except Exception as exc:  # the point: no exception escapes one image
         log.debug("internal error while processing %s", uri, exc_info=True)
         error = InternalError.from_exception(exc, uri=str(uri))
-        result = failed_result(uri, error, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, error, route=failed_route, hdu=hdu, survey_default=settings.survey)
     result.record = result.record.replace(settings_hash=settings.measurement_hash())
     return result
 
 
-def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route: Route | str, workers: int) -> ImageResult:
+def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, requested: Route | None,
+                   workers: int) -> ImageResult:
     t0 = time.perf_counter()
-    limit = in_memory_pixel_limit(settings)
-    info = None
+    limits = settings.limits.header_limits()
     try:
-        # judge big files from their header before reading any pixel
-        if route == Route.LARGE or storage.object_size(storage.normalize_uri(uri)) > limit * 4:
-            info, header = inspect_with_header(uri, hdu, survey_default=settings.survey,
-                                        limits=settings.limits.header_limits())
-            if info.pixels > limit or route == Route.LARGE:
-                return _process_tiled(info, header, settings, workers, t0)
-        image = read_image(uri, hdu, max_pixels=limit, survey_default=settings.survey,
-                           limits=settings.limits.header_limits(),
-                           reject_bad_checksum=settings.limits.reject_bad_checksum)
-    except ImageTooLarge:  # a compressed file that expands beyond the limit
-        try:
-            return _process_tiled(*inspect_with_header(uri, hdu, survey_default=settings.survey,
-                                        limits=settings.limits.header_limits()), settings, workers, t0)
-        except SkysiftError as exc:
-            return _failed(uri, Route.LARGE, exc, info, hdu)
+        view = view_header(uri, hdu, limits=limits)
+    except SkysiftError as exc:
+        return _failed(uri, requested or Route.LOCAL, exc, None, hdu)
+    route = choose_route(view, settings, requested=requested)
+    if route.in_memory:
+        return _process_in_memory(uri, hdu, settings, route, workers, t0)
+    info = None
+    try:  # the header again, described in full, and the checksum by streaming the data unit
+        info, header = inspect_with_header(uri, hdu, survey_default=settings.survey, limits=limits)
+        info = with_streamed_checksum(info, limits=limits)
+        refuse_bad_checksum(info.checksum_status, info.uri, settings.limits.reject_bad_checksum)
     except SkysiftError as exc:
         return _failed(uri, route, exc, info, hdu)
+    if route is Route.INDEX_ONLY:
+        return _indexed(info, header, build_wcs(header), t0, read_s=time.perf_counter() - t0)
+    return _process_tiled(info, header, settings, workers, t0)
+
+
+def _process_in_memory(uri: str, hdu: int | str | None, settings: Settings, route: Route, workers: int,
+                       t0: float) -> ImageResult:
+    """The in-memory path: pixels read and verified whole (the content hash computed meanwhile)."""
+    try:
+        image = read_image(uri, hdu, max_pixels=in_memory_pixel_limit(settings), survey_default=settings.survey,
+                           limits=settings.limits.header_limits(),
+                           reject_bad_checksum=settings.limits.reject_bad_checksum)
+    except SkysiftError as exc:  # the read stops before it describes the image: its row has the URI and id
+        return _failed(uri, route, exc, None, hdu)
     read_s = time.perf_counter() - t0
     info = image.info
-    if not is_catalogued(info):
-        return _indexed(info, image.header, image.wcs, t0, read_s=read_s)
     try:
         result = measure_image(image, settings, workers=workers)
     except SkysiftError as exc:
@@ -261,20 +260,10 @@ def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route
 
 
 def _process_tiled(info: ImageInfo, header: fits.Header, settings: Settings, workers: int, t0: float) -> ImageResult:
-    """The large-image path: header known, pixels read tile by tile.
-
-    The checksum is verified first, by streaming the data unit once in bounded memory
-    (:func:`~skysift.io.fits.with_streamed_checksum`), so that this path records the
-    ``checksum_status`` the in-memory one does, and refuses a bad one with the same
-    reason before any tile is read when ``limits.reject_bad_checksum`` says so.
-    """
-    try:
-        info = with_streamed_checksum(info, limits=settings.limits.header_limits())
-        refuse_bad_checksum(info.checksum_status, info.uri, settings.limits.reject_bad_checksum)
-    except SkysiftError as exc:
-        return _failed(info.uri, Route.LARGE, exc, info)
-    if not is_catalogued(info):
-        return _indexed(info, header, build_wcs(header), t0)
+    """The large-image path: header known and checksum verified (by streaming the data unit once,
+    :func:`~skysift.io.fits.with_streamed_checksum`, so that this path records the ``checksum_status``
+    the in-memory one does, and refuses a bad one with the same reason before any tile is read when
+    ``limits.reject_bad_checksum`` says so); pixels read tile by tile."""
     try:
         info, result, header = measure_tiled(info.uri, settings, workers=workers, inspected=(info, header))
     except SkysiftError as exc:
@@ -340,7 +329,7 @@ def summarize(result: ImageResult, pointers: dict[str, str], n_alerts: int = 0) 
 
 
 def ingest_image(uri: str, settings: Settings, *, store: CatalogStore, publisher: AlertPublisher,
-                 hdu: int | str | None = None, route: Route | str = Route.LOCAL) -> ImageSummary:
+                 hdu: int | str | None = None, route: Route | str | None = None) -> ImageSummary:
     """Process one image and make its effects: rows written, alerts raised and published.
 
     Every effect is idempotent (rows replace by image_id, alerts send once per
