@@ -43,7 +43,7 @@ def raw_sep(path) -> int:
 def skysift_end_to_end(path, home, workers: int = 1):
     settings = Settings.load(home=home)
     result = process_image(str(path), settings, workers=workers)
-    LocalTables(home).write_image(result.image_row, result.sources)
+    LocalTables(home).write_image(result.record, result.sources)
     return result.sources
 
 

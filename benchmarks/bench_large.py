@@ -43,8 +43,8 @@ for _ in range(repeats):  # the first call in a fresh process also pays for lazy
     times.append(time.perf_counter() - t)
 seconds = sorted(times)[len(times) // 2]
 done.set()
-print(json.dumps({"seconds": seconds, "route": result.image_row["route"], "n_sources": result.image_row["n_sources"],
-                  "status": result.image_row["status"], "peak_rss_main_mib": peak[0] / 2**20,
+print(json.dumps({"seconds": seconds, "route": result.record.route, "n_sources": result.record.n_sources,
+                  "status": result.record.status, "peak_rss_main_mib": peak[0] / 2**20,
                   "peak_rss_workers_mib": peak[1] / 2**20, "peak_rss_total_mib": max(peak[2:] or [0]) / 2**20}))
 """
 

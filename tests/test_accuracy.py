@@ -82,7 +82,7 @@ def test_star_galaxy_score_separates_the_injected_kinds(matched):
 
 def test_image_quality_figures(matched):
     *_, spec, result = matched
-    row = result.image_row
+    row = result.record.to_row()
     assert row["seeing_fwhm_px"] == pytest.approx(spec.fwhm_px, rel=0.1)
     assert row["background_level"] == pytest.approx(spec.sky_counts, rel=0.01)
     expected_rms = np.sqrt(spec.sky_counts / spec.gain + (spec.read_noise_e / spec.gain) ** 2)

@@ -52,7 +52,7 @@ def test_ukidss_casu_zero_point_is_vega_per_second_with_extinction():
 def test_ukidss_catalog_magnitudes_use_the_casu_zero_point(settings):
     result = process_image(str(UKIDSS), settings, hdu=1)
     assert result.ok
-    row, sources = result.image_row, result.sources.to_pandas()
+    row, sources = result.record.to_row(), result.sources.to_pandas()
     assert row["zero_point_ab"] == pytest.approx(28.44965, abs=1e-5)
     assert row["zero_point_source"].startswith("MAGZPT (CASU WFCAM K")
     good = sources["flux"] > 0

@@ -24,5 +24,5 @@ def test_compaction_keeps_rows_and_later_rewrites_replace_them(make_sky, setting
     assert after.equals(before)
     images = LocalCatalog(settings.home).sql("SELECT COUNT(*) n, COUNT(DISTINCT image_id) d FROM images")
     assert images["n"][0] == images["d"][0] == 4
-    row = LocalCatalog(settings.home).sql("SELECT * FROM images").to_dict("records")[1]
-    assert store.read_sources(row).num_rows == before.set_index("image_id").loc[row["image_id"], "n"]
+    row = store.image(LocalCatalog(settings.home).sql("SELECT image_id FROM images")["image_id"][1])
+    assert store.read_sources(row).num_rows == before.set_index("image_id").loc[row.image_id, "n"]

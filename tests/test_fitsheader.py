@@ -141,8 +141,8 @@ def test_a_gzip_file_declaring_a_huge_image_is_routed_by_its_header_not_inflated
     with pytest.raises(ImageTooLarge):
         read_image(str(path), max_pixels=2**24)
     result = process_image(str(path), settings)
-    assert result.image_row["status"] == "indexed"
-    assert (result.image_row["nx"], result.image_row["ny"]) == (32768, 16384)
+    assert result.record.status == "indexed"
+    assert (result.record.nx, result.record.ny) == (32768, 16384)
 
 
 def test_truncated_gzip_data_is_truncated(tmp_path, image_bytes):
@@ -196,12 +196,12 @@ def test_checksum_verdict_agrees_with_astropy_for_compressed_and_scaled_files(tm
 def test_a_bad_checksum_is_a_column_or_a_quarantine_reason(checksummed, settings):
     _flip_a_data_bit(checksummed)
     kept = process_image(str(checksummed), settings)
-    assert kept.image_row["checksum_status"] == "bad"
-    assert kept.image_row["status"] != "failed"
+    assert kept.record.checksum_status == "bad"
+    assert kept.record.status != "failed"
     strict = settings.model_copy(update={"limits": settings.limits.model_copy(update={"reject_bad_checksum": True})})
     refused = process_image(str(checksummed), strict)
-    assert refused.image_row["status"] == "failed"
-    assert refused.image_row["error_reason"] == "bad_checksum"
+    assert refused.record.status == "failed"
+    assert refused.record.error_reason == "bad_checksum"
 
 
 def test_sections_check_the_header_too(tmp_path, image_bytes):

@@ -56,8 +56,8 @@ def test_images_row_records_the_filter_from_the_header_seeing(make_sky):
     poor, _ = make_sky("poor.fits", size=256, n_stars=40, fwhm_px=6.0)  # SEEING 2.4"
     settings = Settings.load(home="unused")
 
-    rows = {name: process_image(str(path), settings).image_row for name, path in (("good", good), ("poor", poor))}
-    fixed = process_image(str(poor), Settings.load(home="unused", detection__filter_fwhm_px=3.0)).image_row
+    rows = {name: process_image(str(path), settings).record.to_row() for name, path in (("good", good), ("poor", poor))}
+    fixed = process_image(str(poor), Settings.load(home="unused", detection__filter_fwhm_px=3.0)).record.to_row()
 
     assert rows["good"]["filter_fwhm_px"] == pytest.approx(3.0)
     assert rows["poor"]["filter_fwhm_px"] == pytest.approx(6.0)

@@ -14,7 +14,7 @@ import pytest
 
 from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.query import LocalCatalog
-from skysift.catalog.tables import LocalTables, image_row_table
+from skysift.catalog.tables import LocalTables
 from skysift.pipeline.image import process_image, record
 
 LATER = datetime(2027, 1, 1, tzinfo=UTC)
@@ -43,34 +43,34 @@ def three_nights(make_sky, settings):
                            header={"DATE-OBS": f"2026-01-0{night + 1}T00:00:00"})
         result = process_image(str(path), settings)
         record(result, store)
-        rows.append(result.image_row)
+        rows.append(result.record)
     return store, rows
 
 
 def test_earlier_images_and_sources_follow_new_files_rewrites_and_compaction(three_nights, settings):
     store, rows = three_nights
-    ra, dec, radius = rows[0]["center_ra"], rows[0]["center_dec"], 0.01
-    last = rows[2]["obs_time"]
-    assert [r["image_id"] for r in store.earlier_images(ra, dec, radius, last)] == [r["image_id"] for r in rows[:2]]
-    assert [r["image_id"] for r in store.earlier_images(ra + 1.0, dec, radius, last)] == []
+    ra, dec, radius = rows[0].center_ra, rows[0].center_dec, 0.01
+    last = rows[2].obs_time
+    assert [r.image_id for r in store.earlier_images(ra, dec, radius, last)] == [r.image_id for r in rows[:2]]
+    assert [r.image_id for r in store.earlier_images(ra + 1.0, dec, radius, last)] == []
     assert answer(store, ra, dec, radius, last) == expected_sources(settings.home, ra, dec, radius, last)
     in_cone = answer(store, ra, dec, radius, last)
-    assert {image_id for image_id, _ in in_cone} == {r["image_id"] for r in rows[:2]}
-    assert 10 < len(in_cone) < rows[0]["n_sources"] + rows[1]["n_sources"]  # the cone cuts the images
+    assert {image_id for image_id, _ in in_cone} == {r.image_id for r in rows[:2]}
+    assert 10 < len(in_cone) < rows[0].n_sources + rows[1].n_sources  # the cone cuts the images
 
     # the same store object sees an image rewritten as failed (its row file replaced)
     store.write_rows("images", rows[1], store_row(rows[1], status="failed"))
-    assert [r["image_id"] for r in store.earlier_images(ra, dec, radius, LATER)] == [rows[0]["image_id"], rows[2]["image_id"]]
+    assert [r.image_id for r in store.earlier_images(ra, dec, radius, LATER)] == [rows[0].image_id, rows[2].image_id]
     assert answer(store, ra, dec, radius, LATER) == expected_sources(settings.home, ra, dec, radius, LATER)
 
     store.compact()  # rows move into compacted files
-    assert [r["image_id"] for r in store.earlier_images(ra, dec, radius, LATER)] == [rows[0]["image_id"], rows[2]["image_id"]]
+    assert [r.image_id for r in store.earlier_images(ra, dec, radius, LATER)] == [rows[0].image_id, rows[2].image_id]
     assert answer(store, ra, dec, radius, LATER) == expected_sources(settings.home, ra, dec, radius, LATER)
     assert answer(LocalTables(settings.home), ra, dec, radius, LATER) == answer(store, ra, dec, radius, LATER)
 
 
 def store_row(row, **changes):
-    return image_row_table(row | changes)
+    return row.replace(**changes).to_table()
 
 
 def test_file_cache_rereads_replaced_files_and_keeps_within_its_byte_budget(tmp_path):

@@ -22,6 +22,7 @@ from skysift.catalog.objects import (
     update_objects,
 )
 from skysift.catalog.query import LocalCatalog
+from skysift.catalog.records import ImageRecord
 from skysift.catalog.tables import LocalTables
 from skysift.cli.main import cli
 from skysift.core.astrometry import healpix_index
@@ -166,7 +167,7 @@ def _edge(dec: float = 2.2) -> float:
 
 def _write_image(home, image_id: str, night: str, ra: float, dec: float) -> None:
     """An ``images`` row and one clean r-band detection at (ra, dec), deg, whose footprint is that point."""
-    row = {"image_id": image_id, "survey": "edge", "band": "r", "obs_night": night}
+    row = ImageRecord(image_id=image_id, status="ok", route="local", survey="edge", band="r", obs_night=night)
     sources = pa.table({
         "image_id": [image_id], "source_id": [f"{image_id}:0"],
         "obs_time": pa.array([datetime.fromisoformat(f"{night}T03:00:00+00:00")], pa.timestamp("us", tz="UTC")),

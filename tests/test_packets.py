@@ -36,6 +36,7 @@ from skysift.alerts.packets import (
     serialize,
 )
 from skysift.catalog.query import LocalCatalog
+from skysift.catalog.records import ImageRecord, ImageStatus, Route, WcsStatus
 
 SKYSIFT = [sys.executable, "-m", "skysift.cli.main"]
 ALERT_OPTIONS = ["--min-snr-alert", "200", "-j", "2"]
@@ -231,8 +232,9 @@ def test_a_candidate_without_a_trusted_wcs_gets_a_packet_without_object_or_histo
                         "healpix": pa.array([None], pa.int64())})
     alert = {"alert_id": "a0", "rule": "high_snr", "source_id": "img:0", "x": 10.5, "y": 20.25, "detail": "SNR 500",
              "created_at": datetime(2026, 1, 1, tzinfo=UTC)}
-    (packet,) = build_packets({"image_id": "img", "uri": "img.fits", "wcs_status": "wcs_invalid"}, [alert], sources,
-                              _NoHistory(), [None])
+    image = ImageRecord(image_id="img", uri="img.fits", wcs_status=WcsStatus.INVALID, status=ImageStatus.OK,
+                        route=Route.LOCAL)
+    (packet,) = build_packets(image, [alert], sources, _NoHistory(), [None])
     assert packet["object"] is None and packet["prv_detections"] == [] and packet["crossmatch"] is None
     assert packet["candidate"]["sky_cell"] is None and packet["cutout_science"] is None
     assert read_packet(serialize(packet)) == packet

@@ -49,8 +49,8 @@ def test_aia_image_is_indexed_as_helioprojective_not_extracted(aia_file, setting
 
 
 def test_a_large_solar_image_keeps_its_helioprojective_wcs_in_the_index(aia_file, settings):
-    whole = process_image(str(aia_file), settings).image_row
-    large = process_image(str(aia_file), settings, route="large").image_row  # judged from its header only
+    whole = process_image(str(aia_file), settings).record.to_row()
+    large = process_image(str(aia_file), settings, route="large").record.to_row()  # judged from its header only
     assert large["status"] == "indexed" and large["wcs_header"] == whole["wcs_header"]
     assert "HPLN-TAN" in large["wcs_header"]
 

@@ -50,7 +50,7 @@ def without_wcs(path: Path, how: str) -> Path:
 @pytest.fixture(scope="module")
 def with_wcs():
     result = process_image(str(REFERENCE), Settings.load(home="unused"))
-    assert result.ok and result.image_row["wcs_status"] == "valid"
+    assert result.ok and result.record.wcs_status == "valid"
     return result
 
 
@@ -78,14 +78,14 @@ def test_an_image_without_a_celestial_wcs_gets_the_full_catalog_in_pixels(tmp_pa
             expected = expected & ~F.WCS_INVALID
         np.testing.assert_array_equal(sources[column].to_numpy(), expected, err_msg=column)
     # SEEING = 1.2" gives the 3 px filter through the WCS scale; without a scale the default is 3 px too
-    assert row["filter_fwhm_px"] == pytest.approx(with_wcs.image_row["filter_fwhm_px"]) == pytest.approx(3.0)
-    assert row["zero_point_ab"] == with_wcs.image_row["zero_point_ab"]  # MAGZERO calibrates without a WCS
+    assert row["filter_fwhm_px"] == pytest.approx(with_wcs.record.filter_fwhm_px) == pytest.approx(3.0)
+    assert row["zero_point_ab"] == with_wcs.record.zero_point_ab  # MAGZERO calibrates without a WCS
     assert np.isfinite(sources["mag_ab"].to_numpy(zero_copy_only=False)).sum() > 100
 
 
 def test_only_a_solar_image_stays_index_only(aia_file, tmp_path):
     result = process_image(str(aia_file), Settings.load(home=tmp_path / "home"))
-    assert (result.image_row["status"], result.image_row["route"], result.image_row["wcs_kind"]) == (
+    assert (result.record.status, result.record.route, result.record.wcs_kind) == (
         "indexed", "index_only", "helioprojective")
 
 

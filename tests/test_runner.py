@@ -56,7 +56,7 @@ def test_resume_fingerprints_only_files_already_in_the_table(images, tmp_path, m
     units = [(uri, None) for uri in images]
     todo, done, changed = runner._already_done(units, Path(settings.home), settings.measurement_hash())
     assert sorted(hashed) == sorted(images[:3])  # new files are to do without reading them
-    assert [r["uri"] for r in done] == images[:2] and todo == units[2:] and changed == 0
+    assert [r.uri for r in done] == images[:2] and todo == units[2:] and changed == 0
 
 
 def test_changed_settings_measure_again_and_the_same_settings_resume(images, tmp_path):
@@ -208,7 +208,7 @@ def test_alerts_that_fail_for_one_image_are_reported_and_retried_next_run(images
     real = runner.prepare_alerts
 
     def prepare(row, *args, **kwargs):
-        if row["uri"].endswith("img_1.fits"):
+        if row.uri.endswith("img_1.fits"):
             raise KeyError("missing column")
         return real(row, *args, **kwargs)
 

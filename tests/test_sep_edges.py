@@ -61,7 +61,7 @@ def test_the_image_that_stopped_runs_is_cataloged(tmp_path):
     """`skysift run sky --threshold 3` stopped on such a source; now the image is ok with it in the catalog."""
     path = write_line_sky(tmp_path / "line.fits")
     result = process_image(str(path), Settings.load(home=tmp_path / "home", detection__threshold_sigma=3.0))
-    assert result.image_row["status"] == "ok", result.image_row["error_message"]
+    assert result.record.status == "ok", result.record.error_message
     sources = result.sources.to_pydict()
     row = _line_row(sources["x"], sources["y"])
     assert sources["flux"][row] >= 0.95 * LINE_FLUX

@@ -69,7 +69,7 @@ def test_two_processes_give_the_one_process_catalog(big_sky, tmp_path, monkeypat
             np.testing.assert_allclose(b[name], a[name], rtol=1e-9, atol=1e-9, err_msg=name)
         else:
             assert (a[name] == b[name]).all(), name
-    assert one.image_row["seeing_fwhm_px"] == two.image_row["seeing_fwhm_px"]
+    assert one.record.seeing_fwhm_px == two.record.seeing_fwhm_px
 
 
 def test_a_strip_process_killed_fails_the_image_instead_of_waiting_forever(big_sky, tmp_path, monkeypatch):
@@ -91,5 +91,5 @@ def test_a_strip_process_killed_fails_the_image_instead_of_waiting_forever(big_s
 
     result = process_image(str(big_sky), Settings.load(home=tmp_path), workers=2)
 
-    assert (result.image_row["status"], result.image_row["error_reason"]) == ("failed", "worker_died")
-    assert "part of this image died" in result.image_row["error_message"]
+    assert (result.record.status, result.record.error_reason) == ("failed", "worker_died")
+    assert "part of this image died" in result.record.error_message

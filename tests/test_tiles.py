@@ -9,7 +9,8 @@ from scipy.spatial import cKDTree
 from skysift.core import flags as F
 from skysift.errors import ConfigError
 from skysift.measure.tiled import measure_tiled, pixels_for_memory, plan_tiles, tile_size_for_memory
-from skysift.pipeline.image import in_memory_pixel_limit, process_image
+from skysift.pipeline.image import process_image
+from skysift.pipeline.router import in_memory_pixel_limit
 from skysift.settings import Settings
 
 
@@ -70,11 +71,11 @@ def test_large_images_take_the_tiled_route_within_the_budget(make_sky, tmp_path)
     settings = Settings.load(home=tmp_path, limits={"max_memory_bytes": 2**28})
     assert in_memory_pixel_limit(settings) < 1536**2
     result = process_image(str(path), settings, workers=1)
-    assert result.ok and result.image_row["route"] == "large"
-    assert result.image_row["n_sources"] > 200 and result.image_row["seeing_fwhm_px"] is not None
+    assert result.ok and result.record.route == "large"
+    assert result.record.n_sources > 200 and result.record.seeing_fwhm_px is not None
     roomy = process_image(str(path), Settings.load(home=tmp_path))
-    assert roomy.image_row["route"] == "local"
-    assert abs(result.image_row["n_sources"] - roomy.image_row["n_sources"]) <= 3
+    assert roomy.record.route == "local"
+    assert abs(result.record.n_sources - roomy.record.n_sources) <= 3
 
 
 def test_all_nan_large_image_is_the_same_typed_error_as_in_memory(tmp_path):

@@ -111,7 +111,7 @@ def skysift(tmp_path_factory):
         hdu = MANIFEST["images"][name]["hdu"]
         path, hdu = (negated_copy(name, folder), 0) if key.endswith("_negated") else (image_path(name), hdu)
         result = process_image(str(path), settings, hdu=hdu)
-        assert result.ok, result.image_row["error_message"]
+        assert result.ok, result.record.error_message
         return result
 
     return run
@@ -136,7 +136,7 @@ def test_reference_images_are_the_files_source_extractor_read(name):
 def test_source_extractor_thresholds_follow_skysifts_noise_factor(name, skysift):
     """The matched references compare like with like only while skysift measures the same factor."""
     entry = MANIFEST["images"][name]
-    factor = skysift(name).image_row["noise_correlation_factor"]
+    factor = skysift(name).record.noise_correlation_factor
     assert factor == pytest.approx(entry["noise_correlation_factor"])
     assert entry["catalogs"]["matched"]["detect_thresh"] == pytest.approx(
         MANIFEST["white_noise_threshold"] * factor, abs=1e-3)
@@ -165,7 +165,7 @@ def _filtered_significance(name: str, factor: float) -> tuple[np.ndarray, np.nda
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_filtered_significance_has_unit_spread_on_source_free_sky(name, skysift):
-    factor = skysift(name).image_row["noise_correlation_factor"]
+    factor = skysift(name).record.noise_correlation_factor
     significance, sky = _filtered_significance(name, factor)
     assert sky.sum() > 10_000
     assert mad_std(significance[sky]) == pytest.approx(1.0, abs=SPREAD_TOLERANCE)

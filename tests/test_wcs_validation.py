@@ -283,7 +283,7 @@ def test_sources_without_sky_positions_raise_no_new_source_alert(survey):
 def test_the_tiled_path_also_leaves_a_broken_wcs_null(survey, tmp_path):
     settings = Settings.load(home=tmp_path / "home")
     whole = survey["images"]["crval_string"]
-    tiled = process_image(str(survey["files"]["crval_string"]), settings, route="large").image_row
+    tiled = process_image(str(survey["files"]["crval_string"]), settings, route="large").record.to_row()
     assert (tiled["route"], tiled["status"], tiled["wcs_status"]) == ("large", "ok", "wcs_invalid")
     assert tiled["wcs_message"] == whole["wcs_message"] and tiled["n_sources"] == whole["n_sources"]
     assert tiled["center_ra"] is None
@@ -291,7 +291,7 @@ def test_the_tiled_path_also_leaves_a_broken_wcs_null(survey, tmp_path):
 
 def test_the_plausible_pixel_scale_is_a_setting(survey, tmp_path):
     strict = Settings.load(home=tmp_path / "home", wcs__max_pixel_scale_arcsec=0.1)
-    row = process_image(str(survey["files"]["valid_tan"]), strict).image_row
+    row = process_image(str(survey["files"]["valid_tan"]), strict).record.to_row()
     assert row["wcs_status"] == "wcs_invalid" and "0.4 arcsec/pixel" in row["wcs_message"]
 
 

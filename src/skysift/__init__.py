@@ -9,9 +9,10 @@ this with import-linter, see ``[tool.importlinter]`` in pyproject.toml):
 ``io``        storage (local, S3), the one header check, FITS reading (plain, gzip, tiled, MEF)
 ``parallel``  processes working on one frame (strips)
 ``measure``   one image to a catalog: in memory (``frame``) or in tiles (``tiled``)
-``catalog``   schemas, local Parquet tables, SQL (DuckDB), objects, exports, integrity
+``catalog``   schemas, typed records (``ImageRecord``), local Parquet tables, SQL (DuckDB), objects,
+              exports, integrity
 ``alerts``    the new-source rule, forced photometry, cut-outs, delivery
-``pipeline``  one image end to end (``image``) and a local survey run (``survey``)
+``pipeline``  the one router (``router``), one image end to end (``image``), a local survey run (``survey``)
 ``analysis``  cross-match, completeness, plots, synthetic skies
 ``timelag``   time-lag maps of solar image series (sunpy, reproject, dask)
 ``aws``       Step Functions steps, Lambda handlers, Batch worker, S3/Glue/SNS adapters;

@@ -120,12 +120,12 @@ def test_catalog_store_replaces_an_images_rows_and_finds_earlier_images(emulatio
     from datetime import UTC, datetime
 
     from skysift.aws.catalog import S3GlueCatalog
-    from skysift.catalog.schema import IMAGES_SCHEMA, sources_schema
+    from skysift.catalog.records import ImageRecord
+    from skysift.catalog.schema import sources_schema
 
     store = S3GlueCatalog(emulation.catalog_bucket, emulation.database)
-    row = {name: None for name in IMAGES_SCHEMA.names} | {
-        "image_id": "img1", "status": "ok", "survey": "test", "band": "r", "obs_night": "2026-01-01",
-        "obs_time": datetime(2026, 1, 1, tzinfo=UTC), "center_ra": 150.0, "center_dec": 2.2, "radius_deg": 0.02}
+    row = ImageRecord(image_id="img1", status="ok", route="small", survey="test", band="r", obs_night="2026-01-01",
+                      obs_time=datetime(2026, 1, 1, tzinfo=UTC), center_ra=150.0, center_dec=2.2, radius_deg=0.02)
     schema = sources_schema(3)
     sources = pa.Table.from_pylist([{f.name: None for f in schema} | {"image_id": "img1", "source_id": f"img1:{i}",
                                                                        "ra": 150.0, "dec": 2.2, "flags": 0}
@@ -136,7 +136,7 @@ def test_catalog_store_replaces_an_images_rows_and_finds_earlier_images(emulatio
     assert emulation.read_table("sources").num_rows == 3
     assert emulation.read_table("images").num_rows == 1
     later = datetime(2026, 1, 2, tzinfo=UTC)
-    assert [r["image_id"] for r in store.earlier_images(150.01, 2.2, 0.01, later)] == ["img1"]
+    assert [r.image_id for r in store.earlier_images(150.01, 2.2, 0.01, later)] == ["img1"]
     assert store.earlier_images(151.0, 2.2, 0.01, later) == []
     assert store.earlier_images(150.0, 2.2, 0.01, datetime(2025, 12, 31, tzinfo=UTC)) == []
     assert store.earlier_sources(150.0, 2.2, 0.001, later).num_rows == 3

@@ -48,7 +48,7 @@ def test_batch_jobs_record_the_in_memory_checksum_verdict(tmp_path, monkeypatch,
     for name, verdict in designed.items():
         refused = reject and verdict == "bad"
         expected = ("failed", "bad_checksum", verdict) if refused else ("ok", None, verdict)
-        in_memory = process_image(str(tmp_path / name), settings).image_row
+        in_memory = process_image(str(tmp_path / name), settings).record.to_row()
         batch = rows[name]
         assert (in_memory["route"], batch["route"]) == ("local", "large"), name
         for path, row in (("in memory", in_memory), ("batch", batch)):

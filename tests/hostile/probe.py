@@ -44,7 +44,7 @@ def examine(path: str, settings) -> dict[str, Any]:
     except BaseException as exc:  # everything, to report it: the test judges
         answer["inspect"] = _raised(exc)
     try:
-        row = process_image(path, settings).image_row
+        row = process_image(path, settings).record.to_row()
         answer["process"] = {"status": row["status"], "reason": row.get("error_reason"),
                              "message": (row.get("error_message") or "")[:300]}
     except BaseException as exc:

@@ -15,14 +15,14 @@ from skysift.alerts.cutouts import cutout_fits
 from skysift.alerts.packets import attach_packets
 from skysift.alerts.rules import evaluate
 from skysift.catalog.ports import AlertPublisher, CatalogStore
+from skysift.catalog.records import ImageRecord, WcsStatus
 from skysift.catalog.schema import ALERTS_SCHEMA
-from skysift.core.astrometry import WcsStatus
 from skysift.settings import AlertSettings, BackgroundSettings, ObjectSettings
 
 __all__ = ["alert_message", "deliver_alerts", "prepare_alerts", "raise_alerts"]
 
 
-def prepare_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
+def prepare_alerts(image: ImageRecord, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
                    background: BackgroundSettings | None = None, *, objects: ObjectSettings | None = None) -> list[dict]:
     """The alerts one image raises, with their FITS cutouts and packets stored; nothing is sent.
 
@@ -32,26 +32,26 @@ def prepare_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, rule
     time order (:func:`deliver_alerts`). Each alert carries ``cutout_uri``, ``packet_uri``,
     ``object_id`` and ``sky_cell``; ``objects`` gives the packets' association radius.
     """
-    alerts = evaluate(image_row, sources, store, rules, background)
-    cutouts = cutout_fits(image_row["uri"], image_row.get("hdu"), alerts, rules.cutout_size_px,
-                          with_wcs=image_row.get("wcs_status") != WcsStatus.INVALID)
+    alerts = evaluate(image, sources, store, rules, background)
+    cutouts = cutout_fits(image.uri, image.hdu, alerts, rules.cutout_size_px,
+                          with_wcs=image.wcs_status is not WcsStatus.INVALID)
     alerts = [{**alert, "cutout_uri": store.put_cutout(alert["alert_id"], data)} for alert, data in zip(alerts, cutouts, strict=True)]
-    return attach_packets(image_row, alerts, sources, store, cutouts, cutout_size_px=rules.cutout_size_px,
+    return attach_packets(image, alerts, sources, store, cutouts, cutout_size_px=rules.cutout_size_px,
                           radius_arcsec=(objects or ObjectSettings()).radius_arcsec)
 
 
-def deliver_alerts(image_row: dict, alerts: list[dict], store: CatalogStore, publisher: AlertPublisher) -> list[dict]:
+def deliver_alerts(image: ImageRecord, alerts: list[dict], store: CatalogStore, publisher: AlertPublisher) -> list[dict]:
     """Store the image's ``alerts`` rows, and publish each alert once per alert_id."""
-    store.write_alerts(image_row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))
+    store.write_alerts(image, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))
     publisher.publish(alerts)
     return alerts
 
 
-def raise_alerts(image_row: dict, sources: pa.Table, store: CatalogStore, publisher: AlertPublisher,
+def raise_alerts(image: ImageRecord, sources: pa.Table, store: CatalogStore, publisher: AlertPublisher,
                  rules: AlertSettings, background: BackgroundSettings | None = None, *,
                  objects: ObjectSettings | None = None) -> list[dict]:
     """Evaluate the rules, store cutouts, packets and the ``alerts`` rows, publish once per alert_id."""
-    return deliver_alerts(image_row, prepare_alerts(image_row, sources, store, rules, background, objects=objects),
+    return deliver_alerts(image, prepare_alerts(image, sources, store, rules, background, objects=objects),
                           store, publisher)
 
 

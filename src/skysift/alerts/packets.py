@@ -55,6 +55,7 @@ from skysift.alerts.rules import _earlier_wcs
 from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.objects import CELL_ORDER, footprint_cells, summarize
 from skysift.catalog.ports import CatalogStore
+from skysift.catalog.records import ImageRecord, ImageStatus
 from skysift.catalog.schema import TIMESTAMP
 from skysift.core import flags as F
 from skysift.core.astrometry import HEALPIX_ORDER, WcsStatus, sky_to_pixel
@@ -252,7 +253,7 @@ def _finite(value: Any) -> bool:
 class _Covering:
     """An earlier image that covers a candidate's position, and where."""
 
-    row: dict
+    image: ImageRecord
     x: float
     y: float
 
@@ -261,22 +262,22 @@ class _Covering:
 class _Context:
     """What the packets of one image are built from (each read once for all its alerts)."""
 
-    image_row: dict
+    image: ImageRecord
     sources: pa.Table
-    earlier: list[dict] = field(default_factory=list)  # oldest first
+    earlier: list[ImageRecord] = field(default_factory=list)  # oldest first
     prior: pa.Table | None = None  # earlier detections near the candidates (PRV_COLUMNS + survey, band)
     matches: dict[str, dict[str, list[dict]] | None] = field(default_factory=dict)  # image_id -> source_id -> rows
 
-    def earlier_row(self, image_id: str) -> dict | None:
-        return next((r for r in self.earlier if r["image_id"] == image_id), None)
+    def earlier_image(self, image_id: str) -> ImageRecord | None:
+        return next((r for r in self.earlier if r.image_id == image_id), None)
 
 
-def _read_prior(store: CatalogStore, earlier: list[dict], image_row: dict, centres: np.ndarray,
+def _read_prior(store: CatalogStore, earlier: list[ImageRecord], image: ImageRecord, centres: np.ndarray,
                 search_arcsec: float) -> pa.Table | None:
     """The earlier detections within ``search_arcsec`` of the candidates: found in the
     store's history of the image's cone, then read whole from their images' rows."""
-    history = store.earlier_sources(image_row["center_ra"], image_row["center_dec"],
-                                    float(image_row.get("radius_deg") or 0.0) + 0.01, image_row["obs_time"])
+    history = store.earlier_sources(image.center_ra, image.center_dec, float(image.radius_deg or 0.0) + 0.01,
+                                    image.obs_time)
     if history.num_rows == 0:
         return None
     near = _near(history["ra"].to_numpy(zero_copy_only=False), history["dec"].to_numpy(zero_copy_only=False),
@@ -284,12 +285,12 @@ def _read_prior(store: CatalogStore, earlier: list[dict], image_row: dict, centr
     wanted = set(history["image_id"].filter(pa.array(near)).to_pylist())
     parts = []
     for row in earlier:
-        if row["image_id"] not in wanted:
+        if row.image_id not in wanted:
             continue
         try:
             table = store.read_sources(row)
         except (OSError, SkysiftError) as exc:  # re-run or removed since: its detections are left out
-            log.warning("packets: the sources of earlier image %s could not be read (%s)", row["image_id"], exc)
+            log.warning("packets: the sources of earlier image %s could not be read (%s)", row.image_id, exc)
             continue
         table = table.select([c for c in PRV_COLUMNS if c in table.column_names])
         ra, dec = table["ra"].to_numpy(zero_copy_only=False), table["dec"].to_numpy(zero_copy_only=False)
@@ -297,22 +298,22 @@ def _read_prior(store: CatalogStore, earlier: list[dict], image_row: dict, centr
                                                                                    centres, search_arcsec)))
         if table.num_rows:
             for name in ("survey", "band"):
-                table = table.append_column(name, pa.array([row.get(name)] * table.num_rows, pa.string()))
+                table = table.append_column(name, pa.array([getattr(row, name)] * table.num_rows, pa.string()))
             parts.append(table)
     return pa.concat_tables(parts, promote_options="permissive") if parts else None
 
 
-def _context(image_row: dict, sources: pa.Table, store: CatalogStore, candidates: list[dict],
+def _context(image: ImageRecord, sources: pa.Table, store: CatalogStore, candidates: list[dict],
              radius_arcsec: float) -> _Context:
-    context = _Context(image_row, sources)
+    context = _Context(image, sources)
     placed = [c for c in candidates if _finite(c.get("ra")) and _finite(c.get("dec"))]
-    if not placed or image_row.get("obs_time") is None or not _finite(image_row.get("center_ra")):
+    if not placed or image.obs_time is None or not _finite(image.center_ra):
         return context
-    context.earlier = store.earlier_images(image_row["center_ra"], image_row["center_dec"],
-                                           float(image_row.get("radius_deg") or 0.0), image_row["obs_time"])
+    context.earlier = store.earlier_images(image.center_ra, image.center_dec, float(image.radius_deg or 0.0),
+                                           image.obs_time)
     if context.earlier:
         centres = _unit_vectors([c["ra"] for c in placed], [c["dec"] for c in placed])
-        context.prior = _read_prior(store, context.earlier, image_row, centres, _search_arcsec(radius_arcsec))
+        context.prior = _read_prior(store, context.earlier, image, centres, _search_arcsec(radius_arcsec))
     return context
 
 
@@ -321,20 +322,20 @@ def _search_arcsec(radius_arcsec: float) -> float:
 
 
 # -- one packet's parts ------------------------------------------------------------------------
-def _candidate(source: dict, image_row: dict) -> dict:
+def _candidate(source: dict, image: ImageRecord) -> dict:
     healpix = _int(source.get("healpix"))
     return {
-        "source_id": str(source["source_id"]), "image_id": str(image_row["image_id"]),
-        "image_uri": _str(image_row.get("uri")), "survey": _str(image_row.get("survey")),
-        "band": _str(image_row.get("band")), "obs_night": _str(image_row.get("obs_night")),
-        "obs_time": _utc(source.get("obs_time") or image_row.get("obs_time")),
-        "mjd": _mjd(source.get("obs_time") or image_row.get("obs_time")),
+        "source_id": str(source["source_id"]), "image_id": str(image.image_id),
+        "image_uri": _str(image.uri), "survey": _str(image.survey),
+        "band": _str(image.band), "obs_night": _str(image.obs_night),
+        "obs_time": _utc(source.get("obs_time") or image.obs_time),
+        "mjd": _mjd(source.get("obs_time") or image.obs_time),
         "ra": _num(source.get("ra")), "dec": _num(source.get("dec")), "pos_err_arcsec": _num(source.get("pos_err_arcsec")),
         "x": float(source["x"]), "y": float(source["y"]), "healpix": healpix, "sky_cell": sky_cell(healpix),
         **{k: _num(source.get(k)) for k in ("flux", "flux_err", "flux_ujy", "flux_ujy_err", "mag_ab", "mag_ab_err",
                                             "snr", "fwhm_arcsec", "ellipticity", "star_score")},
         "flags": int(source.get("flags") or 0),
-        **{k: _num(image_row.get(k)) for k in ("limit_mag_5sigma", "zero_point_ab", "seeing_fwhm_arcsec", "exptime_s")},
+        **{k: _num(getattr(image, k)) for k in ("limit_mag_5sigma", "zero_point_ab", "seeing_fwhm_arcsec", "exptime_s")},
     }
 
 
@@ -371,7 +372,7 @@ def _prv_detection(row: dict, separation_arcsec: float, in_object: bool) -> dict
     }
 
 
-def _coverings(earlier: list[dict], ra: np.ndarray, dec: np.ndarray) -> list[list[_Covering]]:
+def _coverings(earlier: list[ImageRecord], ra: np.ndarray, dec: np.ndarray) -> list[list[_Covering]]:
     """For each position, the earlier images (oldest first) whose pixels hold it at least
     :data:`COVER_MARGIN_PX` inside their edges (each image's WCS asked once for all positions)."""
     found: list[list[_Covering]] = [[] for _ in range(len(ra))]
@@ -380,27 +381,26 @@ def _coverings(earlier: list[dict], ra: np.ndarray, dec: np.ndarray) -> list[lis
         return found
     for row in earlier:
         wcs = _earlier_wcs(row)
-        if wcs is None or not row.get("nx") or not row.get("ny"):
+        if wcs is None or not row.nx or not row.ny:
             continue
         x, y = (np.atleast_1d(np.asarray(v, float)) for v in sky_to_pixel(wcs, ra[placed], dec[placed]))
         margin = COVER_MARGIN_PX
         with np.errstate(invalid="ignore"):
-            inside = (x >= margin) & (y >= margin) & (x <= row["nx"] - 1 - margin) & (y <= row["ny"] - 1 - margin)
+            inside = (x >= margin) & (y >= margin) & (x <= row.nx - 1 - margin) & (y <= row.ny - 1 - margin)
         for k in np.flatnonzero(inside):
             found[placed[k]].append(_Covering(row, float(x[k]), float(y[k])))
     return found
 
 
 def _nondetection(cover: _Covering) -> dict:
-    row = cover.row
-    return {"image_id": str(row["image_id"]), "survey": _str(row.get("survey")), "band": _str(row.get("band")),
-            "obs_time": _utc(row.get("obs_time")), "mjd": _mjd(row.get("obs_time")), "x": cover.x, "y": cover.y,
-            "limit_mag_5sigma": _num(row.get("limit_mag_5sigma")),
-            "limit_flux_5sigma": _num(row.get("limit_flux_5sigma"))}
+    image = cover.image
+    return {"image_id": str(image.image_id), "survey": _str(image.survey), "band": _str(image.band),
+            "obs_time": _utc(image.obs_time), "mjd": _mjd(image.obs_time), "x": cover.x, "y": cover.y,
+            "limit_mag_5sigma": _num(image.limit_mag_5sigma), "limit_flux_5sigma": _num(image.limit_flux_5sigma)}
 
 
-def _cutout(row: dict, x: float, y: float, size_px: int, name: str, data: bytes) -> dict:
-    return {"image_id": str(row["image_id"]), "obs_time": _utc(row.get("obs_time")), "band": _str(row.get("band")),
+def _cutout(image: ImageRecord, x: float, y: float, size_px: int, name: str, data: bytes) -> dict:
+    return {"image_id": str(image.image_id), "obs_time": _utc(image.obs_time), "band": _str(image.band),
             "x": float(x), "y": float(y), "size_px": int(size_px), "file_name": name, "stamp_data": data}
 
 
@@ -413,20 +413,19 @@ def _reference_stamps(alerts: list[dict], coverings: list[list[_Covering]], size
     while pending:
         groups: dict[str, list[tuple[int, _Covering]]] = {}
         for i in pending:
-            option = next((c for c in coverings[i] if c.row["image_id"] not in unreadable), None)
+            option = next((c for c in coverings[i] if c.image.image_id not in unreadable), None)
             if option is not None:
-                groups.setdefault(option.row["image_id"], []).append((i, option))
+                groups.setdefault(option.image.image_id, []).append((i, option))
         if not groups:
             break
         pending = []
         for image_id, members in groups.items():
-            row = members[0][1].row
+            row = members[0][1].image
             wanted = [{"x": c.x, "y": c.y, "alert_id": alerts[i]["alert_id"], "rule": alerts[i]["rule"]} for i, c in members]
             try:
-                data = cutout_fits(row["uri"], row.get("hdu"), wanted, size_px,
-                                   with_wcs=row.get("wcs_status") != WcsStatus.INVALID)
+                data = cutout_fits(row.uri, row.hdu, wanted, size_px, with_wcs=row.wcs_status is not WcsStatus.INVALID)
             except (OSError, SkysiftError) as exc:  # moved, deleted or damaged since it was measured
-                log.warning("packets: no reference stamp from earlier image %s: %s", row.get("uri"), exc)
+                log.warning("packets: no reference stamp from earlier image %s: %s", row.uri, exc)
                 unreadable.add(image_id)
                 pending += [i for i, _ in members]
                 continue
@@ -446,7 +445,7 @@ def _crossmatch(context: _Context, store: CatalogStore, candidate: dict, members
     exists = False
     for image_id in sorted(image_ids):
         if image_id not in context.matches:
-            row = context.image_row if image_id == context.image_row["image_id"] else context.earlier_row(image_id)
+            row = context.image if image_id == context.image.image_id else context.earlier_image(image_id)
             table = reader(row) if row is not None else None
             by_source: dict[str, list[dict]] | None = None
             if table is not None:
@@ -476,7 +475,7 @@ def _crossmatch(context: _Context, store: CatalogStore, candidate: dict, members
 
 
 # -- packets ----------------------------------------------------------------------------------
-def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store: CatalogStore,
+def build_packets(image: ImageRecord, alerts: list[dict], sources: pa.Table, store: CatalogStore,
                   science_cutouts: list[bytes | None], *, cutout_size_px: int = 32,
                   radius_arcsec: float = 1.0) -> list[dict]:
     """The packet of each alert of one image (records of :func:`alert_schema`), nothing stored.
@@ -492,7 +491,7 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
     index = {s: i for i, s in enumerate(sources["source_id"].to_pylist())}
     columns = [c for c in CANDIDATE_COLUMNS if c in sources.column_names]
     rows = [sources.slice(index[a["source_id"]], 1).select(columns).to_pylist()[0] for a in alerts]
-    context = _context(image_row, sources, store, rows, radius_arcsec)
+    context = _context(image, sources, store, rows, radius_arcsec)
     search = _search_arcsec(radius_arcsec)
     prior = context.prior.to_pylist() if context.prior is not None else []
     prior_ra = np.array([r["ra"] for r in prior], float)
@@ -502,7 +501,7 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
     here_ra = here["ra"].to_numpy(zero_copy_only=False).astype(float)
     here_dec = here["dec"].to_numpy(zero_copy_only=False).astype(float)
     here_clean = (here["flags"].to_numpy(zero_copy_only=False) & F.CLEAN_MASK) == 0
-    band = image_row.get("band")
+    band = image.band
 
     def coordinate(row: dict, name: str) -> float:
         value = _num(row.get(name))
@@ -512,7 +511,7 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
                                np.array([coordinate(r, "dec") for r in rows], float))
     parts = []
     for alert, source, coverings in zip(alerts, rows, all_coverings, strict=True):
-        candidate = _candidate(source, image_row)
+        candidate = _candidate(source, image)
         obj, prv, nondetections, members = None, [], [], set()
         if candidate["ra"] is not None and candidate["dec"] is not None:
             ra, dec = candidate["ra"], candidate["dec"]
@@ -523,7 +522,7 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
                 close = here_clean & np.isfinite(here_ra) & (
                     angular_distance_deg(np.nan_to_num(here_ra), np.nan_to_num(here_dec), ra, dec) * 3600 <= search)
             current = [r | {"band": band} for r in here.filter(pa.array(close)).to_pylist()]
-            obj = _object_of(source | {"band": band, "obs_time": source.get("obs_time") or image_row.get("obs_time")},
+            obj = _object_of(source | {"band": band, "obs_time": source.get("obs_time") or image.obs_time},
                              clean_prior, current, radius_arcsec)
             members = set(obj["source_ids"])
             prv = sorted((_prv_detection(r, s, r["source_id"] in members) for r, s in local
@@ -531,7 +530,7 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
                          key=lambda d: (d["obs_time"] is None, d["obs_time"] or datetime.min.replace(tzinfo=UTC),
                                         d["source_id"]))
             seen_in = {d["image_id"] for d in prv}
-            nondetections = [_nondetection(c) for c in coverings if c.row["image_id"] not in seen_in]
+            nondetections = [_nondetection(c) for c in coverings if c.image.image_id not in seen_in]
         parts.append((alert, candidate, obj, prv, nondetections, coverings, members))
 
     references = _reference_stamps(alerts, [p[5] for p in parts], cutout_size_px)
@@ -546,18 +545,18 @@ def build_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store:
             "producer": f"skysift {__version__}",
             "candidate": candidate, "object": obj, "prv_detections": prv, "prv_nondetections": nondetections,
             "cutout_science": None if science is None else _cutout(
-                image_row, float(alert["x"]), float(alert["y"]), cutout_size_px, f"{alert['alert_id']}.fits", science),
+                image, float(alert["x"]), float(alert["y"]), cutout_size_px, f"{alert['alert_id']}.fits", science),
             "cutout_reference": reference, "crossmatch": crossmatch,
         })
     return packets
 
 
-def attach_packets(image_row: dict, alerts: list[dict], sources: pa.Table, store: CatalogStore,
+def attach_packets(image: ImageRecord, alerts: list[dict], sources: pa.Table, store: CatalogStore,
                    science_cutouts: list[bytes | None], *, cutout_size_px: int = 32,
                    radius_arcsec: float = 1.0) -> list[dict]:
     """Build and store each alert's packet; the alerts with ``packet_uri``, ``object_id`` and
     ``sky_cell`` added (what the SNS message and its attributes carry)."""
-    packets = build_packets(image_row, alerts, sources, store, science_cutouts, cutout_size_px=cutout_size_px,
+    packets = build_packets(image, alerts, sources, store, science_cutouts, cutout_size_px=cutout_size_px,
                             radius_arcsec=radius_arcsec)
     return [{**alert, "object_id": packet["object"]["object_id"] if packet["object"] else None,
              "sky_cell": packet["candidate"]["sky_cell"],
@@ -607,7 +606,7 @@ def export_packets(home: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         else:
             to_build.setdefault(alert["image_id"], []).append(alert)
     if to_build:
-        rows = {r["image_id"]: r for r in store.image_rows() if r.get("status") == "ok"}
+        rows = {r.image_id: r for r in store.images() if r.status is ImageStatus.OK}
         for image_id, wanted in to_build.items():
             built = _rebuild(store, rows.get(image_id), wanted, report, cutout_size_px, radius_arcsec)
             ready += [(p["alert_id"], None, p) for p in built]
@@ -622,7 +621,7 @@ def export_packets(home: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     return report
 
 
-def _rebuild(store, row: dict | None, alerts: list[dict], report: ExportReport, cutout_size_px: int,
+def _rebuild(store, row: ImageRecord | None, alerts: list[dict], report: ExportReport, cutout_size_px: int,
              radius_arcsec: float) -> list[dict]:
     """The packets of one image's logged alerts, built from the tables now."""
     if row is None:
@@ -643,8 +642,8 @@ def _rebuild(store, row: dict | None, alerts: list[dict], report: ExportReport, 
             cutouts.append(stored.read_bytes())
             continue
         try:
-            cutouts += cutout_fits(row["uri"], row.get("hdu"), [alert], cutout_size_px,
-                                   with_wcs=row.get("wcs_status") != WcsStatus.INVALID)
+            cutouts += cutout_fits(row.uri, row.hdu, [alert], cutout_size_px,
+                                   with_wcs=row.wcs_status is not WcsStatus.INVALID)
         except (OSError, SkysiftError) as exc:
             log.warning("packets: no science stamp for alert %s: %s", alert["alert_id"], exc)
             cutouts.append(None)

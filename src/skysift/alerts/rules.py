@@ -31,6 +31,7 @@ from astropy.io import fits
 
 from skysift.alerts.forced import forced_snr
 from skysift.catalog.ports import CatalogStore
+from skysift.catalog.records import ImageRecord
 from skysift.core import flags as F
 from skysift.core.astrometry import sky_to_pixel
 from skysift.errors import SkysiftError
@@ -72,23 +73,23 @@ def _wcs_of(wcs_header: str):
     return build_wcs(fits.Header.fromstring(wcs_header, sep="\n"))
 
 
-def _earlier_wcs(row: dict):
+def _earlier_wcs(image: ImageRecord):
     """An earlier image's WCS, or None when it stored none usable (it then covers nothing)."""
-    return _wcs_of(row["wcs_header"]) if row.get("wcs_header") else None
+    return _wcs_of(image.wcs_header) if image.wcs_header else None
 
 
-def _covered_by_earlier(ra: np.ndarray, dec: np.ndarray, earlier: list[dict]) -> np.ndarray:
+def _covered_by_earlier(ra: np.ndarray, dec: np.ndarray, earlier: list[ImageRecord]) -> np.ndarray:
     """Which positions fall inside at least one earlier image (pixel bounds of its WCS)."""
     covered = np.zeros(len(ra), dtype=bool)
-    for row in earlier:
+    for image in earlier:
         if covered.all():
             break
-        wcs = _earlier_wcs(row)
+        wcs = _earlier_wcs(image)
         if wcs is None:
             continue
         x, y = sky_to_pixel(wcs, ra, dec)
         margin = 5.0
-        covered |= (x >= margin) & (y >= margin) & (x <= row["nx"] - 1 - margin) & (y <= row["ny"] - 1 - margin)
+        covered |= (x >= margin) & (y >= margin) & (x <= image.nx - 1 - margin) & (y <= image.ny - 1 - margin)
     return covered
 
 
@@ -101,36 +102,36 @@ def _farther_than(here: SkyCoord, history: pa.Table, radius_arcsec: float) -> np
     return separation.arcsec > radius_arcsec
 
 
-def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
+def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
                 background: BackgroundSettings) -> dict[int, str]:
     """Row index -> reason for sources with no counterpart in earlier images of this sky.
 
     A source without a sky position (its image's WCS is not trusted) is never new: there
     is nothing to compare it with.
     """
-    if (rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image_row.get("obs_time") is None
-            or image_row.get("center_ra") is None):
+    if (rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image.obs_time is None
+            or image.center_ra is None):
         return {}
     snr = sources["snr"].to_numpy(zero_copy_only=False)
     placed = np.isfinite(sources["ra"].to_numpy()) & np.isfinite(sources["dec"].to_numpy())  # null -> NaN
     candidates = np.flatnonzero(_clean(sources) & placed & (snr >= rules.new_source_min_snr))
     if candidates.size == 0:
         return {}
-    radius = float(image_row["radius_deg"])
-    earlier = store.earlier_images(image_row["center_ra"], image_row["center_dec"], radius, image_row["obs_time"])
+    radius = float(image.radius_deg)
+    earlier = store.earlier_images(image.center_ra, image.center_dec, radius, image.obs_time)
     if not earlier:
         return {}
     ra = sources["ra"].to_numpy()[candidates]
     dec = sources["dec"].to_numpy()[candidates]
     covered = _covered_by_earlier(ra, dec, earlier)
     mags = sources["mag_ab"].to_numpy(zero_copy_only=False)[candidates]
-    limits = [r["limit_mag_5sigma"] for r in earlier if r.get("limit_mag_5sigma") is not None and np.isfinite(r["limit_mag_5sigma"])]
+    limits = [r.limit_mag_5sigma for r in earlier if r.limit_mag_5sigma is not None and np.isfinite(r.limit_mag_5sigma)]
     if limits and np.isfinite(mags).any():
         deep_enough = ~(mags > max(limits) - NEW_SOURCE_DEPTH_MARGIN_MAG)
         covered &= deep_enough
     if not covered.any():
         return {}
-    history = store.earlier_sources(image_row["center_ra"], image_row["center_dec"], radius + 0.01, image_row["obs_time"])
+    history = store.earlier_sources(image.center_ra, image.center_dec, radius + 0.01, image.obs_time)
     here = SkyCoord(ra * u.deg, dec * u.deg)
     radius_arcsec = rules.new_source_radius_arcsec
     unmatched = _farther_than(here, history, radius_arcsec)
@@ -142,19 +143,19 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     if new.size == 0:
         return {}
     # Catalogs miss blended and faint sources: look at the earlier pixels themselves.
-    radius_px = max(2.0, float(image_row.get("seeing_fwhm_px") or 3.0))
+    radius_px = max(2.0, float(image.seeing_fwhm_px or 3.0))
     quiet = np.ones(new.size, dtype=bool)
     looked = 0
-    for row in earlier:
+    for before in earlier:
         if not quiet.any():
             break  # every candidate already showed flux in an image read before
-        wcs = _earlier_wcs(row)
+        wcs = _earlier_wcs(before)
         if wcs is None:
             continue
         try:
-            snr_before = forced_snr(row["uri"], row.get("hdu"), wcs, ra[new], dec[new], radius_px, background)
+            snr_before = forced_snr(before.uri, before.hdu, wcs, ra[new], dec[new], radius_px, background)
         except SkysiftError as exc:  # moved, deleted or damaged since it was measured
-            log.warning("forced photometry skipped earlier image %s: %s", row["uri"], exc)
+            log.warning("forced photometry skipped earlier image %s: %s", before.uri, exc)
             continue
         looked += 1
         quiet &= ~(snr_before >= FORCED_SNR_PRESENT)
@@ -165,7 +166,7 @@ def new_sources(image_row: dict, sources: pa.Table, store: CatalogStore, rules: 
     }
 
 
-def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
+def evaluate(image: ImageRecord, sources: pa.Table, store: CatalogStore, rules: AlertSettings,
              background: BackgroundSettings | None = None) -> list[dict]:
     """Apply every enabled rule to one image's sources; at most ``max_per_image`` alerts."""
     if sources is None or sources.num_rows == 0:
@@ -178,7 +179,7 @@ def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: Ale
         fired += [(int(i), "high_snr", f"SNR {snr[i]:.0f} >= {rules.high_snr:g}") for i in np.flatnonzero(clean & (snr >= rules.high_snr))]
     if rules.high_flux is not None:
         fired += [(int(i), "high_flux", f"flux {flux[i]:.4g} counts >= {rules.high_flux:g}") for i in np.flatnonzero(clean & (flux >= rules.high_flux))]
-    fired += [(i, "new_source", why) for i, why in new_sources(image_row, sources, store, rules, background or BackgroundSettings()).items()]
+    fired += [(i, "new_source", why) for i, why in new_sources(image, sources, store, rules, background or BackgroundSettings()).items()]
     fired.sort(key=lambda item: -snr[item[0]])
     fired = fired[: rules.max_per_image]
     created = datetime.now(UTC)
@@ -186,15 +187,15 @@ def evaluate(image_row: dict, sources: pa.Table, store: CatalogStore, rules: Ale
     alerts = []
     for source, (_, rule, why) in zip(picked, fired, strict=True):
         alerts.append({
-            "alert_id": alert_id(image_row["image_id"], source["source_id"], rule),
+            "alert_id": alert_id(image.image_id, source["source_id"], rule),
             "rule": rule,
-            "image_id": image_row["image_id"],
+            "image_id": image.image_id,
             **source,
-            "obs_time": image_row.get("obs_time"),
-            "image_uri": image_row.get("uri"),
+            "obs_time": image.obs_time,
+            "image_uri": image.uri,
             "cutout_uri": None,
             "detail": why,
             "created_at": created,
-            "survey": image_row.get("survey"), "band": image_row.get("band"), "obs_night": image_row.get("obs_night"),
+            **image.partition,
         })
     return alerts

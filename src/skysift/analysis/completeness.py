@@ -37,8 +37,9 @@ from scipy.optimize import minimize
 from scipy.spatial import cKDTree
 
 from skysift.analysis.synthetic import _add, moffat_stamp
-from skysift.catalog.analysis_tables import INJECTIONS_SCHEMA, images_row, write_rows
-from skysift.catalog.tables import LocalTables, image_row_table
+from skysift.catalog.analysis_tables import INJECTIONS_SCHEMA, write_rows
+from skysift.catalog.records import WcsKind
+from skysift.catalog.tables import LocalTables
 from skysift.core.psf import header_seeing
 from skysift.errors import SkysiftError
 from skysift.io.fits import Image, read_image
@@ -262,7 +263,7 @@ def run_completeness(uri: str, settings: Settings, *, seeing_fwhm_px: float | No
     rng = np.random.default_rng(seed)
     original = read_image(uri, hdu, max_pixels=settings.limits.max_pixels, survey_default=settings.survey,
                           limits=settings.limits.header_limits())
-    if original.info.wcs_kind == "helioprojective":
+    if original.info.wcs_kind is WcsKind.HELIOPROJECTIVE:
         raise CompletenessError("a solar (helioprojective) image is indexed, not source-extracted", uri=original.info.uri)
     baseline = measure_image(_with_data(original, original.data.copy()), settings)
     zp = baseline.stats["zero_point_ab"]
@@ -325,14 +326,13 @@ def record_completeness(home: str | os.PathLike[str], result: CompletenessResult
     CompletenessError
         The image has no ``images`` row under ``home`` (run ``skysift run`` on it first).
     """
-    found = images_row(home, result.image_id)
+    store = LocalTables(home)
+    found = store.image(result.image_id)
     if found is None:
         raise CompletenessError(f"no images row for {result.image_id} under {home}: run `skysift run` on it first",
                                 uri=result.uri)
-    row, _ = found
-    row.update(completeness_mag50=result.mag50, completeness_mag90=result.mag90)
-    store = LocalTables(home)
-    pointers = {"images": store.write_rows("images", row, image_row_table(row))}
+    row = found.replace(completeness_mag50=result.mag50, completeness_mag90=result.mag90)
+    pointers = {"images": store.write_rows("images", row, row.to_table())}
     if result.injections is not None:
         pointers["injections"] = write_rows(home, "injections", row, result.injections)
     folder = Path(home) / "completeness"

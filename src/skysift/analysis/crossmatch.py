@@ -37,6 +37,8 @@ from astropy.wcs import WCS
 from astropy_healpix import HEALPix
 
 from skysift.catalog.analysis_tables import MATCHES_SCHEMA, analysis_catalog, write_rows
+from skysift.catalog.records import ImageRecord, ImageStatus
+from skysift.catalog.tables import LocalTables
 from skysift.core.astrometry import sky_to_pixel
 from skysift.errors import SkysiftError
 
@@ -284,18 +286,18 @@ class CrossmatchReport:
         return out
 
 
-def _inside(image: dict, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+def _inside(image: ImageRecord, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """Which positions fall on the image's pixels (through its stored WCS)."""
-    if not image.get("wcs_header") or len(ra) == 0:
+    if not image.wcs_header or len(ra) == 0:
         return np.zeros(len(ra), dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        wcs = WCS(fits.Header.fromstring(image["wcs_header"], sep="\n"), relax=True)
+        wcs = WCS(fits.Header.fromstring(image.wcs_header, sep="\n"), relax=True)
     x, y = sky_to_pixel(wcs, ra, dec)
-    return (x >= 0) & (y >= 0) & (x <= image["nx"] - 1) & (y <= image["ny"] - 1)
+    return (x >= 0) & (y >= 0) & (x <= image.nx - 1) & (y <= image.ny - 1)
 
 
-def _match_rows(image: dict, sources: pd.DataFrame, ref: Reference, rows: np.ndarray, radius_arcsec: float,
+def _match_rows(image: ImageRecord, sources: pd.DataFrame, ref: Reference, rows: np.ndarray, radius_arcsec: float,
                 when: datetime) -> pa.Table:
     i_src, i_ref, sep, n_cand = pair_up(sources["ra"].to_numpy(float), sources["dec"].to_numpy(float),
                                         ref.ra[rows], ref.dec[rows], radius_arcsec)
@@ -304,7 +306,7 @@ def _match_rows(image: dict, sources: pd.DataFrame, ref: Reference, rows: np.nda
     dra = (((s["ra"].to_numpy(float) - ref.ra[r]) + 180.0) % 360.0 - 180.0) * np.cos(dec_rad) * 3600.0
     mag = s["mag_ab"].to_numpy(float)
     data = {
-        "image_id": np.full(len(r), image["image_id"], dtype=object), "source_id": s["source_id"].to_numpy(object),
+        "image_id": np.full(len(r), image.image_id, dtype=object), "source_id": s["source_id"].to_numpy(object),
         "ref_id": ref.ref_id[r], "reference": np.full(len(r), ref.name, dtype=object),
         "ra": s["ra"].to_numpy(float), "dec": s["dec"].to_numpy(float), "ref_ra": ref.ra[r], "ref_dec": ref.dec[r],
         "sep_arcsec": sep, "dra_arcsec": dra, "ddec_arcsec": (s["dec"].to_numpy(float) - ref.dec[r]) * 3600.0,
@@ -348,11 +350,12 @@ def crossmatch(home: str | os.PathLike[str], reference: Reference, *, radius_arc
         raise CrossmatchError(f"the match radius must be positive, got {radius_arcsec} arcsec")
     catalog = analysis_catalog(home)
     # an image whose WCS is not trusted has no sky positions to match (center_ra null)
-    images = catalog.sql("SELECT * FROM images WHERE status = 'ok' AND center_ra IS NOT NULL "
-                         "ORDER BY obs_time, uri").to_dict("records")
+    images = sorted((r for r in LocalTables(home).images() if r.status is ImageStatus.OK and r.center_ra is not None),
+                    key=lambda r: (r.obs_time is None, r.obs_time or datetime.min.replace(tzinfo=UTC),
+                                   r.uri is None, r.uri or ""))
     if image_ids is not None:
         wanted = set(image_ids)
-        images = [row for row in images if row["image_id"] in wanted]
+        images = [row for row in images if row.image_id in wanted]
     if not images:
         raise NothingToMatch(f"no measured image in {home}: run `skysift run` first")
     report = CrossmatchReport(reference=reference.name, radius_arcsec=radius_arcsec, n_images=len(images))
@@ -360,9 +363,9 @@ def crossmatch(home: str | os.PathLike[str], reference: Reference, *, radius_arc
     tables = []
     for image in images:
         sources = catalog.sql("SELECT source_id, ra, dec, mag_ab, snr, star_score, flags FROM sources "
-                              "WHERE image_id = $id", {"id": image["image_id"]})
-        rows = reference.around(image["center_ra"], image["center_dec"],
-                                image["radius_deg"] + 2 * radius_arcsec / 3600.0)
+                              "WHERE image_id = $id", {"id": image.image_id})
+        rows = reference.around(image.center_ra, image.center_dec,
+                                image.radius_deg + 2 * radius_arcsec / 3600.0)
         table = _match_rows(image, sources, reference, rows, radius_arcsec, when)
         write_rows(home, "matches", image, table)
         tables.append(table)
@@ -371,7 +374,7 @@ def crossmatch(home: str | os.PathLike[str], reference: Reference, *, radius_arc
         report.n_reference_inside += len(inside)
         report.n_matched_inside += matched_inside
         report.per_image.append({
-            "image_id": image["image_id"], "uri": image["uri"], "n_sources": len(sources),
+            "image_id": image.image_id, "uri": image.uri, "n_sources": len(sources),
             "n_reference_inside": len(inside), "n_matched": table.num_rows,
             "matched_fraction": matched_inside / len(inside) if len(inside) else None,
             "dra_median_arcsec": _median(table["dra_arcsec"].to_numpy()),

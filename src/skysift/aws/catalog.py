@@ -25,7 +25,7 @@ between leaves at most an empty partition.
 
 Nothing here deletes: an image's ``images`` row is its commit point (written last, by Record),
 a failure is recorded beside it (``quarantine/``) and in a ``failed`` row only where no
-successful row is (:meth:`S3GlueCatalog.write_failed_image_row`, a conditional put), so a
+successful row is (:meth:`S3GlueCatalog.write_failed_image_record`, a conditional put), so a
 failing execution can never remove or overwrite what a successful one wrote.
 """
 
@@ -44,8 +44,9 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from skysift.catalog import history
-from skysift.catalog.schema import ALERTS_SCHEMA, PARTITION_KEYS
-from skysift.catalog.tables import image_row_table, partition_path
+from skysift.catalog.records import ImageRecord, ImageStatus
+from skysift.catalog.schema import ALERTS_SCHEMA
+from skysift.catalog.tables import partition_path
 from skysift.core.metadata import slug
 
 __all__ = [
@@ -72,8 +73,8 @@ def footprint_cells(ra_deg: float, dec_deg: float, radius_deg: float) -> list[in
     return sorted(int(c) for c in grid.cone_search_lonlat(ra_deg * u.deg, dec_deg * u.deg, radius=padded))
 
 
-def partition_values(row: dict) -> list[str]:
-    return [slug(str(row.get(key) or "unknown")) for key in PARTITION_KEYS]
+def partition_values(image: ImageRecord) -> list[str]:
+    return [slug(str(value or "unknown")) for value in image.partition.values()]
 
 
 #: S3's answers to a conditional put whose condition no longer holds (or that lost a race to another).
@@ -109,7 +110,7 @@ def put_unless_success(s3, bucket: str, key: str, body: bytes, succeeded: Callab
 
 def _is_success_row(body: bytes) -> bool:
     rows = pq.read_table(io.BytesIO(body), columns=["status"]).to_pylist()
-    return any(row["status"] in ("ok", "indexed") for row in rows)
+    return any(row["status"] in (ImageStatus.OK, ImageStatus.INDEXED) for row in rows)
 
 
 class S3GlueCatalog:
@@ -122,18 +123,18 @@ class S3GlueCatalog:
         self.s3 = self.session.client("s3")
 
     # -- writing ---------------------------------------------------------------------------
-    def key(self, table: str, row: dict) -> str:
-        return f"{table}/{partition_path(row)}/{row['image_id']}.parquet"
+    def key(self, table: str, image: ImageRecord) -> str:
+        return f"{table}/{partition_path(image)}/{image.image_id}.parquet"
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def _add_partition(self, table: str, row: dict) -> str:
-        """Register the row's partition of ``table`` in Glue (before any object is written there)."""
-        key = self.key(table, row)
+    def _add_partition(self, table: str, image: ImageRecord) -> str:
+        """Register the image's partition of ``table`` in Glue (before any object is written there)."""
+        key = self.key(table, image)
         folder = self.uri(key.rsplit("/", 1)[0] + "/")
         wr.catalog.add_parquet_partitions(
-            database=self.database, table=table, partitions_values={folder: partition_values(row)},
+            database=self.database, table=table, partitions_values={folder: partition_values(image)},
             compression="zstd", boto3_session=self.session,
         )
         return key
@@ -144,56 +145,53 @@ class S3GlueCatalog:
         pq.write_table(data, buffer, compression="zstd")
         return buffer.getvalue()
 
-    def _put_table(self, table: str, row: dict, data: pa.Table) -> str:
-        key = self._add_partition(table, row)
+    def _put_table(self, table: str, image: ImageRecord, data: pa.Table) -> str:
+        key = self._add_partition(table, image)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=self._parquet(data))
         return self.uri(key)
 
-    def write_sources(self, image_row: dict, sources: pa.Table | None) -> str | None:
+    def write_sources(self, image: ImageRecord, sources: pa.Table | None) -> str | None:
         """Replace this image's ``sources`` rows (None: an image without sources has no object)."""
         if sources is None:
             return None
-        return self._put_table("sources", image_row, sources)
+        return self._put_table("sources", image, sources)
 
-    def write_failed_image_row(self, image_row: dict) -> str | None:
+    def write_failed_image_record(self, image: ImageRecord) -> str | None:
         """The ``failed`` images row, unless a successful row is there (then None: success wins)."""
-        key = self._add_partition("images", image_row)
-        written = put_unless_success(self.s3, self.bucket, key, self._parquet(image_row_table(image_row)),
-                                     _is_success_row)
+        key = self._add_partition("images", image)
+        written = put_unless_success(self.s3, self.bucket, key, self._parquet(image.to_table()), _is_success_row)
         return self.uri(key) if written else None
 
-    def write_image_row(self, image_row: dict) -> str:
+    def write_image_record(self, image: ImageRecord) -> str:
         """Replace this image's ``images`` row (the commit point), then index it in the footprint cells."""
-        uri = self._put_table("images", image_row, image_row_table(image_row))
-        if image_row.get("status") == "ok" and image_row.get("center_ra") is not None:
-            document = json.dumps({**{k: v for k, v in image_row.items()},
-                                   "obs_time": image_row["obs_time"].isoformat() if image_row.get("obs_time") else None,
-                                   "processed_at": None}, default=str).encode()
-            for cell in footprint_cells(image_row["center_ra"], image_row["center_dec"], image_row["radius_deg"] or 0.0):
-                self.s3.put_object(Bucket=self.bucket, Key=f"footprints/hpx{FOOTPRINT_ORDER}={cell}/{image_row['image_id']}.json",
+        uri = self._put_table("images", image, image.to_table())
+        if image.status is ImageStatus.OK and image.center_ra is not None:
+            document = json.dumps({**image.to_json(), "processed_at": None}, default=str).encode()
+            for cell in footprint_cells(image.center_ra, image.center_dec, image.radius_deg or 0.0):
+                self.s3.put_object(Bucket=self.bucket, Key=f"footprints/hpx{FOOTPRINT_ORDER}={cell}/{image.image_id}.json",
                                    Body=document, ContentType="application/json")
         return uri
 
-    def write_image(self, image_row: dict, sources: pa.Table | None) -> dict[str, str]:
+    def write_image(self, image: ImageRecord, sources: pa.Table | None) -> dict[str, str]:
         """Sources first, then the images row that indexes them (as locally)."""
         pointers = {}
-        sources_uri = self.write_sources(image_row, sources)
+        sources_uri = self.write_sources(image, sources)
         if sources_uri:
             pointers["sources"] = sources_uri
-        pointers["images"] = self.write_image_row(image_row)
+        pointers["images"] = self.write_image_record(image)
         return pointers
 
-    def write_alerts(self, image_row: dict, alerts: pa.Table) -> str | None:
+    def write_alerts(self, image: ImageRecord, alerts: pa.Table) -> str | None:
         """This image's ``alerts`` rows (the alerts sent); an image without alerts has no object."""
         if alerts.num_rows == 0:
             return None
-        return self._put_table("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
+        return self._put_table("alerts", image, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
 
-    def record_failure(self, image_row: dict, error: dict, execution: str = "unnamed") -> str:
+    def record_failure(self, image: ImageRecord, error: dict, execution: str = "unnamed") -> str:
         """``s3://CATALOG/quarantine/{image_id}/{execution}.json``: one record per failed execution,
         never overwriting another's; the raw object is left as it is."""
-        key = f"quarantine/{image_row['image_id']}/{execution}.json"
-        record = {"image_id": image_row["image_id"], "uri": image_row.get("uri"), "execution": execution, **error,
+        key = f"quarantine/{image.image_id}/{execution}.json"
+        record = {"image_id": image.image_id, "uri": image.uri, "execution": execution, **error,
                   "recorded_at": datetime.now(UTC).isoformat()}
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record, indent=2).encode(),
                            ContentType="application/json")
@@ -215,21 +213,12 @@ class S3GlueCatalog:
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return pq.read_table(io.BytesIO(body))
 
-    def read_sources(self, image_row: dict) -> pa.Table:
-        return self._get_table(self.key("sources", image_row))
+    def read_sources(self, image: ImageRecord) -> pa.Table:
+        return self._get_table(self.key("sources", image))
 
-    def read_image_row(self, image_row: dict) -> dict | None:
-        try:
-            rows = self._get_table(self.key("images", image_row)).to_pylist()
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return rows[0] if rows else None
-
-    def _footprints(self, cells: list[int]) -> dict[str, dict]:
+    def _footprints(self, cells: list[int]) -> dict[str, ImageRecord]:
         """The image rows registered in these cells, by image_id."""
-        found: dict[str, dict] = {}
+        found: dict[str, ImageRecord] = {}
         paginator = self.s3.get_paginator("list_objects_v2")
         for cell in cells:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=f"footprints/hpx{FOOTPRINT_ORDER}={cell}/"):
@@ -237,16 +226,13 @@ class S3GlueCatalog:
                     image_id = obj["Key"].rsplit("/", 1)[1].removesuffix(".json")
                     if image_id not in found:
                         body = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-                        found[image_id] = json.loads(body)
+                        found[image_id] = ImageRecord.from_json(json.loads(body))
         return found
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
-                       before: datetime) -> list[dict]:
+                       before: datetime) -> list[ImageRecord]:
         """Status-ok ``images`` rows observed before ``before`` whose footprint reaches the cone."""
         rows = list(self._footprints(footprint_cells(center_ra, center_dec, radius_deg)).values())
-        for row in rows:
-            if row.get("obs_time") is not None:
-                row["obs_time"] = datetime.fromisoformat(row["obs_time"])
         return history.images_reaching(rows, center_ra, center_dec, radius_deg, before)
 
     def earlier_sources(self, center_ra: float, center_dec: float, radius_deg: float,

@@ -35,7 +35,6 @@ import logging
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlparse
 
@@ -49,10 +48,12 @@ from skysift.aws import faults
 from skysift.aws.catalog import S3GlueCatalog, put_unless_success
 from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.publisher import SnsPublisher, idempotency_config
-from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA
+from skysift.catalog.records import ImageRecord, ImageStatus, Route
+from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.errors import MalformedEvent, SkysiftError
 from skysift.io.fits import ImageInfo, image_hdus, inspect_image, make_image_id
-from skysift.pipeline.image import image_row, is_catalogued, process_image, top_sources
+from skysift.pipeline.image import image_record, process_image, top_sources
+from skysift.pipeline.router import choose_route
 from skysift.settings import Settings
 
 __all__ = [
@@ -81,7 +82,6 @@ __all__ = [
     "detect_step",
     "get_json",
     "inspect_step",
-    "jsonable_row",
     "list_images",
     "outcome_uri",
     "parse_event",
@@ -90,13 +90,10 @@ __all__ = [
     "read_header",
     "record_step",
     "report_step",
-    "row_from_json",
     "survey_items",
 ]
 
 log = logging.getLogger(__name__)
-
-_TIMESTAMPS = {f.name for f in IMAGES_SCHEMA if pa.types.is_timestamp(f.type)}
 
 
 # -- event and result models ------------------------------------------------------------------
@@ -159,7 +156,7 @@ class ImageState(StateModel):
     """``$.image`` in the IngestImage state: what Inspect learnt, plus the route."""
 
     info: ImageInfo
-    route: str
+    route: Route
     summary_uri: str
 
 
@@ -188,8 +185,8 @@ class DetectResult(BaseModel):
 
 class RecordResult(BaseModel):
     image_id: str
-    status: str
-    route: str
+    status: ImageStatus
+    route: Route
     n_sources: int
     n_alerts: int = 0
 
@@ -291,14 +288,6 @@ def parse_event(event: Any, model: type[BaseModel]) -> Any:
 # -- small helpers ---------------------------------------------------------------------------
 
 
-def jsonable_row(row: dict) -> dict:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-
-
-def row_from_json(data: dict) -> dict:
-    return {k: (datetime.fromisoformat(v) if k in _TIMESTAMPS and isinstance(v, str) else v) for k, v in data.items()}
-
-
 def _split_s3(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     return parsed.netloc, parsed.path.lstrip("/")
@@ -365,15 +354,6 @@ def _context_for(function: str, environment: tuple[tuple[str, str], ...]) -> Con
 
 
 # -- the steps -------------------------------------------------------------------------------
-def choose_route(info: ImageInfo, small_image_max_pixels: int) -> str:
-    """``small`` (Lambda), ``large`` (Batch) or ``index_only`` (a solar image: see
-    :func:`~skysift.pipeline.image.is_catalogued`; an image without a celestial WCS is catalogued
-    in pixels)."""
-    if not is_catalogued(info):
-        return "index_only"
-    return "small" if info.pixels <= small_image_max_pixels else "large"
-
-
 def read_header(source: SourceObject, ctx: Context, hdu: int | None = None) -> tuple[SourceObject, ImageInfo]:
     """The object (its key decoded if it had to be) and its header's description (a ranged read)."""
     try:
@@ -392,7 +372,8 @@ def inspect_step(event: IngestEvent, ctx: Context) -> IngestState:
     """Read the header of the image ``event.hdu`` (a ranged read) and choose the route; for an event
     without ``hdu``, list the file's images as well; nothing is written."""
     source, info = read_header(event.source, ctx, event.hdu)
-    route = choose_route(info, ctx.config.small_image_max_pixels)
+    # small (Lambda), large (Batch) or index_only (a solar image), from the header: the one router
+    route = choose_route(info, ctx.settings, small_image_max_pixels=ctx.config.small_image_max_pixels)
     log.info("inspected %s: %dx%d %s -> %s", source.uri, info.nx, info.ny, info.wcs_kind, route)
     hdus = list_images(source, ctx) if event.lists_images else [event.hdu]
     return IngestState(source=source, image=ImageState(info=info, route=route, summary_uri=ctx.summary_uri(info.image_id)),
@@ -421,23 +402,23 @@ def detect_step(req: IngestState, ctx: Context) -> DetectResult:
     writes the failure to the summary, as its exit code is all Step Functions sees).
     """
     result = process_image(req.source.uri, ctx.settings, hdu=req.image.info.hdu, route=req.image.route,
-                           workers=ctx.config.workers if req.image.route == "large" else 1)
+                           workers=ctx.config.workers if req.image.route == Route.LARGE else 1)
     if result.error is not None:
         raise result.error  # an internal_error keeps its cause: a throttled read is retried, not quarantined
-    row = result.image_row
-    sources_uri = ctx.store.write_sources(row, result.sources)
-    n_sources = int(row.get("n_sources") or (result.sources.num_rows if result.sources is not None else 0))
+    record = result.record
+    sources_uri = ctx.store.write_sources(record, result.sources)
+    n_sources = int(record.n_sources or (result.sources.num_rows if result.sources is not None else 0))
     put_json(ctx.s3, req.image.summary_uri, {
-        "status": row["status"], "image_row": jsonable_row(row), "n_sources": n_sources,
+        "status": record.status, "image_row": record.to_json(), "n_sources": n_sources,
         "sources_uri": sources_uri, "top_sources": top_sources(result.sources),
     })
-    return DetectResult(status=row["status"], n_sources=n_sources, summary_uri=req.image.summary_uri,
+    return DetectResult(status=record.status, n_sources=n_sources, summary_uri=req.image.summary_uri,
                         sources_uri=sources_uri)
 
 
 def _summary(ctx: Context, image: ImageState) -> dict:
     summary = get_json(ctx.s3, image.summary_uri)
-    if summary is None or summary.get("status") == "failed":
+    if summary is None or summary.get("status") == ImageStatus.FAILED:
         raise errors.SourceNotFound("no detection summary: the detect step did not finish", uri=image.summary_uri)
     return summary
 
@@ -453,12 +434,12 @@ def alerts_step(req: IngestState, ctx: Context) -> AlertsResult:
     is retried; the retry's publish sends nothing again (each alert_id is remembered) and
     then stores the rows.
     """
-    row = row_from_json(_summary(ctx, req.image)["image_row"])
-    sources = ctx.store.read_sources(row)
-    alerts = prepare_alerts(row, sources, ctx.store, ctx.settings.alerts, ctx.settings.background,
+    record = ImageRecord.from_json(_summary(ctx, req.image)["image_row"])
+    sources = ctx.store.read_sources(record)
+    alerts = prepare_alerts(record, sources, ctx.store, ctx.settings.alerts, ctx.settings.background,
                             objects=ctx.settings.objects)
     sent = ctx.publisher().publish(alerts)
-    ctx.store.write_alerts(row, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
+    ctx.store.write_alerts(record, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
                                                      schema=ALERTS_SCHEMA))
     return AlertsResult(n_alerts=len(alerts), n_published=len(sent))
 
@@ -467,20 +448,18 @@ def record_step(state: IngestState, ctx: Context) -> RecordResult:
     """Write the ``images`` row, the image's commit point: from the detection summary, or
     index-only for non-celestial images; then the outcome the survey report reads."""
     source, image = state.source, state.image
-    if image.route == "index_only":
-        result = process_image(source.uri, ctx.settings, hdu=image.info.hdu, route="index_only")
+    if image.route == Route.INDEX_ONLY:
+        result = process_image(source.uri, ctx.settings, hdu=image.info.hdu, route=Route.INDEX_ONLY)
         if result.error is not None:
             raise result.error
-        row = result.image_row
-        ctx.store.write_image_row(row)
+        record = result.record
     else:
-        row = row_from_json(_summary(ctx, image)["image_row"])
-        row["route"] = image.route
-        ctx.store.write_image_row(row)
-    outcome = RecordResult(image_id=row["image_id"], status=row["status"], route=row["route"],
-                           n_sources=int(row.get("n_sources") or 0),
+        record = ImageRecord.from_json(_summary(ctx, image)["image_row"]).replace(route=image.route)
+    ctx.store.write_image_record(record)
+    outcome = RecordResult(image_id=record.image_id, status=record.status, route=record.route,
+                           n_sources=int(record.n_sources or 0),
                            n_alerts=state.alerts.n_alerts if state.alerts else 0)
-    put_json(ctx.s3, outcome_uri(ctx, row["image_id"]), {**outcome.model_dump(), "uri": source.uri})
+    put_json(ctx.s3, outcome_uri(ctx, record.image_id), {**outcome.model_dump(), "uri": source.uri})
     return outcome
 
 
@@ -511,7 +490,7 @@ def caught_failure(state: FailedState, ctx: Context) -> tuple[str, dict[str, Any
     if name == "States.TaskFailed" and state.image is not None:  # a Batch job: its exit code or its summary says why
         transient = (details.get("Container") or {}).get("ExitCode") == EXIT_TRANSIENT
         summary = {} if transient else get_json(ctx.s3, state.image.summary_uri) or {}
-        if summary.get("status") == "failed":
+        if summary.get("status") == ImageStatus.FAILED:
             return where, summary["error"]
         return where, {"reason": faults.AWS_TRANSIENT if transient else "batch_failed", "error_type": name,
                        "message": f"the Batch job failed: {details.get('StatusReason') or cause[:300]}",
@@ -540,7 +519,7 @@ def _header_or_none(source: SourceObject, ctx: Context, hdu: int | None = None) 
 
 
 def _succeeded(outcome: bytes) -> bool:
-    return json.loads(outcome).get("status") in ("ok", "indexed")
+    return json.loads(outcome).get("status") in (ImageStatus.OK, ImageStatus.INDEXED)
 
 
 def quarantine_step(payload: QuarantineRequest, ctx: Context) -> QuarantineResult:
@@ -559,24 +538,24 @@ def quarantine_step(payload: QuarantineRequest, ctx: Context) -> QuarantineResul
     source = state.source
     error = SkysiftError(record.get("message") or "", uri=record.get("uri") or (source.uri if source else None))
     error.reason = record.get("reason") or "internal_error"
-    info, route = None, "inspect"
+    info, route = None, Route.INSPECT
     if state.image is not None:
-        info, route = state.image.info, state.image.route
+        info, route = state.image.info, Route(state.image.route)
     elif source is not None and not record.get("transient"):
         info = _header_or_none(source, ctx, state.hdu)
-    row = image_row(info, status="failed", route=route, uri=source.uri if source else None, error=error,
-                    hdu=state.hdu)
+    row = image_record(info, status=ImageStatus.FAILED, route=route, uri=source.uri if source else None, error=error,
+                       hdu=state.hdu)
     caught = state.caught.get(where)
     details = {**record, "reason": error.reason, "message": error.message, "uri": error.uri, "state": where,
                "caught": caught.model_dump(by_alias=True) if caught else None, "route": route}
     record_uri = ctx.store.record_failure(row, details, execution)
-    images_uri = None if record.get("transient") else ctx.store.write_failed_image_row(row)
-    log.warning("quarantined %s after %s: %s (%s)%s", row["uri"], where, error.reason, error.message,
+    images_uri = None if record.get("transient") else ctx.store.write_failed_image_record(row)
+    log.warning("quarantined %s after %s: %s (%s)%s", row.uri, where, error.reason, error.message,
                 "" if images_uri or record.get("transient") else "; a successful images row is kept")
-    outcome = QuarantineResult(image_id=row["image_id"], reason=error.reason, message=error.message,
+    outcome = QuarantineResult(image_id=row.image_id, reason=error.reason, message=error.message,
                                record_uri=record_uri)
-    bucket, key = _split_s3(outcome_uri(ctx, row["image_id"]))
-    document = {**outcome.model_dump(), "status": "failed", "route": route, "uri": row["uri"], "state": where}
+    bucket, key = _split_s3(outcome_uri(ctx, row.image_id))
+    document = {**outcome.model_dump(), "status": ImageStatus.FAILED, "route": route, "uri": row.uri, "state": where}
     put_unless_success(ctx.s3, bucket, key, json.dumps(document, default=str).encode(), _succeeded,
                        ContentType="application/json")
     return outcome
@@ -622,11 +601,11 @@ def report_step(payload: ReportRequest, ctx: Context) -> ReportResult:
             outcome = get_json(ctx.s3, outcome_uri(ctx, image_id)) or {"status": "missing"}
             outcomes.append({"key": item.key, "hdu": hdu, "image_id": image_id, **outcome})
     statuses = Counter(o["status"] for o in outcomes)
-    reasons = Counter(o.get("reason") or "unknown" for o in outcomes if o["status"] == "failed")
+    reasons = Counter(o.get("reason") or "unknown" for o in outcomes if o["status"] == ImageStatus.FAILED)
     name = payload.execution_id.rsplit(":", 1)[-1]
     report = {
         "execution_id": payload.execution_id, "files": len(items), "total": len(outcomes),
-        "succeeded": statuses["ok"] + statuses["indexed"], "failed": statuses["failed"],
+        "succeeded": statuses[ImageStatus.OK] + statuses[ImageStatus.INDEXED], "failed": statuses[ImageStatus.FAILED],
         "missing": statuses["missing"], "statuses": dict(statuses), "reasons": dict(reasons),
         "map_run": state.map, "map_error": state.map_error,
         "images": sorted(outcomes, key=lambda o: (o["key"], o["hdu"] or 0)),

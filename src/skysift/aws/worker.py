@@ -36,6 +36,7 @@ from skysift.aws.steps import (
     inspect_step,
     put_json,
 )
+from skysift.catalog.records import ImageStatus, Route
 from skysift.errors import SkysiftError
 
 __all__ = ["main", "parse_args"]
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _record_failure(ctx: Context, summary_uri: str, record: dict) -> None:
     """The failure summary Quarantine reads (:func:`skysift.aws.faults.failure_record`)."""
     try:
-        put_json(ctx.s3, summary_uri, {"status": "failed", "error": record})
+        put_json(ctx.s3, summary_uri, {"status": ImageStatus.FAILED, "error": record})
     except Exception:  # S3 itself failing: Quarantine then records the job's exit instead
         log.exception("could not write the failure summary to %s", summary_uri)
 
@@ -87,7 +88,7 @@ def _record_failure(ctx: Context, summary_uri: str, record: dict) -> None:
 def _request(args: argparse.Namespace, ctx: Context) -> IngestState:
     """DetectLarge's request: the header read again here (the job's own check), on the large route."""
     state = inspect_step(IngestEvent(source=SourceObject(bucket=args.bucket, key=args.key), hdu=args.hdu), ctx)
-    image = ImageState(info=state.image.info, route="large", summary_uri=args.summary_uri)
+    image = ImageState(info=state.image.info, route=Route.LARGE, summary_uri=args.summary_uri)
     return IngestState(source=state.source, image=image)
 
 

@@ -11,13 +11,11 @@ artificial star injected into an image. Both are Hive-partitioned Parquet under
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from skysift.catalog import compaction
 from skysift.catalog.query import LocalCatalog
+from skysift.catalog.records import ImageRecord
 from skysift.catalog.schema import PARTITION_KEYS, TIMESTAMP, _field
 from skysift.catalog.tables import LocalTables
 
@@ -27,7 +25,6 @@ __all__ = [
     "MATCHES_SCHEMA",
     "analysis_catalog",
     "attach",
-    "images_row",
     "write_rows",
 ]
 
@@ -77,7 +74,7 @@ INJECTIONS_SCHEMA = pa.schema(
 ANALYSIS_TABLES = {"matches": MATCHES_SCHEMA, "injections": INJECTIONS_SCHEMA}
 
 
-def write_rows(home: str | os.PathLike[str], table: str, image_row: dict, rows: pa.Table) -> str:
+def write_rows(home: str | os.PathLike[str], table: str, image: ImageRecord, rows: pa.Table) -> str:
     """Replace one image's rows of an analysis table; returns the Parquet path.
 
     Parameters
@@ -86,14 +83,14 @@ def write_rows(home: str | os.PathLike[str], table: str, image_row: dict, rows: 
         The skysift home directory.
     table : {'matches', 'injections'}
         Which analysis table.
-    image_row : dict
+    image : ImageRecord
         The image's ``images`` row (``image_id`` and the partition keys are used).
     rows : pyarrow.Table
         The rows, cast to the table's schema.
     """
     schema = ANALYSIS_TABLES[table]
     # LocalTables' writer is table-agnostic: atomic write, stale partitions removed.
-    return LocalTables(home).write_rows(table, image_row, rows.select(schema.names).cast(schema))
+    return LocalTables(home).write_rows(table, image, rows.select(schema.names).cast(schema))
 
 
 def attach(catalog: LocalCatalog) -> LocalCatalog:
@@ -110,24 +107,3 @@ def analysis_catalog(home: str | os.PathLike[str]) -> LocalCatalog:
     """A :class:`LocalCatalog` over ``home`` (every table, the analysis ones included)."""
     return LocalCatalog(home)
 
-
-def images_row(home: str | os.PathLike[str], image_id: str) -> tuple[dict, Path] | None:
-    """The stored ``images`` row of ``image_id`` (partition keys included) and its file.
-
-    Looks in the image's own file and, after ``skysift compact``, in the compacted
-    partition files (whose footers list the image_ids they hold).
-    """
-    root = Path(home) / "tables" / "images"
-    own = list(root.glob(f"*/*/*/{image_id}.parquet"))
-    compacted = [p for p in root.glob(f"*/*/*/{compaction.COMPACTED_PREFIX}*.parquet")
-                 if image_id in compaction.image_ids_of(p)]
-    for path in own + compacted:
-        rows = pq.read_table(path, filters=[("image_id", "=", image_id)]).to_pylist()
-        if not rows:
-            continue
-        row = rows[0]
-        for part in path.parent.relative_to(root).parts:
-            key, _, value = part.partition("=")
-            row[key] = value
-        return row, path
-    return None

@@ -26,6 +26,8 @@ __all__ = [
     "sources_in_cone",
 ]
 
+from skysift.catalog.records import ImageRecord, ImageStatus
+
 #: The columns of earlier detections the rule needs.
 HISTORY_SCHEMA = pa.schema([("ra", pa.float64()), ("dec", pa.float64()), ("image_id", pa.string()), ("flags", pa.int32())])
 
@@ -38,18 +40,18 @@ def angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
     return np.degrees(angular_separation(*(np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))))
 
 
-def images_reaching(rows: Iterable[dict], center_ra: float, center_dec: float, radius_deg: float,
-                    before: datetime) -> list[dict]:
+def images_reaching(images: Iterable[ImageRecord], center_ra: float, center_dec: float, radius_deg: float,
+                    before: datetime) -> list[ImageRecord]:
     """Status-ok ``images`` rows observed before ``before`` whose disc comes within
     ``radius_deg`` of the centre, oldest first."""
-    rows = [r for r in rows if r.get("status") == "ok" and r.get("obs_time") is not None and r["obs_time"] < before
-            and r.get("center_ra") is not None]  # an image without a trusted WCS reaches no sky
+    rows = [r for r in images if r.status is ImageStatus.OK and r.obs_time is not None and r.obs_time < before
+            and r.center_ra is not None]  # an image without a trusted WCS reaches no sky
     if not rows:
         return []
-    distance = angular_distance_deg([r["center_ra"] for r in rows], [r["center_dec"] for r in rows], center_ra, center_dec)
-    reach = np.array([radius_deg + (r.get("radius_deg") or 0.0) for r in rows])
+    distance = angular_distance_deg([r.center_ra for r in rows], [r.center_dec for r in rows], center_ra, center_dec)
+    reach = np.array([radius_deg + (r.radius_deg or 0.0) for r in rows])
     picked = [r for r, d, limit in zip(rows, distance, reach, strict=True) if d <= limit]
-    return sorted(picked, key=lambda r: r["obs_time"])
+    return sorted(picked, key=lambda r: r.obs_time)
 
 
 def sources_in_cone(tables: Iterable[pa.Table], center_ra: float, center_dec: float, radius_deg: float) -> pa.Table:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skysift.catalog.records import ImageStatus
 from skysift.errors import SkysiftError
 
 __all__ = [
@@ -123,7 +124,7 @@ def images_without_sources(home: Path, gone: list[DamagedFile] = ()) -> list[Dam
         if path in excluded:
             continue
         rows = pq.read_table(path, columns=["image_id", "status", "n_sources"]).to_pylist()
-        missing = [r["image_id"] for r in rows if r["status"] == "ok" and (r["n_sources"] or 0) > 0
+        missing = [r["image_id"] for r in rows if r["status"] == ImageStatus.OK and (r["n_sources"] or 0) > 0
                    and r["image_id"] not in present]
         if missing:
             orphaned.append(DamagedFile(path, f"the sources of {len(missing)} image(s) it lists are gone"))

@@ -11,24 +11,26 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from skysift.catalog.records import ImageRecord
+
 __all__ = ["AlertPublisher", "CatalogStore"]
 
 
 class CatalogStore(Protocol):
     """Where catalog rows go, and where the history for the 'new source' rule comes from."""
 
-    def write_image(self, image_row: dict, sources: pa.Table | None) -> dict[str, str]:
+    def write_image(self, image: ImageRecord, sources: pa.Table | None) -> dict[str, str]:
         """Write one image's ``images`` row and ``sources`` rows, replacing earlier rows of
         the same image_id (idempotent). Returns pointers to what was written."""
 
-    def write_alerts(self, image_row: dict, alerts: pa.Table) -> str | None:
+    def write_alerts(self, image: ImageRecord, alerts: pa.Table) -> str | None:
         """Write the ``alerts`` rows raised for one image, replacing earlier ones."""
 
-    def read_sources(self, image_row: dict) -> pa.Table:
+    def read_sources(self, image: ImageRecord) -> pa.Table:
         """The ``sources`` rows of one image."""
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
-                       before: datetime) -> list[dict]:
+                       before: datetime) -> list[ImageRecord]:
         """``images`` rows (status ok) observed before ``before`` whose footprints come
         within ``radius_deg`` of the given centre."""
 
@@ -36,7 +38,7 @@ class CatalogStore(Protocol):
                         before: datetime) -> pa.Table:
         """ra/dec/image_id/flags of sources observed before ``before`` within the given cone."""
 
-    def record_failure(self, image_row: dict, error: dict) -> str:
+    def record_failure(self, image: ImageRecord, error: dict) -> str:
         """Keep a quarantine record of why an image failed; returns its URI. The raw
         file itself is never modified or deleted."""
 

@@ -10,6 +10,10 @@ Writing an image writes its file atomically (temporary file, then rename) and th
 removes any file of the same image_id left in another partition, so re-running an
 image replaces its rows, never duplicates them, and never touches other images.
 The same layout is what the AWS writers put under the Glue tables' locations.
+
+:meth:`LocalTables.images` is the one reader of the ``images`` rows (as
+:class:`~skysift.catalog.records.ImageRecord` s): the survey's resume and alert phases, the
+'new source' rule, completeness and cross-matching all read them through it.
 """
 
 from __future__ import annotations
@@ -27,17 +31,12 @@ import pyarrow.parquet as pq
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from skysift.catalog import compaction, history
-from skysift.catalog.schema import ALERTS_SCHEMA, IMAGES_SCHEMA, PARTITION_KEYS
+from skysift.catalog.integrity import DamagedTable
+from skysift.catalog.records import ImageRecord
+from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.core.metadata import slug
 
-__all__ = [
-    "LISTING_ATTEMPTS",
-    "POSITION_CACHE_BYTES",
-    "TABLES",
-    "LocalTables",
-    "image_row_table",
-    "partition_path",
-]
+__all__ = ["LISTING_ATTEMPTS", "POSITION_CACHE_BYTES", "TABLES", "LocalTables", "partition_path"]
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +50,24 @@ _again_if_replaced = retry(retry=retry_if_exception_type(FileNotFoundError), sto
                            reraise=True)
 
 
-def partition_path(row: dict) -> str:
-    """``survey=S/band=B/obs_night=N`` for an ``images`` row."""
-    return "/".join(f"{key}={slug(str(row.get(key) or 'unknown'))}" for key in PARTITION_KEYS)
+def partition_path(image: ImageRecord) -> str:
+    """``survey=S/band=B/obs_night=N``: the folder of an image's rows in every table."""
+    return "/".join(f"{key}={slug(str(value or 'unknown'))}" for key, value in image.partition.items())
 
 
-def image_row_table(row: dict) -> pa.Table:
-    """One ``images`` row as an Arrow table (partition keys dropped: they are in the path)."""
-    return pa.Table.from_pylist([{k: row.get(k) for k in IMAGES_SCHEMA.names}], schema=IMAGES_SCHEMA)
-
-
-def _read_image_rows(path: Path) -> list[dict]:
-    """The rows of an ``images`` file with the partition keys of its folders."""
+def _read_image_records(path: Path) -> list[ImageRecord]:
+    """The rows of an ``images`` file (its own or a compacted one), with the partition keys
+    of its folders; a file that is not Parquet is named in a :class:`DamagedTable`."""
     partition = dict(part.split("=", 1) for part in path.parts[-4:-1])
-    return [row | partition for row in pq.read_table(path).to_pylist()]
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except FileNotFoundError:
+        raise  # replaced or compacted meanwhile: the listing is made again
+    except (pa.ArrowException, OSError) as exc:
+        home = path.parents[5]
+        raise DamagedTable(f"table file {path} is damaged ({str(exc).strip().splitlines()[0][:160]}); "
+                           f"run 'skysift --home {home} check --repair' to move it aside", uri=str(path)) from exc
+    return [ImageRecord.from_row(row | partition) for row in rows]
 
 
 def _read_positions(path: Path) -> pa.Table:
@@ -80,16 +83,16 @@ class LocalTables:
         self.cutouts = self.home / "cutouts"
         # The 'new source' rule asks for earlier images and detections once per image:
         # rows are read from each file once (while it is unchanged), not once per question.
-        self._image_rows = history.FileCache(_read_image_rows)
+        self._image_records = history.FileCache(_read_image_records)
         self._positions = history.FileCache(_read_positions, max_bytes=POSITION_CACHE_BYTES, size=lambda t: t.nbytes)
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
 
-    def write_rows(self, table: str, row: dict, data: pa.Table) -> str:
+    def write_rows(self, table: str, image: ImageRecord, data: pa.Table) -> str:
         """Replace one image's rows of ``table`` with ``data`` (atomic); returns the file written."""
-        image_id = row["image_id"]
-        target = self.table_dir(table) / partition_path(row) / f"{image_id}.parquet"
+        image_id = image.image_id
+        target = self.table_dir(table) / partition_path(image) / f"{image_id}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{image_id}.", suffix=".tmp", delete=False) as tmp:
             pq.write_table(data, tmp.name, compression="zstd")
@@ -105,49 +108,49 @@ class LocalTables:
             stale.unlink(missing_ok=True)
         compaction.remove_image(self.table_dir(table), image_id)
 
-    def write_image(self, image_row: dict, sources: pa.Table | None) -> dict[str, str]:
+    def write_image(self, image: ImageRecord, sources: pa.Table | None) -> dict[str, str]:
         """Replace this image's rows: sources first, then the images row that indexes them."""
         pointers = {}
         if sources is not None:
-            pointers["sources"] = self.write_rows("sources", image_row, sources)
+            pointers["sources"] = self.write_rows("sources", image, sources)
         else:
-            self._remove("sources", image_row["image_id"])
-        pointers["images"] = self.write_rows("images", image_row, image_row_table(image_row))
+            self._remove("sources", image.image_id)
+        pointers["images"] = self.write_rows("images", image, image.to_table())
         return pointers
 
-    def write_alerts(self, image_row: dict, alerts: pa.Table) -> str | None:
+    def write_alerts(self, image: ImageRecord, alerts: pa.Table) -> str | None:
         if alerts.num_rows == 0:
-            self._remove("alerts", image_row["image_id"])
+            self._remove("alerts", image.image_id)
             return None
-        return self.write_rows("alerts", image_row, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
+        return self.write_rows("alerts", image, alerts.select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA))
 
-    def _sources_file(self, image_row: dict) -> Path:
-        return self._image_file("sources", image_row)
+    def _sources_file(self, image: ImageRecord) -> Path:
+        return self._image_file("sources", image)
 
-    def _image_file(self, table: str, image_row: dict) -> Path:
+    def _image_file(self, table: str, image: ImageRecord) -> Path:
         """The file holding one image's rows of ``table``: its own, or a compacted one."""
-        folder = self.table_dir(table) / partition_path(image_row)
-        path = folder / f"{image_row['image_id']}.parquet"
+        folder = self.table_dir(table) / partition_path(image)
+        path = folder / f"{image.image_id}.parquet"
         if path.exists():
             return path
         for compacted in folder.glob(f"{compaction.COMPACTED_PREFIX}*.parquet"):
-            if image_row["image_id"] in compaction.image_ids_of(compacted):
+            if image.image_id in compaction.image_ids_of(compacted):
                 return compacted
-        raise FileNotFoundError(f"no {table} stored for image {image_row['image_id']}")
+        raise FileNotFoundError(f"no {table} stored for image {image.image_id}")
 
-    def _read_image_file(self, table: str, image_row: dict) -> pa.Table:
-        path = self._image_file(table, image_row)
+    def _read_image_file(self, table: str, image: ImageRecord) -> pa.Table:
+        path = self._image_file(table, image)
         if path.name.startswith(compaction.COMPACTED_PREFIX):
-            return pq.read_table(path, filters=[("image_id", "=", image_row["image_id"])])
+            return pq.read_table(path, filters=[("image_id", "=", image.image_id)])
         return pq.read_table(path)
 
-    def read_sources(self, image_row: dict) -> pa.Table:
-        return self._read_image_file("sources", image_row)
+    def read_sources(self, image: ImageRecord) -> pa.Table:
+        return self._read_image_file("sources", image)
 
-    def read_alerts(self, image_row: dict) -> pa.Table:
+    def read_alerts(self, image: ImageRecord) -> pa.Table:
         """The ``alerts`` rows stored for one image (none: an empty table)."""
         try:
-            return self._read_image_file("alerts", image_row).select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA)
+            return self._read_image_file("alerts", image).select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA)
         except FileNotFoundError:
             return ALERTS_SCHEMA.empty_table()
 
@@ -156,15 +159,33 @@ class LocalTables:
         return {t: compaction.compact_table(self.table_dir(t), "healpix" if t == "sources" else None) for t in tables}
 
     @_again_if_replaced
-    def image_rows(self) -> list[dict]:
-        """Every ``images`` row (partition keys included), each file read once while unchanged."""
-        paths = set(self.table_dir("images").glob("*/*/*/*.parquet"))
-        self._image_rows.forget_missing(paths)
-        return [row for path in sorted(paths) for row in self._image_rows.get(path)]
+    def images(self, image_id: str | None = None) -> list[ImageRecord]:
+        """The ``images`` rows (partition keys included): the one reader of the images table.
+
+        Each file is read once while it is unchanged (the store keeps what it read).
+        ``image_id``: only that image's row, read from its own file or the compacted file
+        that lists it (an empty list when it has none). A file that cannot be read raises
+        :class:`~skysift.catalog.integrity.DamagedTable`, naming it.
+        """
+        root = self.table_dir("images")
+        if image_id is None:
+            paths = set(root.glob("*/*/*/*.parquet"))
+            self._image_records.forget_missing(paths)
+        else:
+            paths = set(root.glob(f"*/*/*/{image_id}.parquet")) | {
+                path for path in root.glob(f"*/*/*/{compaction.COMPACTED_PREFIX}*.parquet")
+                if image_id in compaction.image_ids_of(path)}
+        records = [record for path in sorted(paths) for record in self._image_records.get(path)]
+        return records if image_id is None else [r for r in records if r.image_id == image_id]
+
+    def image(self, image_id: str) -> ImageRecord | None:
+        """The stored row of ``image_id``, or None (see :meth:`images`)."""
+        found = self.images(image_id)
+        return found[0] if found else None
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
-                       before: datetime) -> list[dict]:
-        return [dict(r) for r in history.images_reaching(self.image_rows(), center_ra, center_dec, radius_deg, before)]
+                       before: datetime) -> list[ImageRecord]:
+        return history.images_reaching(self.images(), center_ra, center_dec, radius_deg, before)
 
     def earlier_sources(self, center_ra: float, center_dec: float, radius_deg: float,
                         before: datetime) -> pa.Table:
@@ -173,28 +194,28 @@ class LocalTables:
             (self._positions_of(row) for row in self.earlier_images(center_ra, center_dec, radius_deg, before)),
             center_ra, center_dec, radius_deg)
 
-    def _positions_of(self, image_row: dict) -> pa.Table:
+    def _positions_of(self, image: ImageRecord) -> pa.Table:
         try:
-            path, table = self._positions_file(image_row)
+            path, table = self._positions_file(image)
         except FileNotFoundError:  # the image is being re-run, or the tables were damaged
-            log.warning("no sources file for image %s; its detections are left out", image_row["image_id"])
+            log.warning("no sources file for image %s; its detections are left out", image.image_id)
             return history.HISTORY_SCHEMA.empty_table()
         if path.name.startswith(compaction.COMPACTED_PREFIX):
-            table = table.filter(pa.compute.equal(table["image_id"], image_row["image_id"]))
+            table = table.filter(pa.compute.equal(table["image_id"], image.image_id))
         return table
 
     @_again_if_replaced
-    def _positions_file(self, image_row: dict) -> tuple[Path, pa.Table]:
+    def _positions_file(self, image: ImageRecord) -> tuple[Path, pa.Table]:
         """The file holding the image's detections, and its cached positions."""
-        path = self._sources_file(image_row)
+        path = self._sources_file(image)
         return path, self._positions.get(path)
 
-    def record_failure(self, image_row: dict, error: dict) -> str:
+    def record_failure(self, image: ImageRecord, error: dict) -> str:
         """A JSON quarantine record ``{home}/quarantine/{image_id}.json``."""
         folder = self.home / "quarantine"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{image_row['image_id']}.json"
-        record = {"image_id": image_row["image_id"], "uri": image_row.get("uri"), **error,
+        path = folder / f"{image.image_id}.json"
+        record = {"image_id": image.image_id, "uri": image.uri, **error,
                   "recorded_at": datetime.now(UTC).isoformat()}
         path.write_text(json.dumps(record, indent=2))
         return str(path)
@@ -218,13 +239,12 @@ class LocalTables:
         os.replace(tmp.name, path)
         return str(path)
 
-    def read_matches(self, image_row: dict) -> pa.Table | None:
+    def read_matches(self, image: ImageRecord) -> pa.Table | None:
         """The ``matches`` rows of one image (``skysift crossmatch``): empty when it has none,
         None when no reference catalog was ever matched in this home."""
         if not any(self.table_dir("matches").glob("*/*/*/*.parquet")):
             return None
         try:
-            return self._read_image_file("matches", image_row)
+            return self._read_image_file("matches", image)
         except FileNotFoundError:
             return pa.table({"source_id": pa.array([], pa.string())})
-

@@ -8,6 +8,7 @@ one-line message and the exit status of :mod:`skysift.cli.terminal`.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -58,15 +59,15 @@ def crossmatch(ctx: click.Context, reference_path: str | None, gaia: bool, radiu
                min_snr_zp: float, as_json: bool) -> None:
     """Match the sources table to a reference catalog; write the matches table; report offsets."""
     from skysift.analysis import crossmatch as xm
-    from skysift.catalog.query import LocalCatalog
+    from skysift.catalog.records import ImageStatus
+    from skysift.catalog.tables import LocalTables
 
     if bool(reference_path) == gaia:
         raise click.UsageError("give exactly one of --reference FILE or --gaia")
     home = settings_for(ctx).home
     if gaia:
-        images = LocalCatalog(home).sql("SELECT center_ra, center_dec, radius_deg FROM images WHERE status = 'ok' "
-                                    "AND center_ra IS NOT NULL")
-        reference = xm.fetch_gaia(images.itertuples(index=False, name=None))
+        reference = xm.fetch_gaia((r.center_ra, r.center_dec, r.radius_deg) for r in LocalTables(home).images()
+                                  if r.status is ImageStatus.OK and r.center_ra is not None)
     else:
         reference = xm.read_reference(reference_path, mag_column)
     hold_home_lock(ctx, home)  # it writes the matches table
@@ -110,7 +111,8 @@ def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, 
                  hdu: int | str | None) -> None:
     """Inject artificial stars into IMAGE, re-detect, and record its 50%/90% limiting magnitudes."""
     from skysift.analysis.completeness import record_completeness, run_completeness
-    from skysift.catalog.analysis_tables import analysis_catalog
+    from skysift.catalog.records import ImageStatus
+    from skysift.catalog.tables import LocalTables
 
     settings = settings_for(ctx)
     if seeing_fwhm_px is None:  # the seeing measured on this image (this HDU of a multi-extension file)
@@ -120,10 +122,9 @@ def completeness(ctx: click.Context, image: str, rounds: int, n_per_round: int, 
             image_id = inspect_image(image, hdu, limits=settings.limits.header_limits()).image_id
         except SkysiftError:
             image_id = None  # run_completeness reports the problem with the file
-        rows = analysis_catalog(settings.home).sql("SELECT seeing_fwhm_px FROM images WHERE image_id = $id AND status = 'ok'",
-                                                   {"id": image_id})
-        known = rows["seeing_fwhm_px"].dropna()
-        seeing_fwhm_px = float(known.iloc[0]) if len(known) else None
+        stored = LocalTables(settings.home).image(image_id) if image_id else None
+        known = stored.seeing_fwhm_px if stored is not None and stored.status is ImageStatus.OK else None
+        seeing_fwhm_px = float(known) if known is not None and math.isfinite(known) else None
     mag_range = None
     if mag_min is not None or mag_max is not None:
         if mag_min is None or mag_max is None or mag_min >= mag_max:

@@ -148,6 +148,7 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
     )
     from rich.table import Table
 
+    from skysift.catalog.records import ImageStatus
     from skysift.io import storage
     from skysift.pipeline.survey import run_local
 
@@ -176,12 +177,13 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
     per_file = Counter(s.uri for s in report.summaries)
     multi = {uri for uri, n in per_file.items() if n > 1}
     for s in report.summaries:
-        colour = {"ok": "green", "indexed": "cyan", "failed": "red"}.get(s.status, "white")
+        colour = {ImageStatus.OK: "green", ImageStatus.INDEXED: "cyan", ImageStatus.FAILED: "red"}.get(s.status, "white")
         note = f"{s.reason}: {s.message}" if s.reason else ""
         table.add_row(_image_name(s, multi), f"[{colour}]{s.status}[/]", str(s.n_sources), str(s.n_alerts),
                       f"{s.seconds:.2f}", note)
     console.print(table)
-    console.print(f"{report.count('ok')} ok, {report.count('indexed')} indexed, {report.count('failed')} failed; "
+    console.print(f"{report.count(ImageStatus.OK)} ok, {report.count(ImageStatus.INDEXED)} indexed, "
+                  f"{report.count(ImageStatus.FAILED)} failed; "
                   f"{report.n_sources} sources, {report.n_alerts} alerts; tables in [bold]{settings.home}[/]")
     if report.skipped:
         console.print(f"{report.skipped} image(s) already done with these settings were skipped (--force to redo them)")
@@ -190,7 +192,7 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
                       "measured again (their rows replaced)")
     if report.interrupted:
         console.print("[yellow]interrupted[/]: finished images are kept; run the same command again to resume")
-    failures = [(s.uri, s.reason, s.message) for s in report.summaries if s.status == "failed"]
+    failures = [(s.uri, s.reason, s.message) for s in report.summaries if s.status == ImageStatus.FAILED]
     failures += [(f["uri"], "alerts " + str(f["reason"]), f["message"]) for f in report.alert_failures]
     if failures:
         console.print(f"[bold red]{len(failures)} failure(s)[/] (details in the run report):")
@@ -533,7 +535,7 @@ def plot(ctx: click.Context, image: str | None, output: str | None, hdu: int | s
         raise result.error
     view = read_for_display(image, result.info.hdu, settings, background=diagnostics)
     (image_diagnostics if diagnostics else detections_overlay)(view, result.sources, out)
-    console.print(f"wrote {out} ({result.image_row.get('n_sources') or 0} detections)")
+    console.print(f"wrote {out} ({result.record.n_sources or 0} detections)")
 
 
 @cli.command()

@@ -160,6 +160,14 @@ _FIX_NOTE = re.compile(r"'(?P<fix>\w+)' made the change '(?P<change>.*)'\.?$", r
 _CARD_NOTE = re.compile(r"(?P<card>(?P<key>[A-Z0-9_-]{1,8})\s*=[^\n]*)\n\s*(?P<why>.*)", re.S)
 
 
+class WcsKind(StrEnum):
+    """``images.wcs_kind``: what the header's first two axes are (:func:`skysift.io.fits.wcs_kind`)."""
+
+    CELESTIAL = "celestial"  # sky axes (RA/Dec, galactic...), even when the WCS itself is broken
+    HELIOPROJECTIVE = "helioprojective"  # solar images (HPLN/HPLT): indexed, not catalogued
+    NONE = "none"  # no WCS, or axes that are not on a sky (a lab frame)
+
+
 class WcsStatus(StrEnum):
     """``images.wcs_status``: whether an image's sky positions can be trusted."""
 

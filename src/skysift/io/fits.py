@@ -3,7 +3,8 @@
 Two entry points:
 
 * :func:`inspect_image` reads headers only (a few ranged reads on S3) and returns an
-  :class:`ImageInfo` that the router uses to choose a path.
+  :class:`ImageInfo` that the router uses to choose a path (:func:`view_header`: the
+  shape and WCS kind alone, without hashing the file).
 * :func:`read_image` reads and verifies the pixels up front, so that a truncated or
   corrupt upload fails here with a named error rather than later inside SEP.
 
@@ -38,6 +39,7 @@ from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict
 
 from skysift.core import calibration, metadata
+from skysift.core.astrometry import WcsKind
 from skysift.errors import (
     AllNaN,
     ChecksumMismatch,
@@ -98,7 +100,7 @@ class ImageInfo(BaseModel):
     bytes: int
     bitpix: int
     compressed: bool
-    wcs_kind: str  # "celestial" | "helioprojective" | "none"
+    wcs_kind: WcsKind
     survey: str
     band: str
     telescope: str | None = None
@@ -217,17 +219,18 @@ def _list_file(uri: str, limits: HeaderLimits) -> fitsheader.HduListing:
             raise NotFITS(f"corrupt gzip data ({exc})", uri=uri) from exc
 
 
-def wcs_kind(header: fits.Header) -> str:
-    """'helioprojective' for HPLN/HPLT axes, 'celestial' for sky axes, else 'none'."""
+def wcs_kind(header: fits.Header) -> WcsKind:
+    """HELIOPROJECTIVE for HPLN/HPLT axes, CELESTIAL for sky axes, else NONE."""
     ctypes = [str(header.get(f"CTYPE{i}", "")).upper() for i in (1, 2)]
     if any(c.startswith(("HPLN", "HPLT", "SOLX", "SOLY")) for c in ctypes):
-        return "helioprojective"
+        return WcsKind.HELIOPROJECTIVE
     # sky axes named in CTYPE make an image celestial even when its WCS is broken: it is
     # measured, with null sky positions and the reason (astrometry.validate_celestial_wcs)
     from skysift.core.astrometry import names_celestial_axes
 
     wcs = build_wcs(header)
-    return "celestial" if (wcs is not None and wcs.has_celestial) or names_celestial_axes(header) else "none"
+    celestial = (wcs is not None and wcs.has_celestial) or names_celestial_axes(header)
+    return WcsKind.CELESTIAL if celestial else WcsKind.NONE
 
 
 def build_wcs(header: fits.Header) -> WCS | None:
@@ -563,14 +566,54 @@ def inspect_with_header(uri: str, hdu: int | str | None = None, *, survey_defaul
                         limits: HeaderLimits = DEFAULT_LIMITS) -> tuple[ImageInfo, fits.Header]:
     """:func:`inspect_image`, and the chosen HDU's (image) header from the same read."""
     uri = storage.normalize_uri(uri)
+    layout, header = _image_header(uri, hdu, limits)
+    info = _describe(layout, header, uri, storage.fingerprint(uri),
+                     storage.object_size(uri), survey_default, fitsheader.checksum_status(layout.selected, None))
+    return info, header.copy()
+
+
+@dataclass(frozen=True)
+class HeaderView:
+    """An image as its headers describe it, before its content is hashed or a pixel read:
+    what the router needs (:func:`skysift.pipeline.router.choose_route`), as :class:`ImageInfo`
+    has it too."""
+
+    shape: tuple[int, ...]  # the image's axes longer than 1, slowest first: (ny, nx) for a 2-D image
+    wcs_kind: WcsKind
+
+    @property
+    def nx(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def ny(self) -> int:
+        return self.shape[-2]
+
+    @property
+    def pixels(self) -> int:
+        """Pixels the in-memory read would hold (every axis counted, as its limit counts them)."""
+        return math.prod(self.shape)
+
+
+def view_header(uri: str, hdu: int | str | None = None, *, limits: HeaderLimits = DEFAULT_LIMITS) -> HeaderView:
+    """The chosen image's shape and WCS kind from its headers alone.
+
+    The headers are walked and checked as :func:`inspect_image` does, but the file is not
+    hashed: a local file's SHA-256 then runs while :func:`read_image` decodes its pixels.
+    """
+    uri = storage.normalize_uri(uri)
+    layout, header = _image_header(uri, hdu, limits)
+    return HeaderView(shape=tuple(n for n in layout.selected.image_shape if n > 1), wcs_kind=wcs_kind(header))
+
+
+def _image_header(uri: str, hdu: int | str | None, limits: HeaderLimits) -> tuple[FileLayout, fits.Header]:
+    """The file's checked layout and the chosen HDU's image header (astropy's, Z keywords
+    translated, for a tile-compressed image)."""
     layout = _checked(walk_file(uri, hdu, limits=limits), uri, hdu, None)
     selected = layout.selected
-    header = selected.header
     if selected.compressed:
-        header = _compressed_image_header(uri, selected.index)
-    info = _describe(layout, header, uri, storage.fingerprint(uri),
-                     storage.object_size(uri), survey_default, fitsheader.checksum_status(selected, None))
-    return info, header.copy()
+        return layout, _compressed_image_header(uri, selected.index)
+    return layout, selected.header
 
 
 def _compressed_image_header(uri: str, index: int) -> fits.Header:

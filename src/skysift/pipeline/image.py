@@ -21,9 +21,9 @@ from astropy.io import fits
 from skysift import __version__
 from skysift.alerts.delivery import raise_alerts
 from skysift.catalog.ports import AlertPublisher, CatalogStore
-from skysift.catalog.schema import IMAGES_SCHEMA, sources_schema
-from skysift.core.astrometry import WcsStatus
-from skysift.errors import ChecksumMismatch, ImageTooLarge, InternalError, SkysiftError, WorkerDied
+from skysift.catalog.records import ImageRecord, ImageStatus, Route, WcsStatus
+from skysift.catalog.schema import sources_schema
+from skysift.errors import ChecksumMismatch, InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
 from skysift.io.fits import (
     ImageInfo,
@@ -33,21 +33,21 @@ from skysift.io.fits import (
     make_image_id,
     read_image,
     refuse_bad_checksum,
+    view_header,
     with_streamed_checksum,
 )
 from skysift.io.fitsheader import ChecksumStatus
 from skysift.measure.frame import measure_image
-from skysift.measure.tiled import measure_tiled, pixels_for_memory
+from skysift.measure.tiled import measure_tiled
+from skysift.pipeline.router import choose_route, in_memory_pixel_limit
 from skysift.settings import Settings
 
 __all__ = [
     "ImageResult",
     "ImageSummary",
     "failed_result",
-    "image_row",
-    "in_memory_pixel_limit",
+    "image_record",
     "ingest_image",
-    "is_catalogued",
     "process_image",
     "record",
     "sources_table",
@@ -60,9 +60,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImageResult:
-    """Rows for the ``images`` table (one) and the ``sources`` table (many)."""
+    """Rows for the ``images`` table (one, its :class:`ImageRecord`) and the ``sources`` table (many)."""
 
-    image_row: dict
+    record: ImageRecord
     sources: pa.Table | None = None
     info: ImageInfo | None = None
     error: SkysiftError | None = None
@@ -70,11 +70,11 @@ class ImageResult:
 
     @property
     def image_id(self) -> str:
-        return self.image_row["image_id"]
+        return self.record.image_id
 
     @property
     def partition(self) -> dict[str, str]:
-        return {k: self.image_row[k] for k in ("survey", "band", "obs_night")}
+        return self.record.partition
 
     @property
     def ok(self) -> bool:
@@ -86,35 +86,32 @@ def _info_columns(info: ImageInfo) -> dict:
         "image_id": info.image_id, "uri": info.uri, "content_hash": info.content_hash,
         "hdu": info.hdu, "hdu_name": info.hdu_name, "nx": info.nx, "ny": info.ny,
         "bytes": info.bytes, "bitpix": info.bitpix, "compressed": info.compressed,
-        "wcs_kind": info.wcs_kind, "checksum_status": str(info.checksum_status), "telescope": info.telescope, "instrument": info.instrument,
+        "wcs_kind": info.wcs_kind, "checksum_status": info.checksum_status, "telescope": info.telescope, "instrument": info.instrument,
         "wavelength_angstrom": info.wavelength_angstrom, "obs_time": info.obs_time,
         "exptime_s": info.exptime_s, "survey": info.survey, "band": info.band, "obs_night": info.obs_night,
     }
 
 
-def image_row(info: ImageInfo | None, *, status: str, route: str, uri: str | None = None,
-              error: SkysiftError | None = None, hdu: int | str | None = None, **values) -> dict:
-    """One ``images`` row; every schema column is present (missing ones are None).
+def image_record(info: ImageInfo | None, *, status: ImageStatus, route: Route, uri: str | None = None,
+                 error: SkysiftError | None = None, hdu: int | str | None = None, **values) -> ImageRecord:
+    """The ``images`` row of one image: what ``info`` says, the error, ``values`` (measurements).
 
-    Without ``info`` (the header could not be read) the row has the URI and an image_id
+    Without ``info`` (the header could not be read) the record has the URI and an image_id
     from the file's bytes and the ``hdu`` asked for (see :func:`_unread_image_id`). An
     image refused for its checksum (reason ``bad_checksum``) has ``checksum_status`` =
     'bad' whoever writes its row (the in-memory read stops before describing the image,
     and the AWS Quarantine step has only the Inspect step's header-only description).
+    ``values`` that are not columns (timings such as ``catalog_s``, the tiled path's
+    ``n_tiles``) are left out.
     """
-    row = {name: None for name in IMAGES_SCHEMA.names}
-    row.update(survey="unknown", band="unknown", obs_night="unknown")
-    if info is not None:
-        row.update(_info_columns(info))
-    else:
-        row.update(uri=uri, image_id=_unread_image_id(uri, hdu))
+    row: dict = _info_columns(info) if info is not None else {"uri": uri, "image_id": _unread_image_id(uri, hdu)}
     if error is not None:
         row.update(error_reason=error.reason, error_message=error.message)
         if error.reason == ChecksumMismatch.reason:
-            row.update(checksum_status=str(ChecksumStatus.BAD))
-    row.update(values)
+            row.update(checksum_status=ChecksumStatus.BAD)
+    row.update((key, value) for key, value in values.items() if key in ImageRecord.model_fields)
     row.update(status=status, route=route, processed_at=datetime.now(UTC), software_version=__version__)
-    return row
+    return ImageRecord.model_validate(row)
 
 
 def _unread_image_id(uri: str | None, hdu: int | str | None = None) -> str:
@@ -151,20 +148,15 @@ def sources_table(info: ImageInfo, columns: dict[str, np.ndarray], settings: Set
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def in_memory_pixel_limit(settings: Settings) -> int:
-    """Largest image measured in one piece; larger ones take the tiled path."""
-    return min(settings.limits.max_pixels, pixels_for_memory(settings.limits.max_memory_bytes))
-
-
-def _failed(uri: str, route: str, exc: SkysiftError, info: ImageInfo | None = None, hdu: int | str | None = None,
+def _failed(uri: str, route: Route, exc: SkysiftError, info: ImageInfo | None = None, hdu: int | str | None = None,
             **values) -> ImageResult:
     exc.uri = exc.uri or str(uri)
     log.warning("%s", exc)
-    row = image_row(info, status="failed", route=route, uri=str(uri), error=exc, hdu=hdu, **values)
-    return ImageResult(row, info=info, error=exc)
+    record = image_record(info, status=ImageStatus.FAILED, route=route, uri=str(uri), error=exc, hdu=hdu, **values)
+    return ImageResult(record, info=info, error=exc)
 
 
-def failed_result(uri: str, error: SkysiftError, *, route: str = "local", hdu: int | str | None = None,
+def failed_result(uri: str, error: SkysiftError, *, route: Route = Route.LOCAL, hdu: int | str | None = None,
                   survey_default: str | None = None, read_header: bool = True) -> ImageResult:
     """The ``failed`` result of an image whose processing broke off with ``error``.
 
@@ -181,47 +173,39 @@ def failed_result(uri: str, error: SkysiftError, *, route: str = "local", hdu: i
     return _failed(uri, route, error, info, hdu)
 
 
-def is_catalogued(info: ImageInfo) -> bool:
-    """Whether an image gets a source catalog: every image but a solar (helioprojective) one.
-
-    A celestial image is catalogued with sky positions (null, with the reason, when its WCS
-    cannot be trusted); an image without celestial axes (blank CTYPEs, a lab frame) gets a
-    pixel catalog, RA/Dec null, as Source Extractor gives; a helioprojective image is only
-    indexed, for the solar time-lag workload (:mod:`skysift.timelag`), which reads its pixels itself.
-    """
-    return info.wcs_kind != "helioprojective"
-
-
 def _indexed(info: ImageInfo, header, wcs, t0: float, **values) -> ImageResult:
-    row = image_row(info, status="indexed", route="index_only", total_s=time.perf_counter() - t0,
-                    wcs_header=_wcs_text(header, wcs), wcs_status=str(WcsStatus.NONE), **values)
-    return ImageResult(row, info=info)
+    record = image_record(info, status=ImageStatus.INDEXED, route=Route.INDEX_ONLY, total_s=time.perf_counter() - t0,
+                          wcs_header=_wcs_text(header, wcs), wcs_status=WcsStatus.NONE, **values)
+    return ImageResult(record, info=info)
 
 
-def _measured(info: ImageInfo, header, wcs, result, settings: Settings, route: str, t0: float, read_s: float) -> ImageResult:
+def _measured(info: ImageInfo, header, wcs, result, settings: Settings, route: Route, t0: float, read_s: float) -> ImageResult:
     table = sources_table(info, result.columns, settings)
     timings = {"read_s": read_s, **result.timings, "total_s": time.perf_counter() - t0}
     trusted = result.stats.get("wcs_status") == WcsStatus.VALID  # an untrusted WCS is not kept for reuse
-    row = image_row(info, status="ok", route=route, wcs_header=_wcs_text(header, wcs) if trusted else None,
-                    **result.stats, **timings)
-    return ImageResult(row, sources=table, info=info, timings=timings)
+    record = image_record(info, status=ImageStatus.OK, route=route, wcs_header=_wcs_text(header, wcs) if trusted else None,
+                          **result.stats, **timings)
+    return ImageResult(record, sources=table, info=info, timings=timings)
 
 
-def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: str = "local",
+def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: Route | str | None = None,
                   workers: int = 1) -> ImageResult:
     """Read and measure one image; never raises, whatever the input or the fault.
 
     ``hdu`` picks one image HDU of the file (index or EXTNAME; None: the first image HDU);
     every image HDU is an image of its own, with its own image_id
-    (:func:`~skysift.io.fits.make_image_id`). Images within :func:`in_memory_pixel_limit`
-    are read whole; larger ones (judged from the header, before any pixel is read) are
+    (:func:`~skysift.io.fits.make_image_id`). The header is read first and the router
+    (:func:`~skysift.pipeline.router.choose_route`, given ``route`` when a caller chose one
+    already) sends the image one of three ways before any pixel is read: a solar image is
+    indexed from its header (its pixels are never decoded); one within
+    :func:`~skysift.pipeline.router.in_memory_pixel_limit` is read whole; a larger one is
     measured tile by tile in bounded memory, with ``workers`` processes. Returns an
-    :class:`ImageResult` whose ``image_row`` has status ``ok`` (sources measured; if the
+    :class:`ImageResult` whose ``record`` has status ``ok`` (sources measured; if the
     header names sky axes but its WCS cannot be trusted, with null sky positions and
     ``wcs_status`` = 'wcs_invalid'; without celestial axes, a pixel catalog with null sky
     positions and ``wcs_status`` = 'none'), ``indexed`` (helioprojective: indexed, not
-    extracted, see :func:`is_catalogued`) or ``failed`` (``error`` holds the typed error
-    and its reason). Every row records ``settings_hash``
+    extracted, see :func:`~skysift.pipeline.router.is_catalogued`) or ``failed`` (``error``
+    holds the typed error and its reason). Every row records ``settings_hash``
     (:meth:`~skysift.settings.Settings.measurement_hash`), which resuming runs compare.
 
     Known causes fail with their typed reason; any other exception (a bug, a library's
@@ -229,48 +213,58 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     exception's class, message and a traceback digest, so that one image can never stop
     a run. Only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
     """
+    requested = Route(route) if route is not None else None
+    failed_route = requested or Route.LOCAL
     try:
-        result = _process_image(uri, settings, hdu=hdu, route=route, workers=workers)
+        result = _process_image(uri, settings, hdu=hdu, requested=requested, workers=workers)
     except SkysiftError as exc:  # a typed error from a step that does not catch its own
-        result = failed_result(uri, exc, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, exc, route=failed_route, hdu=hdu, survey_default=settings.survey)
     except BrokenProcessPool as exc:  # a tile or strip process was killed (out of memory?)
         died = WorkerDied(f"a process measuring part of this image died ({exc}): give it more memory "
                           "(--max-memory, fewer workers with -j) or check the file", uri=str(uri))
-        result = failed_result(uri, died, route=route, hdu=hdu, survey_default=settings.survey)
+        result = failed_result(uri, died, route=failed_route, hdu=hdu, survey_default=settings.survey)
     except Exception as exc:  # the point: no exception escapes one image
         log.debug("internal error while processing %s", uri, exc_info=True)
         error = InternalError.from_exception(exc, uri=str(uri))
-        result = failed_result(uri, error, route=route, hdu=hdu, survey_default=settings.survey)
-    result.image_row["settings_hash"] = settings.measurement_hash()
+        result = failed_result(uri, error, route=failed_route, hdu=hdu, survey_default=settings.survey)
+    result.record = result.record.replace(settings_hash=settings.measurement_hash())
     return result
 
 
-def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route: str, workers: int) -> ImageResult:
+def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, requested: Route | None,
+                   workers: int) -> ImageResult:
     t0 = time.perf_counter()
-    limit = in_memory_pixel_limit(settings)
-    info = None
+    limits = settings.limits.header_limits()
     try:
-        # judge big files from their header before reading any pixel
-        if route == "large" or storage.object_size(storage.normalize_uri(uri)) > limit * 4:
-            info, header = inspect_with_header(uri, hdu, survey_default=settings.survey,
-                                        limits=settings.limits.header_limits())
-            if info.pixels > limit or route == "large":
-                return _process_tiled(info, header, settings, workers, t0)
-        image = read_image(uri, hdu, max_pixels=limit, survey_default=settings.survey,
-                           limits=settings.limits.header_limits(),
-                           reject_bad_checksum=settings.limits.reject_bad_checksum)
-    except ImageTooLarge:  # a compressed file that expands beyond the limit
-        try:
-            return _process_tiled(*inspect_with_header(uri, hdu, survey_default=settings.survey,
-                                        limits=settings.limits.header_limits()), settings, workers, t0)
-        except SkysiftError as exc:
-            return _failed(uri, "large", exc, info, hdu)
+        view = view_header(uri, hdu, limits=limits)
+    except SkysiftError as exc:
+        return _failed(uri, requested or Route.LOCAL, exc, None, hdu)
+    route = choose_route(view, settings, requested=requested)
+    if route.in_memory:
+        return _process_in_memory(uri, hdu, settings, route, workers, t0)
+    info = None
+    try:  # the header again, described in full, and the checksum by streaming the data unit
+        info, header = inspect_with_header(uri, hdu, survey_default=settings.survey, limits=limits)
+        info = with_streamed_checksum(info, limits=limits)
+        refuse_bad_checksum(info.checksum_status, info.uri, settings.limits.reject_bad_checksum)
     except SkysiftError as exc:
         return _failed(uri, route, exc, info, hdu)
+    if route is Route.INDEX_ONLY:
+        return _indexed(info, header, build_wcs(header), t0, read_s=time.perf_counter() - t0)
+    return _process_tiled(info, header, settings, workers, t0)
+
+
+def _process_in_memory(uri: str, hdu: int | str | None, settings: Settings, route: Route, workers: int,
+                       t0: float) -> ImageResult:
+    """The in-memory path: pixels read and verified whole (the content hash computed meanwhile)."""
+    try:
+        image = read_image(uri, hdu, max_pixels=in_memory_pixel_limit(settings), survey_default=settings.survey,
+                           limits=settings.limits.header_limits(),
+                           reject_bad_checksum=settings.limits.reject_bad_checksum)
+    except SkysiftError as exc:  # the read stops before it describes the image: its row has the URI and id
+        return _failed(uri, route, exc, None, hdu)
     read_s = time.perf_counter() - t0
     info = image.info
-    if not is_catalogued(info):
-        return _indexed(info, image.header, image.wcs, t0, read_s=read_s)
     try:
         result = measure_image(image, settings, workers=workers)
     except SkysiftError as exc:
@@ -279,25 +273,15 @@ def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, route
 
 
 def _process_tiled(info: ImageInfo, header: fits.Header, settings: Settings, workers: int, t0: float) -> ImageResult:
-    """The large-image path: header known, pixels read tile by tile.
-
-    The checksum is verified first, by streaming the data unit once in bounded memory
-    (:func:`~skysift.io.fits.with_streamed_checksum`), so that this path records the
-    ``checksum_status`` the in-memory one does, and refuses a bad one with the same
-    reason before any tile is read when ``limits.reject_bad_checksum`` says so.
-    """
-    try:
-        info = with_streamed_checksum(info, limits=settings.limits.header_limits())
-        refuse_bad_checksum(info.checksum_status, info.uri, settings.limits.reject_bad_checksum)
-    except SkysiftError as exc:
-        return _failed(info.uri, "large", exc, info)
-    if not is_catalogued(info):
-        return _indexed(info, header, build_wcs(header), t0)
+    """The large-image path: header known and checksum verified (by streaming the data unit once,
+    :func:`~skysift.io.fits.with_streamed_checksum`, so that this path records the ``checksum_status``
+    the in-memory one does, and refuses a bad one with the same reason before any tile is read when
+    ``limits.reject_bad_checksum`` says so); pixels read tile by tile."""
     try:
         info, result, header = measure_tiled(info.uri, settings, workers=workers, inspected=(info, header))
     except SkysiftError as exc:
-        return _failed(info.uri, "large", exc, info)
-    return _measured(info, header, build_wcs(header), result, settings, "large", t0, 0.0)
+        return _failed(info.uri, Route.LARGE, exc, info)
+    return _measured(info, header, build_wcs(header), result, settings, Route.LARGE, t0, 0.0)
 
 
 def _wcs_text(header, wcs) -> str | None:
@@ -314,8 +298,8 @@ class ImageSummary:
 
     image_id: str
     uri: str | None
-    status: str
-    route: str
+    status: ImageStatus
+    route: Route
     hdu: int | None = None  # index of the image HDU (None when the header could not be read)
     hdu_name: str | None = None
     n_sources: int = 0
@@ -341,24 +325,24 @@ def top_sources(sources: pa.Table | None, n: int = 5) -> list[dict]:
 
 def record(result: ImageResult, store: CatalogStore) -> dict[str, str]:
     """Write one result's rows (idempotent), and its failure record when it failed."""
-    pointers = store.write_image(result.image_row, result.sources)
+    pointers = store.write_image(result.record, result.sources)
     if result.error is not None:
-        pointers["quarantine"] = store.record_failure(result.image_row, result.error.to_record())
+        pointers["quarantine"] = store.record_failure(result.record, result.error.to_record())
     return pointers
 
 
 def summarize(result: ImageResult, pointers: dict[str, str], n_alerts: int = 0) -> ImageSummary:
-    row = result.image_row
+    record = result.record
     return ImageSummary(
-        image_id=row["image_id"], uri=row["uri"], status=row["status"], route=row["route"],
-        hdu=row.get("hdu"), hdu_name=row.get("hdu_name"), n_sources=int(row.get("n_sources") or 0), n_alerts=n_alerts,
-        reason=row.get("error_reason"), message=row.get("error_message"), pointers=pointers,
-        top_sources=top_sources(result.sources), seconds=float(row.get("total_s") or 0.0),
+        image_id=record.image_id, uri=record.uri, status=record.status, route=record.route,
+        hdu=record.hdu, hdu_name=record.hdu_name, n_sources=int(record.n_sources or 0), n_alerts=n_alerts,
+        reason=record.error_reason, message=record.error_message, pointers=pointers,
+        top_sources=top_sources(result.sources), seconds=float(record.total_s or 0.0),
     )
 
 
 def ingest_image(uri: str, settings: Settings, *, store: CatalogStore, publisher: AlertPublisher,
-                 hdu: int | str | None = None, route: str = "local") -> ImageSummary:
+                 hdu: int | str | None = None, route: Route | str | None = None) -> ImageSummary:
     """Process one image and make its effects: rows written, alerts raised and published.
 
     Every effect is idempotent (rows replace by image_id, alerts send once per
@@ -368,6 +352,6 @@ def ingest_image(uri: str, settings: Settings, *, store: CatalogStore, publisher
     pointers = record(result, store)
     alerts = []
     if result.ok and result.sources is not None:
-        alerts = raise_alerts(result.image_row, result.sources, store, publisher, settings.alerts, settings.background,
+        alerts = raise_alerts(result.record, result.sources, store, publisher, settings.alerts, settings.background,
                               objects=settings.objects)
     return summarize(result, pointers, len(alerts))

@@ -63,6 +63,7 @@ from skysift.alerts.log import LogPublisher
 from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
+from skysift.catalog.records import ImageRecord, ImageStatus
 from skysift.catalog.tables import LocalTables
 from skysift.errors import InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
@@ -114,7 +115,7 @@ class RunReport:
     @property
     def succeeded(self) -> bool:
         """Every image ok or indexed, every alert evaluated, and the run not interrupted."""
-        return not (self.interrupted or self.alert_failures or self.count("failed"))
+        return not (self.interrupted or self.alert_failures or self.count(ImageStatus.FAILED))
 
     @property
     def exit_code(self) -> int:
@@ -145,7 +146,7 @@ class RunReport:
             "remeasured_settings": self.remeasured_settings,
             "status": dict(Counter(s.status for s in self.summaries)),
             "failure_reasons": dict(Counter(s.reason for s in self.summaries if s.reason)),
-            "failures": [{"uri": s.uri, "reason": s.reason, "message": s.message} for s in self.summaries if s.status == "failed"],
+            "failures": [{"uri": s.uri, "reason": s.reason, "message": s.message} for s in self.summaries if s.status == ImageStatus.FAILED],
             "alert_failures": self.alert_failures,
             "sources": self.n_sources,
             "alerts": self.n_alerts,
@@ -156,15 +157,15 @@ class RunReport:
 
 
 def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile_workers: int,
-                       upcoming: str | None = None) -> tuple[ImageSummary, dict]:
+                       upcoming: str | None = None) -> tuple[ImageSummary, ImageRecord]:
     if upcoming:
         storage.prefetch(upcoming)  # read ahead while this image is measured
     result = process_image(uri, settings, hdu=hdu, workers=tile_workers)
     pointers = record(result, LocalTables(settings.home))
-    return summarize(result, pointers), result.image_row
+    return summarize(result, pointers), result.record
 
 
-def _record_failure(uri: str, hdu: int | str | None, exc: BaseException, settings: Settings) -> tuple[ImageSummary, dict]:
+def _record_failure(uri: str, hdu: int | str | None, exc: BaseException, settings: Settings) -> tuple[ImageSummary, ImageRecord]:
     """The failed row of an image whose measurement ended in ``exc`` outside
     :func:`process_image` (its process died, or its rows could not be written)."""
     error = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=uri)
@@ -175,7 +176,7 @@ def _record_failure(uri: str, hdu: int | str | None, exc: BaseException, setting
     except Exception:  # the failure is still reported in the run's summary and report
         log.warning("%s: could not record its failure", uri, exc_info=True)
         pointers = {}
-    return summarize(result, pointers), result.image_row
+    return summarize(result, pointers), result.record
 
 
 def images_to_measure(uris: list[str], hdu: int | str | None, limits: HeaderLimits) -> list[ImageUnit]:
@@ -202,7 +203,7 @@ def images_to_measure(uris: list[str], hdu: int | str | None, limits: HeaderLimi
 
 
 def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, listed: bool = True,
-                  limits: HeaderLimits | None = None) -> tuple[list[ImageUnit], list[dict], int]:
+                  limits: HeaderLimits | None = None) -> tuple[list[ImageUnit], list[ImageRecord], int]:
     """Split ``units`` into those to measure and the ``images`` rows of those already done;
     also returns how many of those to measure were done with other settings.
 
@@ -214,16 +215,10 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
     :func:`images_to_measure` listed (None the first image HDU, an index a later one),
     else HDUs a person named, whose id needs a header walk.
     """
-    if not _has_table_files(LocalTables(home).table_dir("images")):
-        return units, [], 0  # nothing done yet (a fresh home): no query engine to start
-    # DuckDB and pandas: only when there are rows to read
-    from skysift.catalog.query import LocalCatalog
-
-    rows = LocalCatalog(home).sql("SELECT * FROM images WHERE status IN ('ok', 'indexed')")
-    if rows.empty:
+    by_id = {r.image_id: r for r in LocalTables(home).images() if r.succeeded}
+    if not by_id:
         return units, [], 0
-    by_id = {r["image_id"]: r for r in rows.to_dict("records")}
-    seen_uris = {r["uri"] for r in by_id.values()}
+    seen_uris = {r.uri for r in by_id.values()}
     fingerprints: dict[str, str] = {}
     todo, done, changed = [], [], 0
     for unit in units:
@@ -241,7 +236,7 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
             continue
         if row is None:
             todo.append(unit)
-        elif row.get("settings_hash") != settings_hash:
+        elif row.settings_hash != settings_hash:
             todo.append(unit)
             changed += 1
         else:
@@ -314,7 +309,7 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
     if changed:
         log.info("%d image(s) done before with other measurement settings are measured again", changed)
     report = RunReport(skipped=len(finished_rows), remeasured_settings=changed)
-    rows: list[dict] = list(finished_rows)
+    rows: list[ImageRecord] = list(finished_rows)
     if on_plan:
         on_plan(len(todo))
     # A single image gets every worker as tile workers; many images one worker each,
@@ -322,7 +317,7 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
     per_worker = settings.model_copy(update={"limits": settings.limits.model_copy(
         update={"max_memory_bytes": max(2**28, settings.limits.max_memory_bytes // max(1, workers))})})
 
-    def done(i: int, outcome: tuple[ImageSummary, dict] | None, error: BaseException | None) -> None:
+    def done(i: int, outcome: tuple[ImageSummary, ImageRecord] | None, error: BaseException | None) -> None:
         summary, row = outcome if error is None else _record_failure(*todo[i], error, settings)
         report.summaries.append(summary)
         rows.append(row)
@@ -353,7 +348,7 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
     return report
 
 
-def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: Settings, workers: int) -> None:
+def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, settings: Settings, workers: int) -> None:
     """Alerts of every ``ok`` image of the home not evaluated against the earlier images
     it has now, delivered in order of observation time.
 
@@ -367,16 +362,16 @@ def _raise_alerts_in_time_order(rows: list[dict], report: RunReport, settings: S
     home = Path(settings.home)
     store, publisher = LocalTables(home), LogPublisher(home)
     by_id = {s.image_id: s for s in report.summaries}
-    stored = store.image_rows()
+    stored = store.images()
     history = _SkyHistory(stored)
-    candidates = {r["image_id"]: r for r in stored if r.get("status") == "ok"}
-    candidates.update({r["image_id"]: r for r in rows if r.get("status") == "ok"})  # this run's, as measured
-    ordered = sorted(candidates.values(), key=lambda r: (_seconds(r.get("obs_time")) is None, _seconds(r.get("obs_time")) or 0.0,
-                                                         r.get("uri") or ""))
+    candidates = {r.image_id: r for r in stored if r.status is ImageStatus.OK}
+    candidates.update({r.image_id: r for r in rows if r.status is ImageStatus.OK})  # this run's, as measured
+    ordered = sorted(candidates.values(), key=lambda r: (_seconds(r.obs_time) is None, _seconds(r.obs_time) or 0.0,
+                                                         r.uri or ""))
     pending, earlier, reopened = [], [], 0
     for row in ordered:
         against = history.earlier_ids(row)
-        decided = _evaluated_against(home, row["image_id"])
+        decided = _evaluated_against(home, row.image_id)
         if decided != against:
             pending.append(row)
             earlier.append(against)
@@ -413,7 +408,7 @@ def _open_worker_store(home: Path, skies: str | None = None) -> None:
     forced.use_sky_cache(skies)
 
 
-def _prepare_alerts(row: dict, settings: Settings, store: LocalTables | None = None) -> list[dict]:
+def _prepare_alerts(row: ImageRecord, settings: Settings, store: LocalTables | None = None) -> list[dict]:
     store = store or _worker_store
     return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background, objects=settings.objects)
 
@@ -432,26 +427,26 @@ class _SkyHistory:
     """The ``ok`` images of the tables that reach each image's sky earlier than it:
     what its 'new source' decision rests on (a superset of what the rule reads)."""
 
-    def __init__(self, rows: list[dict]) -> None:
-        placed = [(r, _seconds(r.get("obs_time"))) for r in rows if r.get("status") == "ok"]
-        placed = [(r, t) for r, t in placed if t is not None and _finite(r.get("center_ra")) and _finite(r.get("center_dec"))]
+    def __init__(self, rows: list[ImageRecord]) -> None:
+        placed = [(r, _seconds(r.obs_time)) for r in rows if r.status is ImageStatus.OK]
+        placed = [(r, t) for r, t in placed if t is not None and _finite(r.center_ra) and _finite(r.center_dec)]
         placed.sort(key=lambda item: item[1])  # oldest first: the images earlier than t are a prefix
-        self.ids = np.array([r["image_id"] for r, _ in placed], dtype=object)
+        self.ids = np.array([r.image_id for r, _ in placed], dtype=object)
         self.time = np.array([t for _, t in placed], dtype=float)
-        self.ra = np.array([float(r["center_ra"]) for r, _ in placed])
-        self.dec = np.array([float(r["center_dec"]) for r, _ in placed])
-        self.radius = np.array([float(r.get("radius_deg") or 0.0) for r, _ in placed])
+        self.ra = np.array([float(r.center_ra) for r, _ in placed])
+        self.dec = np.array([float(r.center_dec) for r, _ in placed])
+        self.radius = np.array([float(r.radius_deg or 0.0) for r, _ in placed])
 
-    def earlier_ids(self, row: dict) -> list[str]:
+    def earlier_ids(self, row: ImageRecord) -> list[str]:
         """Sorted image_ids of the images observed before ``row`` whose footprint reaches its own."""
-        when = _seconds(row.get("obs_time"))
-        if when is None or not (_finite(row.get("center_ra")) and _finite(row.get("center_dec"))):
+        when = _seconds(row.obs_time)
+        if when is None or not (_finite(row.center_ra) and _finite(row.center_dec)):
             return []
         n = int(np.searchsorted(self.time, when, side="left"))
         if n == 0:
             return []
-        distance = angular_distance_deg(self.ra[:n], self.dec[:n], float(row["center_ra"]), float(row["center_dec"]))
-        reach = self.radius[:n] + float(row.get("radius_deg") or 0.0) + HISTORY_MARGIN_DEG
+        distance = angular_distance_deg(self.ra[:n], self.dec[:n], float(row.center_ra), float(row.center_dec))
+        reach = self.radius[:n] + float(row.radius_deg or 0.0) + HISTORY_MARGIN_DEG
         return sorted(self.ids[:n][distance <= reach].tolist())
 
 
@@ -476,7 +471,7 @@ class _InOrderDelivery:
     marker once its alerts are delivered.
     """
 
-    def __init__(self, rows: list[dict], earlier: list[list[str]], store: LocalTables, publisher: LogPublisher,
+    def __init__(self, rows: list[ImageRecord], earlier: list[list[str]], store: LocalTables, publisher: LogPublisher,
                  by_id: dict[str, ImageSummary], settings: Settings, report: RunReport) -> None:
         self.rows, self.earlier, self.store, self.publisher = rows, earlier, store, publisher
         self.by_id, self.home, self.report = by_id, Path(settings.home), report
@@ -490,27 +485,27 @@ class _InOrderDelivery:
             self._deliver(self.rows[self.next], self.earlier[self.next], alerts, error)
             self.next += 1
 
-    def _deliver(self, row: dict, earlier: list[str], alerts: list[dict] | None, error: BaseException | None) -> None:
+    def _deliver(self, row: ImageRecord, earlier: list[str], alerts: list[dict] | None, error: BaseException | None) -> None:
         try:
             if error is not None:
                 raise error
             unsent = sum(not self.publisher.was_sent(a["alert_id"]) for a in alerts)
             sent = deliver_alerts(row, alerts + self._sent_before(row, alerts), self.store, self.publisher)
         except Exception as exc:
-            failure = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=row.get("uri"))
-            log.warning("%s: alerts not evaluated (%s: %s); the next run tries again", row.get("uri"), failure.reason, failure.message)
-            self.report.alert_failures.append({"uri": row.get("uri"), "image_id": row["image_id"], "reason": failure.reason,
+            failure = exc if isinstance(exc, SkysiftError) else InternalError.from_exception(exc, uri=row.uri)
+            log.warning("%s: alerts not evaluated (%s: %s); the next run tries again", row.uri, failure.reason, failure.message)
+            self.report.alert_failures.append({"uri": row.uri, "image_id": row.image_id, "reason": failure.reason,
                                                "message": failure.message})
             return
-        marker = _alerts_marker(self.home, row["image_id"])
+        marker = _alerts_marker(self.home, row.image_id)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"earlier_images": earlier}))
-        if row["image_id"] in self.by_id:
-            self.by_id[row["image_id"]].n_alerts = len(sent)
+        if row.image_id in self.by_id:
+            self.by_id[row.image_id].n_alerts = len(sent)
         else:  # an image of an earlier run, evaluated again
             self.report.reopened_alerts += unsent
 
-    def _sent_before(self, row: dict, alerts: list[dict]) -> list[dict]:
+    def _sent_before(self, row: ImageRecord, alerts: list[dict]) -> list[dict]:
         """The stored alerts of this image that were sent and that this evaluation no longer
         raises (an earlier image arrived since): sent cannot be unsent, so their rows stay."""
         now = {a["alert_id"] for a in alerts}

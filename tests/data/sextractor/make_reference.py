@@ -80,8 +80,8 @@ def noise_factor(path: Path, hdu: int) -> float:
     from skysift.settings import Settings
 
     result = process_image(str(path), Settings.load(home=tempfile.mkdtemp()), hdu=hdu)
-    assert result.ok, result.image_row
-    return float(result.image_row["noise_correlation_factor"])
+    assert result.ok, result.record
+    return float(result.record.noise_correlation_factor)
 
 
 def white_noise_threshold() -> float:
