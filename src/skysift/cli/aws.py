@@ -29,6 +29,7 @@ import boto3
 import click
 from botocore.exceptions import ClientError
 
+from skysift.catalog.records import ImageStatus
 from skysift.cli import terminal
 from skysift.errors import ConfigError
 from skysift.io.storage import FITS_SUFFIXES
@@ -307,7 +308,7 @@ def emulate_command(upload_dir: str | None, survey_dir: str | None, parameters: 
                 outcomes = _run_survey(aws, survey_dir, out)
             if serve:
                 _serve(aws, stack_name, out)
-    if any(o.status == "failed" for o in outcomes):
+    if any(o.status == ImageStatus.FAILED for o in outcomes):
         raise SystemExit(terminal.EXIT_FAILURE)  # as `skysift run`: 1 when any image failed
 
 
