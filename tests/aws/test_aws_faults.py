@@ -54,8 +54,8 @@ FOREVER = 10**6
 class Fault:
     """``times`` calls of ``service``/``operation`` whose key (or body) contains ``where`` fail with ``code``.
 
-    ``code`` is an AWS error code, or ``connection`` (dropped), ``lost`` (served, then an error),
-    ``crash`` (the Lambda sandbox dies at that call).
+    ``code`` is an AWS error code, or ``connection`` (dropped), ``lost`` (served, then answered with
+    the error ``answer``), ``crash`` (the Lambda sandbox dies at that call).
     """
 
     level: str  # "sdk" or "http"
@@ -64,11 +64,13 @@ class Fault:
     code: str
     where: str = ""
     times: int = 1
+    answer: str = "InternalError"  # what the caller of a ``lost`` call sees instead of the response
 
     def __str__(self) -> str:
         where = f" {self.where}" if self.where else ""
         times = "" if self.times == 1 else " (every call)"
-        return f"{self.level}: {self.service} {self.operation}{where} -> {self.code}{times}"
+        answer = f" ({self.answer})" if self.code == "lost" and self.answer != "InternalError" else ""
+        return f"{self.level}: {self.service} {self.operation}{where} -> {self.code}{answer}{times}"
 
 
 class Injector:
@@ -80,11 +82,13 @@ class Injector:
         self.left: dict[Fault, int] = {}
         self.fired: Counter[Fault] = Counter()
         self.calls: Counter[tuple[str, str]] = Counter()
+        self.puts: Counter[str] = Counter()  # S3 PutObject calls (sdk level) by key
 
     def arm(self, faults: tuple[Fault, ...]) -> None:
         with self.lock:
             self.faults, self.left, self.fired = list(faults), {f: f.times for f in faults}, Counter()
             self.calls.clear()
+            self.puts.clear()
 
     def disarm(self) -> None:
         with self.lock:
@@ -94,6 +98,8 @@ class Injector:
         with self.lock:
             if level == "sdk":
                 self.calls[(service, operation)] += 1
+                if (service, operation) == ("s3", "PutObject"):
+                    self.puts[text] += 1
             for fault in self.faults:
                 if ((fault.level, fault.service, fault.operation) == (level, service, operation)
                         and fault.where in text and self.left[fault] > 0):
@@ -137,7 +143,7 @@ def install_sdk_faults(injector: Injector, monkeypatch: pytest.MonkeyPatch) -> N
         if fault is not None:
             before(fault, operation)
             sync_call(client, operation, params)  # served; the response never arrives
-            raise client_error("InternalError", operation)
+            raise client_error(fault.answer, operation)
         return sync_call(client, operation, params)
 
     async def make_api_call_async(client, operation, params):
@@ -145,7 +151,7 @@ def install_sdk_faults(injector: Injector, monkeypatch: pytest.MonkeyPatch) -> N
         if fault is not None:
             before(fault, operation)
             await async_call(client, operation, params)
-            raise client_error("InternalError", operation)
+            raise client_error(fault.answer, operation)
         return await async_call(client, operation, params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
@@ -212,7 +218,7 @@ def http_faults(injector: Injector):
             if fault.code == "lost":  # serve it, then lose the answer
                 for _ in app(environ, lambda *args, **kwargs: None):
                     pass
-            status, headers, body = _error_response(service, "InternalError" if fault.code == "lost" else fault.code)
+            status, headers, body = _error_response(service, fault.answer if fault.code == "lost" else fault.code)
             start_response(f"{status} Injected", [*headers, ("Content-Length", str(len(body)))])
             return [body]
 
@@ -232,15 +238,17 @@ class Scenario:
     committed: bool = True  # a failed image still gets a failed images row (False: transient, none)
     retried: str | None = None  # an error the executions' histories must show (retried at the state)
     job_attempts: int | None = None  # attempts of the image's (last) Batch job, as DescribeJobs lists them
+    jobs: int | None = None  # Batch jobs submitted for the image
+    measured: int | None = None  # of them, jobs that measured the image (the others found it measured)
     note: str = ""
 
 
-def sdk(service: str, operation: str, code: str, where: str = "", times: int = 1) -> Fault:
-    return Fault("sdk", service, operation, code, where, times)
+def sdk(service: str, operation: str, code: str, where: str = "", times: int = 1, answer: str = "InternalError") -> Fault:
+    return Fault("sdk", service, operation, code, where, times, answer)
 
 
-def http(service: str, operation: str, code: str, where: str = "", times: int = 1) -> Fault:
-    return Fault("http", service, operation, code, where, times)
+def http(service: str, operation: str, code: str, where: str = "", times: int = 1, answer: str = "InternalError") -> Fault:
+    return Fault("http", service, operation, code, where, times, answer)
 
 
 SCENARIOS = [
@@ -302,6 +310,14 @@ SCENARIOS = [
              job_attempts=2, note="the job exits 75 and Batch runs it again"),
     Scenario("twice-batch-worker-put-sources-slowdown", (sdk("s3", "PutObject", "SlowDown", "sources/"),), large=True,
              twice=True),
+    # SubmitJob served (the job runs) but its response lost: Step Functions retries and submits a second job
+    Scenario("http-batch-submit-response-lost", (http("batch", "SubmitJob", "lost", answer="ServerException"),),
+             large=True, retried="Batch.ServerException", jobs=2, measured=1,
+             note="two jobs submitted; the second finds the first's work and measures nothing"),
+    Scenario("batch-submit-response-lost", (sdk("batch", "SubmitJob", "lost", answer="ServerException"),),
+             large=True, retried="Batch.ServerException", jobs=2, measured=1),
+    Scenario("twice-http-batch-submit-response-lost", (http("batch", "SubmitJob", "lost", answer="ServerException"),),
+             large=True, twice=True, retried="Batch.ServerException", jobs=3, measured=2),
 ]
 
 
@@ -339,6 +355,7 @@ def injector():
     injector = Injector()
     with pytest.MonkeyPatch.context() as monkeypatch, MotoServer.get().intercept(http_faults(injector)):
         install_sdk_faults(injector, monkeypatch)
+        monkeypatch.setattr("skysift.aws.jobclaim.CLAIM_POLL_S", 0.5)  # a job waiting for another's claim
         yield injector
     table = os.environ.get("SKYSIFT_FAULT_TABLE")
     if table and OUTCOMES:
@@ -378,13 +395,28 @@ def _ledger_in_progress(aws) -> int:
     return sum(item["status"]["S"] == "INPROGRESS" for item in items)
 
 
-def _job_attempts(aws, image_id: str) -> int:
+JOB_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+def _jobs(aws, name: str) -> list[dict]:
+    """Every Batch job named ``name``, described."""
     batch = aws.client("batch")
-    jobs = [j for status in ("SUCCEEDED", "FAILED")
-            for j in batch.list_jobs(jobQueue=aws.names["LargeJobQueue"], jobStatus=status)["jobSummaryList"]
-            if j["jobName"] == f"skysift-large-{image_id}"]
-    described = batch.describe_jobs(jobs=[j["jobId"] for j in jobs])["jobs"]
-    return max(len(job.get("attempts", [])) for job in described)
+    ids = [j["jobId"] for status in JOB_STATUSES
+           for j in batch.list_jobs(jobQueue=aws.names["LargeJobQueue"], jobStatus=status)["jobSummaryList"]
+           if j["jobName"] == name]
+    return batch.describe_jobs(jobs=ids)["jobs"] if ids else []
+
+
+def _wait_for_jobs(aws, name: str, timeout_s: float = 120) -> list[dict]:
+    """The jobs named ``name`` once none is still running (a job whose submission Step Functions
+    never saw runs on, unwatched)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = _jobs(aws, name)
+        if all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, f"Batch jobs {name} still running"
+        time.sleep(0.5)
 
 
 def run_scenario(aws, injector: Injector, scenario: Scenario, index: int, tmp_path: Path) -> dict:
@@ -404,12 +436,14 @@ def run_scenario(aws, injector: Injector, scenario: Scenario, index: int, tmp_pa
     seconds = time.monotonic() - t0
     rows = [r for r in aws.read_table("images").to_pylist() if r["uri"] == uri]
     image_id = rows[0]["image_id"] if rows else None
+    jobs = _wait_for_jobs(aws, f"skysift-large-{image_id}") if scenario.large and image_id else []
     alerts = [a for a in aws.read_table("alerts").to_pylist() if a["image_id"] == image_id] if image_id else []
     messages = [json.loads(m["Message"])["alert_id"] for m in aws.receive(queue)]
     return {
         "scenario": scenario, "executions": executions, "rows": rows, "alerts": alerts, "messages": messages,
         "errors": [error for e in executions for error in _errors(aws, e)], "seconds": seconds,
-        "job_attempts": _job_attempts(aws, image_id) if scenario.large and image_id else None,
+        "job_attempts": max((len(j.get("attempts", [])) for j in jobs), default=None), "jobs": len(jobs),
+        "measured": sum(n for key, n in injector.puts.items() if key.startswith("sources/") and f"{image_id}." in key),
         "fired": dict(injector.fired), "deletes": injector.calls[("s3", "DeleteObject")]
         + injector.calls[("s3", "DeleteObjects")], "uri": uri, "in_progress": _ledger_in_progress(aws),
     }
@@ -430,6 +464,10 @@ def check(aws, outcome: dict) -> None:
         assert scenario.retried in outcome["errors"], outcome["errors"]
     if scenario.job_attempts:
         assert outcome["job_attempts"] == scenario.job_attempts
+    if scenario.jobs is not None:
+        assert outcome["jobs"] == scenario.jobs
+    if scenario.measured is not None:  # each job that measured the image wrote its sources object once
+        assert outcome["measured"] == scenario.measured, "the image was measured more than once"
     if scenario.reason is None:  # cataloged exactly once: files = partitions = images rows
         assert [r["status"] for r in rows] == ["ok"], [(r["status"], r["error_reason"]) for r in rows]
         row = rows[0]

@@ -336,6 +336,7 @@ def batch_dispatch(dispatcher: BatchDispatcher) -> Iterator[None]:
         # Batch substitutes the job's parameters (job definition defaults + SubmitJob's) into Ref::NAME
         command = job._add_parameters_to_command(list(job._get_container_property("command", [])))
         environment = {e["name"]: e["value"] for e in job._get_container_property("environment", [])}
+        environment["AWS_BATCH_JOB_ID"] = job.job_id  # as Batch sets it in every job's container
         strategy = job.job_definition.retry_strategy or {}
         for tries_left in range(int(strategy.get("attempts", 1)) - 1, -1, -1):
             code = attempt(job, command, environment)
