@@ -26,10 +26,12 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -196,8 +198,10 @@ def _operation_names(service: str) -> dict[str, str]:
 def _error_response(service: str, code: str) -> tuple[int, list[tuple[str, str]], bytes]:
     status = STATUS.get(code, 500)
     if service == "s3":
-        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
-        return status, [("Content-Type", "application/xml")], body.encode()
+        body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>injected</Message>"
+                "<RequestId>injected</RequestId><HostId>injected</HostId></Error>")
+        return status, [("Content-Type", "application/xml"), ("x-amz-request-id", "injected"),
+                        ("x-amz-id-2", "injected")], body.encode()
     if service == "sns":
         body = (f"<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code><Message>injected</Message></Error>"
                 "<RequestId>injected</RequestId></ErrorResponse>")
@@ -534,3 +538,95 @@ def test_fault_leaves_every_image_cataloged_once_and_every_alert_sent_once(syste
 
     OUTCOMES.append(summary(outcome))
     check(aws, outcome)
+
+
+# -- TimeLagAnalysis -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TimeLagScenario:
+    id: str
+    faults: tuple[Fault, ...] = ()
+    failed: bool = False  # the execution fails with TimeLagFailed
+    no_frames: bool = False  # a request whose time range holds no frames (a bad request: exit 2)
+    retried: str | None = None  # an error the execution's history must show (retried at the state)
+    job_attempts: int | None = None  # attempts of the (last) job, as DescribeJobs lists them
+    jobs: int = 1  # Batch jobs submitted
+    note: str = ""
+
+
+TIMELAG_SCENARIOS = [
+    TimeLagScenario("timelag-baseline"),
+    # transient, retried: the output appears once
+    TimeLagScenario("timelag-worker-put-lag-map-503", (sdk("s3", "PutObject", "ServiceUnavailable", "/lag.fits"),),
+                    job_attempts=2, note="the job exits 75 and Batch runs it again"),
+    TimeLagScenario("timelag-worker-get-request-500", (sdk("s3", "GetObject", "InternalError", "/{name}.json"),),
+                    job_attempts=2, note="the job exits 75 and Batch runs it again"),
+    TimeLagScenario("timelag-http-write-request-500", (http("s3", "PutObject", "InternalError", "timelag-requests/"),),
+                    retried="S3.S3Exception"),
+    TimeLagScenario("timelag-http-read-summary-503", (http("s3", "GetObject", "ServiceUnavailable", "lag.fits.json"),),
+                    retried="S3.S3Exception"),
+    TimeLagScenario("timelag-http-submit-response-lost", (http("batch", "SubmitJob", "lost", answer="ServerException"),),
+                    retried="Batch.ServerException", jobs=2,
+                    note="two jobs submitted; the second waits for the first and computes nothing"),
+    # permanent: TimeLagFailed with a one-line cause, nothing left under timelag/{execution}/
+    TimeLagScenario("timelag-no-frames", no_frames=True, failed=True),
+    TimeLagScenario("timelag-worker-put-png-denied", (sdk("s3", "PutObject", "AccessDenied", "/lag.png", FOREVER),),
+                    failed=True, note="the lag map written before the refusal is discarded"),
+    TimeLagScenario("timelag-worker-put-png-slowdown-forever",
+                    (sdk("s3", "PutObject", "ServiceUnavailable", "/lag.png", FOREVER),), failed=True, job_attempts=3,
+                    note="Batch's attempts run out; the lag map is discarded"),
+]
+
+
+@pytest.fixture(scope="module")
+def solar_series(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "tests" / "timelag"))
+    from solar_series import make_lag_series
+
+    return make_lag_series(tmp_path_factory.mktemp("faults-timelag"), n_frames=12, shape=(48, 48), seed=11)
+
+
+def _timelag_request(series, no_frames: bool) -> dict:
+    from solar_series import lag_request
+
+    shift = timedelta(days=365 if no_frames else 0)
+    request = lag_request(series, ROOT / "unused.fits", scheduler="threads", start=(series.start + shift).isoformat(),
+                          end=(series.end + shift).isoformat())
+    del request["output"]  # placed under timelag/{execution name}/
+    return request
+
+
+@pytest.mark.parametrize("scenario", TIMELAG_SCENARIOS, ids=[s.id for s in TIMELAG_SCENARIOS])
+def test_timelag_fault_leaves_one_result_or_a_clean_failure(systems, injector, solar_series, scenario):
+    aws = systems.get(bool(systems.large))
+    name = f"{scenario.id}-{int(time.time())}"
+    faults = tuple(replace(f, where=f.where.format(name=name)) for f in scenario.faults)  # "{name}": this execution's
+    injector.arm(faults)
+    try:
+        arn = aws.start_timelag(_timelag_request(solar_series, scenario.no_frames), name=name)
+        aws.wait(timeout_s=240)
+    finally:
+        injector.disarm()
+    jobs = _wait_for_jobs(aws, f"skysift-timelag-{name}")
+    execution = aws.client("stepfunctions").describe_execution(executionArn=arn)
+    results = _objects(aws, f"timelag/{name}/")
+    summaries = [k for k, n in injector.puts.items() for _ in range(n) if k.startswith(f"timelag/{name}/lag.fits.json")]
+
+    for fault in faults:
+        assert injector.fired.get(fault, 0) >= 1, f"{fault} never fired"
+    assert len(jobs) == scenario.jobs
+    if scenario.job_attempts:
+        assert max(len(j.get("attempts", [])) for j in jobs) == scenario.job_attempts
+    if scenario.retried:
+        assert scenario.retried in _errors(aws, execution), _errors(aws, execution)
+    if scenario.failed:
+        assert execution["status"] == "FAILED" and execution["error"] == "TimeLagFailed"
+        cause = execution["cause"]
+        assert cause and "\n" not in cause and len(cause) <= 500, cause
+        assert results == [], "a failed analysis left objects that look like a result"
+        return
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert sorted(results) == [f"timelag/{name}/lag.fits", f"timelag/{name}/lag.fits.json", f"timelag/{name}/lag.png"]
+    assert len(summaries) == 1, "the analysis ran more than once"
+    output = json.loads(execution["output"])
+    assert output["output"] == f"s3://{aws.catalog_bucket}/timelag/{name}/lag.fits"
+    assert output["summary"]["status"] == "ok" and output["summary"]["frames"] == [12, 12]

@@ -157,7 +157,8 @@ def _timelag_command(emulation, request: dict, name: str) -> tuple[list[str], di
                                       Body=json.dumps(request).encode())
     container = job_definition(emulation, "TimeLagJobDefinition")
     parameters = batch_parameters(TIMELAG_ASL["States"]["RunWorker"]["Parameters"]["Parameters"], {"request_uri": request_uri})
-    return substitute_refs(container["Command"], parameters), _environment(container)
+    environment = {**_environment(container), "PYTHONPATH": str(ROOT / "src")}  # this checkout's worker, as the image has it
+    return substitute_refs(container["Command"], parameters), environment
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_a_second_job_waits_for_the_first_and_ends_as_it_did_without_working(s3)
 
     assert code == 0 and runs == ["first"]
     assert claim(s3) == {"job_id": "job-1", "state": "done", "expires_at": pytest.approx(time.time() + 60, abs=5),
-                         "exit_code": 0}
+                         "exit_code": 0, "message": None}
 
 
 def test_a_failed_first_job_fails_the_second_the_same_way(s3):

@@ -51,6 +51,7 @@ class Claim:
     state: str  # running | done | released
     expires_at: float  # epoch seconds: after this its holder is dead (the attempt timeout)
     exit_code: int | None = None
+    message: str | None = None  # why it failed, in one line (the state machine's cause)
 
     def live(self, now: float) -> bool:
         return self.state == "running" and now < self.expires_at
@@ -90,10 +91,11 @@ def _put(s3, uri: str, claim: Claim, condition: dict[str, str]) -> bool:
     return True
 
 
-def run_once(s3, uri: str, job_id: str | None, work: Callable[[], int], *, lease_s: float,
-             poll_s: float | None = None) -> int:
+def run_once(s3, uri: str, job_id: str | None, work: Callable[[], int | tuple[int, str | None]], *,
+             lease_s: float, poll_s: float | None = None) -> int:
     """``work()``'s exit code, run by this job only if no other live job has claimed it at ``uri``;
-    else the exit code of the job that did (waited for, polling every ``poll_s``).
+    else the exit code of the job that did (waited for, polling every ``poll_s``). ``work`` may
+    return ``(exit code, one-line message)``: the message of a failure is kept in the claim.
 
     ``lease_s`` is the job's attempt timeout: a claim left ``running`` longer than that is dead.
     """
@@ -119,12 +121,13 @@ def run_once(s3, uri: str, job_id: str | None, work: Callable[[], int], *, lease
         condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
         if _put(s3, uri, mine, condition):
             break
-    code = _EXIT_TRANSIENT
+    code, message = _EXIT_TRANSIENT, "the job raised"
     try:
-        code = work()
+        done = work()
+        code, message = done if isinstance(done, tuple) else (done, None)
     finally:  # a transient exit releases the work for another job (or this job's next attempt)
         ended = Claim(job_id=job_id, state="released" if code == _EXIT_TRANSIENT else "done",
-                      expires_at=mine.expires_at, exit_code=code)
+                      expires_at=mine.expires_at, exit_code=code, message=message)
         try:
             _put(s3, uri, ended, {})
         except Exception:  # the claim then expires with its lease

@@ -69,8 +69,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     ctx = Context(AwsConfig.from_env(env), settings_from_env(env))
     if args.execution is None:
         return _run(args, ctx)
-    return run_once(ctx.s3, claim_uri(args.summary_uri, args.execution), env.get("AWS_BATCH_JOB_ID"),
-                    lambda: _run(args, ctx), lease_s=JOB_ATTEMPT_TIMEOUT_S)
+    try:
+        return run_once(ctx.s3, claim_uri(args.summary_uri, args.execution), env.get("AWS_BATCH_JOB_ID"),
+                        lambda: _run(args, ctx), lease_s=JOB_ATTEMPT_TIMEOUT_S)
+    except Exception as exc:  # the claim itself could not be read or written
+        record = failure_record(exc)
+        log.error("the job's claim failed: %s", record["message"])
+        return EXIT_TRANSIENT if record["transient"] else EXIT_CRASH
 
 
 def _run(args: argparse.Namespace, ctx: Context) -> int:
