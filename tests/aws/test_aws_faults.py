@@ -35,6 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import numpy as np
 import pytest
 from aws_support import PARAMETERS, ROOT, sky_file
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -630,3 +631,65 @@ def test_timelag_fault_leaves_one_result_or_a_clean_failure(systems, injector, s
     output = json.loads(execution["output"])
     assert output["output"] == f"s3://{aws.catalog_bucket}/timelag/{name}/lag.fits"
     assert output["summary"]["status"] == "ok" and output["summary"]["frames"] == [12, 12]
+
+
+# -- an earlier image arriving late re-opens the later image's alerts ----------------------------
+@dataclass(frozen=True)
+class ReopenScenario:
+    id: str
+    fault: Fault  # armed once the later image is in; "{later}" in its where: its image_id (only its alerts rows are written then)
+    failed: str | None = None  # the earlier image's execution fails with this reason (its row stays ok)
+    note: str = ""
+
+
+REOPEN_SCENARIOS = [
+    ReopenScenario("reopen-put-alerts-rows-slowdown", sdk("s3", "PutObject", "SlowDown", "/{later}.parquet"),
+                   note="sent, rows not stored: retried, the retry sends nothing again and stores them"),
+    ReopenScenario("reopen-put-alerts-rows-denied", sdk("s3", "PutObject", "AccessDenied", "/{later}.parquet", FOREVER),
+                   failed="aws_error", note="sent once; the earlier image stays recorded; a new delivery stores the rows"),
+]
+
+
+@pytest.mark.parametrize("index, scenario", list(enumerate(REOPEN_SCENARIOS)), ids=[s.id for s in REOPEN_SCENARIOS])
+def test_reopened_alert_decision_sends_the_new_alert_once_despite_faults(systems, injector, index, scenario, tmp_path):
+    from astropy.io import fits
+
+    aws = systems.get(bool(systems.large))
+    center = (300.0 + 7.0 * index, -40.0)
+    earlier = sky_file(tmp_path / "earlier.fits", center=center)
+    later = sky_file(tmp_path / "later.fits", center=center, night="2026-01-02")
+    with fits.open(later, mode="update") as hdul:  # a transient at (150, 50), absent from the earlier night
+        y, x = np.mgrid[-4:5, -4:5]
+        hdul[0].data[46:55, 146:155] += (3000 * np.exp(-(x**2 + y**2) / (2 * 1.3**2))).astype(np.float32)
+    queue = aws.subscribe_queue(f"reopen-{index:02d}", {"kind": ["new_source"]})
+    later_uri = aws.upload(later, f"night-2026-01-02/reopen-{index:02d}.fits")
+    aws.wait(timeout_s=240)
+    [later_row] = [r for r in aws.read_table("images").to_pylist() if r["uri"] == later_uri]
+    fault = replace(scenario.fault, where=scenario.fault.where.format(later=later_row["image_id"]))
+    key = f"night-2026-01-01/reopen-{index:02d}.fits"
+    injector.arm((fault,))
+    try:
+        earlier_uri = aws.upload(earlier, key)
+        executions = [e for e in aws.wait(timeout_s=240) if key in e["input"]]
+    finally:
+        injector.disarm()
+
+    assert injector.fired.get(fault, 0) >= 1, f"{fault} never fired"
+    [execution] = executions
+    new = [json.loads(m["Message"]) for m in aws.receive(queue)]
+    assert [(a["rule"], a["image_id"]) for a in new] == [("new_source", later_row["image_id"])]  # once
+    rows = [r for r in aws.read_table("images").to_pylist() if r["uri"] in (earlier_uri, later_uri)]
+    assert sorted(r["status"] for r in rows) == ["ok", "ok"]  # both stay cataloged
+    listed = [a for a in aws.read_table("alerts").to_pylist() if a["alert_id"] == new[0]["alert_id"]]
+    assert _ledger_in_progress(aws) == 0
+    if scenario.failed is None:
+        assert execution["status"] == "SUCCEEDED" and "TransientError" in _errors(aws, execution)
+        assert len(listed) == 1
+        return
+    assert execution["status"] == "FAILED" and execution["error"] == scenario.failed
+    assert listed == []  # sent but not listed yet: the rows could not be written
+    aws.client("stepfunctions").start_execution(stateMachineArn=aws.ingest_arn, input=execution["input"])
+    again = [e for e in aws.wait(timeout_s=240) if key in e["input"]]
+    assert sorted(e["status"] for e in again) == ["FAILED", "SUCCEEDED"]
+    assert aws.receive(queue) == []  # nothing sent twice
+    assert len([a for a in aws.read_table("alerts").to_pylist() if a["alert_id"] == new[0]["alert_id"]]) == 1

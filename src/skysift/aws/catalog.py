@@ -218,6 +218,15 @@ class S3GlueCatalog:
     def read_sources(self, image_row: dict) -> pa.Table:
         return self._get_table(self.key("sources", image_row))
 
+    def read_alerts(self, image_row: dict) -> pa.Table:
+        """This image's stored ``alerts`` rows (the alerts sent), empty when it has none."""
+        try:
+            return self._get_table(self.key("alerts", image_row))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return ALERTS_SCHEMA.empty_table()
+            raise
+
     def read_image_row(self, image_row: dict) -> dict | None:
         try:
             rows = self._get_table(self.key("images", image_row)).to_pylist()
