@@ -97,3 +97,16 @@ def test_the_lease_is_the_large_job_definitions_attempt_timeout():
 
     spec = load_template(ROOT / "template.yaml")["Resources"]["LargeJobDefinition"]["Properties"]
     assert spec["Timeout"]["AttemptDurationSeconds"] == JOB_ATTEMPT_TIMEOUT_S
+
+
+def test_a_claim_that_cannot_be_read_is_a_transient_exit_when_s3_is_throttled(s3, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from skysift.aws.jobclaim import run_claimed
+
+    def throttled(**kwargs):
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                          "GetObject")
+
+    monkeypatch.setattr(s3, "get_object", throttled)
+    assert run_claimed(s3, URI, "job-1", lambda: pytest.fail("ran without its claim"), lease_s=60) == 75

@@ -29,7 +29,9 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
 
-__all__ = ["CLAIM_POLL_S", "JOB_ATTEMPT_TIMEOUT_S", "Claim", "claim_uri", "run_once"]
+from skysift.aws.faults import failure_record
+
+__all__ = ["CLAIM_POLL_S", "JOB_ATTEMPT_TIMEOUT_S", "Claim", "claim_uri", "run_claimed", "run_once"]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +135,15 @@ def run_once(s3, uri: str, job_id: str | None, work: Callable[[], int | tuple[in
         except Exception:  # the claim then expires with its lease
             log.exception("job %s: could not mark its claim %s %s", job_id, uri, ended.state)
     return code
+
+
+def run_claimed(s3, uri: str, job_id: str | None, work: Callable[[], int | tuple[int, str | None]], *,
+                lease_s: float) -> int:
+    """:func:`run_once`, as a job's exit code also when the claim itself cannot be read or written:
+    75 (run again) for a transient AWS fault, 1 for anything else."""
+    try:
+        return run_once(s3, uri, job_id, work, lease_s=lease_s)
+    except Exception as exc:
+        record = failure_record(exc)
+        log.error("job %s: its claim %s failed: %s", job_id, uri, record["message"])
+        return _EXIT_TRANSIENT if record["transient"] else 1

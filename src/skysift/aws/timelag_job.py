@@ -27,7 +27,7 @@ import sys
 import boto3
 
 from skysift.aws.faults import failure_record
-from skysift.aws.jobclaim import run_once
+from skysift.aws.jobclaim import run_claimed
 from skysift.errors import SkysiftError
 
 __all__ = ["TIMELAG_ATTEMPT_TIMEOUT_S", "claim_uri", "main"]
@@ -73,13 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     request_uri = args[0]
     if not request_uri.startswith("s3://"):  # a local request (tests, a laptop): nothing to claim
         return _run(request_uri)[0]
-    try:
-        return run_once(boto3.client("s3"), claim_uri(request_uri), os.environ.get("AWS_BATCH_JOB_ID"),
-                        lambda: _run(request_uri), lease_s=TIMELAG_ATTEMPT_TIMEOUT_S)
-    except Exception as exc:  # the claim itself could not be read or written
-        record = failure_record(exc)
-        log.error("time-lag job: its claim failed: %s", record["message"])
-        return EXIT_TRANSIENT if record["transient"] else EXIT_CRASH
+    return run_claimed(boto3.client("s3"), claim_uri(request_uri), os.environ.get("AWS_BATCH_JOB_ID"),
+                       lambda: _run(request_uri), lease_s=TIMELAG_ATTEMPT_TIMEOUT_S)
 
 
 if __name__ == "__main__":

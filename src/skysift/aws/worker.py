@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 
 from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.faults import failure_record
-from skysift.aws.jobclaim import JOB_ATTEMPT_TIMEOUT_S, claim_uri, run_once
+from skysift.aws.jobclaim import JOB_ATTEMPT_TIMEOUT_S, claim_uri, run_claimed
 from skysift.aws.steps import (
     EXIT_TRANSIENT,
     Context,
@@ -69,13 +69,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     ctx = Context(AwsConfig.from_env(env), settings_from_env(env))
     if args.execution is None:
         return _run(args, ctx)
-    try:
-        return run_once(ctx.s3, claim_uri(args.summary_uri, args.execution), env.get("AWS_BATCH_JOB_ID"),
-                        lambda: _run(args, ctx), lease_s=JOB_ATTEMPT_TIMEOUT_S)
-    except Exception as exc:  # the claim itself could not be read or written
-        record = failure_record(exc)
-        log.error("the job's claim failed: %s", record["message"])
-        return EXIT_TRANSIENT if record["transient"] else EXIT_CRASH
+    return run_claimed(ctx.s3, claim_uri(args.summary_uri, args.execution), env.get("AWS_BATCH_JOB_ID"),
+                       lambda: _run(args, ctx), lease_s=JOB_ATTEMPT_TIMEOUT_S)
 
 
 def _run(args: argparse.Namespace, ctx: Context) -> int:
