@@ -4,7 +4,7 @@
 #                           override: --bucket B --key K --summary-uri U --hdu N, one image of the
 #                           file) -> python -m skysift.aws.worker ARGS, passed through as they are
 #   python|python3 ARGS...  a Batch job's own command, run directly (TimeLagJobDefinition:
-#                           python -m skysift.timelag.worker REQUEST_URI)
+#                           python -m skysift.aws.timelag_job REQUEST_URI)
 #   HANDLER                 a Lambda function (ImageConfig.Command, e.g.
 #                           functions.detect_small.app.handler) -> the Lambda runtime interface
 # SKYSIFT_PYTHON names the interpreter (default python3, the image's), SKYSIFT_LAMBDA_ENTRYPOINT

@@ -13,7 +13,7 @@ EVENTS = ROOT / "events"
 
 #: Each Batch job definition -> the module its command runs (through containers/entrypoint.sh;
 #: tests/aws/test_containers.py runs them, tests/aws/test_aws_iam.py checks their roles).
-JOB_ENTRYPOINTS = {"LargeJobDefinition": "skysift.aws.worker", "TimeLagJobDefinition": "skysift.timelag.worker"}
+JOB_ENTRYPOINTS = {"LargeJobDefinition": "skysift.aws.worker", "TimeLagJobDefinition": "skysift.aws.timelag_job"}
 
 #: Settings of the emulated deployment (template parameters): alerts fire for SNR >= 200.
 PARAMETERS = {"Stage": "dev", "AlertHighSnr": 200}

@@ -26,13 +26,16 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import numpy as np
 import pytest
 from aws_support import PARAMETERS, ROOT, sky_file
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -54,8 +57,8 @@ FOREVER = 10**6
 class Fault:
     """``times`` calls of ``service``/``operation`` whose key (or body) contains ``where`` fail with ``code``.
 
-    ``code`` is an AWS error code, or ``connection`` (dropped), ``lost`` (served, then an error),
-    ``crash`` (the Lambda sandbox dies at that call).
+    ``code`` is an AWS error code, or ``connection`` (dropped), ``lost`` (served, then answered with
+    the error ``answer``), ``crash`` (the Lambda sandbox dies at that call).
     """
 
     level: str  # "sdk" or "http"
@@ -64,11 +67,13 @@ class Fault:
     code: str
     where: str = ""
     times: int = 1
+    answer: str = "InternalError"  # what the caller of a ``lost`` call sees instead of the response
 
     def __str__(self) -> str:
         where = f" {self.where}" if self.where else ""
         times = "" if self.times == 1 else " (every call)"
-        return f"{self.level}: {self.service} {self.operation}{where} -> {self.code}{times}"
+        answer = f" ({self.answer})" if self.code == "lost" and self.answer != "InternalError" else ""
+        return f"{self.level}: {self.service} {self.operation}{where} -> {self.code}{answer}{times}"
 
 
 class Injector:
@@ -80,11 +85,13 @@ class Injector:
         self.left: dict[Fault, int] = {}
         self.fired: Counter[Fault] = Counter()
         self.calls: Counter[tuple[str, str]] = Counter()
+        self.puts: Counter[str] = Counter()  # S3 PutObject calls (sdk level) by key
 
     def arm(self, faults: tuple[Fault, ...]) -> None:
         with self.lock:
             self.faults, self.left, self.fired = list(faults), {f: f.times for f in faults}, Counter()
             self.calls.clear()
+            self.puts.clear()
 
     def disarm(self) -> None:
         with self.lock:
@@ -94,6 +101,8 @@ class Injector:
         with self.lock:
             if level == "sdk":
                 self.calls[(service, operation)] += 1
+                if (service, operation) == ("s3", "PutObject"):
+                    self.puts[text] += 1
             for fault in self.faults:
                 if ((fault.level, fault.service, fault.operation) == (level, service, operation)
                         and fault.where in text and self.left[fault] > 0):
@@ -137,7 +146,7 @@ def install_sdk_faults(injector: Injector, monkeypatch: pytest.MonkeyPatch) -> N
         if fault is not None:
             before(fault, operation)
             sync_call(client, operation, params)  # served; the response never arrives
-            raise client_error("InternalError", operation)
+            raise client_error(fault.answer, operation)
         return sync_call(client, operation, params)
 
     async def make_api_call_async(client, operation, params):
@@ -145,7 +154,7 @@ def install_sdk_faults(injector: Injector, monkeypatch: pytest.MonkeyPatch) -> N
         if fault is not None:
             before(fault, operation)
             await async_call(client, operation, params)
-            raise client_error("InternalError", operation)
+            raise client_error(fault.answer, operation)
         return await async_call(client, operation, params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
@@ -190,8 +199,10 @@ def _operation_names(service: str) -> dict[str, str]:
 def _error_response(service: str, code: str) -> tuple[int, list[tuple[str, str]], bytes]:
     status = STATUS.get(code, 500)
     if service == "s3":
-        body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
-        return status, [("Content-Type", "application/xml")], body.encode()
+        body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>injected</Message>"
+                "<RequestId>injected</RequestId><HostId>injected</HostId></Error>")
+        return status, [("Content-Type", "application/xml"), ("x-amz-request-id", "injected"),
+                        ("x-amz-id-2", "injected")], body.encode()
     if service == "sns":
         body = (f"<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code><Message>injected</Message></Error>"
                 "<RequestId>injected</RequestId></ErrorResponse>")
@@ -212,7 +223,7 @@ def http_faults(injector: Injector):
             if fault.code == "lost":  # serve it, then lose the answer
                 for _ in app(environ, lambda *args, **kwargs: None):
                     pass
-            status, headers, body = _error_response(service, "InternalError" if fault.code == "lost" else fault.code)
+            status, headers, body = _error_response(service, fault.answer if fault.code == "lost" else fault.code)
             start_response(f"{status} Injected", [*headers, ("Content-Length", str(len(body)))])
             return [body]
 
@@ -232,15 +243,17 @@ class Scenario:
     committed: bool = True  # a failed image still gets a failed images row (False: transient, none)
     retried: str | None = None  # an error the executions' histories must show (retried at the state)
     job_attempts: int | None = None  # attempts of the image's (last) Batch job, as DescribeJobs lists them
+    jobs: int | None = None  # Batch jobs submitted for the image
+    measured: int | None = None  # of them, jobs that measured the image (the others found it measured)
     note: str = ""
 
 
-def sdk(service: str, operation: str, code: str, where: str = "", times: int = 1) -> Fault:
-    return Fault("sdk", service, operation, code, where, times)
+def sdk(service: str, operation: str, code: str, where: str = "", times: int = 1, answer: str = "InternalError") -> Fault:
+    return Fault("sdk", service, operation, code, where, times, answer)
 
 
-def http(service: str, operation: str, code: str, where: str = "", times: int = 1) -> Fault:
-    return Fault("http", service, operation, code, where, times)
+def http(service: str, operation: str, code: str, where: str = "", times: int = 1, answer: str = "InternalError") -> Fault:
+    return Fault("http", service, operation, code, where, times, answer)
 
 
 SCENARIOS = [
@@ -302,6 +315,14 @@ SCENARIOS = [
              job_attempts=2, note="the job exits 75 and Batch runs it again"),
     Scenario("twice-batch-worker-put-sources-slowdown", (sdk("s3", "PutObject", "SlowDown", "sources/"),), large=True,
              twice=True),
+    # SubmitJob served (the job runs) but its response lost: Step Functions retries and submits a second job
+    Scenario("http-batch-submit-response-lost", (http("batch", "SubmitJob", "lost", answer="ServerException"),),
+             large=True, retried="Batch.ServerException", jobs=2, measured=1,
+             note="two jobs submitted; the second finds the first's work and measures nothing"),
+    Scenario("batch-submit-response-lost", (sdk("batch", "SubmitJob", "lost", answer="ServerException"),),
+             large=True, retried="Batch.ServerException", jobs=2, measured=1),
+    Scenario("twice-http-batch-submit-response-lost", (http("batch", "SubmitJob", "lost", answer="ServerException"),),
+             large=True, twice=True, retried="Batch.ServerException", jobs=3, measured=2),
 ]
 
 
@@ -339,6 +360,7 @@ def injector():
     injector = Injector()
     with pytest.MonkeyPatch.context() as monkeypatch, MotoServer.get().intercept(http_faults(injector)):
         install_sdk_faults(injector, monkeypatch)
+        monkeypatch.setattr("skysift.aws.jobclaim.CLAIM_POLL_S", 0.5)  # a job waiting for another's claim
         yield injector
     table = os.environ.get("SKYSIFT_FAULT_TABLE")
     if table and OUTCOMES:
@@ -378,13 +400,28 @@ def _ledger_in_progress(aws) -> int:
     return sum(item["status"]["S"] == "INPROGRESS" for item in items)
 
 
-def _job_attempts(aws, image_id: str) -> int:
+JOB_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+def _jobs(aws, name: str) -> list[dict]:
+    """Every Batch job named ``name``, described."""
     batch = aws.client("batch")
-    jobs = [j for status in ("SUCCEEDED", "FAILED")
-            for j in batch.list_jobs(jobQueue=aws.names["LargeJobQueue"], jobStatus=status)["jobSummaryList"]
-            if j["jobName"] == f"skysift-large-{image_id}"]
-    described = batch.describe_jobs(jobs=[j["jobId"] for j in jobs])["jobs"]
-    return max(len(job.get("attempts", [])) for job in described)
+    ids = [j["jobId"] for status in JOB_STATUSES
+           for j in batch.list_jobs(jobQueue=aws.names["LargeJobQueue"], jobStatus=status)["jobSummaryList"]
+           if j["jobName"] == name]
+    return batch.describe_jobs(jobs=ids)["jobs"] if ids else []
+
+
+def _wait_for_jobs(aws, name: str, timeout_s: float = 120) -> list[dict]:
+    """The jobs named ``name`` once none is still running (a job whose submission Step Functions
+    never saw runs on, unwatched)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = _jobs(aws, name)
+        if all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, f"Batch jobs {name} still running"
+        time.sleep(0.5)
 
 
 def run_scenario(aws, injector: Injector, scenario: Scenario, index: int, tmp_path: Path) -> dict:
@@ -404,12 +441,14 @@ def run_scenario(aws, injector: Injector, scenario: Scenario, index: int, tmp_pa
     seconds = time.monotonic() - t0
     rows = [r for r in aws.read_table("images").to_pylist() if r["uri"] == uri]
     image_id = rows[0]["image_id"] if rows else None
+    jobs = _wait_for_jobs(aws, f"skysift-large-{image_id}") if scenario.large and image_id else []
     alerts = [a for a in aws.read_table("alerts").to_pylist() if a["image_id"] == image_id] if image_id else []
     messages = [json.loads(m["Message"])["alert_id"] for m in aws.receive(queue)]
     return {
         "scenario": scenario, "executions": executions, "rows": rows, "alerts": alerts, "messages": messages,
         "errors": [error for e in executions for error in _errors(aws, e)], "seconds": seconds,
-        "job_attempts": _job_attempts(aws, image_id) if scenario.large and image_id else None,
+        "job_attempts": max((len(j.get("attempts", [])) for j in jobs), default=None), "jobs": len(jobs),
+        "measured": sum(n for key, n in injector.puts.items() if key.startswith("sources/") and f"{image_id}." in key),
         "fired": dict(injector.fired), "deletes": injector.calls[("s3", "DeleteObject")]
         + injector.calls[("s3", "DeleteObjects")], "uri": uri, "in_progress": _ledger_in_progress(aws),
     }
@@ -430,6 +469,10 @@ def check(aws, outcome: dict) -> None:
         assert scenario.retried in outcome["errors"], outcome["errors"]
     if scenario.job_attempts:
         assert outcome["job_attempts"] == scenario.job_attempts
+    if scenario.jobs is not None:
+        assert outcome["jobs"] == scenario.jobs
+    if scenario.measured is not None:  # each job that measured the image wrote its sources object once
+        assert outcome["measured"] == scenario.measured, "the image was measured more than once"
     if scenario.reason is None:  # cataloged exactly once: files = partitions = images rows
         assert [r["status"] for r in rows] == ["ok"], [(r["status"], r["error_reason"]) for r in rows]
         row = rows[0]
@@ -496,3 +539,157 @@ def test_fault_leaves_every_image_cataloged_once_and_every_alert_sent_once(syste
 
     OUTCOMES.append(summary(outcome))
     check(aws, outcome)
+
+
+# -- TimeLagAnalysis -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TimeLagScenario:
+    id: str
+    faults: tuple[Fault, ...] = ()
+    failed: bool = False  # the execution fails with TimeLagFailed
+    no_frames: bool = False  # a request whose time range holds no frames (a bad request: exit 2)
+    retried: str | None = None  # an error the execution's history must show (retried at the state)
+    job_attempts: int | None = None  # attempts of the (last) job, as DescribeJobs lists them
+    jobs: int = 1  # Batch jobs submitted
+    note: str = ""
+
+
+TIMELAG_SCENARIOS = [
+    TimeLagScenario("timelag-baseline"),
+    # transient, retried: the output appears once
+    TimeLagScenario("timelag-worker-put-lag-map-503", (sdk("s3", "PutObject", "ServiceUnavailable", "/lag.fits"),),
+                    job_attempts=2, note="the job exits 75 and Batch runs it again"),
+    TimeLagScenario("timelag-worker-get-request-500", (sdk("s3", "GetObject", "InternalError", "/{name}.json"),),
+                    job_attempts=2, note="the job exits 75 and Batch runs it again"),
+    TimeLagScenario("timelag-http-write-request-500", (http("s3", "PutObject", "InternalError", "timelag-requests/"),),
+                    retried="S3.S3Exception"),
+    TimeLagScenario("timelag-http-read-summary-503", (http("s3", "GetObject", "ServiceUnavailable", "lag.fits.json"),),
+                    retried="S3.S3Exception"),
+    TimeLagScenario("timelag-http-submit-response-lost", (http("batch", "SubmitJob", "lost", answer="ServerException"),),
+                    retried="Batch.ServerException", jobs=2,
+                    note="two jobs submitted; the second waits for the first and computes nothing"),
+    # permanent: TimeLagFailed with a one-line cause, nothing left under timelag/{execution}/
+    TimeLagScenario("timelag-no-frames", no_frames=True, failed=True),
+    TimeLagScenario("timelag-worker-put-png-denied", (sdk("s3", "PutObject", "AccessDenied", "/lag.png", FOREVER),),
+                    failed=True, note="the lag map written before the refusal is discarded"),
+    TimeLagScenario("timelag-worker-put-png-slowdown-forever",
+                    (sdk("s3", "PutObject", "ServiceUnavailable", "/lag.png", FOREVER),), failed=True, job_attempts=3,
+                    note="Batch's attempts run out; the lag map is discarded"),
+]
+
+
+@pytest.fixture(scope="module")
+def solar_series(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "tests" / "timelag"))
+    from solar_series import make_lag_series
+
+    return make_lag_series(tmp_path_factory.mktemp("faults-timelag"), n_frames=12, shape=(48, 48), seed=11)
+
+
+def _timelag_request(series, no_frames: bool) -> dict:
+    from solar_series import lag_request
+
+    shift = timedelta(days=365 if no_frames else 0)
+    request = lag_request(series, ROOT / "unused.fits", scheduler="threads", start=(series.start + shift).isoformat(),
+                          end=(series.end + shift).isoformat())
+    del request["output"]  # placed under timelag/{execution name}/
+    return request
+
+
+@pytest.mark.parametrize("scenario", TIMELAG_SCENARIOS, ids=[s.id for s in TIMELAG_SCENARIOS])
+def test_timelag_fault_leaves_one_result_or_a_clean_failure(systems, injector, solar_series, scenario):
+    aws = systems.get(bool(systems.large))
+    name = f"{scenario.id}-{int(time.time())}"
+    faults = tuple(replace(f, where=f.where.format(name=name)) for f in scenario.faults)  # "{name}": this execution's
+    injector.arm(faults)
+    try:
+        arn = aws.start_timelag(_timelag_request(solar_series, scenario.no_frames), name=name)
+        aws.wait(timeout_s=240)
+    finally:
+        injector.disarm()
+    jobs = _wait_for_jobs(aws, f"skysift-timelag-{name}")
+    execution = aws.client("stepfunctions").describe_execution(executionArn=arn)
+    results = _objects(aws, f"timelag/{name}/")
+    summaries = [k for k, n in injector.puts.items() for _ in range(n) if k.startswith(f"timelag/{name}/lag.fits.json")]
+
+    for fault in faults:
+        assert injector.fired.get(fault, 0) >= 1, f"{fault} never fired"
+    assert len(jobs) == scenario.jobs
+    if scenario.job_attempts:
+        assert max(len(j.get("attempts", [])) for j in jobs) == scenario.job_attempts
+    if scenario.retried:
+        assert scenario.retried in _errors(aws, execution), _errors(aws, execution)
+    if scenario.failed:
+        assert execution["status"] == "FAILED" and execution["error"] == "TimeLagFailed"
+        cause = execution["cause"]
+        assert cause and "\n" not in cause and len(cause) <= 500, cause
+        assert results == [], "a failed analysis left objects that look like a result"
+        return
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert sorted(results) == [f"timelag/{name}/lag.fits", f"timelag/{name}/lag.fits.json", f"timelag/{name}/lag.png"]
+    assert len(summaries) == 1, "the analysis ran more than once"
+    output = json.loads(execution["output"])
+    assert output["output"] == f"s3://{aws.catalog_bucket}/timelag/{name}/lag.fits"
+    assert output["summary"]["status"] == "ok" and output["summary"]["frames"] == [12, 12]
+
+
+# -- an earlier image arriving late re-opens the later image's alerts ----------------------------
+@dataclass(frozen=True)
+class ReopenScenario:
+    id: str
+    fault: Fault  # armed once the later image is in; "{later}" in its where: its image_id (only its alerts rows are written then)
+    failed: str | None = None  # the earlier image's execution fails with this reason (its row stays ok)
+    note: str = ""
+
+
+REOPEN_SCENARIOS = [
+    ReopenScenario("reopen-put-alerts-rows-slowdown", sdk("s3", "PutObject", "SlowDown", "/{later}.parquet"),
+                   note="sent, rows not stored: retried, the retry sends nothing again and stores them"),
+    ReopenScenario("reopen-put-alerts-rows-denied", sdk("s3", "PutObject", "AccessDenied", "/{later}.parquet", FOREVER),
+                   failed="aws_error", note="sent once; the earlier image stays recorded; a new delivery stores the rows"),
+]
+
+
+@pytest.mark.parametrize("index, scenario", list(enumerate(REOPEN_SCENARIOS)), ids=[s.id for s in REOPEN_SCENARIOS])
+def test_reopened_alert_decision_sends_the_new_alert_once_despite_faults(systems, injector, index, scenario, tmp_path):
+    from astropy.io import fits
+
+    aws = systems.get(bool(systems.large))
+    center = (300.0 + 7.0 * index, -40.0)
+    earlier = sky_file(tmp_path / "earlier.fits", center=center)
+    later = sky_file(tmp_path / "later.fits", center=center, night="2026-01-02")
+    with fits.open(later, mode="update") as hdul:  # a transient at (150, 50), absent from the earlier night
+        y, x = np.mgrid[-4:5, -4:5]
+        hdul[0].data[46:55, 146:155] += (3000 * np.exp(-(x**2 + y**2) / (2 * 1.3**2))).astype(np.float32)
+    queue = aws.subscribe_queue(f"reopen-{index:02d}", {"kind": ["new_source"]})
+    later_uri = aws.upload(later, f"night-2026-01-02/reopen-{index:02d}.fits")
+    aws.wait(timeout_s=240)
+    [later_row] = [r for r in aws.read_table("images").to_pylist() if r["uri"] == later_uri]
+    fault = replace(scenario.fault, where=scenario.fault.where.format(later=later_row["image_id"]))
+    key = f"night-2026-01-01/reopen-{index:02d}.fits"
+    injector.arm((fault,))
+    try:
+        earlier_uri = aws.upload(earlier, key)
+        executions = [e for e in aws.wait(timeout_s=240) if key in e["input"]]
+    finally:
+        injector.disarm()
+
+    assert injector.fired.get(fault, 0) >= 1, f"{fault} never fired"
+    [execution] = executions
+    new = [json.loads(m["Message"]) for m in aws.receive(queue)]
+    assert [(a["rule"], a["image_id"]) for a in new] == [("new_source", later_row["image_id"])]  # once
+    rows = [r for r in aws.read_table("images").to_pylist() if r["uri"] in (earlier_uri, later_uri)]
+    assert sorted(r["status"] for r in rows) == ["ok", "ok"]  # both stay cataloged
+    listed = [a for a in aws.read_table("alerts").to_pylist() if a["alert_id"] == new[0]["alert_id"]]
+    assert _ledger_in_progress(aws) == 0
+    if scenario.failed is None:
+        assert execution["status"] == "SUCCEEDED" and "TransientError" in _errors(aws, execution)
+        assert len(listed) == 1
+        return
+    assert execution["status"] == "FAILED" and execution["error"] == scenario.failed
+    assert listed == []  # sent but not listed yet: the rows could not be written
+    aws.client("stepfunctions").start_execution(stateMachineArn=aws.ingest_arn, input=execution["input"])
+    again = [e for e in aws.wait(timeout_s=240) if key in e["input"]]
+    assert sorted(e["status"] for e in again) == ["FAILED", "SUCCEEDED"]
+    assert aws.receive(queue) == []  # nothing sent twice
+    assert len([a for a in aws.read_table("alerts").to_pylist() if a["alert_id"] == new[0]["alert_id"]]) == 1

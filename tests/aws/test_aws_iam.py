@@ -398,7 +398,8 @@ def granted_actions(statements: list[dict]) -> set[str]:
 
 
 def function_steps() -> dict[str, str]:
-    """Lambda function logical id -> the step it runs (``skysift.aws.steps.detect_step``), from functions/*/app.py:
+    """Lambda function logical id -> the step it runs (``skysift.aws.steps.detect_step``, ``skysift.aws.reopen.*_step``),
+    from functions/*/app.py:
     the call to a step in the body of its handler (the function decorated with ``lambda_handler``)."""
     steps = {}
     for name, spec in resources_of_type(TEMPLATE, "AWS::Serverless::Function").items():
@@ -410,7 +411,8 @@ def function_steps() -> dict[str, str]:
             _dotted(d.func if isinstance(d, ast.Call) else d, imports) == "skysift.aws.handlers.lambda_handler"
             for d in n.decorator_list)]
         [step] = {_dotted(n.func, imports) for n in ast.walk(handler) if isinstance(n, ast.Call)
-                  and (_dotted(n.func, imports) or "").startswith("skysift.aws.steps.")}
+                  and (_dotted(n.func, imports) or "").startswith("skysift.aws.")
+                  and (_dotted(n.func, imports) or "").endswith("_step")}
         steps[name] = step
     return steps
 
@@ -571,6 +573,8 @@ def _run_steps_as_each_function(emulation, tmp_path, monkeypatch) -> Recorder:
             ("DetectFunction", _event("detect-small-input.json")),
             ("AlertsFunction", _event("alerts-input.json")),
             ("RecordFunction", _event("record-input.json")),
+            ("LaterImagesFunction", _event("later-images-input.json")),
+            ("ReopenAlertFunction", _event("reopen-alert-input.json")),
             ("QuarantineFunction", _event("quarantine-input.json")),
             ("ReportFunction", report), ("ReportFunction", manifest)]
     for function, payload in runs:

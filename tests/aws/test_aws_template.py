@@ -61,13 +61,17 @@ def test_every_substitution_in_the_asl_is_given_by_the_template_and_used(machine
         assert resource in TEMPLATE["Resources"] or resource in TEMPLATE["Parameters"], name
 
 
-def _tasks(states: dict) -> dict:
+def _tasks(states: dict, caught: bool = True) -> dict:
+    """Task states by name; with ``caught``, only those that catch for themselves (not the tasks of a
+    Map inside the per-image Map: that Map catches for them)."""
     found = {}
     for name, state in states.items():
         if state["Type"] == "Task":
             found[name] = state
-        if state["Type"] == "Map":
-            found.update(_tasks(state["ItemProcessor"]["States"]))
+        if state["Type"] == "Map" and (not caught or "Catch" not in state):
+            found.update(_tasks(state["ItemProcessor"]["States"], caught))
+        elif state["Type"] == "Map" and name != "Images":  # a Map that catches like a task
+            found[name] = state
     return found
 
 
@@ -75,7 +79,19 @@ def test_ingest_tasks_have_timeouts_retry_transient_errors_and_catch_to_quaranti
     definition = json.loads((ROOT / "statemachine/ingest.asl.json").read_text())
     per_image = definition["States"]["Images"]["ItemProcessor"]["States"]
     quarantines = {"Quarantine", "QuarantineImage"}
+    for name, task in _tasks(definition["States"], caught=False).items():  # every task: timeouts, retries
+        if task["Type"] != "Task":
+            continue
+        assert "TimeoutSeconds" in task, name
+        retried = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
+        if ":lambda:" in task["Resource"]:
+            assert retried >= TRANSIENT_LAMBDA_ERRORS | {"TransientError"} or (
+                name in quarantines and retried == {"States.ALL"}), name
     for name, task in _tasks(definition["States"]).items():
+        if task["Type"] == "Map":  # ReopenAlerts: catches for its task
+            assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": f"$.caught.{name}",
+                                      "Next": "QuarantineImage"}], name
+            continue
         assert "TimeoutSeconds" in task, name
         retried = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
         if ":lambda:" in task["Resource"]:  # Quarantine retries everything: its record must get written
@@ -96,7 +112,7 @@ def test_ingest_runs_the_steps_once_per_image_and_fails_with_the_first_failed_im
     assert states["Inspect"]["Next"] == "Images" and images["ItemsPath"] == "$.hdus"
     assert images["ItemProcessor"]["ProcessorConfig"]["Mode"] == "INLINE" and 1 <= images["MaxConcurrency"] <= 4
     assert set(images["ItemProcessor"]["States"]) == {"InspectImage", "Route", "DetectSmall", "DetectLarge", "Alerts",
-                                                      "Record", "QuarantineImage"}
+                                                      "Record", "LaterImages", "ReopenAlerts", "QuarantineImage"}
     assert images["ItemProcessor"]["States"]["QuarantineImage"]["End"] is True  # the other images go on
     assert not set(images["ItemProcessor"]["States"]) & set(states)  # state names are unique in a state machine
     assert states["ImageFailed"]["Type"] == states["Quarantined"]["Type"] == "Fail"

@@ -68,7 +68,7 @@ def test_request_without_frames_fails_permanently_without_retries(emulation, ser
     execution = emulation.client("stepfunctions").describe_execution(executionArn=arn)
     assert execution["status"] == "FAILED"
     assert execution["error"] == "TimeLagFailed"
-    assert "exit code 2" in execution["cause"]  # the worker's permanent-failure status
+    assert execution["cause"].startswith("the time-lag job exited 2: series_not_found: 0 frame(s)")  # the worker's permanent failure, in one line
     assert len(emulation.timelag_jobs) == 1  # one job, no retry loop
     submitted = [e for e in _history(emulation, arn) if e["type"] == "TaskSubmitted"]
     assert len(submitted) == 1
@@ -78,12 +78,22 @@ def test_request_without_frames_fails_permanently_without_retries(emulation, ser
 
 def test_timelag_tasks_have_timeouts_retry_throttling_and_catch_to_fail_keeping_the_input():
     tasks = {name: state for name, state in ASL["States"].items() if state["Type"] == "Task"}
-    assert set(tasks) == {"WriteRequest", "RunWorker", "ReadSummary"}
+    assert set(tasks) == {"WriteRequest", "RunWorker", "ReadSummary", "ReadJobClaim", "Discard"}
     for name, task in tasks.items():
         assert task["TimeoutSeconds"] > 0, name
         retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
         assert "States.TaskFailed" not in retried and "States.ALL" not in retried, name
-        assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Failed"}], name
+        [catch] = task["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"], name
+    # the error that failed the execution stays at $.error; the failure path's own errors go elsewhere
+    assert {name: tasks[name]["Catch"][0]["ResultPath"] for name in tasks} == {
+        "WriteRequest": "$.error", "RunWorker": "$.error", "ReadSummary": "$.error",
+        "ReadJobClaim": "$.claim_error", "Discard": "$.discard_error"}
+    # nothing was written under timelag/ before the job: straight to Failed; after it, through Discard
+    assert tasks["WriteRequest"]["Catch"][0]["Next"] == "Failed"
+    assert tasks["RunWorker"]["Catch"][0]["Next"] == "ReadJobClaim"
+    assert tasks["ReadSummary"]["Catch"][0]["Next"] == tasks["ReadJobClaim"]["Catch"][0]["Next"] == "Discard"
+    assert tasks["Discard"]["Next"] == tasks["Discard"]["Catch"][0]["Next"] == "Failed"
     run = tasks["RunWorker"]
     assert run["Resource"].endswith(":batch:submitJob.sync")
     assert {"Batch.TooManyRequestsException", "Batch.ServerException"} <= {e for r in run["Retry"] for e in r["ErrorEquals"]}
@@ -91,13 +101,19 @@ def test_timelag_tasks_have_timeouts_retry_throttling_and_catch_to_fail_keeping_
     assert ASL["States"]["Failed"]["Type"] == "Fail"
     placement = ASL["States"]["Prepare"]["Parameters"]["placement"]
     assert all("s3://${CatalogBucketName}/timelag/{}/" in v for v in placement.values())
+    discarded = [o["Key.$"] for o in tasks["Discard"]["Parameters"]["Delete"]["Objects"]]
+    prepared = ASL["States"]["Prepare"]["Parameters"]
+    keys = {**{f"$.result_keys.{k.removesuffix('.$')}": v for k, v in prepared["result_keys"].items()},
+            "$.summary_key": prepared["summary_key.$"]}
+    assert sorted(keys[k] for k in discarded) == sorted(
+        f"States.Format('timelag/{{}}/{name}', $$.Execution.Name)" for name in ("lag.fits", "lag.png", "lag.fits.json"))
 
 
 def test_timelag_job_definition_retries_only_transient_exits():
     from skysift.aws.template import load_template
 
     spec = load_template(ROOT / "template.yaml")["Resources"]["TimeLagJobDefinition"]["Properties"]
-    assert spec["ContainerProperties"]["Command"] == ["python", "-m", "skysift.timelag.worker", "Ref::request"]
+    assert spec["ContainerProperties"]["Command"] == ["python", "-m", "skysift.aws.timelag_job", "Ref::request"]
     rules = spec["RetryStrategy"]["EvaluateOnExit"]
     assert {"OnExitCode": "2", "Action": "EXIT"} in rules and {"OnExitCode": "75", "Action": "RETRY"} in rules
     assert rules.index({"OnExitCode": "2", "Action": "EXIT"}) < rules.index({"OnReason": "*", "Action": "EXIT"})

@@ -34,7 +34,8 @@ TIMELAG_ASL = json.loads((ROOT / "statemachine/timelag.asl.json").read_text())
 
 # -- building commands as the template and the state machines state them --------------------------
 def _path(document: dict, path: str):
-    value = document
+    """``$.a.b`` in the state; ``$$.a.b`` (the context object) in the state's ``$$``."""
+    value, path = (document["$$"], path[1:]) if path.startswith("$$.") else (document, path)
     for part in path.removeprefix("$.").split("."):
         value = value[part]
     return value
@@ -43,7 +44,7 @@ def _path(document: dict, path: str):
 def states_array(expression: str, state: dict) -> list[str]:
     """Evaluate an ASL ``States.Array('literal', $.path, States.Format('{}', $.path), ...)`` against a state."""
     inner = re.fullmatch(r"States\.Array\((.*)\)", expression.strip()).group(1)
-    items = re.findall(r"States\.Format\('\{\}', (\$[\w.]+)\)|'((?:[^'\\]|\\.)*)'|(\$[\w.]+)", inner)
+    items = re.findall(r"States\.Format\('\{\}', (\$\$?[\w.]+)\)|'((?:[^'\\]|\\.)*)'|(\$\$?[\w.]+)", inner)
     return [literal if not (path or formatted) else str(_path(state, path or formatted))
             for formatted, literal, path in items]
 
@@ -114,10 +115,10 @@ def test_detect_large_command_from_the_state_machine_measures_the_uploaded_image
         s3.delete_object(Bucket=emulation.catalog_bucket, Key=item["Key"])
     summary_uri = f"s3://{emulation.catalog_bucket}/runs/container-test/summary.json"  # nothing else writes here
     state = {"source": {"bucket": emulation.raw_bucket, "key": key},
-             "image": {"summary_uri": summary_uri, "info": {"hdu": 0}}}
+             "image": {"summary_uri": summary_uri, "info": {"hdu": 0}}, "$$": {"Execution": {"Name": "exec-1"}}}
     container = job_definition(emulation, "LargeJobDefinition")
     command = states_array(ingest_state("DetectLarge")["Parameters"]["ContainerOverrides"]["Command.$"], state)
-    assert command[0] == "batch" and command[-2:] == ["--hdu", "0"]
+    assert command[0] == "batch" and command[-4:] == ["--hdu", "0", "--execution", "exec-1"]
 
     environment = {**_environment(container), "PYTHONPATH": str(ROOT / "src")}  # this checkout's worker, as the image has it
     done = run_container(command, environment, stub=lambda_stub, home=tmp_path, endpoint=emulation.server.url)
@@ -156,7 +157,8 @@ def _timelag_command(emulation, request: dict, name: str) -> tuple[list[str], di
                                       Body=json.dumps(request).encode())
     container = job_definition(emulation, "TimeLagJobDefinition")
     parameters = batch_parameters(TIMELAG_ASL["States"]["RunWorker"]["Parameters"]["Parameters"], {"request_uri": request_uri})
-    return substitute_refs(container["Command"], parameters), _environment(container)
+    environment = {**_environment(container), "PYTHONPATH": str(ROOT / "src")}  # this checkout's worker, as the image has it
+    return substitute_refs(container["Command"], parameters), environment
 
 
 @pytest.mark.slow

@@ -170,6 +170,7 @@ def test_an_s3_event_without_an_object_key_is_malformed(functions):
     ("inspect_image", "eventbridge-s3-object-created.json"), ("detect_small", "detect-small-input.json"),
     ("alerts", "alerts-input.json"), ("record", "record-input.json"), ("quarantine", "quarantine-input.json"),
     ("survey_report", "survey-report-input.json"), ("survey_report", "survey-start.json"),
+    ("later_images", "later-images-input.json"), ("reopen_alert", "reopen-alert-input.json"),
 ])
 def test_every_sample_event_fits_its_functions_event_model(functions, function, sample):
     document = json.loads((EVENTS / sample).read_text())

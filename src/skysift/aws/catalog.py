@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import awswrangler as wr
@@ -216,9 +216,18 @@ class S3GlueCatalog:
     def read_sources(self, image: ImageRecord) -> pa.Table:
         return self._get_table(self.key("sources", image))
 
-    def _footprints(self, cells: list[int]) -> dict[str, ImageRecord]:
-        """The image rows registered in these cells, by image_id."""
-        found: dict[str, ImageRecord] = {}
+    def read_alerts(self, image: ImageRecord) -> pa.Table:
+        """This image's stored ``alerts`` rows (the alerts sent), empty when it has none."""
+        try:
+            return self._get_table(self.key("alerts", image))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return ALERTS_SCHEMA.empty_table()
+            raise
+
+    def registered_footprints(self, cells: Iterable[int]) -> dict[str, tuple[ImageRecord, datetime]]:
+        """The image rows registered in these cells, and when each was registered, by image_id."""
+        found: dict[str, tuple[ImageRecord, datetime]] = {}
         paginator = self.s3.get_paginator("list_objects_v2")
         for cell in cells:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=f"footprints/hpx{FOOTPRINT_ORDER}={cell}/"):
@@ -226,8 +235,12 @@ class S3GlueCatalog:
                     image_id = obj["Key"].rsplit("/", 1)[1].removesuffix(".json")
                     if image_id not in found:
                         body = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-                        found[image_id] = ImageRecord.from_json(json.loads(body))
+                        found[image_id] = (ImageRecord.from_json(json.loads(body)), obj["LastModified"])
         return found
+
+    def _footprints(self, cells: list[int]) -> dict[str, ImageRecord]:
+        """The image rows registered in these cells, by image_id."""
+        return {image_id: image for image_id, (image, _) in self.registered_footprints(cells).items()}
 
     def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
                        before: datetime) -> list[ImageRecord]:

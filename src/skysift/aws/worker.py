@@ -13,6 +13,11 @@ holds the error and its reason for Quarantine, whichever step raised it (the hea
 included). 75 (EX_TEMPFAIL): a transient AWS fault outlasted botocore's retries (throttling,
 5xx, a dropped connection, :mod:`skysift.aws.faults`); the job definition's RetryStrategy
 runs the job again, and no failure summary is written.
+
+With ``--execution NAME`` (IngestImage passes its execution's name) the job measures the image only
+if no other job of the same execution is doing so: a SubmitJob whose response was lost, retried by
+Step Functions, starts a second job, which waits for the first and ends as it did
+(:mod:`skysift.aws.jobclaim`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Mapping, Sequence
 
 from skysift.aws.config import AwsConfig, settings_from_env
 from skysift.aws.faults import failure_record
+from skysift.aws.jobclaim import JOB_ATTEMPT_TIMEOUT_S, claim_uri, run_claimed
 from skysift.aws.steps import (
     EXIT_TRANSIENT,
     Context,
@@ -52,6 +58,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--key", required=True)
     parser.add_argument("--summary-uri", required=True, help="where to write the summary (s3://...)")
     parser.add_argument("--hdu", type=int, default=None, help="index of the image HDU (default: the first image HDU)")
+    parser.add_argument("--execution", default=None,
+                        help="the Step Functions execution's name: one job measures the image per execution")
     return parser.parse_args(list(argv))
 
 
@@ -60,6 +68,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     args = parse_args(sys.argv[1:] if argv is None else argv)
     ctx = Context(AwsConfig.from_env(env), settings_from_env(env))
+    if args.execution is None:
+        return _run(args, ctx)
+    return run_claimed(ctx.s3, claim_uri(args.summary_uri, args.execution), env.get("AWS_BATCH_JOB_ID"),
+                       lambda: _run(args, ctx), lease_s=JOB_ATTEMPT_TIMEOUT_S)
+
+
+def _run(args: argparse.Namespace, ctx: Context) -> int:
+    """Measure the image; the exit code."""
     try:
         summary = detect_step(_request(args, ctx), ctx)
     except Exception as exc:

@@ -11,7 +11,7 @@ EventBridge rule of the template routes uploads to ``IngestImage``.
 
 moto's Step Functions interpreter runs the executions; Lambda tasks are dispatched
 in-process to ``functions/*/app.py`` and Batch jobs to the worker container's
-entrypoints (:mod:`skysift.aws.worker`; :mod:`skysift.timelag.worker` for ``TimeLagAnalysis``);
+entrypoints (:mod:`skysift.aws.worker`; :mod:`skysift.aws.timelag_job` for ``TimeLagAnalysis``);
 see :mod:`skysift.aws.emulation.moto_patches` for the few fixes that needs. The one deliberate difference from a deployment: retry intervals
 are shortened (moto sleeps them for real), in the loaded definition, never in the file. Handlers see a
 Lambda context whose deadline is the function's ``Timeout`` (or ``lambda_timeout_s``, which tests shorten:
@@ -74,7 +74,7 @@ CONCURRENCY = 2
 #: counted against a process's RLIMIT_AS although almost none of it is ever touched.
 THREAD_STACK_BYTES = 4 * 2**20
 #: The time-lag job definition's command (the worker image's second entrypoint).
-TIMELAG_ENTRYPOINT = ("python", "-m", "skysift.timelag.worker")
+TIMELAG_ENTRYPOINT = ("python", "-m", "skysift.aws.timelag_job")
 
 
 def project_root() -> Path:
@@ -591,12 +591,12 @@ class Emulation:
             return worker.main(command[1:], environ={**os.environ, **environment_})
 
     def _run_timelag_worker(self, args: list[str], environment_: dict[str, str]) -> int:
-        """``python -m skysift.timelag.worker ARGS`` with the job's environment (it reads os.environ)."""
-        from skysift.timelag import worker as timelag_worker
+        """``python -m skysift.aws.timelag_job ARGS`` with the job's environment (it reads os.environ)."""
+        from skysift.aws import timelag_job
 
         self.timelag_jobs.append(list(args))
         with self._running, self._timelag_lock, environment(environment_):
-            return timelag_worker.main(args)
+            return timelag_job.main(args)
 
     # -- using the system --------------------------------------------------------------------------
     def upload(self, path: str | Path | bytes, key: str, bucket: str | None = None) -> str:

@@ -20,6 +20,9 @@ Why each one exists:
   The ``aws-sdk:*`` integration keeps botocore's response as is, so ``s3:getObject``'s
   ``Body`` reaches the state as a stream and ``States.StringToJson($.Body)`` fails; its
   response normalisation is restored too (streams become strings, as Step Functions returns them).
+  Its errors are named ``<Service>.<Exception>`` from a table of service names that lacks S3, so
+  an S3 failure was ``s3.s3Exception`` and a Retry on ``S3.S3Exception`` (the name Step Functions
+  gives it) never matched: S3 is added to the table.
 * **EventBridge targets that are state machines.** moto's ``Rule.send_to_targets``
   delivers to SQS, logs and buses, and raises ``NotImplementedError`` for other
   target ARNs (S3's EventBridge notifier swallows it). :func:`eventbridge_to_stepfunctions`
@@ -154,9 +157,15 @@ def service_casing() -> Iterator[None]:
         if op.output_shape is not None:
             self._from_boto_response(response, op.output_shape)
 
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk,
+    )
+
+    # aws-sdk errors: "S3.S3Exception", "S3.NoSuchKeyException", as Step Functions names them.
     # StateTaskServiceSfn's own _normalise_parameters (Input to a JSON string) calls the base one.
     # aws-sdk responses: streamed members (s3:getObject's Body) become strings, as Step Functions returns them.
-    with mock.patch.object(StateTaskServiceBatch, "_normalise_parameters", normalise_parameters), \
+    with mock.patch.dict(state_task_service_aws_sdk._SERVICE_ERROR_NAMES, {"s3": "S3"}), \
+            mock.patch.object(StateTaskServiceBatch, "_normalise_parameters", normalise_parameters), \
             mock.patch.object(StateTaskServiceAwsSdk, "_normalise_response", normalise_response), \
             mock.patch.object(StateTaskServiceBatch, "_normalise_response", normalise_response), \
             mock.patch.object(StateTaskServiceSfn, "_normalise_response", normalise_response), \
