@@ -72,10 +72,8 @@ class _WcsCards:
 
 
 def _alert_cards(alert: dict) -> str:
-    header = fits.Header()
-    header["ALERTID"] = alert["alert_id"]
-    header["RULE"] = alert["rule"]
-    return header.tostring(endcard=False, padding=False)
+    """The ALERTID and RULE cards (what ``header[key] = value`` makes, without a header)."""
+    return fits.Card("ALERTID", alert["alert_id"]).image + fits.Card("RULE", alert["rule"]).image
 
 
 def _primary_fits(data: np.ndarray, cards: str) -> bytes:
