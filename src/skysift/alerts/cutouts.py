@@ -8,10 +8,12 @@ rest of the work.
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCSHDO_P14, WCSHDO_all
 
 from skysift.io.fits import Sections, build_wcs
 
@@ -28,11 +30,57 @@ def _image_cards(ny: int, nx: int) -> str:
                                                                                                 padding=False)
 
 
-def _primary_fits(data: np.ndarray, header: fits.Header) -> bytes:
+class _WcsCards:
+    """The cards of ``cut.wcs.to_header(relax=True)`` for the cut-outs of one image, made
+    from the image's own WCS header once: a cut-out's WCS (the image's sliced to the section
+    read, then cut by ``Cutout2D``) differs from the image's only in its reference pixel, so
+    its header differs only in the CRPIX cards. Those are wcslib's cards for the shifted
+    reference pixel (the same two subtractions as ``WCS.slice`` and ``Cutout2D`` make), as
+    astropy reads them. Slicing and copying a WCS and making an astropy header per cut-out
+    cost most of the cut-outs' time."""
+
+    _KEYS = ("CRPIX1", "CRPIX2")
+
+    def __init__(self, wcs) -> None:
+        cards = wcs.to_header(relax=True).cards
+        self.images = [card.image for card in cards]
+        self.at = {card.keyword: i for i, card in enumerate(cards) if card.keyword in self._KEYS}
+        self.flags = WCSHDO_P14 | WCSHDO_all  # what WCS.to_header(relax=True) asks wcslib for
+        self.crpix = np.array(wcs.wcs.crpix, dtype=np.float64)
+        self.shifted = copy.deepcopy(wcs.wcs)  # a Wcsprm whose reference pixel is moved per cut-out
+        self.usable = len(self.at) == len(self._KEYS) and wcs.naxis == 2
+
+    def text(self, x0: int, y0: int, origin: tuple[int, int]) -> str | None:
+        """The cards of the cut-out whose section starts at (x0, y0) and whose ``Cutout2D``
+        origin in that section is ``origin`` (x, y); None when they cannot be made here."""
+        if not self.usable:
+            return None
+        crpix = self.crpix.copy()
+        crpix[0] -= x0  # WCS.slice: crpix[axis] -= start, axis by axis
+        crpix[1] -= y0
+        crpix -= origin  # Cutout2D: crpix -= its true origin
+        self.shifted.crpix = crpix
+        text = self.shifted.to_header(self.flags)
+        found = {text[k : k + 8].rstrip(): text[k : k + _CARD] for k in range(0, len(text), _CARD)
+                 if text[k : k + 8].rstrip() in self.at}
+        if len(found) != len(self.at):
+            return None
+        images = list(self.images)
+        for key, i in self.at.items():
+            images[i] = fits.Card.fromstring(found[key]).image  # as astropy's header of that text has it
+        return "".join(images)
+
+
+def _alert_cards(alert: dict) -> str:
+    """The ALERTID and RULE cards (what ``header[key] = value`` makes, without a header)."""
+    return fits.Card("ALERTID", alert["alert_id"]).image + fits.Card("RULE", alert["rule"]).image
+
+
+def _primary_fits(data: np.ndarray, cards: str) -> bytes:
     """``fits.PrimaryHDU(data, header).writeto(...)``'s bytes for 2-D float32 ``data`` and a
-    ``header`` of ordinary cards (no structural keyword of its own, as a WCS header has none)."""
+    header of ordinary ``cards`` (their text; no structural keyword of its own, as a WCS header has none)."""
     ny, nx = data.shape
-    text = _image_cards(ny, nx) + header.tostring(endcard=False, padding=False) + "END".ljust(_CARD)
+    text = _image_cards(ny, nx) + cards + "END".ljust(_CARD)
     text += " " * (-len(text) % _BLOCK)
     pixels = np.ascontiguousarray(data, dtype=">f4").tobytes()
     return text.encode("ascii") + pixels + b"\0" * (-len(pixels) % _BLOCK)
@@ -49,16 +97,23 @@ def cutout_fits(image_uri: str, hdu: int | None, alerts: list[dict], size_px: in
     out = []
     with Sections(image_uri, hdu) as image:
         wcs = build_wcs(image.header) if with_wcs else None
+        wcs_cards = _WcsCards(wcs) if wcs else None
         ny, nx = image.shape
         reach = size_px // 2 + 2  # every pixel Cutout2D may take, whatever the rounding
         for alert in alerts:
             x0, y0 = max(0, int(alert["x"]) - reach), max(0, int(alert["y"]) - reach)
             x1, y1 = min(nx, int(alert["x"]) + reach + 1), min(ny, int(alert["y"]) + reach + 1)
             data, _ = image.read(y0, y1, x0, x1)
-            cut = Cutout2D(data, (alert["x"] - x0, alert["y"] - y0), size_px, wcs=wcs[y0:y1, x0:x1] if wcs else None,
-                           mode="partial", fill_value=np.nan)
-            header = cut.wcs.to_header(relax=True) if cut.wcs is not None else fits.Header()
-            header["ALERTID"] = alert["alert_id"]
-            header["RULE"] = alert["rule"]
-            out.append(_primary_fits(cut.data.astype(np.float32), header))
+            position = (alert["x"] - x0, alert["y"] - y0)
+            cut = Cutout2D(data, position, size_px, mode="partial", fill_value=np.nan)
+            cards = ""
+            if wcs:
+                origin = (cut.origin_original[0] - cut.slices_cutout[1].start,
+                          cut.origin_original[1] - cut.slices_cutout[0].start)
+                cards = wcs_cards.text(x0, y0, origin)
+                if cards is None:  # a WCS this shortcut does not know: astropy's own header of the cut-out
+                    cut_wcs = Cutout2D(data, position, size_px, wcs=wcs[y0:y1, x0:x1], mode="partial",
+                                       fill_value=np.nan).wcs
+                    cards = cut_wcs.to_header(relax=True).tostring(endcard=False, padding=False)
+            out.append(_primary_fits(cut.data.astype(np.float32), cards + _alert_cards(alert)))
     return out

@@ -639,7 +639,7 @@ def export(ctx: click.Context, output: str, fmt: str | None, image: str | None, 
 
 
 def main() -> None:
-    cli()
+    terminal.run_and_exit(cli)
 
 
 if __name__ == "__main__":

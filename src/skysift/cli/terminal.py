@@ -24,11 +24,15 @@ Exit status of every command:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console, ConsoleDimensions
@@ -50,6 +54,7 @@ __all__ = [
     "is_terminal",
     "print_error",
     "reported_errors",
+    "run_and_exit",
     "settings_for",
 ]
 
@@ -317,3 +322,32 @@ def hold_home_lock(ctx: click.Context, home: str | os.PathLike[str]) -> None:
     from skysift.catalog.homelock import home_lock
 
     ctx.with_resource(home_lock(home, on_wait=lambda message: click.echo(message, err=True)))
+
+
+def run_and_exit(command: click.Command) -> NoReturn:
+    """Run the command line, then end the process as ``sys.exit`` would (the same status and
+    message, exit handlers run, streams flushed) but without the interpreter's teardown of its
+    modules: freeing numpy, scipy, astropy, pyarrow and the rest costs 0.15-0.2 s a command.
+    For the program's entry point only: a test invoking ``command`` keeps its interpreter."""
+    try:
+        command()
+        status: object = None
+    except SystemExit as exc:
+        status = exc.code
+    if status is None:
+        code = 0
+    elif isinstance(status, int):
+        code = status
+    else:  # sys.exit("message"): the message on stderr, status 1
+        print(status, file=sys.stderr)
+        code = 1
+    # what the interpreter's exit does before its teardown: wait for the other threads (and
+    # concurrent.futures' exit hooks), then the exit handlers (logging.shutdown, multiprocessing's, weakref.finalize's)
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    if shutdown_threads is not None:
+        shutdown_threads()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code & 0xFF)

@@ -37,6 +37,7 @@ not its barycentre, which the companion pulls towards itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -341,7 +342,8 @@ def _correct_neighbours(data, error, mask, maps, own, x, y, ellipses, kron: _Kro
     contaminated = np.zeros(len(x), dtype=bool)
     region = np.maximum(KRON_INTEGRATION_RADIUS, kron.aperture) * ea + 1.0
     reach = _kron_reach(ea, settings, max_aperture_px)
-    foreign = np.array([_foreign(segmap, own[i], x[i], y[i], region[i], companions) for i in range(len(x))],
+    foreign = np.array([_foreign(segmap, o, cx, cy, h, companions)
+                        for o, cx, cy, h in zip(own.tolist(), x.tolist(), y.tolist(), region.tolist(), strict=True)],
                        dtype=np.int8)
     dirty = np.flatnonzero(foreign)
     centres = _symmetry_centres(data, companions, x, y, foreign == FOREIGN_COMPANION)
@@ -475,7 +477,8 @@ def _circles(data, x, y, error, mask, gain, settings: PhotometrySettings, segmap
             data, x, y, radius, err=error, gain=gain, mask=mask, subpix=0)
     if segmap is None:
         return columns
-    dirty = np.flatnonzero([_foreign(segmap, seg_ids[i], x[i], y[i], half, companions) for i in range(len(x))])
+    dirty = np.flatnonzero([_foreign(segmap, o, cx, cy, half, companions)
+                            for o, cx, cy in zip(np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), strict=True)])
     for i, mosaic in _corrected_mosaics(dirty, data, error, mask, (segmap, companions), seg_ids, x, y,
                                         np.full(len(x), half), centres):
         mx, my = mosaic.positions(x[i], y[i])
@@ -511,15 +514,19 @@ def _foreign(segmap: np.ndarray, own: int, cx: float, cy: float, half: float,
     """Whether another source has a pixel within ``half`` pixels (a box) of (cx, cy)
     (FOREIGN_SOURCE), or a companion in the source's own isophote (FOREIGN_COMPANION)."""
     ny, nx = segmap.shape
-    if not (np.isfinite(cx) and np.isfinite(cy) and np.isfinite(half)):
+    if not (math.isfinite(cx) and math.isfinite(cy) and math.isfinite(half)):
         return FOREIGN_SOURCE  # no trustworthy position (overflowing pixel values): treat as contaminated
     rows = slice(max(0, int(cy - half)), min(ny, int(cy + half) + 2))
     cols = slice(max(0, int(cx - half)), min(nx, int(cx + half) + 2))
     box = segmap[rows, cols]
     mine = box == own
-    if companions is not None and np.any(companions[rows, cols] & mine):
+    if companions is not None and (companions[rows, cols] & mine).any():
         return FOREIGN_COMPANION
-    return FOREIGN_SOURCE if np.any((box != 0) & ~mine) else FOREIGN_NONE
+    if own != 0:  # the source's pixels are labelled: another's make more labelled pixels than its own
+        other = np.count_nonzero(box) > np.count_nonzero(mine)
+    else:
+        other = bool(((box != 0) & ~mine).any())
+    return FOREIGN_SOURCE if other else FOREIGN_NONE
 
 
 def _symmetry_centres(data, companions, x, y, with_companion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
