@@ -38,16 +38,18 @@ ADDRESS_SPACE_CAP = 3 * 2**29  # 1.5 GiB
 
 #: Caps its own address space, runs ``skysift ARGS``, prints its peak resident size on stderr.
 RUN_CAPPED = f"""
-import resource, sys
+import atexit, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_CAP}, {ADDRESS_SPACE_CAP}))
 from skysift.cli.main import main
-try:
-    main()
-finally:
+
+@atexit.register  # main() ends the process itself (after the exit handlers): no code runs after it
+def report_peak():
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking process (a pytest
     # worker that already grew for other tests), while VmHWM belongs to this program's own memory
     hwm = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(f"maxrss_kib={{hwm}}", file=sys.stderr)
+
+main()
 """
 
 
