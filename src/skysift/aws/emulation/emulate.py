@@ -587,8 +587,13 @@ class Emulation:
         if not command or command[0] != "batch":
             log.error("the worker image runs Lambda handlers, 'batch ...' or %s, not %s", " ".join(TIMELAG_ENTRYPOINT), command)
             return 1
+        # One process for the tiles: a real Batch job is a process of its own and forks its tile
+        # workers safely, but here the job runs on a thread of the emulator, and a fork of a process
+        # with the moto server's and the other executions' threads can inherit a lock another thread
+        # holds (a child then hangs for good). The forked path is tested as a process
+        # (tests/aws/test_containers.py runs the job with the template's environment; tests/test_tiles.py).
         with self._running:
-            return worker.main(command[1:], environ={**os.environ, **environment_})
+            return worker.main(command[1:], environ={**os.environ, **environment_, "SKYSIFT_WORKERS": "1"})
 
     def _run_timelag_worker(self, args: list[str], environment_: dict[str, str]) -> int:
         """``python -m skysift.aws.timelag_job ARGS`` with the job's environment (it reads os.environ)."""
