@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import sep
 
@@ -111,3 +113,64 @@ def test_the_sky_of_an_image_read_whole_is_cached_for_the_next_ask(make_sky, tmp
         forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)
         assert len(estimates) == 2
     assert forced._sky_cache is None  # the block's end stops caching
+
+
+def test_processes_asking_at_once_compute_an_images_sky_once(make_sky, tmp_path, monkeypatch):
+    """Workers of an alert phase ask for the same earlier image at about the same time: one
+    computes its sky, the others wait for it and map it (the same SNRs); a worker killed while
+    computing holds nobody up (the kernel drops its lock)."""
+    import multiprocessing
+    import signal
+    import time
+
+    path, _ = make_sky(size=512, n_stars=60, n_galaxies=0, seed=8)
+    settings = BackgroundSettings()
+    wcs = read_image(str(path)).wcs
+    rng = np.random.default_rng(9)
+    ra, dec = pixel_to_sky(wcs, rng.uniform(0, 511, 60), rng.uniform(0, 511, 60))  # many: read whole
+    plain = forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings)
+    folder, log = tmp_path / "skies", tmp_path / "estimates.log"
+    folder.mkdir()
+    subtract = forced.subtract_sky
+
+    def slow_subtract(*args):
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(float(os.environ.get("SKY_DELAY_S", "0.5")))  # long enough for the others to ask meanwhile
+        return subtract(*args)
+
+    monkeypatch.setattr(forced, "subtract_sky", slow_subtract)
+
+    def ask(queue):
+        with forced.sky_cache(folder):
+            queue.put(forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings).tolist())
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=ask, args=(queue,)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(log.read_text().split()) == 1  # one estimate for three asks
+    for result in results:
+        np.testing.assert_array_equal(np.array(result, dtype=float), plain)
+
+    # a worker killed while computing: the next one computes the sky itself at once
+    for entry in folder.iterdir():
+        entry.unlink()
+    log.unlink()
+    monkeypatch.setenv("SKY_DELAY_S", "60")
+    doomed = context.Process(target=ask, args=(queue,))
+    doomed.start()
+    while not log.exists():
+        time.sleep(0.01)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.join()
+    monkeypatch.setenv("SKY_DELAY_S", "0")
+    started = time.monotonic()
+    with forced.sky_cache(folder):
+        np.testing.assert_array_equal(forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings), plain)
+    assert time.monotonic() - started < forced.CLAIM_WAIT_S / 4
+    assert len(log.read_text().split()) == 2

@@ -21,6 +21,7 @@ so the same SNRs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -152,54 +153,31 @@ CLAIM_WAIT_S = 120.0
 _CLAIM_POLL_S = 0.005
 
 
-def _claim(key: str) -> bool:
-    """Whether this process computes the sky under ``key``: True when it claimed it (or cannot
-    tell), False when another process of the phase claimed it first and is computing it."""
+@contextmanager
+def _computing(key: str) -> Iterator[None]:
+    """Held while this process computes the sky under ``key``: an exclusive ``flock`` on
+    ``{key}.lock`` in the cache folder, taken after the process holding it (if any) is done,
+    or after :data:`CLAIM_WAIT_S`. The kernel releases it when its holder ends, dead or alive,
+    so a worker that died computing a sky never holds the others up. No lock file (an
+    unwritable folder): compute without one."""
     try:
-        handle = os.open(_sky_cache / f"{key}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
+        handle = os.open(_sky_cache / f"{key}.lock", os.O_CREAT | os.O_RDWR)
     except OSError:
-        return True
+        yield
+        return
     try:
-        os.write(handle, str(os.getpid()).encode())
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break  # too long: compute it too
+                time.sleep(_CLAIM_POLL_S)
+        yield
     finally:
-        os.close(handle)
-    return True
-
-
-def _release(key: str) -> None:
-    with contextlib.suppress(OSError):
-        (_sky_cache / f"{key}.claim").unlink()
-
-
-def _alive(pid_text: str) -> bool:
-    try:
-        os.kill(int(pid_text), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _wait_for_sky(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-    """The sky another process is computing under ``key`` once it is stored; None when that
-    process gave up (stored nothing: the folder was full), died, or took longer than
-    :data:`CLAIM_WAIT_S`. Waiting costs less than computing it again, as the other began first."""
-    claim = _sky_cache / f"{key}.claim"
-    deadline = time.monotonic() + CLAIM_WAIT_S
-    while time.monotonic() < deadline:
-        if (cached := _load_sky(key)) is not None:
-            return cached
-        try:
-            owner = claim.read_text()
-        except OSError:  # released: stored (looked at once more) or given up
-            return _load_sky(key)
-        if owner and not _alive(owner):
-            return None
-        time.sleep(_CLAIM_POLL_S)
-    return None
+        os.close(handle)  # releases the lock
 
 
 def _whole_sky(image: Sections, key: str | None,
@@ -208,14 +186,11 @@ def _whole_sky(image: Sections, key: str | None,
     nothing is masked), kept under ``key`` when the cache is on; None when every pixel is masked.
 
     With the cache on, two processes never compute one image's sky at once: the second waits
-    for the first's (the same arrays), as the workers of a survey's alert phase all ask for
-    the same earlier images at about the same time."""
-    claimed = False
-    if key is not None:
-        claimed = _claim(key)
-        if not claimed and (cached := _wait_for_sky(key)) is not None:
+    for the first (:func:`_computing`) and maps what it stored (the same arrays), as the workers
+    of a survey's alert phase all ask for the same earlier images at about the same time."""
+    with _computing(key) if key is not None else contextlib.nullcontext():
+        if key is not None and (cached := _load_sky(key)) is not None:
             return cached
-    try:
         ny, nx = image.shape
         data, mask = image.read(0, ny, 0, nx)
         if mask.all():
@@ -224,9 +199,6 @@ def _whole_sky(image: Sections, key: str | None,
         if key is not None:
             _store_sky(key, data, bkg.rms, mask)
         return data, bkg.rms, mask
-    finally:
-        if claimed:
-            _release(key)
 
 
 def forced_snr(uri: str, hdu: int | str | None, wcs: WCS, ra_deg: np.ndarray, dec_deg: np.ndarray,
