@@ -37,17 +37,14 @@ import json
 import logging
 from datetime import datetime
 
-import pyarrow as pa
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from skysift import errors
-from skysift.alerts.delivery import prepare_alerts
 from skysift.aws.catalog import footprint_cells
-from skysift.aws.steps import AlertsResult, Context, StateModel
+from skysift.aws.steps import AlertsResult, Context, StateModel, send_alerts
 from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.records import ImageRecord, ImageStatus
-from skysift.catalog.schema import ALERTS_SCHEMA
 
 __all__ = [
     "HISTORY_MARGIN_DEG",
@@ -146,14 +143,8 @@ def reopen_alerts_step(req: ReopenRequest, ctx: Context) -> AlertsResult:
     found = _summary_row(ctx, req.image_id)
     if found is None:
         raise errors.SourceNotFound("no detection summary of a recorded image", uri=ctx.summary_uri(req.image_id))
-    row = found[0]
-    alerts = prepare_alerts(row, ctx.store.read_sources(row), ctx.store, ctx.settings.alerts, ctx.settings.background,
-                            objects=ctx.settings.objects)
-    sent = ctx.publisher().publish(alerts)
-    raised = {a["alert_id"] for a in alerts}
-    kept = [a for a in ctx.store.read_alerts(row).to_pylist() if a["alert_id"] not in raised]  # sent before
-    rows = [{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts] + [{k: a.get(k) for k in ALERTS_SCHEMA.names} for a in kept]
-    ctx.store.write_alerts(row, pa.Table.from_pylist(rows, schema=ALERTS_SCHEMA))
-    if sent:
-        log.info("%s: %d alert(s) sent on re-evaluation", row.uri, len(sent))
-    return AlertsResult(n_alerts=len(rows), n_published=len(sent))
+    record = found[0]
+    result = send_alerts(record, ctx, sent_before=ctx.store.read_alerts(record).to_pylist())
+    if result.n_published:
+        log.info("%s: %d alert(s) sent on re-evaluation", record.uri, result.n_published)
+    return result

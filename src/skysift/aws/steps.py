@@ -90,6 +90,7 @@ __all__ = [
     "read_header",
     "record_step",
     "report_step",
+    "send_alerts",
     "survey_items",
 ]
 
@@ -434,14 +435,21 @@ def alerts_step(req: IngestState, ctx: Context) -> AlertsResult:
     is retried; the retry's publish sends nothing again (each alert_id is remembered) and
     then stores the rows.
     """
-    record = ImageRecord.from_json(_summary(ctx, req.image)["image_row"])
-    sources = ctx.store.read_sources(record)
-    alerts = prepare_alerts(record, sources, ctx.store, ctx.settings.alerts, ctx.settings.background,
-                            objects=ctx.settings.objects)
+    return send_alerts(ImageRecord.from_json(_summary(ctx, req.image)["image_row"]), ctx)
+
+
+def send_alerts(record: ImageRecord, ctx: Context, *, sent_before: list[dict] | None = None) -> AlertsResult:
+    """Evaluate the rules for a recorded image, publish (once per alert_id), then store the
+    ``alerts`` rows: those raised now, plus ``sent_before`` (rows stored earlier) that are not
+    raised again, as what was sent cannot be unsent."""
+    alerts = prepare_alerts(record, ctx.store.read_sources(record), ctx.store, ctx.settings.alerts,
+                            ctx.settings.background, objects=ctx.settings.objects)
     sent = ctx.publisher().publish(alerts)
-    ctx.store.write_alerts(record, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts],
-                                                     schema=ALERTS_SCHEMA))
-    return AlertsResult(n_alerts=len(alerts), n_published=len(sent))
+    raised = {a["alert_id"] for a in alerts}
+    kept = [a for a in sent_before or [] if a["alert_id"] not in raised]
+    rows = [{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts] + [{k: a.get(k) for k in ALERTS_SCHEMA.names} for a in kept]
+    ctx.store.write_alerts(record, pa.Table.from_pylist(rows, schema=ALERTS_SCHEMA))
+    return AlertsResult(n_alerts=len(rows), n_published=len(sent))
 
 
 def record_step(state: IngestState, ctx: Context) -> RecordResult:
