@@ -45,11 +45,7 @@ def is_remote(uri: str) -> bool:
 def normalize_uri(uri: str | os.PathLike[str]) -> str:
     """An absolute local path, or the remote URL unchanged."""
     text = os.fspath(uri)
-    if is_remote(text):
-        return text
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return str(Path(text).expanduser().resolve())
+    return text if is_remote(text) else str(Path(_local_path(text)).resolve())
 
 
 def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
