@@ -37,6 +37,7 @@ import sep
 from scipy import ndimage
 
 from skysift.core.deblending import isolate_blends, isolate_blends_segmented
+from skysift.core.median import median
 from skysift.errors import DetectionFailed
 from skysift.settings import DetectionSettings
 
@@ -208,9 +209,9 @@ def _robust_spread(bands: list[_Band], skies: list[np.ndarray]) -> tuple[float, 
     values = np.concatenate([band.significance[sky] for band, sky in zip(bands, skies, strict=True)])
     if values.size == 0:
         return 0.0, float("nan"), 0
-    centre = np.median(values)
+    centre = median(values)  # np.median's values, from a bracketed slice of the pixels
     deviation = np.abs(values - centre)
-    return float(centre), float(MAD_TO_SIGMA * np.median(deviation, overwrite_input=True)), int(values.size)
+    return float(centre), float(MAD_TO_SIGMA * median(deviation)), int(values.size)
 
 
 def noise_correlation_factor(data: np.ndarray, error: np.ndarray | float, mask: np.ndarray | None,
