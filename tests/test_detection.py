@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
 
 from skysift.core.background import subtract_sky
-from skysift.core.detection import detect, gaussian_kernel, noise_correlation_factor
+from skysift.core.detection import _grown, detect, gaussian_kernel, noise_correlation_factor
 from skysift.errors import DetectionFailed
 from skysift.settings import BackgroundSettings, DetectionSettings
 
@@ -143,3 +146,12 @@ def test_the_segmentation_map_labels_each_returned_source_with_its_own_pixels():
     assert set(np.unique(segmap).tolist()) == {0, *ids.tolist()}
     plain = detect(frame, np.float32(1.0), None, DetectionSettings(threshold_sigma=3.0))
     assert plain.segmap is None and np.array_equal(plain.objects, objects)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ny=st.integers(1, 40), nx=st.integers(1, 40), radius=st.integers(1, 9), axis=st.integers(0, 1),
+       density=st.floats(0.0, 0.3), seed=st.integers(0, 2**32 - 1))
+def test_grown_mask_is_the_maximum_filter_it_replaced(ny, nx, radius, axis, density, seed):
+    mask = np.random.default_rng(seed).random((ny, nx)) < density
+    expected = ndimage.maximum_filter1d(mask, 2 * radius + 1, axis=axis)
+    np.testing.assert_array_equal(_grown(mask, radius, axis=axis), expected)
