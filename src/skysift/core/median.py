@@ -40,7 +40,7 @@ def median(values: np.ndarray) -> np.floating:
     below = np.count_nonzero(values < low)
     inside = values[(values >= low) & (values <= high)]
     ranks = [rank - below for rank in middle]
-    if not (0 <= ranks[0] and ranks[1] < inside.size):
+    if not (ranks[0] >= 0 and ranks[1] < inside.size):
         return np.median(values)  # the bracket missed the middle: numpy's way
     part = np.partition(inside, ranks)
     return np.mean(part[ranks[0] : ranks[1] + 1])
