@@ -593,8 +593,11 @@ def _corrected_mosaics(rows: np.ndarray, data, error, mask, maps, seg_ids, x, y,
     time, so that memory stays bounded however many sources have neighbours. ``sources`` are
     the mosaic's sources, in its order."""
     segmap, companions = maps
-    cuts = (corrected_cutout(data, error, mask, segmap, seg_ids[i], x[i], y[i], half[i], companions=companions,
-                             centre=(centres[0][i], centres[1][i])) for i in rows)
+    # Python numbers: a cut-out is a few dozen small steps, and numpy scalars' arithmetic is slow
+    own, xs, ys, halves = np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), half.tolist()
+    sx, sy = centres[0].tolist(), centres[1].tolist()
+    cuts = (corrected_cutout(data, error, mask, segmap, own[i], xs[i], ys[i], halves[i], companions=companions,
+                             centre=(sx[i], sy[i])) for i in rows.tolist())
     for start, batch in _batched(cuts, MOSAIC_MAX_PIXELS):
         for positions, mosaic in _mosaics(batch):
             yield rows[start + positions], mosaic
@@ -629,19 +632,21 @@ def _lay_out(cuts: list[Cutout]) -> _Mosaic:
     heights = np.array([cut.data.shape[0] for cut in cuts])
     widths = np.array([cut.data.shape[1] for cut in cuts])
     width = int(max(widths.max(), np.sqrt((heights * widths).sum()) * 1.2))
-    origin_x, origin_y = np.zeros(len(cuts), dtype=int), np.zeros(len(cuts), dtype=int)
+    xs, ys = [0] * len(cuts), [0] * len(cuts)
     shelf_y = shelf_h = cursor = 0
-    for k in np.argsort(-heights, kind="stable"):
-        if cursor + widths[k] > width:
+    w, h = widths.tolist(), heights.tolist()  # Python ints: one pass per cut-out
+    for k in np.argsort(-heights, kind="stable").tolist():
+        if cursor + w[k] > width:
             shelf_y, shelf_h, cursor = shelf_y + shelf_h, 0, 0
-        origin_x[k], origin_y[k] = cursor, shelf_y
-        cursor += widths[k]
-        shelf_h = max(shelf_h, heights[k])
+        xs[k], ys[k] = cursor, shelf_y
+        cursor += w[k]
+        shelf_h = max(shelf_h, h[k])
+    origin_x, origin_y = np.array(xs, dtype=int), np.array(ys, dtype=int)
     shape = (shelf_y + shelf_h, width)
     data, error = np.zeros(shape, np.float32), np.ones(shape, np.float32)
     neighbour, replaced = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
     mask = None if cuts[0].mask is None else np.zeros(shape, dtype=bool)
-    for cut, ox, oy in zip(cuts, origin_x, origin_y, strict=True):
+    for cut, ox, oy in zip(cuts, xs, ys, strict=True):
         box = (slice(oy, oy + cut.data.shape[0]), slice(ox, ox + cut.data.shape[1]))
         data[box], error[box], neighbour[box] = cut.data, cut.error, cut.neighbour
         replaced[box] = cut.neighbour if cut.replaced is None else cut.replaced
@@ -666,8 +671,8 @@ def corrected_cutout(data: np.ndarray, error: np.ndarray, mask: np.ndarray | Non
     too, the value is 0 (the sky). Nothing is copied beyond the box.
     """
     ny, nx = data.shape
-    x0, x1 = max(0, int(np.floor(cx - half))), min(nx, int(np.ceil(cx + half)) + 1)
-    y0, y1 = max(0, int(np.floor(cy - half))), min(ny, int(np.ceil(cy + half)) + 1)
+    x0, x1 = max(0, math.floor(cx - half)), min(nx, math.ceil(cx + half) + 1)
+    y0, y1 = max(0, math.floor(cy - half)), min(ny, math.ceil(cy + half) + 1)
     box = (slice(y0, y1), slice(x0, x1))
     seg = segmap[box]
     neighbour = (seg != 0) & (seg != own)
@@ -689,7 +694,7 @@ def corrected_cutout(data: np.ndarray, error: np.ndarray, mask: np.ndarray | Non
             usable[usable] &= ~mask[my[usable], mx[usable]]
         cut[yy, xx] = np.where(usable, data[np.where(usable, my, 0), np.where(usable, mx, 0)], 0.0)
         err[yy[usable], xx[usable]] = error[my[usable], mx[usable]]
-    clipped = bool(cx - half < 0 or cy - half < 0 or np.ceil(cx + half) + 1 > nx or np.ceil(cy + half) + 1 > ny)
+    clipped = bool(cx - half < 0 or cy - half < 0 or math.ceil(cx + half) + 1 > nx or math.ceil(cy + half) + 1 > ny)
     return Cutout(cut, err, cut_mask, x0, y0, neighbour, clipped, replaced)
 
 
