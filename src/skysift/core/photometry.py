@@ -272,18 +272,26 @@ def measure(
         sky_mask = segmap != 0 if mask is None else (segmap != 0) | mask
         pedestal = _local_pedestal(data, x, y, ea, eb, kron, error, sky_mask)
         del sky_mask
-    kron.r50, r50_plain = _half_light(data, x, y, ea, eb, kron, pedestal, mask, max_aperture_px)
-    # the window's size is Source Extractor's (its FLUX_RADIUS knows no pedestal)
-    sig, xwin, ywin, win_flag = _window(data, x, y, r50_plain, mask)
 
     contaminated = np.zeros(n, dtype=bool)
     own = None if segmap is None else np.asarray(seg_ids)
     centres = (x, y)
+    window = (np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int16))
+    corrected = windowed = np.zeros(n, dtype=bool)
+    frame_kron = kron.take(np.arange(n))  # as the frame measures it, before the corrections below
     if segmap is not None:
-        window = (sig, xwin, ywin, win_flag)
-        contaminated, centres = _correct_neighbours(data, error, mask, (segmap, companions), own, x, y,
-                                                    (ea, eb, etheta), kron, pedestal, window, gain, settings,
-                                                    max_aperture_px)
+        contaminated, centres, corrected, windowed = _correct_neighbours(
+            data, error, mask, (segmap, companions), own, x, y, (ea, eb, etheta), kron, pedestal, window, gain,
+            settings, max_aperture_px)
+    # The whole frame measures what the corrected cut-outs did not: the half-light radius of
+    # the sources without neighbours, the windowed centroid of those and of the sources whose
+    # window would leave their cut-out (SEP measures each source on its own: a subset of them
+    # gets the values the whole set would).
+    rows = np.flatnonzero(~windowed)
+    r50 = _frame_window(data, x, y, ea, eb, frame_kron, pedestal, mask, max_aperture_px, rows, window)
+    alone = ~corrected[rows]
+    kron.r50[rows[alone]] = r50[alone]
+    sig, xwin, ywin, win_flag = window
 
     good_win = (win_flag == 0) & np.isfinite(xwin) & np.isfinite(ywin) & (np.hypot(xwin - x, ywin - y) < 2.0 * sig + 1)
     good_win &= stays_on_source(objects, np.where(good_win, xwin, x), np.where(good_win, ywin, y), neighbours)
@@ -325,21 +333,22 @@ def measure(
 
 def _correct_neighbours(data, error, mask, maps, own, x, y, ellipses, kron: _Kron, pedestal, window,
                         gain, settings: PhotometrySettings, max_aperture_px: float,
-                        ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                        ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """Re-measure, with other sources' pixels corrected, the sources that have some near them.
 
     ``kron`` (Kron radius and flux, half-light radius) and ``window`` (sigma, x, y and flag
     of the windowed centroids) are updated in place for those sources; returns which are
-    APER_CONTAMINATED, and the points each source's corrected pixels are mirrored through
-    (:func:`_symmetry_centres`). Where no other source has a pixel in the first-moment
-    ellipse (6 a, b), the Kron aperture or the half-light circle (6 a), nor a companion,
-    the correction would change nothing, and the whole-frame measurement stands.
-    ``maps``: the segmentation map and the companions map (or None).
+    APER_CONTAMINATED, the points each source's corrected pixels are mirrored through
+    (:func:`_symmetry_centres`), which sources' Kron measurements and which windowed
+    centroids (those whose window stays within the cut-out) were corrected. Where no other
+    source has a pixel in the first-moment ellipse (6 a, b), the Kron aperture or the
+    half-light circle (6 a), nor a companion, the correction would change nothing, and the
+    whole-frame measurement stands. ``maps``: the segmentation map and the companions map (or None).
     """
     segmap, companions = maps
     ea, eb, etheta = ellipses
     sig, xwin, ywin, win_flag = window
-    contaminated = np.zeros(len(x), dtype=bool)
+    contaminated, windowed = np.zeros(len(x), dtype=bool), np.zeros(len(x), dtype=bool)
     region = np.maximum(KRON_INTEGRATION_RADIUS, kron.aperture) * ea + 1.0
     reach = _kron_reach(ea, settings, max_aperture_px)
     foreign = np.array([_foreign(segmap, o, cx, cy, h, companions)
@@ -367,7 +376,26 @@ def _correct_neighbours(data, error, mask, maps, own, x, y, ellipses, kron: _Kro
         i = i[inside]
         sig[i], win_flag[i] = sig_i[inside], wf[inside]
         xwin[i], ywin[i] = xw[inside] + back_x[inside], yw[inside] + back_y[inside]
-    return contaminated, centres
+        windowed[i] = True
+    corrected = np.zeros(len(x), dtype=bool)
+    corrected[dirty] = True
+    return contaminated, centres, corrected, windowed
+
+
+def _frame_window(data, x, y, ea, eb, kron: _Kron, pedestal, mask, max_aperture_px: float, rows: np.ndarray,
+                  window) -> np.ndarray:
+    """The windowed centroids of ``rows`` (indices) on the whole frame, into ``window`` (sigma,
+    x, y, flag), sized by their half-light radius (:func:`_half_light` of the frame's ``kron``);
+    returns their half-light radius above the ``pedestal``."""
+    if rows.size == 0:
+        return np.zeros(0)
+    r50, plain = _half_light(data, x[rows], y[rows], ea[rows], eb[rows], kron.take(rows), pedestal[rows], mask,
+                             max_aperture_px)
+    # the window's size is Source Extractor's (its FLUX_RADIUS knows no pedestal)
+    sig, xwin, ywin, win_flag = _window(data, x[rows], y[rows], plain, mask)
+    for column, values in zip(window, (sig, xwin, ywin, win_flag), strict=True):
+        column[rows] = values
+    return r50
 
 
 @dataclass
@@ -382,10 +410,16 @@ class _Kron:
     aper_flag: np.ndarray
     r50: np.ndarray
 
+    _COLUMNS = ("radius", "kron_flag", "aperture", "flux", "flux_err", "aper_flag", "r50")
+
     def assign(self, rows: np.ndarray, other: _Kron) -> None:
         """These rows from ``other``, the measurement of these sources alone."""
-        for name in ("radius", "kron_flag", "aperture", "flux", "flux_err", "aper_flag", "r50"):
+        for name in self._COLUMNS:
             getattr(self, name)[rows] = getattr(other, name)
+
+    def take(self, rows: np.ndarray) -> _Kron:
+        """The measurement of these rows alone."""
+        return _Kron(**{name: getattr(self, name)[rows] for name in self._COLUMNS})
 
 
 def _kron(data, x, y, ea, eb, etheta, error, mask, gain, settings: PhotometrySettings,
