@@ -259,7 +259,7 @@ def _frame_first(frame: np.ndarray, found) -> dict[str, np.ndarray]:
     the whole frame first and then overwrote those of the corrected sources (the reference
     for measuring on the frame only what the corrections leave)."""
     objects, settings = found.objects, PhotometrySettings()
-    error, n = np.ones(frame.shape, np.float32), len(found.objects)
+    error = np.ones(frame.shape, np.float32)
     x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
     ea, eb, etheta, _ = photometry.sep_ellipses(objects["a"], objects["b"], objects["theta"])
     largest = photometry.KRON_MAX_IMAGE_FRACTION * min(frame.shape)
