@@ -291,3 +291,13 @@ def test_measuring_on_the_frame_only_what_the_corrections_leave_changes_no_value
     np.testing.assert_array_equal(columns["x"], reference["x"])
     np.testing.assert_array_equal(columns["y"], reference["y"])
     np.testing.assert_array_equal(columns["half_light_radius_px"], reference["r50"].astype(np.float32))
+    # the circles: SEP's sums on the frame where nothing else is in reach, the corrected cut-out's elsewhere
+    settings = PhotometrySettings()
+    half = max(settings.aperture_radii_px) + 1.0
+    dirty = np.array([photometry._foreign(found.segmap, int(o), float(cx), float(cy), half, found.companions) != 0
+                      for o, cx, cy in zip(found.seg_ids, columns["x"], columns["y"], strict=True)])
+    for k, radius in enumerate(settings.aperture_radii_px, start=1):
+        frame_sum, _, _ = sep.sum_circle(frame, columns["x"], columns["y"], radius, err=np.ones(frame.shape, np.float32),
+                                         subpix=0)
+        np.testing.assert_array_equal(columns[f"flux_aper_{k}"][~dirty], frame_sum[~dirty])
+        assert (columns[f"flux_aper_{k}"][dirty] != frame_sum[dirty]).any()

@@ -503,24 +503,36 @@ def _window(data, x, y, r50, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 def _circles(data, x, y, error, mask, gain, settings: PhotometrySettings, segmap, companions, seg_ids,
              centres) -> dict[str, np.ndarray]:
     """Fluxes in the fixed circular apertures around (x, y), other sources' pixels (and
-    companions') corrected, mirrored through ``centres``."""
+    companions') corrected, mirrored through ``centres``: on the whole frame for the sources
+    with none in reach, on their corrected cut-outs for the others."""
+    n = len(x)
     columns = {}
+    for k in range(1, len(settings.aperture_radii_px) + 1):
+        columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"] = np.empty(n), np.empty(n)
     half = max(settings.aperture_radii_px) + 1.0
-    for k, radius in enumerate(settings.aperture_radii_px, start=1):
-        columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"], _flag = sep.sum_circle(
-            data, x, y, radius, err=error, gain=gain, mask=mask, subpix=0)
-    if segmap is None:
-        return columns
-    dirty = np.flatnonzero([_foreign(segmap, o, cx, cy, half, companions)
-                            for o, cx, cy in zip(np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), strict=True)])
+    dirty = np.zeros(0, dtype=int)
+    if segmap is not None:
+        dirty = np.flatnonzero([_foreign(segmap, o, cx, cy, half, companions)
+                                for o, cx, cy in zip(np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), strict=True)])
+    clean = np.ones(n, dtype=bool)
+    clean[dirty] = False
+    rows = np.flatnonzero(clean)
+    _sum_circles(columns, rows, data, x[rows], y[rows], error, mask, gain, settings)
     for i, mosaic in _corrected_mosaics(dirty, data, error, mask, (segmap, companions), seg_ids, x, y,
-                                        np.full(len(x), half), centres):
+                                        np.full(n, half), centres):
         mx, my = mosaic.positions(x[i], y[i])
-        for k, radius in enumerate(settings.aperture_radii_px, start=1):
-            flux, flux_err = columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"]
-            flux[i], flux_err[i], _flag = sep.sum_circle(mosaic.data, mx, my, radius, err=mosaic.error, gain=gain,
-                                                         mask=mosaic.mask, subpix=0)
+        _sum_circles(columns, i, mosaic.data, mx, my, mosaic.error, mosaic.mask, gain, settings)
     return columns
+
+
+def _sum_circles(columns, rows: np.ndarray, data, x, y, error, mask, gain, settings: PhotometrySettings) -> None:
+    """SEP's sums in the circular apertures around (x, y) in ``data``, into ``rows`` of ``columns``."""
+    if rows.size == 0:
+        return
+    for k, radius in enumerate(settings.aperture_radii_px, start=1):
+        flux, flux_err = columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"]
+        flux[rows], flux_err[rows], _flag = sep.sum_circle(data, x, y, radius, err=error, gain=gain, mask=mask,
+                                                           subpix=0)
 
 
 def reach_px(objects: np.ndarray, settings: PhotometrySettings, shape: tuple[int, int]) -> np.ndarray:
