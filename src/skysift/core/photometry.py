@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import sep
@@ -626,8 +627,13 @@ class _Mosaic:
         """Fraction of the pixels centred in each ellipse (x, y, r a, r b, theta) (mosaic
         coordinates) that belong to other sources."""
         covered, _err, _flag = sep.sum_ellipse(self.neighbour, x, y, a, b, theta, r, subpix=1)
-        area, _err, _flag = sep.sum_ellipse(np.ones(self.neighbour.shape, dtype=bool), x, y, a, b, theta, r, subpix=1)
+        area, _err, _flag = sep.sum_ellipse(self._everywhere, x, y, a, b, theta, r, subpix=1)
         return covered / np.maximum(area, 1.0)
+
+    @cached_property
+    def _everywhere(self) -> np.ndarray:
+        """All True: its sums are the areas of the ellipses within the mosaic (made once a mosaic)."""
+        return np.ones(self.neighbour.shape, dtype=bool)
 
 
 def _corrected_mosaics(rows: np.ndarray, data, error, mask, maps, seg_ids, x, y, half: np.ndarray,
