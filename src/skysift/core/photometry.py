@@ -41,6 +41,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import sep
@@ -411,7 +412,7 @@ class _Kron:
     aper_flag: np.ndarray
     r50: np.ndarray
 
-    _COLUMNS = ("radius", "kron_flag", "aperture", "flux", "flux_err", "aper_flag", "r50")
+    _COLUMNS: ClassVar[tuple[str, ...]] = ("radius", "kron_flag", "aperture", "flux", "flux_err", "aper_flag", "r50")
 
     def assign(self, rows: np.ndarray, other: _Kron) -> None:
         """These rows from ``other``, the measurement of these sources alone."""
