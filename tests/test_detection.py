@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
 
 from skysift.core.background import subtract_sky
-from skysift.core.detection import detect, gaussian_kernel, noise_correlation_factor
+from skysift.core.detection import (
+    _BoxMosaic,
+    _grown,
+    detect,
+    gaussian_kernel,
+    noise_correlation_factor,
+)
 from skysift.errors import DetectionFailed
 from skysift.settings import BackgroundSettings, DetectionSettings
 
@@ -143,3 +152,35 @@ def test_the_segmentation_map_labels_each_returned_source_with_its_own_pixels():
     assert set(np.unique(segmap).tolist()) == {0, *ids.tolist()}
     plain = detect(frame, np.float32(1.0), None, DetectionSettings(threshold_sigma=3.0))
     assert plain.segmap is None and np.array_equal(plain.objects, objects)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ny=st.integers(1, 40), nx=st.integers(1, 40), radius=st.integers(1, 9), axis=st.integers(0, 1),
+       density=st.floats(0.0, 0.3), seed=st.integers(0, 2**32 - 1))
+def test_grown_mask_is_the_maximum_filter_it_replaced(ny, nx, radius, axis, density, seed):
+    mask = np.random.default_rng(seed).random((ny, nx)) < density
+    expected = ndimage.maximum_filter1d(mask, 2 * radius + 1, axis=axis)
+    np.testing.assert_array_equal(_grown(mask, radius, axis=axis), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 12), margin=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+def test_box_mosaic_gathers_each_box_with_its_margin_and_its_own_labelled_pixels(n, margin, seed):
+    rng = np.random.default_rng(seed)
+    ny, nx = 30, 40
+    image = rng.normal(size=(ny, nx)).astype(np.float32)
+    segmap = rng.integers(0, 4, size=(ny, nx)).astype(np.int32)
+    x0, y0 = rng.integers(0, nx, n), rng.integers(0, ny, n)
+    x1, y1 = np.minimum(nx - 1, x0 + rng.integers(0, 8, n)), np.minimum(ny - 1, y0 + rng.integers(0, 8, n))
+    labels = rng.integers(1, 4, n)
+    mosaic = _BoxMosaic(x0, x1, y0, y1, (ny, nx), margin=margin)
+    out, (rows, cols, boxes) = mosaic.gather(image, segmap, labels)
+    padded = np.pad(image, margin)  # zeros beyond the image, as a filter of the whole image sees them
+    for k in range(n):
+        box = out[mosaic.oy[k] - margin : mosaic.oy[k] + y1[k] - y0[k] + 1 + margin,
+                  mosaic.ox[k] - margin : mosaic.ox[k] + x1[k] - x0[k] + 1 + margin]
+        np.testing.assert_array_equal(box, padded[y0[k] : y1[k] + 1 + 2 * margin, x0[k] : x1[k] + 1 + 2 * margin])
+        r, c = np.nonzero(segmap[y0[k] : y1[k] + 1, x0[k] : x1[k] + 1] == labels[k])
+        np.testing.assert_array_equal(rows[boxes == k], r + mosaic.oy[k])
+        np.testing.assert_array_equal(cols[boxes == k], c + mosaic.ox[k])
+    assert np.all(np.diff(boxes) >= 0)  # box by box, in order

@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 
 from skysift.core.psf import header_seeing
+from skysift.io.fits import build_wcs
 from skysift.measure.frame import detection_filter_fwhm
 from skysift.pipeline.image import process_image
 from skysift.settings import Settings
@@ -46,9 +47,10 @@ def test_a_header_seeing_that_cannot_be_used_is_none(cards, scale):
 
 def test_the_setting_wins_over_the_header_and_the_default_is_3_px():
     casu = header(("SEEING", 3.8, "Average FWHM (pixels)"))
-    assert detection_filter_fwhm(casu, Settings.load(home="x")) == (pytest.approx(3.8), "SEEING")
-    assert detection_filter_fwhm(casu, Settings.load(home="x", detection__filter_fwhm_px=2.0)) == (2.0, "settings")
-    assert detection_filter_fwhm(header(("OBJECT", "M13")), Settings.load(home="x")) == (3.0, "default")
+    assert detection_filter_fwhm(casu, Settings.load(home="x"), build_wcs(casu)) == (pytest.approx(3.8), "SEEING")
+    assert detection_filter_fwhm(casu, Settings.load(home="x", detection__filter_fwhm_px=2.0), build_wcs(casu)) == (2.0, "settings")
+    m13 = header(("OBJECT", "M13"))
+    assert detection_filter_fwhm(m13, Settings.load(home="x"), build_wcs(m13)) == (3.0, "default")
 
 
 def test_images_row_records_the_filter_from_the_header_seeing(make_sky):

@@ -252,3 +252,52 @@ def test_the_local_peak_of_a_tilted_elongated_source_is_its_centre():
     image = np.exp(-0.5 * ((u / 4.0) ** 2 + (v / 2.0) ** 2))
     cx, cy = local_peak(image, np.array([22.0]), np.array([17.0]), steps=5)
     assert cx[0] == pytest.approx(x0, abs=0.1) and cy[0] == pytest.approx(y0, abs=0.1)
+
+
+def _frame_first(frame: np.ndarray, found) -> dict[str, np.ndarray]:
+    """The half-light radii and positions :func:`measure` gave when it measured every source on
+    the whole frame first and then overwrote those of the corrected sources (the reference
+    for measuring on the frame only what the corrections leave)."""
+    objects, settings = found.objects, PhotometrySettings()
+    error = np.ones(frame.shape, np.float32)
+    x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
+    ea, eb, etheta, _ = photometry.sep_ellipses(objects["a"], objects["b"], objects["theta"])
+    largest = photometry.KRON_MAX_IMAGE_FRACTION * min(frame.shape)
+    kron = photometry._kron(frame, x, y, ea, eb, etheta, error, None, None, settings, largest)
+    pedestal = photometry._local_pedestal(frame, x, y, ea, eb, kron, error, found.segmap != 0)
+    kron.r50, plain = photometry._half_light(frame, x, y, ea, eb, kron, pedestal, None, largest)
+    window = photometry._window(frame, x, y, plain, None)
+    _, _, corrected, windowed = photometry._correct_neighbours(
+        frame, error, None, (found.segmap, found.companions), np.asarray(found.seg_ids), x, y, (ea, eb, etheta), kron,
+        pedestal, window, None, settings, largest)
+    sig, xwin, ywin, flag = window
+    good = (flag == 0) & np.isfinite(xwin) & np.isfinite(ywin) & (np.hypot(xwin - x, ywin - y) < 2.0 * sig + 1)
+    good &= stays_on_source(objects, np.where(good, xwin, x), np.where(good, ywin, y))
+    return {"x": np.where(good, xwin, x), "y": np.where(good, ywin, y), "r50": kron.r50,
+            "corrected_frame_window": corrected & ~windowed}
+
+
+@pytest.mark.parametrize("seed", [3, 5, 6, 7])
+def test_measuring_on_the_frame_only_what_the_corrections_leave_changes_no_value(seed):
+    rng = np.random.default_rng(seed)
+    stars = np.c_[rng.uniform(10, 290, (150, 2)), 10 ** rng.uniform(2.5, 4, 150)]  # x, y, flux
+    frame = _stars(stars, pedestal=2.0, size=300, seed=seed)
+    found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+    columns = measure(frame, found.objects, np.ones(frame.shape, np.float32), None, PhotometrySettings(),
+                      segmap=found.segmap, seg_ids=found.seg_ids, companions=found.companions)
+    reference = _frame_first(frame, found)
+    # some corrected sources keep the frame's window (it would leave their cut-out): sized by the frame's Kron flux
+    assert reference["corrected_frame_window"].any()
+    np.testing.assert_array_equal(columns["x"], reference["x"])
+    np.testing.assert_array_equal(columns["y"], reference["y"])
+    np.testing.assert_array_equal(columns["half_light_radius_px"], reference["r50"].astype(np.float32))
+    # the circles: SEP's sums on the frame where nothing else is in reach, the corrected cut-out's elsewhere
+    settings = PhotometrySettings()
+    half = max(settings.aperture_radii_px) + 1.0
+    dirty = np.array([photometry._foreign(found.segmap, int(o), float(cx), float(cy), half, found.companions) != 0
+                      for o, cx, cy in zip(found.seg_ids, columns["x"], columns["y"], strict=True)])
+    for k, radius in enumerate(settings.aperture_radii_px, start=1):
+        frame_sum, _, _ = sep.sum_circle(frame, columns["x"], columns["y"], radius, err=np.ones(frame.shape, np.float32),
+                                         subpix=0)
+        np.testing.assert_array_equal(columns[f"flux_aper_{k}"][~dirty], frame_sum[~dirty])
+        assert (columns[f"flux_aper_{k}"][dirty] != frame_sum[dirty]).any()

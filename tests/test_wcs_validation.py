@@ -31,7 +31,7 @@ from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fi
 from skysift.core import astrometry
 from skysift.core import flags as F
 from skysift.core.astrometry import WcsStatus, read_wcs, validate_celestial_wcs
-from skysift.io.fits import build_wcs, read_image
+from skysift.io.fits import build_wcs, celestial_wcs, kind_of_wcs, read_image, wcs_kind
 from skysift.measure.frame import finish_catalog, measure_pixels
 from skysift.pipeline.image import process_image
 from skysift.settings import Settings
@@ -458,3 +458,27 @@ def test_validation_checks_the_round_trip_over_the_image():
     broken = _edit(A_2_0=1.0)(header)
     check = validate_celestial_wcs(build_wcs(broken), broken, (SIZE, SIZE), min_scale_arcsec=1e-5, max_scale_arcsec=3600)
     assert not check.valid and "invert" in check.message
+
+
+@pytest.mark.parametrize("case", [*sorted(BROKEN), "valid", "valid_sip", "no_wcs", "helioprojective"])
+def test_a_header_parsed_once_gives_the_kind_and_verdict_of_parsing_it_at_each_step(case):
+    # read_image parses the WCS once and hands it on; wcs_kind skips the parse for named axes
+    sky = sky_header(sip=case in ("valid_sip", "sip_without_sip_ctype", "sip_not_invertible"))
+    header = sky.header.copy()
+    if case in BROKEN:
+        edit = BROKEN[case][0]  # (the raw cards, unparsable values, are written into files elsewhere)
+        header = edit(header) if edit else header
+    elif case == "no_wcs":
+        header = fits.Header([(k, v) for k, v in header.items() if not k.startswith(("CTYPE", "CRVAL", "CUNIT"))])
+    elif case == "helioprojective":
+        header["CTYPE1"], header["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = read_wcs(header)
+        wcs = celestial_wcs(parsed)
+        assert kind_of_wcs(header, wcs) == wcs_kind(header)
+        once = validate_celestial_wcs(wcs, header, (256, 256), min_scale_arcsec=0.01, max_scale_arcsec=100.0,
+                                      parsed=parsed)
+        again = validate_celestial_wcs(build_wcs(header), header, (256, 256), min_scale_arcsec=0.01,
+                                       max_scale_arcsec=100.0)
+    assert once == again

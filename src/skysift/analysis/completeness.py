@@ -302,7 +302,7 @@ def run_completeness(uri: str, settings: Settings, *, seeing_fwhm_px: float | No
 
 def _seeing_from_header(image: Image, settings: Settings) -> float | None:
     """The seeing FWHM (pixels) the image's header records (:func:`skysift.core.psf.header_seeing`)."""
-    seeing = header_seeing(image.header, plausible_pixel_scale(image.header, settings))
+    seeing = header_seeing(image.header, plausible_pixel_scale(image.wcs, settings))
     return seeing.fwhm_px if seeing else None
 
 

@@ -223,7 +223,8 @@ def read_wcs(header) -> ParsedWcs:
 
 
 def validate_celestial_wcs(wcs: WCS | None, header, shape: tuple[int, int], *,
-                           min_scale_arcsec: float, max_scale_arcsec: float) -> WcsCheck:
+                           min_scale_arcsec: float, max_scale_arcsec: float,
+                           parsed: ParsedWcs | None = None) -> WcsCheck:
     """Whether ``wcs`` (built from ``header`` for an image of ``shape`` = (ny, nx)) gives
     the sky positions the header means.
 
@@ -236,11 +237,12 @@ def validate_celestial_wcs(wcs: WCS | None, header, shape: tuple[int, int], *,
     centre; some pixel of the image has no finite sky position; or a corner or the centre
     does not come back within :data:`ROUND_TRIP_TOLERANCE_PX` from the sky.
     Status ``none`` when the header names no celestial axes. The plausible scales are
-    settings (:class:`~skysift.settings.WcsSettings`).
+    settings (:class:`~skysift.settings.WcsSettings`). ``parsed`` is :func:`read_wcs` of ``header``
+    when the caller has it (the header is then not parsed again).
     """
     if wcs is None and not names_celestial_axes(header):
         return WcsCheck(WcsStatus.NONE, "the header names no celestial axes")
-    parsed = read_wcs(header)
+    parsed = read_wcs(header) if parsed is None else parsed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)  # malformed cards: their values are judged here
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN and overflow: judged from the values

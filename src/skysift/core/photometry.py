@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import sep
@@ -272,18 +274,26 @@ def measure(
         sky_mask = segmap != 0 if mask is None else (segmap != 0) | mask
         pedestal = _local_pedestal(data, x, y, ea, eb, kron, error, sky_mask)
         del sky_mask
-    kron.r50, r50_plain = _half_light(data, x, y, ea, eb, kron, pedestal, mask, max_aperture_px)
-    # the window's size is Source Extractor's (its FLUX_RADIUS knows no pedestal)
-    sig, xwin, ywin, win_flag = _window(data, x, y, r50_plain, mask)
 
     contaminated = np.zeros(n, dtype=bool)
     own = None if segmap is None else np.asarray(seg_ids)
     centres = (x, y)
+    window = (np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int16))
+    corrected = windowed = np.zeros(n, dtype=bool)
+    frame_kron = kron.take(np.arange(n))  # as the frame measures it, before the corrections below
     if segmap is not None:
-        window = (sig, xwin, ywin, win_flag)
-        contaminated, centres = _correct_neighbours(data, error, mask, (segmap, companions), own, x, y,
-                                                    (ea, eb, etheta), kron, pedestal, window, gain, settings,
-                                                    max_aperture_px)
+        contaminated, centres, corrected, windowed = _correct_neighbours(
+            data, error, mask, (segmap, companions), own, x, y, (ea, eb, etheta), kron, pedestal, window, gain,
+            settings, max_aperture_px)
+    # The whole frame measures what the corrected cut-outs did not: the half-light radius of
+    # the sources without neighbours, the windowed centroid of those and of the sources whose
+    # window would leave their cut-out (SEP measures each source on its own: a subset of them
+    # gets the values the whole set would).
+    rows = np.flatnonzero(~windowed)
+    r50 = _frame_window(data, x, y, ea, eb, frame_kron, pedestal, mask, max_aperture_px, rows, window)
+    alone = ~corrected[rows]
+    kron.r50[rows[alone]] = r50[alone]
+    sig, xwin, ywin, win_flag = window
 
     good_win = (win_flag == 0) & np.isfinite(xwin) & np.isfinite(ywin) & (np.hypot(xwin - x, ywin - y) < 2.0 * sig + 1)
     good_win &= stays_on_source(objects, np.where(good_win, xwin, x), np.where(good_win, ywin, y), neighbours)
@@ -325,21 +335,22 @@ def measure(
 
 def _correct_neighbours(data, error, mask, maps, own, x, y, ellipses, kron: _Kron, pedestal, window,
                         gain, settings: PhotometrySettings, max_aperture_px: float,
-                        ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                        ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """Re-measure, with other sources' pixels corrected, the sources that have some near them.
 
     ``kron`` (Kron radius and flux, half-light radius) and ``window`` (sigma, x, y and flag
     of the windowed centroids) are updated in place for those sources; returns which are
-    APER_CONTAMINATED, and the points each source's corrected pixels are mirrored through
-    (:func:`_symmetry_centres`). Where no other source has a pixel in the first-moment
-    ellipse (6 a, b), the Kron aperture or the half-light circle (6 a), nor a companion,
-    the correction would change nothing, and the whole-frame measurement stands.
-    ``maps``: the segmentation map and the companions map (or None).
+    APER_CONTAMINATED, the points each source's corrected pixels are mirrored through
+    (:func:`_symmetry_centres`), which sources' Kron measurements and which windowed
+    centroids (those whose window stays within the cut-out) were corrected. Where no other
+    source has a pixel in the first-moment ellipse (6 a, b), the Kron aperture or the
+    half-light circle (6 a), nor a companion, the correction would change nothing, and the
+    whole-frame measurement stands. ``maps``: the segmentation map and the companions map (or None).
     """
     segmap, companions = maps
     ea, eb, etheta = ellipses
     sig, xwin, ywin, win_flag = window
-    contaminated = np.zeros(len(x), dtype=bool)
+    contaminated, windowed = np.zeros(len(x), dtype=bool), np.zeros(len(x), dtype=bool)
     region = np.maximum(KRON_INTEGRATION_RADIUS, kron.aperture) * ea + 1.0
     reach = _kron_reach(ea, settings, max_aperture_px)
     foreign = np.array([_foreign(segmap, o, cx, cy, h, companions)
@@ -367,7 +378,26 @@ def _correct_neighbours(data, error, mask, maps, own, x, y, ellipses, kron: _Kro
         i = i[inside]
         sig[i], win_flag[i] = sig_i[inside], wf[inside]
         xwin[i], ywin[i] = xw[inside] + back_x[inside], yw[inside] + back_y[inside]
-    return contaminated, centres
+        windowed[i] = True
+    corrected = np.zeros(len(x), dtype=bool)
+    corrected[dirty] = True
+    return contaminated, centres, corrected, windowed
+
+
+def _frame_window(data, x, y, ea, eb, kron: _Kron, pedestal, mask, max_aperture_px: float, rows: np.ndarray,
+                  window) -> np.ndarray:
+    """The windowed centroids of ``rows`` (indices) on the whole frame, into ``window`` (sigma,
+    x, y, flag), sized by their half-light radius (:func:`_half_light` of the frame's ``kron``);
+    returns their half-light radius above the ``pedestal``."""
+    if rows.size == 0:
+        return np.zeros(0)
+    r50, plain = _half_light(data, x[rows], y[rows], ea[rows], eb[rows], kron.take(rows), pedestal[rows], mask,
+                             max_aperture_px)
+    # the window's size is Source Extractor's (its FLUX_RADIUS knows no pedestal)
+    sig, xwin, ywin, win_flag = _window(data, x[rows], y[rows], plain, mask)
+    for column, values in zip(window, (sig, xwin, ywin, win_flag), strict=True):
+        column[rows] = values
+    return r50
 
 
 @dataclass
@@ -382,10 +412,16 @@ class _Kron:
     aper_flag: np.ndarray
     r50: np.ndarray
 
+    _COLUMNS: ClassVar[tuple[str, ...]] = ("radius", "kron_flag", "aperture", "flux", "flux_err", "aper_flag", "r50")
+
     def assign(self, rows: np.ndarray, other: _Kron) -> None:
         """These rows from ``other``, the measurement of these sources alone."""
-        for name in ("radius", "kron_flag", "aperture", "flux", "flux_err", "aper_flag", "r50"):
+        for name in self._COLUMNS:
             getattr(self, name)[rows] = getattr(other, name)
+
+    def take(self, rows: np.ndarray) -> _Kron:
+        """The measurement of these rows alone."""
+        return _Kron(**{name: getattr(self, name)[rows] for name in self._COLUMNS})
 
 
 def _kron(data, x, y, ea, eb, etheta, error, mask, gain, settings: PhotometrySettings,
@@ -469,24 +505,36 @@ def _window(data, x, y, r50, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 def _circles(data, x, y, error, mask, gain, settings: PhotometrySettings, segmap, companions, seg_ids,
              centres) -> dict[str, np.ndarray]:
     """Fluxes in the fixed circular apertures around (x, y), other sources' pixels (and
-    companions') corrected, mirrored through ``centres``."""
+    companions') corrected, mirrored through ``centres``: on the whole frame for the sources
+    with none in reach, on their corrected cut-outs for the others."""
+    n = len(x)
     columns = {}
+    for k in range(1, len(settings.aperture_radii_px) + 1):
+        columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"] = np.empty(n), np.empty(n)
     half = max(settings.aperture_radii_px) + 1.0
-    for k, radius in enumerate(settings.aperture_radii_px, start=1):
-        columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"], _flag = sep.sum_circle(
-            data, x, y, radius, err=error, gain=gain, mask=mask, subpix=0)
-    if segmap is None:
-        return columns
-    dirty = np.flatnonzero([_foreign(segmap, o, cx, cy, half, companions)
-                            for o, cx, cy in zip(np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), strict=True)])
+    dirty = np.zeros(0, dtype=int)
+    if segmap is not None:
+        dirty = np.flatnonzero([_foreign(segmap, o, cx, cy, half, companions)
+                                for o, cx, cy in zip(np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), strict=True)])
+    clean = np.ones(n, dtype=bool)
+    clean[dirty] = False
+    rows = np.flatnonzero(clean)
+    _sum_circles(columns, rows, data, x[rows], y[rows], error, mask, gain, settings)
     for i, mosaic in _corrected_mosaics(dirty, data, error, mask, (segmap, companions), seg_ids, x, y,
-                                        np.full(len(x), half), centres):
+                                        np.full(n, half), centres):
         mx, my = mosaic.positions(x[i], y[i])
-        for k, radius in enumerate(settings.aperture_radii_px, start=1):
-            flux, flux_err = columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"]
-            flux[i], flux_err[i], _flag = sep.sum_circle(mosaic.data, mx, my, radius, err=mosaic.error, gain=gain,
-                                                         mask=mosaic.mask, subpix=0)
+        _sum_circles(columns, i, mosaic.data, mx, my, mosaic.error, mosaic.mask, gain, settings)
     return columns
+
+
+def _sum_circles(columns, rows: np.ndarray, data, x, y, error, mask, gain, settings: PhotometrySettings) -> None:
+    """SEP's sums in the circular apertures around (x, y) in ``data``, into ``rows`` of ``columns``."""
+    if rows.size == 0:
+        return
+    for k, radius in enumerate(settings.aperture_radii_px, start=1):
+        flux, flux_err = columns[f"flux_aper_{k}"], columns[f"flux_aper_{k}_err"]
+        flux[rows], flux_err[rows], _flag = sep.sum_circle(data, x, y, radius, err=error, gain=gain, mask=mask,
+                                                           subpix=0)
 
 
 def reach_px(objects: np.ndarray, settings: PhotometrySettings, shape: tuple[int, int]) -> np.ndarray:
@@ -580,8 +628,13 @@ class _Mosaic:
         """Fraction of the pixels centred in each ellipse (x, y, r a, r b, theta) (mosaic
         coordinates) that belong to other sources."""
         covered, _err, _flag = sep.sum_ellipse(self.neighbour, x, y, a, b, theta, r, subpix=1)
-        area, _err, _flag = sep.sum_ellipse(np.ones(self.neighbour.shape, dtype=bool), x, y, a, b, theta, r, subpix=1)
+        area, _err, _flag = sep.sum_ellipse(self._everywhere, x, y, a, b, theta, r, subpix=1)
         return covered / np.maximum(area, 1.0)
+
+    @cached_property
+    def _everywhere(self) -> np.ndarray:
+        """All True: its sums are the areas of the ellipses within the mosaic (made once a mosaic)."""
+        return np.ones(self.neighbour.shape, dtype=bool)
 
 
 def _corrected_mosaics(rows: np.ndarray, data, error, mask, maps, seg_ids, x, y, half: np.ndarray,
@@ -593,8 +646,11 @@ def _corrected_mosaics(rows: np.ndarray, data, error, mask, maps, seg_ids, x, y,
     time, so that memory stays bounded however many sources have neighbours. ``sources`` are
     the mosaic's sources, in its order."""
     segmap, companions = maps
-    cuts = (corrected_cutout(data, error, mask, segmap, seg_ids[i], x[i], y[i], half[i], companions=companions,
-                             centre=(centres[0][i], centres[1][i])) for i in rows)
+    # Python numbers: a cut-out is a few dozen small steps, and numpy scalars' arithmetic is slow
+    own, xs, ys, halves = np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), half.tolist()
+    sx, sy = centres[0].tolist(), centres[1].tolist()
+    cuts = (corrected_cutout(data, error, mask, segmap, own[i], xs[i], ys[i], halves[i], companions=companions,
+                             centre=(sx[i], sy[i])) for i in rows.tolist())
     for start, batch in _batched(cuts, MOSAIC_MAX_PIXELS):
         for positions, mosaic in _mosaics(batch):
             yield rows[start + positions], mosaic
@@ -629,19 +685,21 @@ def _lay_out(cuts: list[Cutout]) -> _Mosaic:
     heights = np.array([cut.data.shape[0] for cut in cuts])
     widths = np.array([cut.data.shape[1] for cut in cuts])
     width = int(max(widths.max(), np.sqrt((heights * widths).sum()) * 1.2))
-    origin_x, origin_y = np.zeros(len(cuts), dtype=int), np.zeros(len(cuts), dtype=int)
+    xs, ys = [0] * len(cuts), [0] * len(cuts)
     shelf_y = shelf_h = cursor = 0
-    for k in np.argsort(-heights, kind="stable"):
-        if cursor + widths[k] > width:
+    w, h = widths.tolist(), heights.tolist()  # Python ints: one pass per cut-out
+    for k in np.argsort(-heights, kind="stable").tolist():
+        if cursor + w[k] > width:
             shelf_y, shelf_h, cursor = shelf_y + shelf_h, 0, 0
-        origin_x[k], origin_y[k] = cursor, shelf_y
-        cursor += widths[k]
-        shelf_h = max(shelf_h, heights[k])
+        xs[k], ys[k] = cursor, shelf_y
+        cursor += w[k]
+        shelf_h = max(shelf_h, h[k])
+    origin_x, origin_y = np.array(xs, dtype=int), np.array(ys, dtype=int)
     shape = (shelf_y + shelf_h, width)
     data, error = np.zeros(shape, np.float32), np.ones(shape, np.float32)
     neighbour, replaced = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
     mask = None if cuts[0].mask is None else np.zeros(shape, dtype=bool)
-    for cut, ox, oy in zip(cuts, origin_x, origin_y, strict=True):
+    for cut, ox, oy in zip(cuts, xs, ys, strict=True):
         box = (slice(oy, oy + cut.data.shape[0]), slice(ox, ox + cut.data.shape[1]))
         data[box], error[box], neighbour[box] = cut.data, cut.error, cut.neighbour
         replaced[box] = cut.neighbour if cut.replaced is None else cut.replaced
@@ -666,8 +724,8 @@ def corrected_cutout(data: np.ndarray, error: np.ndarray, mask: np.ndarray | Non
     too, the value is 0 (the sky). Nothing is copied beyond the box.
     """
     ny, nx = data.shape
-    x0, x1 = max(0, int(np.floor(cx - half))), min(nx, int(np.ceil(cx + half)) + 1)
-    y0, y1 = max(0, int(np.floor(cy - half))), min(ny, int(np.ceil(cy + half)) + 1)
+    x0, x1 = max(0, math.floor(cx - half)), min(nx, math.ceil(cx + half) + 1)
+    y0, y1 = max(0, math.floor(cy - half)), min(ny, math.ceil(cy + half) + 1)
     box = (slice(y0, y1), slice(x0, x1))
     seg = segmap[box]
     neighbour = (seg != 0) & (seg != own)
@@ -689,7 +747,7 @@ def corrected_cutout(data: np.ndarray, error: np.ndarray, mask: np.ndarray | Non
             usable[usable] &= ~mask[my[usable], mx[usable]]
         cut[yy, xx] = np.where(usable, data[np.where(usable, my, 0), np.where(usable, mx, 0)], 0.0)
         err[yy[usable], xx[usable]] = error[my[usable], mx[usable]]
-    clipped = bool(cx - half < 0 or cy - half < 0 or np.ceil(cx + half) + 1 > nx or np.ceil(cy + half) + 1 > ny)
+    clipped = bool(cx - half < 0 or cy - half < 0 or math.ceil(cx + half) + 1 > nx or math.ceil(cy + half) + 1 > ny)
     return Cutout(cut, err, cut_mask, x0, y0, neighbour, clipped, replaced)
 
 

@@ -39,7 +39,7 @@ from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict
 
 from skysift.core import calibration, metadata
-from skysift.core.astrometry import WcsKind
+from skysift.core.astrometry import ParsedWcs, WcsKind, names_celestial_axes, read_wcs
 from skysift.errors import (
     AllNaN,
     ChecksumMismatch,
@@ -66,10 +66,12 @@ __all__ = [
     "ImageInfo",
     "Sections",
     "build_wcs",
+    "celestial_wcs",
     "image_hdus",
     "image_id_hdu",
     "inspect_image",
     "inspect_with_header",
+    "kind_of_wcs",
     "make_image_id",
     "read_chunks",
     "read_image",
@@ -134,6 +136,7 @@ class Image:
     header: fits.Header
     wcs: WCS | None
     info: ImageInfo
+    parsed_wcs: ParsedWcs | None = None  # read_wcs(header), when the reader parsed it (``wcs`` is its celestial part)
 
 
 def make_image_id(uri: str, content_hash: str, hdu: int | str | None = None) -> str:
@@ -220,17 +223,29 @@ def _list_file(uri: str, limits: HeaderLimits) -> fitsheader.HduListing:
 
 
 def wcs_kind(header: fits.Header) -> WcsKind:
-    """HELIOPROJECTIVE for HPLN/HPLT axes, CELESTIAL for sky axes, else NONE."""
-    ctypes = [str(header.get(f"CTYPE{i}", "")).upper() for i in (1, 2)]
-    if any(c.startswith(("HPLN", "HPLT", "SOLX", "SOLY")) for c in ctypes):
+    """HELIOPROJECTIVE for HPLN/HPLT axes, CELESTIAL for sky axes, else NONE.
+
+    The WCS is parsed only when CTYPE names neither: sky axes named make an image celestial
+    whatever astropy makes of its WCS (see :func:`kind_of_wcs`)."""
+    if _names_solar_axes(header) or names_celestial_axes(header):
+        return kind_of_wcs(header, None)
+    return kind_of_wcs(header, build_wcs(header))
+
+
+def kind_of_wcs(header: fits.Header, wcs: WCS | None) -> WcsKind:
+    """:func:`wcs_kind` of ``header`` given its :func:`build_wcs` (``wcs``), for a caller that
+    built it already: astropy parses a header's WCS in ~3 ms (its cards verified and written
+    out for wcslib), several times an image when each step parsed it again."""
+    if _names_solar_axes(header):
         return WcsKind.HELIOPROJECTIVE
     # sky axes named in CTYPE make an image celestial even when its WCS is broken: it is
     # measured, with null sky positions and the reason (astrometry.validate_celestial_wcs)
-    from skysift.core.astrometry import names_celestial_axes
+    return WcsKind.CELESTIAL if wcs is not None or names_celestial_axes(header) else WcsKind.NONE
 
-    wcs = build_wcs(header)
-    celestial = (wcs is not None and wcs.has_celestial) or names_celestial_axes(header)
-    return WcsKind.CELESTIAL if celestial else WcsKind.NONE
+
+def _names_solar_axes(header: fits.Header) -> bool:
+    ctypes = [str(header.get(f"CTYPE{i}", "")).upper() for i in (1, 2)]
+    return any(c.startswith(("HPLN", "HPLT", "SOLX", "SOLY")) for c in ctypes)
 
 
 def build_wcs(header: fits.Header) -> WCS | None:
@@ -238,11 +253,11 @@ def build_wcs(header: fits.Header) -> WCS | None:
 
     Whether it can be trusted is :func:`skysift.core.astrometry.validate_celestial_wcs`'s question.
     """
-    from skysift.core.astrometry import (
-        read_wcs,  # one reading of WCS headers, where they are judged
-    )
+    return celestial_wcs(read_wcs(header))  # one reading of WCS headers, where they are judged
 
-    parsed = read_wcs(header)
+
+def celestial_wcs(parsed: ParsedWcs) -> WCS | None:
+    """:func:`build_wcs` of the header ``parsed`` was read from (by :func:`~skysift.core.astrometry.read_wcs`)."""
     if parsed.wcs is None:
         log.info("ignoring unusable WCS: %s", parsed.error)
         return None
@@ -433,8 +448,9 @@ def _opened(uri: str, hdu: int | str | None, max_pixels: int | None, limits: Hea
 
 
 def _describe(layout: FileLayout, header: fits.Header, uri: str, content_hash: str,
-              nbytes: int, survey_default: str | None, checksum: ChecksumStatus) -> ImageInfo:
-    """``header`` is the chosen HDU's image header (astropy's, for a tile-compressed image)."""
+              nbytes: int, survey_default: str | None, checksum: ChecksumStatus, kind: WcsKind) -> ImageInfo:
+    """``header`` is the chosen HDU's image header (astropy's, for a tile-compressed image);
+    ``kind`` its :func:`wcs_kind`."""
     primary, selected = layout.primary.header, layout.selected
     shape = [n for n in selected.image_shape if n > 1]
     ny, nx = shape[-2], shape[-1]
@@ -453,7 +469,7 @@ def _describe(layout: FileLayout, header: fits.Header, uri: str, content_hash: s
         bytes=nbytes,
         bitpix=selected.bitpix,
         compressed=selected.compressed,
-        wcs_kind=wcs_kind(header),
+        wcs_kind=kind,
         survey=metadata.survey_name(merged, survey_default),
         band=metadata.band_name(merged),
         telescope=metadata.text_keyword(merged, "TELESCOP"),
@@ -568,7 +584,8 @@ def inspect_with_header(uri: str, hdu: int | str | None = None, *, survey_defaul
     uri = storage.normalize_uri(uri)
     layout, header = _image_header(uri, hdu, limits)
     info = _describe(layout, header, uri, storage.fingerprint(uri),
-                     storage.object_size(uri), survey_default, fitsheader.checksum_status(layout.selected, None))
+                     storage.object_size(uri), survey_default, fitsheader.checksum_status(layout.selected, None),
+                     wcs_kind(header))
     return info, header.copy()
 
 
@@ -658,9 +675,11 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
         if direct is not None and mask.all():
             raise AllNaN("every pixel is NaN, infinite or BLANK", uri=uri)
         header = fitsheader.readable(astropy_hdu.header.copy(), uri=uri)
+        parsed = read_wcs(header)  # once: the image's kind, its sky positions and their validation use it
+        wcs = celestial_wcs(parsed)
         info = _describe(opened.layout, header, uri, content_hash.result(),
-                         opened.stored_bytes, survey_default, checksum)
-    return Image(data=data, mask=mask, header=header, wcs=build_wcs(header), info=info)
+                         opened.stored_bytes, survey_default, checksum, kind_of_wcs(header, wcs))
+    return Image(data=data, mask=mask, header=header, wcs=wcs, info=info, parsed_wcs=parsed)
 
 
 #: Rectangles are read as bands of whole rows up to this size (see :meth:`Sections.read`).

@@ -11,12 +11,13 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from skysift.core import astrometry, calibration, classification, photometry, psf
 from skysift.core import flags as F
-from skysift.core.astrometry import WcsStatus
+from skysift.core.astrometry import ParsedWcs, WcsStatus
 from skysift.core.background import Background, subtract_sky
 from skysift.core.deblending import shift_objects
 from skysift.core.detection import (
@@ -29,6 +30,9 @@ from skysift.core.photometry import measure
 from skysift.io.fits import Image, ImageInfo, build_wcs
 from skysift.parallel.strips import Strip, map_forked, plan_strips, worth_splitting
 from skysift.settings import Settings
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 __all__ = [
     "GAUSSIAN_FLUX_WITHIN_FWHM",
@@ -132,28 +136,28 @@ def header_float(header, *keys: str) -> float | None:
     return None
 
 
-def detection_filter_fwhm(header, settings: Settings) -> tuple[float, str]:
+def detection_filter_fwhm(header, settings: Settings, wcs: WCS | None) -> tuple[float, str]:
     """FWHM (pixels) of the matched detection filter, and where it came from.
 
     ``settings.detection.filter_fwhm_px`` when set (``'settings'``); else the seeing the
     header records (:func:`skysift.core.psf.header_seeing`: ``SEEING``, ``FWHM`` or ``PSF_FWHM``,
     in arcsec unless the card says pixels, converted with the pixel scale of the header's
-    celestial WCS when that scale is plausible, else with a ``PIXSCALE``-like card; the
-    keyword is returned); else :data:`~skysift.core.detection.DEFAULT_FILTER_FWHM_PX` (``'default'``).
+    celestial WCS ``wcs``, :func:`~skysift.io.fits.build_wcs` of ``header``, when that scale is
+    plausible, else with a ``PIXSCALE``-like card; the keyword is returned); else
+    :data:`~skysift.core.detection.DEFAULT_FILTER_FWHM_PX` (``'default'``).
     """
     if settings.detection.filter_fwhm_px:
         return float(settings.detection.filter_fwhm_px), "settings"
-    seeing = psf.header_seeing(header, plausible_pixel_scale(header, settings))
+    seeing = psf.header_seeing(header, plausible_pixel_scale(wcs, settings))
     if seeing is None:
         return DEFAULT_FILTER_FWHM_PX, "default"
     return seeing.fwhm_px, seeing.keyword
 
 
-def plausible_pixel_scale(header, settings: Settings) -> float | None:
-    """The pixel scale (arcsec/pixel) of the header's celestial WCS, if within the plausible
-    scales of :class:`~skysift.settings.WcsSettings`."""
+def plausible_pixel_scale(wcs: WCS | None, settings: Settings) -> float | None:
+    """The pixel scale (arcsec/pixel) of a header's celestial WCS (:func:`~skysift.io.fits.build_wcs`),
+    if within the plausible scales of :class:`~skysift.settings.WcsSettings`."""
     try:
-        wcs = build_wcs(header)
         scale = astrometry.pixel_scale_arcsec(wcs) if wcs is not None else None
     except Exception:  # a WCS astropy reads but cannot transform: no scale from it
         return None
@@ -162,19 +166,25 @@ def plausible_pixel_scale(header, settings: Settings) -> float | None:
     return scale if settings.wcs.min_pixel_scale_arcsec <= scale <= settings.wcs.max_pixel_scale_arcsec else None
 
 
+def _filter_fwhm(header, settings: Settings, wcs: WCS | None) -> float:
+    filter_fwhm_px, origin = detection_filter_fwhm(header, settings, wcs)
+    log.debug("detection filter FWHM %.2f px (%s)", filter_fwhm_px, origin)
+    return filter_fwhm_px
+
+
 def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Settings, *, workers: int = 1,
                    filter_fwhm_px: float | None = None) -> PixelMeasurement:
     """Background, detection and photometry of one pixel array (subtracted in place).
 
     With ``workers`` > 1 a large frame is detected in strips by forked processes
     (:mod:`skysift.parallel.strips`); the catalog is the same as with one. The detection filter's
-    FWHM is ``filter_fwhm_px`` when given, else :func:`detection_filter_fwhm` of ``header``.
+    FWHM is ``filter_fwhm_px`` when given, else :func:`detection_filter_fwhm` of ``header`` (whose WCS
+    is parsed for it: a caller that has parsed it gives ``filter_fwhm_px``).
     """
     gain = settings.photometry.gain_e_per_count or header_float(header, "GAIN", "EGAIN", "CCDGAIN")
     saturation = settings.photometry.saturation_level or header_float(header, "SATURATE", "SATLEVEL")
     if filter_fwhm_px is None:
-        filter_fwhm_px, origin = detection_filter_fwhm(header, settings)
-        log.debug("detection filter FWHM %.2f px (%s)", filter_fwhm_px, origin)
+        filter_fwhm_px = _filter_fwhm(header, settings, build_wcs(header))
 
     t = time.perf_counter()
     bkg, mask = subtract_sky(data, mask, settings.background)
@@ -234,7 +244,8 @@ def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, b
                             stamps, timings, noise_factor, filter_fwhm_px)
 
 
-def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, settings: Settings) -> Measurement:
+def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, settings: Settings, *,
+                   parsed_wcs: ParsedWcs | None = None) -> Measurement:
     """Sky positions, calibration, star/galaxy scores, seeing and depth for a whole image.
 
     Sky positions (and the footprint, HEALPix index and sizes in arcsec) come only from a
@@ -245,13 +256,15 @@ def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, setti
     without celestial axes at all (``none``: blank CTYPEs, a lab or guider frame) gives a
     pixel catalog, as Source Extractor does, with no flag: nothing is wrong with its sources,
     they simply have no sky position. Pixel positions and fluxes are measured either way.
+    ``parsed_wcs``: :func:`~skysift.core.astrometry.read_wcs` of ``header``, when the caller has it.
     """
     t = time.perf_counter()
     cols = pixels.columns
     n = len(cols["x"])
     check = astrometry.validate_celestial_wcs(wcs, header, (info.ny, info.nx),
                                               min_scale_arcsec=settings.wcs.min_pixel_scale_arcsec,
-                                              max_scale_arcsec=settings.wcs.max_pixel_scale_arcsec)
+                                              max_scale_arcsec=settings.wcs.max_pixel_scale_arcsec,
+                                              parsed=parsed_wcs)
     if check.valid:
         ra, dec = astrometry.pixel_to_sky(wcs, cols["x"], cols["y"])
         foot = astrometry.footprint(wcs, info.nx, info.ny)
@@ -315,5 +328,6 @@ def measure_image(image: Image, settings: Settings, *, workers: int = 1) -> Meas
     The image's pixel array is background-subtracted in place (it is not needed
     afterwards and this saves a full copy of a large image).
     """
-    pixels = measure_pixels(image.data, image.mask, image.header, settings, workers=workers)
-    return finish_catalog(pixels, image.wcs, image.info, image.header, settings)
+    pixels = measure_pixels(image.data, image.mask, image.header, settings, workers=workers,
+                            filter_fwhm_px=_filter_fwhm(image.header, settings, image.wcs))
+    return finish_catalog(pixels, image.wcs, image.info, image.header, settings, parsed_wcs=image.parsed_wcs)
