@@ -218,7 +218,7 @@ def measure(
     neighbours : ndarray, optional
         SEP's objects around ``objects`` too (e.g. beyond a strip's core), in the same
         coordinates: a windowed centroid pulled onto any of their peaks is not kept.
-    segmap : int32 ndarray, optional
+    segmap : integer ndarray, optional
         Which source each pixel of ``data`` belongs to (0: none), as
         :func:`skysift.core.detection.detect` returns it: other sources' pixels are then
         corrected in every measurement (:func:`corrected_cutout`), a source with more

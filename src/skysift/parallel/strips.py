@@ -60,6 +60,17 @@ class Strip:
     def rows(self) -> slice:
         return slice(self.ry0, self.ry1)
 
+    def on_frame(self, strip_map: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
+        """A map of the strip's rows (``rows``) as a map of the whole frame, zero elsewhere, of
+        ``dtype`` (default: the map's own; a narrower one must hold its values).
+
+        Only the strip's rows of the result are written: the rest are pages ``np.zeros`` never
+        touches, which cost no memory.
+        """
+        frame_map = np.zeros((self.ny, strip_map.shape[1]), dtype=dtype or strip_map.dtype)
+        frame_map[self.rows] = strip_map
+        return frame_map
+
     def owned(self, objects: np.ndarray, guard_px: int) -> tuple[np.ndarray, bool]:
         """Which ``objects`` (strip coordinates) are centred in the core, and whether any of
         those comes within ``guard_px`` of a cut edge (where it may be truncated or
