@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from skysift.parallel.heap import release_free_heap
+
 __all__ = [
     "MIN_PIXELS_TO_SPLIT",
     "STRIP_MARGIN_PX",
@@ -118,6 +120,7 @@ def map_forked(func: Callable[[T], R], items: list[T], workers: int) -> list[R]:
     """
     global _task
     _task = func
+    release_free_heap()  # the children start with what the parent holds resident, free heap included
     try:
         with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("fork")) as pool:
             return list(pool.map(_run, items))
