@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import sep
@@ -165,9 +167,9 @@ def test_crowded_neighbours_are_corrected_a_bounded_batch_at_a_time(monkeypatch)
     batches = []
     lay_out = photometry._mosaics
 
-    def spy(cuts):
-        batches.append((len(cuts), sum(cut.data.size for cut in cuts)))
-        return lay_out(cuts)
+    def spy(boxes):
+        batches.append((len(boxes), sum(box.size for box in boxes)))
+        return lay_out(boxes)
 
     monkeypatch.setattr(photometry, "MOSAIC_MAX_PIXELS", 20_000)
     monkeypatch.setattr(photometry, "_mosaics", spy)
@@ -179,6 +181,37 @@ def test_crowded_neighbours_are_corrected_a_bounded_batch_at_a_time(monkeypatch)
             np.testing.assert_allclose(batched[name], values, rtol=1e-9, atol=1e-9, err_msg=name)
         else:
             assert (batched[name] == values).all(), name
+
+
+def test_the_box_a_mosaic_is_laid_out_from_is_the_cutouts_own():
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(40, 50)).astype(np.float32)
+    segmap = np.zeros(data.shape, np.int32)
+    for cx, cy, half in [*zip(rng.uniform(-3, 53, 200), rng.uniform(-3, 43, 200), rng.uniform(0.5, 12, 200),
+                              strict=True), (0.0, 0.0, 3.0), (49.0, 39.0, 2.5), (25.5, 20.5, 4.0)]:
+        cut = corrected_cutout(data, data, None, segmap, 1, cx, cy, half)
+        box = photometry._cutout_box(cx, cy, half, data.shape)
+        assert (box.shape, box.size, box.x0, box.y0, box.clipped) == (cut.data.shape, cut.data.size, cut.x0, cut.y0,
+                                                                      cut.clipped)
+
+
+def test_a_mosaic_holds_one_cut_out_at_a_time_beside_it(monkeypatch):
+    """The layout comes from the boxes: each corrected cut-out is made as its place in the mosaic
+    is filled, not a whole batch of them first (18 MiB more on the 4096^2 bench sky)."""
+    rng = np.random.default_rng(3)
+    frame = _stars(np.c_[rng.uniform(10, 290, (150, 2)), 10 ** rng.uniform(2.5, 4, 150)], size=300)
+    made, most_alive = [], [0]
+    original = photometry.corrected_cutout
+
+    def counting(*args, **kwargs):  # (a cut-out is freed by reference counting: no cycles)
+        most_alive[0] = max(most_alive[0], sum(ref() is not None for ref in made))
+        cut = original(*args, **kwargs)
+        made.append(weakref.ref(cut))
+        return cut
+
+    monkeypatch.setattr(photometry, "corrected_cutout", counting)
+    _measured(frame)
+    assert len(made) > 20 and most_alive[0] <= 1
 
 
 COMPANION = (105.0, 100.3, 8000.0)  # 5 px from BRIGHT, a fifth of its flux: no peak of its own once filtered
