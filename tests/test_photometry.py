@@ -242,6 +242,30 @@ def test_an_undetected_companion_inside_a_stars_isophote_is_corrected():
     assert not corrected["flags"][0] & F.APER_CONTAMINATED
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_companions_found_a_block_of_pixels_at_a_time_are_those_found_at_once(monkeypatch, masked):
+    """The isophote pixels are compared with their opposite points in blocks (memory): any
+    block size gives the same companions, with or without masked pixels."""
+    rng = np.random.default_rng(8)
+    pairs = [(x, y, f) for x, y in rng.uniform(20, 280, (12, 2)) for f in (30_000.0,)]
+    pairs += [(x + 5.0, y + 0.3, 6000.0) for x, y, _f in pairs]  # a companion beside each star
+    frame = _stars(pairs, size=300)
+    mask = None
+    if masked:
+        mask = np.zeros(frame.shape, dtype=bool)
+        mask[:, 150:153] = True
+        frame[mask] = 0.0
+
+    def found() -> np.ndarray:
+        return detect(frame, np.float32(1.0), mask, DetectionSettings(), noise_factor=1.0,
+                      segmentation_map=True).companions
+
+    at_once = found()
+    monkeypatch.setattr(D, "COMPANION_BLOCK_PX", 7)
+    assert at_once.sum() > 50
+    np.testing.assert_array_equal(found(), at_once)
+
+
 def _profiles(parts, seed: int = 0, size: int = 200) -> np.ndarray:
     """Unit white noise and elliptical Gaussians (x, y, sigma_major, sigma_minor, angle, flux)."""
     yy, xx = np.mgrid[:size, :size]
