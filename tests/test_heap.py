@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from skysift.parallel.heap import release_free_heap
+from skysift.heap import release_free_heap
 
 
 def _resident_mib() -> float:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from sky_factory import write_sky
-from skysift.measure.frame import narrowest_labels
 from skysift.parallel import strips
 from skysift.parallel.strips import Strip, plan_strips
 from skysift.pipeline.image import process_image
@@ -62,19 +61,8 @@ def test_a_strip_map_on_the_frame_is_zero_beyond_the_strips_rows_and_keeps_its_v
     assert frame.shape == (40, 5) and frame.dtype == np.int32
     np.testing.assert_array_equal(frame[6:24], labels)
     assert not frame[:6].any() and not frame[24:].any()
-    narrow = strip.on_frame(labels, np.int16)
-    assert narrow.dtype == np.int16 and (narrow == frame).all()
+    assert strip.on_frame(labels.astype(np.int16)).dtype == np.int16
     assert strip.on_frame(labels > 40).dtype == bool
-
-
-def test_labels_are_narrowed_to_int16_only_when_they_all_fit():
-    labels = np.zeros((3, 3), np.int32)
-    assert narrowest_labels(labels) is np.int16
-    labels[1, 1] = 32767
-    assert narrowest_labels(labels) is np.int16
-    labels[2, 2] = 32768  # would wrap around in int16
-    assert narrowest_labels(labels) is np.int32
-    assert narrowest_labels(np.zeros((0, 4), np.int32)) is np.int16
 
 
 def test_two_processes_give_the_one_process_catalog(big_sky, tmp_path, monkeypatch):

@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from skysift.core.deblending import isolate_blends, isolate_blends_segmented
 from skysift.errors import DetectionFailed
+from skysift.heap import release_free_heap
 from skysift.settings import DetectionSettings
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "detection_kernel",
     "gaussian_kernel",
     "local_peak",
+    "narrowest_labels",
     "noise_correlation_factor",
     "sep_limits",
 ]
@@ -130,8 +132,8 @@ class Detections:
     crowded: bool  # True when SEP overflowed and the threshold had to be raised
     filter_margin_px: int  # pixels beyond a source that its filtered values depend on, plus one
     noise_correlation_factor: float = 1.0  # filtered noise / its white-noise expectation (threshold scale)
-    #: int32 map of which source each pixel belongs to (0 = sky), when asked for, and each
-    #: row's label in it
+    #: map of which source each pixel belongs to (0 = sky; int16 when the labels fit, see
+    #: narrowest_labels, else int32), when asked for, and each row's label in it
     segmap: np.ndarray | None = None
     seg_ids: np.ndarray | None = None
     #: bool map, with the segmentation map: pixels of a source's isophote that belong to an
@@ -349,6 +351,8 @@ def detect(
                     objects, segmap = extract(data, error, mask, segmentation_map=True)
                     objects, seg_ids = isolate_blends_segmented(data, error, mask, objects, segmap, extract,
                                                                 margin_px=margin)
+                    release_free_heap()  # SEP's freed working memory (~20 MiB on 4096 x 2176 px), before ...
+                    segmap = segmap.astype(narrowest_labels(segmap), copy=False)  # ... this copy and the search
                     companions = companion_pixels(data, error, mask, objects, segmap, seg_ids, kernel, noise_gain)
                 else:
                     objects = isolate_blends(data, error, mask, extract(data, error, mask), extract, margin_px=margin)
@@ -364,6 +368,13 @@ def detect(
         f"SEP overflowed even at {threshold / 1.5:.1f} sigma: the field is too crowded for "
         "the pixel-stack and sub-object limits; raise detection.pixel_stack / sub_object_limit"
     )
+
+
+def narrowest_labels(segmap: np.ndarray) -> type:
+    """int16 when every label of ``segmap`` fits in it (fewer than 32,768 sources), else int32:
+    the map then takes half the memory (32 of 64 MiB for a 4096^2 frame) and holds the same
+    labels, which deblending, the companion search and photometry only compare."""
+    return np.int16 if int(segmap.max(initial=0)) <= np.iinfo(np.int16).max else np.int32
 
 
 def local_peak(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, steps: int, box: bool = False,

@@ -26,8 +26,8 @@ from skysift.core.detection import (
     noise_correlation_factor,
 )
 from skysift.core.photometry import measure
+from skysift.heap import release_free_heap
 from skysift.io.fits import Image, ImageInfo, build_wcs
-from skysift.parallel.heap import release_free_heap
 from skysift.parallel.strips import Strip, map_forked, plan_strips, worth_splitting
 from skysift.settings import Settings
 
@@ -41,7 +41,6 @@ __all__ = [
     "header_float",
     "measure_image",
     "measure_pixels",
-    "narrowest_labels",
     "plausible_pixel_scale",
 ]
 
@@ -220,9 +219,10 @@ def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, b
     segmap, companions = detections.segmap, detections.companions
     del detections  # its maps of the strip are not kept beside the frame's (36 + 9 MiB on a 4096^2 frame)
     if segmap.shape != data.shape:  # one map at a time, each strip copy freed as its frame copy is made
-        release_free_heap()  # what detection freed (~25 MiB on a 4096^2 frame's strip), before the copies
-        segmap = strip.on_frame(segmap, narrowest_labels(segmap))
+        release_free_heap()  # what detection freed, before the copies ...
+        segmap = strip.on_frame(segmap)
         companions = strip.on_frame(companions)
+        release_free_heap()  # ... and the strip's maps after them
     detect_s = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -238,14 +238,6 @@ def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, b
     timings = {"detect_s": detect_s, "measure_s": time.perf_counter() - t}
     return PixelMeasurement(cols, bkg.global_level, bkg.global_rms, threshold_sigma, crowded,
                             stamps, timings, noise_factor, filter_fwhm_px)
-
-
-def narrowest_labels(segmap: np.ndarray) -> type:
-    """int16 when every label of ``segmap`` fits in it (a strip of fewer than 32,768 sources),
-    else int32: the segmentation map a strip worker measures with then takes half the memory
-    (18 of 36 MiB for a strip of a 4096^2 frame) and holds the same labels, which photometry
-    only compares."""
-    return np.int16 if int(segmap.max(initial=0)) <= np.iinfo(np.int16).max else np.int32
 
 
 def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, settings: Settings) -> Measurement:

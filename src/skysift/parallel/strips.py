@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from skysift.parallel.heap import release_free_heap
+from skysift.heap import release_free_heap
 
 __all__ = [
     "MIN_PIXELS_TO_SPLIT",
@@ -62,14 +62,13 @@ class Strip:
     def rows(self) -> slice:
         return slice(self.ry0, self.ry1)
 
-    def on_frame(self, strip_map: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
-        """A map of the strip's rows (``rows``) as a map of the whole frame, zero elsewhere, of
-        ``dtype`` (default: the map's own; a narrower one must hold its values).
+    def on_frame(self, strip_map: np.ndarray) -> np.ndarray:
+        """A map of the strip's rows (``rows``) as a map of the whole frame, zero elsewhere.
 
         Only the strip's rows of the result are written: the rest are pages ``np.zeros`` never
         touches, which cost no memory.
         """
-        frame_map = np.zeros((self.ny, strip_map.shape[1]), dtype=dtype or strip_map.dtype)
+        frame_map = np.zeros((self.ny, strip_map.shape[1]), dtype=strip_map.dtype)
         frame_map[self.rows] = strip_map
         return frame_map
 
