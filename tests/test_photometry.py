@@ -266,6 +266,37 @@ def test_companions_found_a_block_of_pixels_at_a_time_are_those_found_at_once(mo
     np.testing.assert_array_equal(found(), at_once)
 
 
+def test_the_sky_mask_of_the_pedestal_covers_only_the_rows_its_annuli_reach(monkeypatch):
+    """Outside those rows the mask is left untouched (a strip worker's sources reach half a
+    frame's rows): the same pedestals and catalog as with the whole frame's mask."""
+    rng = np.random.default_rng(11)
+    stars = np.c_[rng.uniform(20, 280, 40), rng.uniform(120, 180, 40), 10 ** rng.uniform(2.5, 4.5, 40)]
+    frame = _stars(stars, pedestal=0.0, size=300)
+    banded = _measured(frame)
+    rows = photometry._rows_reached(banded["y"], np.full(len(banded["y"]), 20.0), 300)
+    assert 0 < rows.start and rows.stop < 300  # a band, not the frame
+    monkeypatch.setattr(photometry, "_rows_reached", lambda y, radius, ny: slice(0, ny))
+    whole = _measured(frame)
+    for name, values in whole.items():
+        np.testing.assert_array_equal(banded[name], values, err_msg=name)
+    assert photometry._not_sky(np.ones((6, 4), np.int16), None, slice(2, 4)).sum(axis=1).tolist() == [0, 0, 4, 4, 0, 0]
+
+
+def test_the_annuli_read_no_pixel_beyond_the_rows_reached():
+    rng = np.random.default_rng(12)
+    x, y = rng.uniform(-5, 205, 2000), rng.uniform(40, 160, 2000)
+    rin = rng.uniform(0.5, 30, 2000)
+    rout = rin + rng.uniform(0.1, 8, 2000)
+    for k in range(0, 2000, 50):  # groups of sources, each with its own band of rows
+        part = slice(k, k + 50)
+        rows = photometry._rows_reached(y[part], rout[part], 200)
+        beyond = np.ones((200, 200))
+        beyond[rows] = 0.0
+        total, _err, _flag = sep.sum_circann(beyond, x[part], y[part], rin[part], rout[part], subpix=1)
+        assert (total == 0).all()
+    assert photometry._rows_reached(np.array([50.0]), np.array([np.nan]), 200) == slice(0, 200)
+
+
 def _profiles(parts, seed: int = 0, size: int = 200) -> np.ndarray:
     """Unit white noise and elliptical Gaussians (x, y, sigma_major, sigma_minor, angle, flux)."""
     yy, xx = np.mgrid[:size, :size]

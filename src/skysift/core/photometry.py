@@ -269,9 +269,7 @@ def measure(
     kron = _kron(data, x, y, ea, eb, etheta, error, mask, gain, settings, max_aperture_px)
     pedestal = np.zeros(n)
     if segmap is not None:
-        sky_mask = segmap != 0 if mask is None else (segmap != 0) | mask
-        pedestal = _local_pedestal(data, x, y, ea, eb, kron, error, sky_mask)
-        del sky_mask
+        pedestal = _local_pedestal(data, x, y, ea, eb, kron, error, segmap, mask)
     kron.r50, r50_plain = _half_light(data, x, y, ea, eb, kron, pedestal, mask, max_aperture_px)
     # the window's size is Source Extractor's (its FLUX_RADIUS knows no pedestal)
     sig, xwin, ywin, win_flag = _window(data, x, y, r50_plain, mask)
@@ -437,16 +435,19 @@ def _half_light(data, x, y, ea, eb, kron: _Kron, pedestal: np.ndarray, mask,
     return r50, plain
 
 
-def _local_pedestal(data, x, y, ea, eb, kron: _Kron, error: np.ndarray, sky_mask: np.ndarray) -> np.ndarray:
+def _local_pedestal(data, x, y, ea, eb, kron: _Kron, error: np.ndarray, segmap: np.ndarray,
+                    mask: np.ndarray | None) -> np.ndarray:
     """Mean level (counts per pixel, above the global background) of the pixels of no
-    source in an annulus :data:`PEDESTAL_ANNULUS_PX` wide around each Kron aperture: the
-    light of a cluster's unresolved stars, a galaxy's halo or a nebula a source sits on.
+    source (``segmap`` 0) nor masked in an annulus :data:`PEDESTAL_ANNULUS_PX` wide around
+    each Kron aperture: the light of a cluster's unresolved stars, a galaxy's halo or a
+    nebula a source sits on.
 
     0 where it is not significant (within :data:`PEDESTAL_MIN_SIGMA` of its noise: a flat
     sky), where the annulus runs off the image, or holds too few such pixels.
     """
     rin = PEDESTAL_INNER_SCALE * kron.aperture * np.sqrt(ea * eb) + 1.0
     rout = rin + PEDESTAL_ANNULUS_PX
+    sky_mask = _not_sky(segmap, mask, _rows_reached(y, rout, segmap.shape[0]))
     # with a mask, SEP scales the sum (and its error) to the whole annulus's area
     total, total_err, flag = sep.sum_circann(data, x, y, rin, rout, err=error, mask=sky_mask, subpix=1)
     covered, _err, _flag = sep.sum_circann(sky_mask, x, y, rin, rout, subpix=1)
@@ -456,6 +457,25 @@ def _local_pedestal(data, x, y, ea, eb, kron: _Kron, error: np.ndarray, sky_mask
     level = total / area
     noise = total_err / area * np.sqrt(area / np.maximum(free, 1.0))  # the scaled error was one of the free pixels'
     return np.where(usable & (np.abs(level) > PEDESTAL_MIN_SIGMA * noise), level, 0.0)
+
+
+def _rows_reached(y: np.ndarray, radius: np.ndarray, ny: int) -> slice:
+    """The rows of an image ``ny`` rows high that circles of ``radius`` around rows ``y``
+    touch, with room to spare for SEP's pixel boxes; all of them when a circle is not finite."""
+    low, high = y - radius, y + radius
+    if len(y) == 0 or not (np.isfinite(low).all() and np.isfinite(high).all()):
+        return slice(0, ny)
+    return slice(max(0, int(np.floor(low.min())) - 2), min(ny, int(np.ceil(high.max())) + 3))
+
+
+def _not_sky(segmap: np.ndarray, mask: np.ndarray | None, rows: slice) -> np.ndarray:
+    """Pixels of a source or masked, on ``rows``; False elsewhere (pages ``np.zeros`` leaves
+    untouched: a strip worker's sources reach about half of a frame's rows)."""
+    not_sky = np.zeros(segmap.shape, dtype=bool)
+    np.not_equal(segmap[rows], 0, out=not_sky[rows])
+    if mask is not None:
+        not_sky[rows] |= mask[rows]
+    return not_sky
 
 
 def _window(data, x, y, r50, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
