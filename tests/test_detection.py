@@ -14,6 +14,7 @@ from skysift.core.detection import (
     _grown,
     detect,
     gaussian_kernel,
+    narrowest_labels,
     noise_correlation_factor,
 )
 from skysift.errors import DetectionFailed
@@ -184,3 +185,22 @@ def test_box_mosaic_gathers_each_box_with_its_margin_and_its_own_labelled_pixels
         np.testing.assert_array_equal(rows[boxes == k], r + mosaic.oy[k])
         np.testing.assert_array_equal(cols[boxes == k], c + mosaic.ox[k])
     assert np.all(np.diff(boxes) >= 0)  # box by box, in order
+def test_labels_are_narrowed_to_int16_only_when_they_all_fit():
+    labels = np.zeros((3, 3), np.int32)
+    assert narrowest_labels(labels) is np.int16
+    labels[1, 1] = 32767
+    assert narrowest_labels(labels) is np.int16
+    labels[2, 2] = 32768  # would wrap around in int16
+    assert narrowest_labels(labels) is np.int32
+    assert narrowest_labels(np.zeros((0, 4), np.int32)) is np.int16
+
+
+def test_the_segmentation_map_holds_every_sources_label_in_half_the_memory():
+    rng = np.random.default_rng(2)
+    frame = rng.normal(0.0, 1.0, (200, 200)).astype(np.float32)
+    yy, xx = np.mgrid[:200, :200]
+    for x, y in rng.uniform(15, 185, (20, 2)):
+        frame += (500.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.0)).astype(np.float32)
+    found = detect(frame, np.float32(1.0), None, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+    assert found.segmap.dtype == np.int16 and len(found.objects) >= 15
+    assert set(np.unique(found.segmap)) - {0} == set(found.seg_ids.tolist())

@@ -95,6 +95,25 @@ def test_nan_and_blank_pixels_are_masked(tmp_path):
     assert image.mask[2, 3] and image.mask.sum() == 1 and np.isnan(image.data[2, 3])
 
 
+@pytest.mark.parametrize("float32", [True, False], ids=["direct float32", "astropy-decoded int16"])
+def test_an_image_without_masked_pixels_holds_no_mask_array(tmp_path, float32):
+    """No pixel masked: the mask is a read-only view of one False (the strip workers would each
+    count a 4096^2 frame's 16 MiB mask as theirs); with one masked pixel it is a full array."""
+    data = np.arange(120, dtype=np.float32 if float32 else np.int16).reshape(10, 12)
+    path = tmp_path / "clean.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    clean = read_image(str(path))
+    assert clean.mask.shape == (10, 12) and not clean.mask.any() and not clean.mask.flags.writeable
+    assert clean.mask.strides == (0, 0)  # one element's memory, whatever the shape
+    assert clean.mask.copy().flags.writeable and clean.data[clean.mask].size == 0
+    data = data.astype(np.float32)
+    data[4, 5] = np.nan
+    fits.PrimaryHDU(data).writeto(path, overwrite=True)
+    masked = read_image(str(path))
+    assert masked.mask.flags.writeable and masked.mask.strides != (0, 0)
+    assert masked.mask[4, 5] and masked.mask.sum() == 1
+
+
 @pytest.mark.parametrize(
     ("content", "error", "words"),
     [

@@ -208,3 +208,20 @@ def test_an_object_whose_mean_crosses_a_sky_cell_edge_moves_to_the_new_cell(tmp_
     incremental = _objects(home)
     rebuild_objects(home)
     assert _objects(home).equals(incremental)
+
+
+def test_the_objects_step_first_gives_back_what_arrows_pool_holds_free(tmp_path, monkeypatch):
+    """After a run's images, Arrow's pool (mimalloc) holds what their tables freed: it goes back
+    to the system before DuckDB adds its own (the peak of a `skysift run` process)."""
+    from skysift.catalog import objects as objects_module
+
+    released, pool = [], pa.default_memory_pool()
+
+    class Spy:
+        def release_unused(self):
+            released.append(True)
+            pool.release_unused()
+
+    monkeypatch.setattr(objects_module.pa, "default_memory_pool", Spy)
+    monkeypatch.setattr(objects_module, "rebuild_objects", lambda home, radius_arcsec: "rebuilt")
+    assert objects_module.update_objects(tmp_path, ["img"]) == "rebuilt" and released == [True]

@@ -54,6 +54,17 @@ def big_sky(tmp_path_factory):
     return write_sky(tmp_path_factory.mktemp("strips") / "big.fits", size=2048, n_stars=1500, n_galaxies=400, seed=7)[0]
 
 
+def test_a_strip_map_on_the_frame_is_zero_beyond_the_strips_rows_and_keeps_its_values():
+    strip = Strip(y0=10, y1=20, ry0=6, ry1=24, ny=40)
+    labels = np.arange(18 * 5, dtype=np.int32).reshape(18, 5)
+    frame = strip.on_frame(labels)
+    assert frame.shape == (40, 5) and frame.dtype == np.int32
+    np.testing.assert_array_equal(frame[6:24], labels)
+    assert not frame[:6].any() and not frame[24:].any()
+    assert strip.on_frame(labels.astype(np.int16)).dtype == np.int16
+    assert strip.on_frame(labels > 40).dtype == bool
+
+
 def test_two_processes_give_the_one_process_catalog(big_sky, tmp_path, monkeypatch):
     calls = []
     real_map = strips.map_forked

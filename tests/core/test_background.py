@@ -120,6 +120,13 @@ def test_the_rms_floor_is_the_lowest_positive_value_between_the_outer_cell_centr
     assert rms_floor(rms, 4) == np.float32(1.5)
 
 
+def test_the_rms_floor_of_a_positive_map_is_its_lowest_value_between_the_outer_cell_centres():
+    rms = np.full((8, 8), 5.0, np.float32)
+    rms[0, :] = 0.75  # beyond the outer cell centres: not the floor
+    rms[2, 5] = 1.25
+    assert rms_floor(rms, 4) == np.float32(1.25) and isinstance(rms_floor(rms, 4), np.float32)
+
+
 def test_the_rms_floor_falls_back_to_any_positive_value_then_to_the_smallest_float32():
     rms = np.zeros((8, 8), np.float32)
     rms[0, 0] = 0.25  # outside the hull of cell centres, but positive

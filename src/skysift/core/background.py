@@ -76,6 +76,9 @@ def rms_floor(rms: np.ndarray, box_px: int) -> np.float32:
     """
     half = box_px // 2
     inner = rms[half : max(half + 1, rms.shape[0] - half), half : max(half + 1, rms.shape[1] - half)]
+    lowest = inner.min(initial=np.inf)  # an empty region (a tiny image) has no lowest value
+    if 0 < lowest < np.inf:  # the usual case: the lowest positive value, without a mask the map's size
+        return np.float32(lowest)
     positive = inner > 0  # a mask, not a copy of the map's values (a quarter of its size)
     if not positive.any():
         inner, positive = rms, rms > 0

@@ -39,12 +39,14 @@ from scipy import ndimage
 from skysift.core.deblending import isolate_blends, isolate_blends_segmented
 from skysift.core.median import median
 from skysift.errors import DetectionFailed
+from skysift.heap import release_free_heap
 from skysift.settings import DetectionSettings
 
 __all__ = [
     "CENTRE_SEARCH_PX",
     "CENTRE_SLACK_PX",
     "COMPANION_ASYMMETRY",
+    "COMPANION_BLOCK_PX",
     "COMPANION_MAX_AREA_FWHM2",
     "COMPANION_MIN_RADIUS_PX",
     "COMPANION_SIGMA",
@@ -65,6 +67,7 @@ __all__ = [
     "detection_kernel",
     "gaussian_kernel",
     "local_peak",
+    "narrowest_labels",
     "noise_correlation_factor",
     "sep_limits",
 ]
@@ -111,6 +114,9 @@ COMPANION_MIN_RADIUS_PX = 1.5
 #: filter's FWHM) is the source's own lopsided light (a nebula, an irregular galaxy: on
 #: astroquery's MAGPIS image 793 of one source's 1,274 pixels), not a star beside it.
 COMPANION_MAX_AREA_FWHM2 = 9.0
+#: Isophote pixels compared with their opposite points a block at a time (a dozen float64 and
+#: int64 arrays per pixel: 147,000 pixels held 30 MiB at once in a strip of the 4096^2 bench sky).
+COMPANION_BLOCK_PX = 2**15
 #: The centre is looked for this many pixels (steps of steepest ascent) from the barycentre ...
 CENTRE_SEARCH_PX = 3
 #: ... and the opposite points within this many pixels beyond the isophote reflected through the
@@ -127,8 +133,8 @@ class Detections:
     crowded: bool  # True when SEP overflowed and the threshold had to be raised
     filter_margin_px: int  # pixels beyond a source that its filtered values depend on, plus one
     noise_correlation_factor: float = 1.0  # filtered noise / its white-noise expectation (threshold scale)
-    #: int32 map of which source each pixel belongs to (0 = sky), when asked for, and each
-    #: row's label in it
+    #: map of which source each pixel belongs to (0 = sky; int16 when the labels fit, see
+    #: narrowest_labels, else int32), when asked for, and each row's label in it
     segmap: np.ndarray | None = None
     seg_ids: np.ndarray | None = None
     #: bool map, with the segmentation map: pixels of a source's isophote that belong to an
@@ -359,6 +365,8 @@ def detect(
                     objects, segmap = extract(data, error, mask, segmentation_map=True)
                     objects, seg_ids = isolate_blends_segmented(data, error, mask, objects, segmap, extract,
                                                                 margin_px=margin)
+                    release_free_heap()  # SEP's freed working memory (~20 MiB on 4096 x 2176 px), before ...
+                    segmap = segmap.astype(narrowest_labels(segmap), copy=False)  # ... this copy and the search
                     companions = companion_pixels(data, error, mask, objects, segmap, seg_ids, kernel, noise_gain)
                 else:
                     objects = isolate_blends(data, error, mask, extract(data, error, mask), extract, margin_px=margin)
@@ -374,6 +382,13 @@ def detect(
         f"SEP overflowed even at {threshold / 1.5:.1f} sigma: the field is too crowded for "
         "the pixel-stack and sub-object limits; raise detection.pixel_stack / sub_object_limit"
     )
+
+
+def narrowest_labels(segmap: np.ndarray) -> type:
+    """int16 when every label of ``segmap`` fits in it (fewer than 32,768 sources), else int32:
+    the map then takes half the memory (32 of 64 MiB for a 4096^2 frame) and holds the same
+    labels, which deblending, the companion search and photometry only compare."""
+    return np.int16 if int(segmap.max(initial=0)) <= np.iinfo(np.int16).max else np.int32
 
 
 def local_peak(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, steps: int, box: bool = False,
@@ -467,28 +482,40 @@ def companion_pixels(data: np.ndarray, error: np.ndarray | float, mask: np.ndarr
     mosaic = _BoxMosaic(x0, x1, y0, y1, data.shape, margin=half)
     pixels, (yy, xx, box) = mosaic.gather(data, segmap, np.asarray(seg_ids))  # and each box's source's pixels
     filtered = _filtered(pixels, kernel)
+    del pixels
     ox, oy = mosaic.ox - x0, mosaic.oy - y0  # mosaic minus image coordinates, per box
     lo_x, hi_x, lo_y, hi_y = x0 + ox, x1 + ox, y0 + oy, y1 + oy
     cx, cy = local_peak(filtered, np.clip(bx + ox, lo_x, hi_x), np.clip(by + oy, lo_y, hi_y), steps=CENTRE_SEARCH_PX,
                         within=(lo_x, hi_x, lo_y, hi_y))
-    mx, my = 2.0 * cx[box] - xx, 2.0 * cy[box] - yy  # the opposite points, mosaic coordinates
-    inside = (mx >= lo_x[box]) & (mx <= hi_x[box]) & (my >= lo_y[box]) & (my <= hi_y[box])
-    opposite = ndimage.map_coordinates(filtered, [np.where(inside, my, 0.0), np.where(inside, mx, 0.0)], order=1)
-    ix, iy = xx - ox[box], yy - oy[box]  # image coordinates of the pixels ...
-    jx, jy = mx - ox[box], my - oy[box]  # ... and of the opposite points
-    # both filtered values made of the image's pixels (not of the zeros beyond its edges)
-    inside &= (np.minimum(ix, jx) >= half) & (np.maximum(ix, jx) <= nx - 1 - half)
-    inside &= (np.minimum(iy, jy) >= half) & (np.maximum(iy, jy) <= ny - 1 - half)
     error = np.broadcast_to(np.asarray(error, dtype=np.float32), data.shape)
-    far_error = error[np.where(inside, np.rint(jy), 0).astype(np.int64), np.where(inside, np.rint(jx), 0).astype(np.int64)]
-    noise = noise_gain * np.hypot(error[iy, ix], far_error)  # of the difference
-    excess = filtered[yy, xx] - opposite
-    found = inside & (excess > COMPANION_SIGMA * noise + COMPANION_ASYMMETRY * np.maximum(opposite, 0.0))
-    found &= np.hypot(xx - cx[box], yy - cy[box]) > COMPANION_MIN_RADIUS_PX
+
+    def brighter_than_opposite(yy: np.ndarray, xx: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Which of these pixels (mosaic coordinates, and their boxes) exceed the point opposite."""
+        mx, my = 2.0 * cx[box] - xx, 2.0 * cy[box] - yy  # the opposite points, mosaic coordinates
+        inside = (mx >= lo_x[box]) & (mx <= hi_x[box]) & (my >= lo_y[box]) & (my <= hi_y[box])
+        opposite = ndimage.map_coordinates(filtered, [np.where(inside, my, 0.0), np.where(inside, mx, 0.0)], order=1)
+        ix, iy = xx - ox[box], yy - oy[box]  # image coordinates of the pixels ...
+        jx, jy = mx - ox[box], my - oy[box]  # ... and of the opposite points
+        # both filtered values made of the image's pixels (not of the zeros beyond its edges)
+        inside &= (np.minimum(ix, jx) >= half) & (np.maximum(ix, jx) <= nx - 1 - half)
+        inside &= (np.minimum(iy, jy) >= half) & (np.maximum(iy, jy) <= ny - 1 - half)
+        far_error = error[np.where(inside, np.rint(jy), 0).astype(np.int64),
+                          np.where(inside, np.rint(jx), 0).astype(np.int64)]
+        noise = noise_gain * np.hypot(error[iy, ix], far_error)  # of the difference
+        excess = filtered[yy, xx] - opposite
+        found = inside & (excess > COMPANION_SIGMA * noise + COMPANION_ASYMMETRY * np.maximum(opposite, 0.0))
+        found &= np.hypot(xx - cx[box], yy - cy[box]) > COMPANION_MIN_RADIUS_PX
+        return found
+
+    # pixel by pixel, so a block at a time: a dozen arrays per pixel are never all held at once
+    found = np.zeros(len(yy), dtype=bool)
+    for start in range(0, len(yy), COMPANION_BLOCK_PX):
+        block = slice(start, start + COMPANION_BLOCK_PX)
+        found[block] = brighter_than_opposite(yy[block], xx[block], box[block])
     if mask is not None and found.any():  # ... and of no masked pixel (0 in ``data``)
         near = ndimage.maximum_filter(mosaic.gather(mask)[0] > 0, size=kernel.shape[0] + 2)  # + 2: interpolated
-        found[found] &= ~near[yy[found], xx[found]] & ~near[np.rint(my[found]).astype(np.int64),
-                                                          np.rint(mx[found]).astype(np.int64)]
+        mx, my = 2.0 * cx[box[found]] - xx[found], 2.0 * cy[box[found]] - yy[found]
+        found[found] &= ~near[yy[found], xx[found]] & ~near[np.rint(my).astype(np.int64), np.rint(mx).astype(np.int64)]
     largest = COMPANION_MAX_AREA_FWHM2 * np.pi * (2.0 * np.sqrt(2.0 * np.log(2.0)) * _kernel_sigma(kernel)) ** 2
     if np.bincount(box[found], minlength=len(objects)).max(initial=0) > largest:  # some region may be too large
         picked = np.zeros(filtered.shape, dtype=bool)
@@ -496,7 +523,7 @@ def companion_pixels(data: np.ndarray, error: np.ndarray | float, mask: np.ndarr
         regions, _ = ndimage.label(picked, structure=np.ones((3, 3), dtype=bool))
         region = regions[yy[found], xx[found]]
         found[found] = np.bincount(region)[region] <= largest
-    companions[iy[found], ix[found]] = True
+    companions[yy[found] - oy[box[found]], xx[found] - ox[box[found]]] = True
     return companions
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "Sections",
     "build_wcs",
     "celestial_wcs",
+    "compact_mask",
     "image_hdus",
     "image_id_hdu",
     "inspect_image",
@@ -132,7 +133,7 @@ class Image:
     """Pixels ready for measurement, with the header and WCS they came with."""
 
     data: np.ndarray  # float32, native byte order; masked pixels set to NaN
-    mask: np.ndarray  # bool, True where a pixel must not be used
+    mask: np.ndarray  # bool, True where a pixel must not be used (read-only, see compact_mask)
     header: fits.Header
     wcs: WCS | None
     info: ImageInfo
@@ -554,6 +555,15 @@ def _direct_float32(uri: str, selected: fitsheader.HduLayout) -> tuple[np.ndarra
     return data, mask
 
 
+def compact_mask(mask: np.ndarray) -> np.ndarray:
+    """``mask``, or a read-only broadcast of False of its shape when no pixel is masked.
+
+    An image with no masked pixel (the common case) then holds no mask array: a 4096^2
+    frame's is 16 MiB, which the forked strip workers would each count as their own.
+    """
+    return mask if mask.any() else np.broadcast_to(np.False_, mask.shape)
+
+
 def _float32_and_mask(pixels: np.ndarray, header: fits.Header) -> tuple[np.ndarray, np.ndarray]:
     """``pixels`` (scaled values, any byte order) as native float32 with NaN where masked,
     and the mask of NaN, infinite and BLANK pixels."""
@@ -674,6 +684,7 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
         data, mask = direct if direct is not None else _decode_pixels(astropy_hdu, uri)
         if direct is not None and mask.all():
             raise AllNaN("every pixel is NaN, infinite or BLANK", uri=uri)
+        mask = compact_mask(mask)
         header = fitsheader.readable(astropy_hdu.header.copy(), uri=uri)
         parsed = read_wcs(header)  # once: the image's kind, its sky positions and their validation use it
         wcs = celestial_wcs(parsed)

@@ -27,6 +27,7 @@ from skysift.core.detection import (
     noise_correlation_factor,
 )
 from skysift.core.photometry import measure
+from skysift.heap import release_free_heap
 from skysift.io.fits import Image, ImageInfo, build_wcs
 from skysift.parallel.strips import Strip, map_forked, plan_strips, worth_splitting
 from skysift.settings import Settings
@@ -224,23 +225,28 @@ def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, b
     if truncated or strip.reaches_cut(objects["y"], photometry.reach_px(objects, settings.photometry, data.shape),
                                       guard_px=detections.filter_margin_px + 1):
         return None
+    seg_ids, crowded, threshold_sigma = detections.seg_ids[keep], detections.crowded, detections.threshold_sigma
     segmap, companions = detections.segmap, detections.companions
-    if segmap.shape != data.shape:  # the frame's maps, known on the strip's rows (np.zeros: pages untouched elsewhere)
-        segmap, companions = np.zeros(data.shape, dtype=np.int32), np.zeros(data.shape, dtype=bool)
-        segmap[rows], companions[rows] = detections.segmap, detections.companions
+    del detections  # its maps of the strip are not kept beside the frame's (18 + 9 MiB for a 4096^2 frame's strip)
+    if segmap.shape != data.shape:  # one map at a time, each strip copy freed as its frame copy is made
+        release_free_heap()  # what detection freed, before the copies ...
+        segmap = strip.on_frame(segmap)
+        companions = strip.on_frame(companions)
+        release_free_heap()  # ... and the strip's maps after them
     detect_s = time.perf_counter() - t
 
     t = time.perf_counter()
     cols = measure(
         data, objects, bkg.rms, mask, settings.photometry,
         gain=gain, background_level=bkg.global_level, saturation_level=saturation, neighbours=detected,
-        segmap=segmap, seg_ids=detections.seg_ids[keep], companions=companions,
+        segmap=segmap, seg_ids=seg_ids, companions=companions,
     )
-    if detections.crowded:
+    del segmap, companions
+    if crowded:
         cols["flags"] = cols["flags"] | F.CROWDED
     stamps = psf.candidate_stamps(data, cols)
     timings = {"detect_s": detect_s, "measure_s": time.perf_counter() - t}
-    return PixelMeasurement(cols, bkg.global_level, bkg.global_rms, detections.threshold_sigma, detections.crowded,
+    return PixelMeasurement(cols, bkg.global_level, bkg.global_rms, threshold_sigma, crowded,
                             stamps, timings, noise_factor, filter_fwhm_px)
 
 

@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from skysift.heap import release_free_heap
+
 __all__ = [
     "MIN_PIXELS_TO_SPLIT",
     "STRIP_MARGIN_PX",
@@ -59,6 +61,16 @@ class Strip:
     @property
     def rows(self) -> slice:
         return slice(self.ry0, self.ry1)
+
+    def on_frame(self, strip_map: np.ndarray) -> np.ndarray:
+        """A map of the strip's rows (``rows``) as a map of the whole frame, zero elsewhere.
+
+        Only the strip's rows of the result are written: the rest are pages ``np.zeros`` never
+        touches, which cost no memory.
+        """
+        frame_map = np.zeros((self.ny, strip_map.shape[1]), dtype=strip_map.dtype)
+        frame_map[self.rows] = strip_map
+        return frame_map
 
     def owned(self, objects: np.ndarray, guard_px: int) -> tuple[np.ndarray, bool]:
         """Which ``objects`` (strip coordinates) are centred in the core, and whether any of
@@ -107,6 +119,7 @@ def map_forked(func: Callable[[T], R], items: list[T], workers: int) -> list[R]:
     """
     global _task
     _task = func
+    release_free_heap()  # the children start with what the parent holds resident, free heap included
     try:
         with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("fork")) as pool:
             return list(pool.map(_run, items))
