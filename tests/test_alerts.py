@@ -108,6 +108,18 @@ def test_cutout_files_are_the_bytes_astropy_writes(survey, with_wcs):
         assert data == expected.getvalue()
 
 
+@pytest.mark.parametrize("value", ["a", "new_source", "af4b4318a0e3a44b1de5", "it's", "''", "x" * 8, "x" * 9,
+                                   "x" * 66, "x" * 67, "x" * 68, "x" * 69, "y" * 120, "a'" * 40, " lead", "trail  ",
+                                   "semi;colon / slash", "~!@#$%^&*()"])
+def test_string_cards_are_astropys(value):
+    """ALERTID and RULE cards are formatted without astropy's Card: the same 80 (or more,
+    CONTINUE) characters as Card(keyword, value).image, whatever the value."""
+    from skysift.alerts.cutouts import _string_card
+
+    for keyword in ("ALERTID", "RULE", "rule"):
+        assert _string_card(keyword, value) == fits.Card(keyword, value).image
+
+
 def test_earlier_images_gone_since_they_were_measured_are_skipped_not_fatal(survey, tmp_path, caplog):
     import shutil
 
