@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import sep
@@ -174,3 +175,33 @@ def test_processes_asking_at_once_compute_an_images_sky_once(make_sky, tmp_path,
         np.testing.assert_array_equal(forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings), plain)
     assert time.monotonic() - started < forced.CLAIM_WAIT_S / 4
     assert len(log.read_text().split()) == 2
+
+
+def test_the_skies_folder_is_in_memory_when_there_is_room_and_a_killed_runs_is_freed(tmp_path, monkeypatch):
+    """sky_folder puts the alert phase's skies in the RAM-backed folder when it has room (a link
+    in the home's folder names it), removes it at the block's end, and falls back to the home's
+    folder without room; the next run frees what a killed one left in memory."""
+    from skysift.pipeline.survey import _clean_after_killed_runs
+
+    memory, home = tmp_path / "shm", tmp_path / "home"
+    memory.mkdir()
+    home.mkdir()
+    monkeypatch.setattr(forced, "MEMORY_FOLDER", memory)
+    anchor = home / ".running-skies-a"
+    anchor.mkdir()
+    with forced.sky_folder(anchor) as folder:
+        assert Path(folder).parent == memory and (anchor / "memory").resolve() == Path(folder)
+    assert not Path(folder).exists() and list(memory.iterdir()) == []
+
+    monkeypatch.setattr(forced, "SKY_CACHE_MAX_BYTES", 2**62)  # no room
+    with forced.sky_folder(anchor) as folder:
+        assert folder == str(anchor)
+    monkeypatch.setattr(forced, "SKY_CACHE_MAX_BYTES", 2**20)
+
+    killed = home / ".running-skies-b"
+    killed.mkdir()
+    block = forced.sky_folder(killed)  # a run killed inside the block: its end never comes
+    left = Path(block.__enter__())
+    (left / "x.data.npy").write_bytes(b"0" * 100)
+    _clean_after_killed_runs(home)
+    assert not left.exists() and list(memory.iterdir()) == [] and list(home.iterdir()) == []
