@@ -120,6 +120,26 @@ def test_string_cards_are_astropys(value):
         assert _string_card(keyword, value) == fits.Card(keyword, value).image
 
 
+def test_a_rewritten_image_gets_cutouts_with_its_new_wcs(survey, tmp_path):
+    """The image's WCS is kept per file version: cut-outs of the same file again use it (the
+    bytes astropy writes), a rewritten file's cut-outs its new WCS."""
+    import shutil
+
+    _, paths = survey
+    path = tmp_path / "image.fits"
+    shutil.copy(paths[0], path)
+    alerts = [{"x": 100.3, "y": 200.7, "alert_id": "a1", "rule": "new_source"}]
+    first = cutout_fits(str(path), None, alerts, 32)
+    assert cutout_fits(str(path), None, alerts, 32) == first
+    with fits.open(path) as hdul:
+        hdul[0].header["CRVAL1"] += 0.5
+        hdul.writeto(path, overwrite=True)
+    image = read_image(str(path))
+    again = cutout_fits(str(path), None, alerts, 32)
+    with fits.open(io.BytesIO(again[0])) as hdul:
+        assert hdul[0].header["CRVAL1"] == image.wcs.wcs.crval[0] != fits.getheader(paths[0])["CRVAL1"]
+
+
 def test_earlier_images_gone_since_they_were_measured_are_skipped_not_fatal(survey, tmp_path, caplog):
     import shutil
 

@@ -111,15 +111,12 @@ def use_sky_cache(folder: str | os.PathLike[str] | None) -> None:
 
 def _cache_key(uri: str, hdu: int | str | None, background: BackgroundSettings) -> str | None:
     """The name of an image's cached sky: its location, HDU, file version and the sky settings."""
-    if _sky_cache is None or storage.is_remote(uri):
+    version = storage.local_version(uri) if _sky_cache is not None else None
+    if version is None:
         return None
-    uri = storage.normalize_uri(uri)
-    try:
-        stat = os.stat(uri)
-    except OSError:
-        return None
-    version = [uri, hdu, stat.st_ino, stat.st_size, stat.st_mtime_ns, background.model_dump()]
-    return hashlib.blake2b(json.dumps(version).encode(), digest_size=12).hexdigest()
+    path, inode, size, mtime_ns = version
+    key = [path, hdu, inode, size, mtime_ns, background.model_dump()]
+    return hashlib.blake2b(json.dumps(key).encode(), digest_size=12).hexdigest()
 
 
 def _load_sky(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
