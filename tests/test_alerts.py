@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -118,6 +119,36 @@ def test_string_cards_are_astropys(value):
 
     for keyword in ("ALERTID", "RULE", "rule"):
         assert _string_card(keyword, value) == fits.Card(keyword, value).image
+
+
+def test_reference_pixel_cards_are_as_astropy_reads_them():
+    """A cut-out's CRPIX cards (wcslib's text) are taken as they are when they are plain real
+    cards, which astropy reads back unchanged; any other card goes through astropy's Card."""
+    import copy
+
+    from astropy.wcs import WCS, WCSHDO_P14, WCSHDO_all
+
+    from skysift.alerts.cutouts import _PLAIN_REAL_CARD, _as_astropy_reads
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval, wcs.wcs.cdelt = ["RA---TAN", "DEC--TAN"], [10, 20], [-1e-4, 1e-4]
+    shifted = copy.deepcopy(wcs.wcs)
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.uniform(-5000, 5000, 300), rng.integers(-3000, 3000, 100).astype(float),
+                             rng.uniform(-1, 1, 100) * 10.0 ** rng.integers(-12, 12, 100)])
+    plain = 0
+    for value in values:
+        shifted.crpix = [value, -value]
+        text = shifted.to_header(WCSHDO_P14 | WCSHDO_all)
+        for card in (text[k : k + 80] for k in range(0, len(text), 80) if text.startswith("CRPIX", k)):
+            assert _as_astropy_reads(card) == fits.Card.fromstring(card).image
+            plain += bool(_PLAIN_REAL_CARD.fullmatch(card.rstrip()))
+    assert plain == 2 * len(values)  # every one taken as it is
+    for card in ("crpix1  =               1024.5 / lower case", "CRPIX1  =             1.5D+03 / D exponent",
+                 "CRPIX1  = '1024.5'", "CRPIX1  =  1024.5 / a short value field"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # astropy fixes some of them
+            assert _as_astropy_reads(card.ljust(80)) == fits.Card.fromstring(card.ljust(80)).image
 
 
 def test_a_rewritten_image_gets_cutouts_with_its_new_wcs(survey, tmp_path):
