@@ -51,6 +51,7 @@ __all__ = [
     "WHOLE_READ_MAX_PIXELS",
     "forced_snr",
     "remove_sky_folder",
+    "sky_busy",
     "sky_cache",
     "sky_folder",
     "use_sky_cache",
@@ -222,6 +223,25 @@ def _computing(key: str) -> Iterator[None]:
         yield
     finally:
         os.close(handle)  # releases the lock
+
+
+def sky_busy(uri: str, hdu: int | str | None, background: BackgroundSettings) -> bool:
+    """Whether another process is computing this image's sky for the cache right now (forced
+    photometry reading the image whole would wait for it): the caller may do other work first."""
+    key = _cache_key(uri, hdu, background)
+    if key is None or (_sky_cache / f"{key}.done").exists():
+        return False
+    try:
+        handle = os.open(_sky_cache / f"{key}.lock", os.O_RDWR)  # no lock file: nobody computes it
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: taken here, released by the close
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)
+    return False
 
 
 def _whole_sky(image: Sections, key: str | None,
