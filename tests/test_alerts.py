@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -106,6 +107,68 @@ def test_cutout_files_are_the_bytes_astropy_writes(survey, with_wcs):
         expected = io.BytesIO()
         fits.PrimaryHDU(cut.data.astype(np.float32), header).writeto(expected)
         assert data == expected.getvalue()
+
+
+@pytest.mark.parametrize("value", ["a", "new_source", "af4b4318a0e3a44b1de5", "it's", "''", "x" * 8, "x" * 9,
+                                   "x" * 66, "x" * 67, "x" * 68, "x" * 69, "y" * 120, "a'" * 40, " lead", "trail  ",
+                                   "semi;colon / slash", "~!@#$%^&*()"])
+def test_string_cards_are_astropys(value):
+    """ALERTID and RULE cards are formatted without astropy's Card: the same 80 (or more,
+    CONTINUE) characters as Card(keyword, value).image, whatever the value."""
+    from skysift.alerts.cutouts import _string_card
+
+    for keyword in ("ALERTID", "RULE", "rule"):
+        assert _string_card(keyword, value) == fits.Card(keyword, value).image
+
+
+def test_reference_pixel_cards_are_as_astropy_reads_them():
+    """A cut-out's CRPIX cards (wcslib's text) are taken as they are when they are plain real
+    cards, which astropy reads back unchanged; any other card goes through astropy's Card."""
+    import copy
+
+    from astropy.wcs import WCS, WCSHDO_P14, WCSHDO_all
+
+    from skysift.alerts.cutouts import _PLAIN_REAL_CARD, _as_astropy_reads
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval, wcs.wcs.cdelt = ["RA---TAN", "DEC--TAN"], [10, 20], [-1e-4, 1e-4]
+    shifted = copy.deepcopy(wcs.wcs)
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.uniform(-5000, 5000, 300), rng.integers(-3000, 3000, 100).astype(float),
+                             rng.uniform(-1, 1, 100) * 10.0 ** rng.integers(-12, 12, 100)])
+    plain = 0
+    for value in values:
+        shifted.crpix = [value, -value]
+        text = shifted.to_header(WCSHDO_P14 | WCSHDO_all)
+        for card in (text[k : k + 80] for k in range(0, len(text), 80) if text.startswith("CRPIX", k)):
+            assert _as_astropy_reads(card) == fits.Card.fromstring(card).image
+            plain += bool(_PLAIN_REAL_CARD.fullmatch(card.rstrip()))
+    assert plain == 2 * len(values)  # every one taken as it is
+    for card in ("crpix1  =               1024.5 / lower case", "CRPIX1  =             1.5D+03 / D exponent",
+                 "CRPIX1  = '1024.5'", "CRPIX1  =  1024.5 / a short value field"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # astropy fixes some of them
+            assert _as_astropy_reads(card.ljust(80)) == fits.Card.fromstring(card.ljust(80)).image
+
+
+def test_a_rewritten_image_gets_cutouts_with_its_new_wcs(survey, tmp_path):
+    """The image's WCS is kept per file version: cut-outs of the same file again use it (the
+    bytes astropy writes), a rewritten file's cut-outs its new WCS."""
+    import shutil
+
+    _, paths = survey
+    path = tmp_path / "image.fits"
+    shutil.copy(paths[0], path)
+    alerts = [{"x": 100.3, "y": 200.7, "alert_id": "a1", "rule": "new_source"}]
+    first = cutout_fits(str(path), None, alerts, 32)
+    assert cutout_fits(str(path), None, alerts, 32) == first
+    with fits.open(path) as hdul:
+        hdul[0].header["CRVAL1"] += 0.5
+        hdul.writeto(path, overwrite=True)
+    image = read_image(str(path))
+    again = cutout_fits(str(path), None, alerts, 32)
+    with fits.open(io.BytesIO(again[0])) as hdul:
+        assert hdul[0].header["CRVAL1"] == image.wcs.wcs.crval[0] != fits.getheader(paths[0])["CRVAL1"]
 
 
 def test_earlier_images_gone_since_they_were_measured_are_skipped_not_fatal(survey, tmp_path, caplog):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
+import pytest
 import sep
 
 from skysift.alerts import forced
@@ -174,3 +176,86 @@ def test_processes_asking_at_once_compute_an_images_sky_once(make_sky, tmp_path,
         np.testing.assert_array_equal(forced_snr(str(path), None, wcs, ra, dec, RADIUS_PX, settings), plain)
     assert time.monotonic() - started < forced.CLAIM_WAIT_S / 4
     assert len(log.read_text().split()) == 2
+
+
+def test_the_skies_folder_is_in_memory_when_there_is_room_and_a_killed_runs_is_freed(tmp_path, monkeypatch):
+    """sky_folder puts the alert phase's skies in the RAM-backed folder when it has room (a link
+    in the home's folder names it), removes it at the block's end, and falls back to the home's
+    folder without room; the next run frees what a killed one left in memory."""
+    from skysift.pipeline.survey import _clean_after_killed_runs
+
+    memory, home = tmp_path / "shm", tmp_path / "home"
+    memory.mkdir()
+    home.mkdir()
+    monkeypatch.setattr(forced, "MEMORY_FOLDER", memory)
+    anchor = home / ".running-skies-a"
+    anchor.mkdir()
+    with forced.sky_folder(anchor) as folder:
+        assert Path(folder).parent == memory and (anchor / "memory").resolve() == Path(folder)
+    assert not Path(folder).exists() and list(memory.iterdir()) == []
+
+    monkeypatch.setattr(forced, "SKY_CACHE_MAX_BYTES", 2**62)  # no room
+    with forced.sky_folder(anchor) as folder:
+        assert folder == str(anchor)
+    monkeypatch.setattr(forced, "SKY_CACHE_MAX_BYTES", 2**20)
+
+    killed = home / ".running-skies-b"
+    killed.mkdir()
+    block = forced.sky_folder(killed)  # a run killed inside the block: its end never comes
+    left = Path(block.__enter__())
+    (left / "x.data.npy").write_bytes(b"0" * 100)
+    _clean_after_killed_runs(home)
+    assert not left.exists() and list(memory.iterdir()) == [] and list(home.iterdir()) == []
+
+
+def test_sky_busy_while_another_computes_it(make_sky, tmp_path):
+    """sky_busy says whether forced photometry would wait for the sky another process is
+    computing (its lock held), not for a sky cached or never asked for."""
+    import fcntl
+
+    path, _ = make_sky(size=64, n_stars=3, n_galaxies=0, seed=1)
+    settings = BackgroundSettings()
+    folder = tmp_path / "skies"
+    folder.mkdir()
+    assert not forced.sky_busy(str(path), None, settings)  # no cache: never waits
+    with forced.sky_cache(folder):
+        assert not forced.sky_busy(str(path), None, settings)  # nobody computes it
+        key = forced._cache_key(str(path), None, settings)
+        holder = os.open(folder / f"{key}.lock", os.O_CREAT | os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another open file: as another process holds it
+        assert forced.sky_busy(str(path), None, settings)
+        os.close(holder)
+        assert not forced.sky_busy(str(path), None, settings)
+        (folder / f"{key}.done").touch()
+        assert not forced.sky_busy(str(path), None, settings)
+
+
+def test_results_made_ahead_while_the_one_asked_for_is_busy():
+    """The 'new source' rule asks for earlier images' SNRs in order: while one's sky is being
+    computed elsewhere the next free ones are made first; each is made once, an error is
+    raised when its result is asked for, and the results are those asked for."""
+    from skysift.alerts.rules import _AheadWhileBusy
+    from skysift.errors import SkysiftError
+
+    made, busy = [], {0: 1, 1: 5, 3: 1}  # image -> times it is still found busy
+
+    def measure(k):
+        made.append(k)
+        if k == 2:
+            raise SkysiftError("gone")
+        return k * 10
+
+    def is_busy(k):
+        if busy.get(k, 0) > 0:
+            busy[k] -= 1
+            return True
+        return False
+
+    ahead = _AheadWhileBusy([lambda k=k: measure(k) for k in range(5)], [lambda k=k: is_busy(k) for k in range(5)])
+    assert ahead.result(0) == 0  # busy once: image 1 is busy too, 2 (failing) is made meanwhile
+    assert made == [2, 0]
+    assert ahead.result(1) == 10  # busy: 2 is made, 3 busy, 4 made meanwhile; then nothing left: it waits
+    assert made == [2, 0, 4, 1]
+    with pytest.raises(SkysiftError):
+        ahead.result(2)
+    assert (ahead.result(3), ahead.result(4)) == (30, 40) and made == [2, 0, 4, 1, 3]

@@ -69,6 +69,29 @@ def test_earlier_images_and_sources_follow_new_files_rewrites_and_compaction(thr
     assert answer(LocalTables(settings.home), ra, dec, radius, LATER) == answer(store, ra, dec, radius, LATER)
 
 
+def test_read_sources_follows_rewrites_and_compaction(three_nights, monkeypatch):
+    """An image's sources rows are read from its own file once while the file is unchanged,
+    and read again after it is replaced; compacted files are read for the image's rows."""
+    import pyarrow.parquet as pq
+
+    rows = three_nights[1]
+    reads = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    store = LocalTables(three_nights[0].home)
+    first = store.read_sources(rows[0])
+    assert store.read_sources(rows[0]).equals(first) and len(reads) == 1  # read once
+    assert first.equals(real(store._sources_file(rows[0])))
+
+    store.write_rows("sources", rows[0], first.slice(0, 3))  # the image's rows replaced
+    assert store.read_sources(rows[0]).num_rows == 3 and len(reads) == 2
+
+    store.compact()
+    for row in rows:
+        assert store.read_sources(row).equals(LocalTables(store.home)._read_image_file("sources", row))
+    assert store.read_sources(rows[0]).num_rows == 3
+
+
 def store_row(row, **changes):
     return row.replace(**changes).to_table()
 

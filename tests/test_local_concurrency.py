@@ -223,6 +223,22 @@ def test_a_crash_between_logging_an_alert_and_marking_it_sent_shows_it_once(surv
     assert _outcome(settings.home) == _outcome(reference.home)
 
 
+def test_sent_markers_one_per_publish_and_the_older_ones_per_alert_all_count(tmp_path):
+    """A publish writes one marker listing its alerts (not a file per alert); a new publisher
+    (the next run) reads it, and the per-alert markers of homes written before still count."""
+    publisher = LogPublisher(tmp_path)
+    assert publisher.publish([{"alert_id": f"a{i}", "rule": "high_snr"} for i in range(5)]) == [f"a{i}" for i in range(5)]
+    assert len(list((tmp_path / "alerts-sent").iterdir())) == 1
+    (tmp_path / "alerts-sent" / "old1").touch()  # a marker as earlier versions wrote them
+    (tmp_path / "alerts-sent" / ".x.sent.123.tmp").write_text("b1\n")  # a marker cut short by a crash
+    again = LogPublisher(tmp_path)
+    assert all(again.was_sent(f"a{i}") for i in range(5)) and again.was_sent("old1") and not again.was_sent("b1")
+    assert again.publish([{"alert_id": "a3", "rule": "high_snr"}, {"alert_id": "old1", "rule": "high_snr"},
+                          {"alert_id": "b1", "rule": "high_snr"}]) == ["b1"]
+    assert again.was_sent("b1") and LogPublisher(tmp_path).was_sent("b1")
+    assert sorted(a["alert_id"] for a in again.read()) == ["a0", "a1", "a2", "a3", "a4", "b1"]
+
+
 def test_the_alert_log_survives_a_line_cut_short(tmp_path):
     publisher = LogPublisher(tmp_path)
     publisher.publish([{"alert_id": "a1", "rule": "high_snr"}])

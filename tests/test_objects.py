@@ -225,3 +225,46 @@ def test_the_objects_step_first_gives_back_what_arrows_pool_holds_free(tmp_path,
     monkeypatch.setattr(objects_module.pa, "default_memory_pool", Spy)
     monkeypatch.setattr(objects_module, "rebuild_objects", lambda home, radius_arcsec: "rebuilt")
     assert objects_module.update_objects(tmp_path, ["img"]) == "rebuilt" and released == [True]
+
+
+def _random_set(rng: np.random.Generator, n: int, prefix: str) -> pa.Table:
+    """``n`` detections in a few clumps (arcseconds apart: several objects, chains), over 3 images and 2 bands."""
+    centre = rng.uniform(0, 360), rng.uniform(-60, 60)
+    clump = rng.integers(0, 4, n)
+    times = [datetime(2026, 1, 1 + int(d)) for d in rng.integers(0, 3, n)]
+    return pa.table({
+        "source_id": [f"{prefix}{i:03d}" for i in rng.permutation(n)],
+        "image_id": [f"img{int(d)}" for d in rng.integers(0, 3, n)],
+        "obs_time": pa.array(times, pa.timestamp("us", tz="UTC")),
+        "band": rng.choice(["g", "r", None], n).tolist(),
+        "ra": centre[0] + (clump * 5 + rng.normal(0, 0.5, n)) / 3600,
+        "dec": centre[1] + rng.normal(0, 0.5, n) / 3600,
+        "mag_ab": pa.array(np.where(rng.random(n) < 0.2, np.nan, rng.normal(20, 1, n)), pa.float32(), from_pandas=True),
+        "mag_ab_err": pa.array(rng.uniform(0.01, 0.1, n), pa.float32()),
+        "flags": pa.array(rng.integers(0, 3, n), pa.int32()),
+    })
+
+
+def test_summarize_with_groups_gives_each_set_the_rows_it_gives_alone():
+    """Alert packets summarize the detection set of every alert of an image in one call
+    (``groups``: each set's friends-of-friends labels, kept apart): every object's row is
+    the one its set alone gives, even when sets share detections and overlap on the sky."""
+    from skysift.catalog.objects import associate, summarize
+
+    rng = np.random.default_rng(15)
+    sets = [_random_set(rng, int(n), "s") for n in rng.integers(1, 40, 12)]
+    sets.append(sets[3].slice(0, 5))  # shares source_ids and positions with another set
+    radius = 1.0
+    groups, offset = [], 0
+    for table in sets:
+        labels = associate(table["ra"].to_numpy(), table["dec"].to_numpy(), radius)
+        groups.append(labels + offset)
+        offset += int(labels.max()) + 1
+    together, member_of = summarize(pa.concat_tables(sets), radius, groups=np.concatenate(groups))
+    start = 0
+    for table in sets:
+        alone, alone_member_of = summarize(table, radius)
+        for k in range(table.num_rows):
+            assert together.slice(int(member_of[start + k]), 1).to_pylist() == \
+                alone.slice(int(alone_member_of[k]), 1).to_pylist()
+        start += table.num_rows

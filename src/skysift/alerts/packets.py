@@ -33,6 +33,7 @@ import base64
 import functools
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -53,7 +54,7 @@ from scipy.spatial import cKDTree
 from skysift.alerts.cutouts import cutout_fits
 from skysift.alerts.rules import _earlier_wcs
 from skysift.catalog.history import angular_distance_deg
-from skysift.catalog.objects import CELL_ORDER, footprint_cells, summarize
+from skysift.catalog.objects import CELL_ORDER, associate, footprint_cells, summarize
 from skysift.catalog.ports import CatalogStore
 from skysift.catalog.records import ImageRecord, ImageStatus
 from skysift.catalog.schema import TIMESTAMP
@@ -346,13 +347,27 @@ def _associated(rows: Iterable[dict]) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in _ASSOCIATED.names} for r in rows], schema=_ASSOCIATED)
 
 
-def _object_of(candidate: dict, prior: list[dict], current: list[dict], radius_arcsec: float) -> dict | None:
-    """The candidate's object among ``prior`` (earlier) and ``current`` (same image) clean
-    detections, as :func:`skysift.catalog.objects.summarize` makes it."""
-    detections = _associated([candidate, *(r for r in prior + current if r["source_id"] != candidate["source_id"])])
-    objects, member_of = summarize(detections, radius_arcsec)
-    row = objects.slice(int(member_of[0]), 1).to_pylist()[0]
-    return {
+def _objects_of(sets: list[list[dict]], radius_arcsec: float) -> list[dict]:
+    """The object of the first detection (the candidate) of each set of clean detections
+    (the candidate, then the earlier and same-image ones around it), as
+    :func:`skysift.catalog.objects.summarize` makes it from that set alone.
+
+    One ``summarize`` over every set (its friends-of-friends groups made set by set and
+    kept apart) instead of one per alert: its cost is per call, not per detection."""
+    if not sets:
+        return []
+    detections = _associated(r for rows in sets for r in rows)
+    ra = detections["ra"].to_numpy(zero_copy_only=False).astype(np.float64)
+    dec = detections["dec"].to_numpy(zero_copy_only=False).astype(np.float64)
+    starts = np.cumsum([0] + [len(rows) for rows in sets])
+    groups, offset = np.empty(len(ra), np.int64), 0
+    for start, stop in itertools.pairwise(starts):
+        labels = associate(ra[start:stop], dec[start:stop], radius_arcsec)
+        groups[start:stop] = labels + offset
+        offset += int(labels.max()) + 1
+    objects, member_of = summarize(detections, radius_arcsec, groups=groups)
+    rows = objects.take(pa.array(member_of[starts[:-1]])).to_pylist()
+    return [{
         "object_id": row["object_id"], "ra": float(row["ra"]), "dec": float(row["dec"]),
         "pos_scatter_arcsec": _num(row["pos_scatter_arcsec"]), "n_det": int(row["n_det"]),
         "n_images": int(row["n_images"]), "n_bands": int(row["n_bands"]),
@@ -362,7 +377,7 @@ def _object_of(candidate: dict, prior: list[dict], current: list[dict], radius_a
         "photometry": [{k: (_num(v) if k.startswith("mag") else v) for k, v in band.items()}
                        for band in row["photometry"]],
         "source_ids": list(row["source_ids"]),
-    }
+    } for row in rows]
 
 
 def _prv_detection(row: dict, separation_arcsec: float, in_object: bool) -> dict:
@@ -512,23 +527,30 @@ def build_packets(image: ImageRecord, alerts: list[dict], sources: pa.Table, sto
 
     all_coverings = _coverings(context.earlier, np.array([coordinate(r, "ra") for r in rows], float),
                                np.array([coordinate(r, "dec") for r in rows], float))
+    # the detections around each placed candidate, then every candidate's object at once
+    here_rows = here.to_pylist()
+    candidates = [_candidate(source, image) for source in rows]
+    placed = [i for i, c in enumerate(candidates) if c["ra"] is not None and c["dec"] is not None]
+    locals_, sets = {}, []
+    for i in placed:
+        ra, dec = candidates[i]["ra"], candidates[i]["dec"]
+        separation = angular_distance_deg(prior_ra, prior_dec, ra, dec) * 3600 if prior else np.zeros(0)
+        locals_[i] = [(r, s) for r, s in zip(prior, separation, strict=True) if s <= search]
+        clean_prior = [r for r, _ in locals_[i] if (int(r.get("flags") or 0) & F.CLEAN_MASK) == 0]
+        with np.errstate(invalid="ignore"):
+            close = here_clean & np.isfinite(here_ra) & (
+                angular_distance_deg(np.nan_to_num(here_ra), np.nan_to_num(here_dec), ra, dec) * 3600 <= search)
+        current = [here_rows[k] | {"band": band} for k in np.flatnonzero(close)]
+        source = rows[i]
+        candidate = source | {"band": band, "obs_time": source.get("obs_time") or image.obs_time}
+        sets.append([candidate, *(r for r in clean_prior + current if r["source_id"] != candidate["source_id"])])
+    objects = dict(zip(placed, _objects_of(sets, radius_arcsec), strict=True))
     parts = []
-    for alert, source, coverings in zip(alerts, rows, all_coverings, strict=True):
-        candidate = _candidate(source, image)
-        obj, prv, nondetections, members = None, [], [], set()
-        if candidate["ra"] is not None and candidate["dec"] is not None:
-            ra, dec = candidate["ra"], candidate["dec"]
-            separation = angular_distance_deg(prior_ra, prior_dec, ra, dec) * 3600 if prior else np.zeros(0)
-            local = [(r, s) for r, s in zip(prior, separation, strict=True) if s <= search]
-            clean_prior = [r for r, _ in local if (int(r.get("flags") or 0) & F.CLEAN_MASK) == 0]
-            with np.errstate(invalid="ignore"):
-                close = here_clean & np.isfinite(here_ra) & (
-                    angular_distance_deg(np.nan_to_num(here_ra), np.nan_to_num(here_dec), ra, dec) * 3600 <= search)
-            current = [r | {"band": band} for r in here.filter(pa.array(close)).to_pylist()]
-            obj = _object_of(source | {"band": band, "obs_time": source.get("obs_time") or image.obs_time},
-                             clean_prior, current, radius_arcsec)
+    for i, (alert, candidate, coverings) in enumerate(zip(alerts, candidates, all_coverings, strict=True)):
+        obj, prv, nondetections, members = objects.get(i), [], [], set()
+        if obj is not None:
             members = set(obj["source_ids"])
-            prv = sorted((_prv_detection(r, s, r["source_id"] in members) for r, s in local
+            prv = sorted((_prv_detection(r, s, r["source_id"] in members) for r, s in locals_[i]
                           if r["source_id"] in members or s <= radius_arcsec),
                          key=lambda d: (d["obs_time"] is None, d["obs_time"] or datetime.min.replace(tzinfo=UTC),
                                         d["source_id"]))

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +31,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from skysift.alerts.forced import forced_snr
+from skysift.alerts.forced import forced_snr, sky_busy
 from skysift.catalog.ports import CatalogStore
 from skysift.catalog.records import ImageRecord
 from skysift.core import flags as F
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Detections this close to a brighter earlier image's limit are not called new.
 NEW_SOURCE_DEPTH_MARGIN_MAG = 0.75
@@ -146,14 +149,16 @@ def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rule
     radius_px = max(2.0, float(image.seeing_fwhm_px or 3.0))
     quiet = np.ones(new.size, dtype=bool)
     looked = 0
-    for before in earlier:
+    readable = [(before, wcs) for before in earlier if (wcs := _earlier_wcs(before)) is not None]
+    snrs = _AheadWhileBusy(
+        [lambda b=before, w=wcs: forced_snr(b.uri, b.hdu, w, ra[new], dec[new], radius_px, background)
+         for before, wcs in readable],
+        [lambda b=before: sky_busy(b.uri, b.hdu, background) for before, _ in readable])
+    for k, (before, _) in enumerate(readable):
         if not quiet.any():
             break  # every candidate already showed flux in an image read before
-        wcs = _earlier_wcs(before)
-        if wcs is None:
-            continue
         try:
-            snr_before = forced_snr(before.uri, before.hdu, wcs, ra[new], dec[new], radius_px, background)
+            snr_before = snrs.result(k)
         except SkysiftError as exc:  # moved, deleted or damaged since it was measured
             log.warning("forced photometry skipped earlier image %s: %s", before.uri, exc)
             continue
@@ -164,6 +169,45 @@ def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rule
                              f"{FORCED_SNR_PRESENT:g} sigma at this position in {looked} earlier image(s)")
         for k in new[quiet]
     }
+
+
+class _AheadWhileBusy(Generic[T]):
+    """Results of ``measures`` (calls without arguments), asked for in order, each made once;
+    while the one asked for is ``busy`` (another process of the alert phase is computing the
+    sky it reads), the next ones not busy are made first instead of waiting for it.
+
+    The 'new source' rule reads the earlier images in time order and stops when every
+    candidate showed flux; the workers of a survey's alert phase, preparing neighbouring
+    images, reach the same newest earlier image together, and one waited for the other to
+    compute its sky. The results, and which are used, are those of the order asked; a result
+    made ahead and never asked for only filled the sky cache the later images read.
+    """
+
+    def __init__(self, measures: list[Callable[[], T]], busy: list[Callable[[], bool]]) -> None:
+        self.measures, self.busy = measures, busy
+        self.made: dict[int, tuple[T | None, SkysiftError | None]] = {}
+
+    def _make(self, k: int) -> None:
+        try:
+            self.made[k] = (self.measures[k](), None)
+        except SkysiftError as exc:
+            self.made[k] = (None, exc)
+
+    def result(self, k: int) -> T:
+        """The result of ``measures[k]`` (its SkysiftError raised)."""
+        ahead = k + 1
+        while k not in self.made and self.busy[k]():
+            while ahead < len(self.measures) and (ahead in self.made or self.busy[ahead]()):
+                ahead += 1
+            if ahead == len(self.measures):
+                break  # nothing else to do: wait for it
+            self._make(ahead)
+        if k not in self.made:
+            self._make(k)
+        value, error = self.made.pop(k)
+        if error is not None:
+            raise error
+        return value
 
 
 def evaluate(image: ImageRecord, sources: pa.Table, store: CatalogStore, rules: AlertSettings,

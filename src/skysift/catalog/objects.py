@@ -187,11 +187,18 @@ def _group_starts(keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
 
 
-def summarize(detections: pa.Table, radius_arcsec: float) -> tuple[pa.Table, np.ndarray]:
+def summarize(detections: pa.Table, radius_arcsec: float, *,
+              groups: np.ndarray | None = None) -> tuple[pa.Table, np.ndarray]:
     """The objects of ``detections`` (``source_id``, ``image_id``, ``obs_time``, ``band``,
     ``ra``, ``dec``, ``mag_ab``, ``mag_ab_err``, ``flags``), and for each detection its object's row.
 
     Deterministic: the same detections, in any order, give the same table.
+
+    ``groups`` (an integer per detection, in input order): the objects are these groups
+    instead of the friends-of-friends groups at ``radius_arcsec``. Each object's row
+    depends only on its own detections, so many independent sets (each grouped by
+    :func:`associate`, their labels kept apart) are summarized in one call with the rows
+    each set alone would give: what an image's alert packets do, one set per alert.
     """
     by_id = pc.sort_indices(detections, [("source_id", "ascending")]).to_numpy()
     detections = detections.take(pa.array(by_id))
@@ -199,7 +206,7 @@ def summarize(detections: pa.Table, radius_arcsec: float) -> tuple[pa.Table, np.
     ra = detections["ra"].to_numpy().astype(np.float64)
     dec = detections["dec"].to_numpy().astype(np.float64)
     flags = detections["flags"].fill_null(0).to_numpy().astype(np.int32)
-    labels = associate(ra, dec, radius_arcsec)
+    labels = associate(ra, dec, radius_arcsec) if groups is None else np.asarray(groups, np.int64)[by_id]
     times = detections["obs_time"].cast(pa.int64()).fill_null(np.iinfo(np.int64).max).to_numpy()
     order = np.lexsort((np.arange(n), times, labels))  # by object, earliest first, then source_id
     labels, times = labels[order], times[order]

@@ -36,13 +36,16 @@ from skysift.catalog.records import ImageRecord
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.core.metadata import slug
 
-__all__ = ["LISTING_ATTEMPTS", "POSITION_CACHE_BYTES", "TABLES", "LocalTables", "partition_path"]
+__all__ = ["LISTING_ATTEMPTS", "POSITION_CACHE_BYTES", "SOURCES_CACHE_BYTES", "TABLES", "LocalTables", "partition_path"]
 
 log = logging.getLogger(__name__)
 
 TABLES = ("sources", "images", "alerts")
 #: Memory a store gives to cached source positions (about 40 kB per 1,000 sources).
 POSITION_CACHE_BYTES = 256 * 2**20
+#: Memory a store gives to cached ``sources`` rows of images (their own files): a survey's
+#: alert packets read the rows of every earlier image once per later image.
+SOURCES_CACHE_BYTES = 128 * 2**20
 #: Tries to read a file that another writer may be replacing (atomic renames) at that moment.
 LISTING_ATTEMPTS = 3
 #: Look again at once when a file was replaced (or compacted) while being found or read.
@@ -85,6 +88,7 @@ class LocalTables:
         # rows are read from each file once (while it is unchanged), not once per question.
         self._image_records = history.FileCache(_read_image_records)
         self._positions = history.FileCache(_read_positions, max_bytes=POSITION_CACHE_BYTES, size=lambda t: t.nbytes)
+        self._sources = history.FileCache(pq.read_table, max_bytes=SOURCES_CACHE_BYTES, size=lambda t: t.nbytes)
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -145,7 +149,12 @@ class LocalTables:
         return pq.read_table(path)
 
     def read_sources(self, image: ImageRecord) -> pa.Table:
-        return self._read_image_file("sources", image)
+        """One image's ``sources`` rows; those of an image's own file are read once while it
+        is unchanged (a compacted file is read for the image's rows each time)."""
+        path = self._sources_file(image)
+        if path.name.startswith(compaction.COMPACTED_PREFIX):
+            return self._read_image_file("sources", image)
+        return self._sources.get(path)
 
     def read_alerts(self, image: ImageRecord) -> pa.Table:
         """The ``alerts`` rows stored for one image (none: an empty table)."""

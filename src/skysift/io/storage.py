@@ -158,6 +158,20 @@ def prefetch(uri: str) -> None:
         os.close(fd)
 
 
+def local_version(uri: str) -> tuple[str, int, int, int] | None:
+    """A local file's version: its normalized path, inode, size and modification time (a
+    rewritten or replaced file has another); None for a remote object or a missing file.
+    What in-process caches of things made from a file are keyed on."""
+    if is_remote(uri):
+        return None
+    path = normalize_uri(uri)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return path, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def fingerprint(uri: str, data: bytes | None = None) -> str:
     """A content fingerprint: the S3 ETag for remote objects, else SHA-256 of the bytes.
 

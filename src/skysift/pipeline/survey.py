@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import statistics
 import tempfile
 import time
@@ -287,7 +286,7 @@ def _clean_after_killed_runs(home: Path) -> None:
     """
     removed = remove_orphan_temporaries(home, older_than_s=0.0)
     for folder in home.glob(f"{RUNNING_PREFIX}*"):
-        shutil.rmtree(folder, ignore_errors=True)
+        forced.remove_sky_folder(folder)  # any folder; a skies' one may link to one in memory
     if removed:
         log.warning("removed %d temporary file(s) left by an interrupted writer", len(removed))
 
@@ -382,9 +381,10 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
         return
     deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
     # the skies of earlier images read whole for forced photometry, computed once for the
-    # whole phase (every later image of a field asks again); removed after it, or by the next
-    # run when this one is killed (_clean_after_killed_runs)
-    with tempfile.TemporaryDirectory(prefix=f"{RUNNING_PREFIX}skies-", dir=home) as skies, forced.sky_cache(skies):
+    # whole phase (every later image of a field asks again), in memory when there is room;
+    # removed after it, or by the next run when this one is killed (_clean_after_killed_runs)
+    with (tempfile.TemporaryDirectory(prefix=f"{RUNNING_PREFIX}skies-", dir=home) as anchor,
+          forced.sky_folder(anchor) as skies, forced.sky_cache(skies)):
         if workers > 1 and len(pending) > 1:
             run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
                           initializer=_open_worker_store, initargs=(settings.home, skies), scratch=home)
