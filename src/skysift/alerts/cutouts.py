@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import copy
 import re
-from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, WCSHDO_P14, WCSHDO_all
+from cachetools import LRUCache
 
 from skysift.io.fits import Sections, build_wcs
 from skysift.io.storage import local_version
@@ -104,7 +104,7 @@ def _string_card(keyword: str, value: str) -> str:
 
 #: Images whose WCS a process keeps (:func:`_image_wcs`).
 WCS_MEMO_SIZE = 8
-_wcs_memo: OrderedDict[tuple, WCS | None] = OrderedDict()
+_wcs_memo: LRUCache[tuple, WCS | None] = LRUCache(maxsize=WCS_MEMO_SIZE)
 
 
 def _image_wcs(uri: str, hdu: int | str | None, header: fits.Header) -> WCS | None:
@@ -115,13 +115,10 @@ def _image_wcs(uri: str, hdu: int | str | None, header: fits.Header) -> WCS | No
     version = local_version(uri)
     key = None if version is None else (version, hdu)
     if key in _wcs_memo:
-        _wcs_memo.move_to_end(key)
-        return _wcs_memo[key]
+        return _wcs_memo[key]  # (the most recently used now)
     wcs = build_wcs(header)
     if key is not None:
         _wcs_memo[key] = wcs
-        while len(_wcs_memo) > WCS_MEMO_SIZE:
-            _wcs_memo.popitem(last=False)
     return wcs
 
 
