@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from aws_support import sky_file
+from aws_support import PARAMETERS, ROOT, sky_file
 
 
 @pytest.mark.slow
@@ -60,3 +60,22 @@ def test_survey_from_a_manifest_ingests_only_the_listed_objects(emulation, tmp_p
     assert (result["total"], result["succeeded"], result["failed"]) == (2, 2, 0)
     assert len(emulation.executions()) == before + 2
     assert emulation.read_table("images").num_rows == 3  # re-ingesting m0 and m2 replaced their rows
+    sfn = emulation.client("stepfunctions")
+    (map_run,) = sfn.list_map_runs(executionArn=survey)["mapRuns"]
+    # The emulated account runs two handlers at once: the Map runs two children per slot, not the
+    # template's 40, so no state waits out its TimeoutSeconds behind the others (see emulate.py).
+    assert sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])["maxConcurrency"] == 4
+
+
+def test_the_templates_own_survey_concurrency_runs_when_given(tmp_path):
+    from skysift.aws.emulation.emulate import Emulation
+
+    with Emulation(ROOT, parameters={**PARAMETERS, "SurveyMaxConcurrency": 40}) as aws:
+        aws.upload(sky_file(tmp_path / "one.fits", size=128, n_stars=15), "survey/one.fits")
+        aws.wait()
+        survey = aws.start_survey(prefix="survey/")
+        aws.wait()
+        sfn = aws.client("stepfunctions")
+        assert sfn.describe_execution(executionArn=survey)["status"] == "SUCCEEDED"
+        (map_run,) = sfn.list_map_runs(executionArn=survey)["mapRuns"]
+        assert sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])["maxConcurrency"] == 40

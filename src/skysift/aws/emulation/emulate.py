@@ -16,6 +16,9 @@ see :mod:`skysift.aws.emulation.moto_patches` for the few fixes that needs. The 
 are shortened (moto sleeps them for real), in the loaded definition, never in the file. Handlers see a
 Lambda context whose deadline is the function's ``Timeout`` (or ``lambda_timeout_s``, which tests shorten:
 an alert claim left by a crashed invocation expires at that deadline, and the tests do not wait minutes).
+A survey's ``SurveyMaxConcurrency`` defaults to what the emulated account can run
+(:data:`SURVEY_CHILDREN_PER_SLOT` per handler slot), as a deployment sizes it to its account's Lambda
+concurrency; pass the parameter to run the template's own value.
 
 For fault injection, :meth:`MotoServer.intercept` routes every request the server receives through a
 WSGI middleware (an HTTP-level fault: a 503 ``SlowDown`` botocore retries, a response lost after the
@@ -68,6 +71,13 @@ FAST_RETRY = {"IntervalSeconds": 1, "BackoffRate": 1.0}
 #: own; here all share this process, so the rest wait their turn: a burst of uploads then costs
 #: the memory of this many images at a time (SEP holds the GIL, so more would not be faster).
 CONCURRENCY = 2
+#: Children of a survey's Distributed Map per handler slot, when ``SurveyMaxConcurrency`` is not given.
+#: On AWS every child has Lambdas of its own; here the children share :data:`CONCURRENCY` slots, and
+#: the time a state waits for one counts against its ``TimeoutSeconds``. With the template's 40
+#: children behind 2 slots, a slowed machine quarantined 5-15 of 47 good images "after InspectImage:
+#: timeout" (a state that reads one header waited out its 120 s); two children per slot keep
+#: both slots busy with a wait of a few handler calls.
+SURVEY_CHILDREN_PER_SLOT = 2
 #: Stack size of the threads started while the emulation runs. moto runs every execution in
 #: four threads and every request in one; each reserves its whole stack as address space
 #: (8 MiB by default on Linux), so a burst of 40 uploads would reserve over a GiB of it, all
@@ -218,7 +228,8 @@ class Emulation:
                  lambda_timeout_s: float | None = None) -> None:
         self.root = Path(root) if root else project_root()
         self.template = load_template(self.root / "template.yaml")
-        self.parameter_overrides = dict(parameters or {})
+        self.parameter_overrides = {"SurveyMaxConcurrency": SURVEY_CHILDREN_PER_SLOT * max(1, concurrency),
+                                    **(parameters or {})}
         check_parameters(self.template, self.parameter_overrides)  # before anything starts
         self.fast_retries = fast_retries
         self.bucket_policies = bucket_policies
