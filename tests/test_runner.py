@@ -250,3 +250,26 @@ def test_file_discovery_leaves_out_the_home_even_inside_the_target(tmp_path, mon
     assert list_fits(".", exclude=["skysift-data"]) == [str(tmp_path / "night" / "a.fits"),
                                                          str(tmp_path / "skysift-data-old.fits")]
     assert list_fits("skysift-data/cutouts/b.fits", exclude=["skysift-data"]) == []
+
+
+@pytest.mark.parametrize(("same_field", "pooled"), [(True, True), (False, False)])
+def test_the_alert_phase_forks_workers_only_for_images_with_earlier_images_of_their_sky(make_sky, tmp_path, monkeypatch,
+                                                                                        same_field, pooled):
+    from skysift.pipeline import survey as runner
+
+    paths = [str(make_sky(f"v{i}.fits", seed=i, size=200, n_stars=20, n_galaxies=2,
+                          header={"DATE-OBS": f"2026-03-0{i + 1}T00:00:00"},
+                          center_ra=150.0 if same_field else 150.0 + 2 * i, center_dec=2.0)[0]) for i in range(3)]
+    pooled_phases = []
+    real = runner.run_surviving
+
+    def watch(function, *args, **kwargs):
+        pooled_phases.append(function.__name__)
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_surviving", watch)
+    report = run_local(paths, Settings.load(home=tmp_path / "home"), workers=2)
+
+    assert report.succeeded and report.count("ok") == 3
+    assert ("_prepare_alerts" in pooled_phases) is pooled
+    assert len(list((tmp_path / "home" / "alerts-evaluated").iterdir())) == 3  # every image decided either way

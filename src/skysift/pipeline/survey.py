@@ -385,7 +385,7 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     # removed after it, or by the next run when this one is killed (_clean_after_killed_runs)
     with (tempfile.TemporaryDirectory(prefix=f"{RUNNING_PREFIX}skies-", dir=home) as anchor,
           forced.sky_folder(anchor) as skies, forced.sky_cache(skies)):
-        if workers > 1 and len(pending) > 1:
+        if workers > 1 and _worth_a_pool(earlier):
             run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
                           initializer=_open_worker_store, initargs=(settings.home, skies), scratch=home)
         else:
@@ -395,6 +395,17 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
                 except Exception as exc:
                     prepared, error = None, exc
                 deliver(i, prepared, error)
+
+
+def _worth_a_pool(earlier: list[list[str]]) -> bool:
+    """Whether the alert phase's images are prepared in a pool of workers rather than in this process.
+
+    An image with earlier images of its sky reads their pixels and measures forced photometry
+    (most of a survey's alert phase); one without reads only its own rows. A pool costs a fork,
+    a store per worker and a pickle per image: for 16 such images it took 0.37 s against 0.22 s
+    in this process, so it is used when at least two images have earlier ones.
+    """
+    return sum(1 for ids in earlier if ids) >= 2
 
 
 _worker_store: LocalTables | None = None
