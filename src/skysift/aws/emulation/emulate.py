@@ -228,8 +228,8 @@ class Emulation:
                  lambda_timeout_s: float | None = None) -> None:
         self.root = Path(root) if root else project_root()
         self.template = load_template(self.root / "template.yaml")
-        self.parameter_overrides = {"SurveyMaxConcurrency": SURVEY_CHILDREN_PER_SLOT * max(1, concurrency),
-                                    **(parameters or {})}
+        slots = max(1, concurrency)  # handlers and jobs at once
+        self.parameter_overrides = {"SurveyMaxConcurrency": SURVEY_CHILDREN_PER_SLOT * slots, **(parameters or {})}
         check_parameters(self.template, self.parameter_overrides)  # before anything starts
         self.fast_retries = fast_retries
         self.bucket_policies = bucket_policies
@@ -242,7 +242,7 @@ class Emulation:
         self._stack: ExitStack | None = None
         self._throttles: dict[str, int] = {}
         self._throttle_lock = threading.Lock()
-        self._running = threading.BoundedSemaphore(max(1, concurrency))  # handlers and jobs at once
+        self._running = threading.BoundedSemaphore(slots)
         self._timelag_lock = threading.Lock()  # one time-lag job at a time: it sets process-wide variables
         self.timelag_jobs: list[list[str]] = []  # arguments of every time-lag job run, in order
 
