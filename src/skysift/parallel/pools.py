@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from skysift.errors import InternalError, WorkerDied
+from skysift.heap import frozen_for_fork
 
 __all__ = ["RUNNING_PREFIX", "DoneCallback", "run_surviving"]
 
@@ -65,7 +66,7 @@ def _pool_round(fn, calls, pending: list[int], workers: int, on_done: DoneCallba
                 initializer, initargs) -> list[int]:
     """Run ``pending`` calls in one pool; returns those lost when the pool broke (submission order)."""
     broken = []
-    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
+    with frozen_for_fork(), ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
         futures = {pool.submit(_tracked, running, i, fn, *calls[i]): i for i in pending}
         try:
             for future in as_completed(futures):

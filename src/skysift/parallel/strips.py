@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from skysift.heap import release_free_heap
+from skysift.heap import frozen_for_fork, release_free_heap
 
 __all__ = [
     "MIN_PIXELS_TO_SPLIT",
@@ -121,7 +121,8 @@ def map_forked(func: Callable[[T], R], items: list[T], workers: int) -> list[R]:
     _task = func
     release_free_heap()  # the children start with what the parent holds resident, free heap included
     try:
-        with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("fork")) as pool:
+        with (frozen_for_fork(),
+              ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("fork")) as pool):
             return list(pool.map(_run, items))
     finally:
         _task = None
