@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from skysift.heap import frozen_for_fork, release_free_heap
-from skysift.parallel import strips
+from skysift.parallel import pools, strips
 from skysift.parallel.pools import run_surviving
 
 
@@ -46,7 +46,9 @@ def test_strip_and_pool_workers_start_with_their_parents_objects_frozen():
     assert all(count > 0 for count in strips.map_forked(lambda _: gc.get_freeze_count(), [0, 1], 2))
     counts = []
     run_surviving(gc.get_freeze_count, [(), ()], 2, lambda i, result, error: counts.append((result, error)))
-    assert len(counts) == 2 and all(error is None and result > 0 for result, error in counts)
+    # ... and the process a call runs in alone after its pool broke
+    pools._run_alone(gc.get_freeze_count, (), 2, lambda i, result, error: counts.append((result, error)), None, ())
+    assert len(counts) == 3 and all(error is None and result > 0 for result, error in counts)
     assert gc.get_freeze_count() == 0  # and the parent's are collectable again
 
 

@@ -113,7 +113,8 @@ def _run_alone(fn: Callable[..., Any], args: tuple, index: int, on_done: DoneCal
     context = multiprocessing.get_context()
     receive, send = context.Pipe(duplex=False)
     process = context.Process(target=_alone_child, args=(send, fn, args, initializer, initargs))
-    process.start()
+    with frozen_for_fork():  # as the pool's workers are (see _pool_round)
+        process.start()
     send.close()
     try:
         outcome = receive.recv()  # EOFError when the child dies before it answers
