@@ -74,10 +74,12 @@ def test_read_sources_follows_rewrites_and_compaction(three_nights, monkeypatch)
     and read again after it is replaced; compacted files are read for the image's rows."""
     import pyarrow.parquet as pq
 
+    from skysift.catalog import tables
+
     rows = three_nights[1]
     reads = []
     real = pq.read_table
-    monkeypatch.setattr(pq, "read_table", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(tables, "read_parquet", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
     store = LocalTables(three_nights[0].home)
     first = store.read_sources(rows[0])
     assert store.read_sources(rows[0]).equals(first) and len(reads) == 1  # read once

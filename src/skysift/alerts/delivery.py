@@ -14,6 +14,7 @@ import pyarrow as pa
 from skysift.alerts.cutouts import cutout_fits
 from skysift.alerts.packets import attach_packets
 from skysift.alerts.rules import evaluate
+from skysift.catalog.arrow import table_from_rows
 from skysift.catalog.ports import AlertPublisher, CatalogStore
 from skysift.catalog.records import ImageRecord, WcsStatus
 from skysift.catalog.schema import ALERTS_SCHEMA
@@ -42,7 +43,7 @@ def prepare_alerts(image: ImageRecord, sources: pa.Table, store: CatalogStore, r
 
 def deliver_alerts(image: ImageRecord, alerts: list[dict], store: CatalogStore, publisher: AlertPublisher) -> list[dict]:
     """Store the image's ``alerts`` rows, and publish each alert once per alert_id."""
-    store.write_alerts(image, pa.Table.from_pylist([{k: a[k] for k in ALERTS_SCHEMA.names} for a in alerts], schema=ALERTS_SCHEMA))
+    store.write_alerts(image, table_from_rows(alerts, ALERTS_SCHEMA))
     publisher.publish(alerts)
     return alerts
 

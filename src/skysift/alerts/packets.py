@@ -53,6 +53,13 @@ from scipy.spatial import cKDTree
 
 from skysift.alerts.cutouts import cutout_fits
 from skysift.alerts.rules import _earlier_wcs
+from skysift.catalog.arrow import (
+    numpy_column,
+    numpy_values,
+    python_column,
+    rows_of,
+    table_from_rows,
+)
 from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.objects import CELL_ORDER, associate, footprint_cells, summarize
 from skysift.catalog.ports import CatalogStore
@@ -284,9 +291,9 @@ def _read_prior(store: CatalogStore, earlier: list[ImageRecord], image: ImageRec
                                     image.obs_time)
     if history.num_rows == 0:
         return None
-    near = _near(history["ra"].to_numpy(zero_copy_only=False), history["dec"].to_numpy(zero_copy_only=False),
+    near = _near(numpy_values(history["ra"]), numpy_values(history["dec"]),
                  centres, search_arcsec)
-    wanted = set(history["image_id"].filter(pa.array(near)).to_pylist())
+    wanted = set(history["image_id"].filter(numpy_column(near, pa.bool_())).to_pylist())
     parts = []
     for row in earlier:
         if row.image_id not in wanted:
@@ -297,12 +304,12 @@ def _read_prior(store: CatalogStore, earlier: list[ImageRecord], image: ImageRec
             log.warning("packets: the sources of earlier image %s could not be read (%s)", row.image_id, exc)
             continue
         table = table.select([c for c in PRV_COLUMNS if c in table.column_names])
-        ra, dec = table["ra"].to_numpy(zero_copy_only=False), table["dec"].to_numpy(zero_copy_only=False)
-        table = table.filter(pa.array(np.isfinite(ra) & np.isfinite(dec) & _near(np.nan_to_num(ra), np.nan_to_num(dec),
-                                                                                   centres, search_arcsec)))
+        ra, dec = numpy_values(table["ra"]), numpy_values(table["dec"])
+        table = table.filter(numpy_column(np.isfinite(ra) & np.isfinite(dec) & _near(np.nan_to_num(ra), np.nan_to_num(dec),
+                                                                                      centres, search_arcsec), pa.bool_()))
         if table.num_rows:
             for name in ("survey", "band"):
-                table = table.append_column(name, pa.array([getattr(row, name)] * table.num_rows, pa.string()))
+                table = table.append_column(name, python_column([getattr(row, name)] * table.num_rows, pa.string()))
             parts.append(table)
     return pa.concat_tables(parts, promote_options="permissive") if parts else None
 
@@ -344,7 +351,7 @@ def _candidate(source: dict, image: ImageRecord) -> dict:
 
 
 def _associated(rows: Iterable[dict]) -> pa.Table:
-    return pa.Table.from_pylist([{k: r.get(k) for k in _ASSOCIATED.names} for r in rows], schema=_ASSOCIATED)
+    return table_from_rows(list(rows), _ASSOCIATED)
 
 
 def _objects_of(sets: list[list[dict]], radius_arcsec: float) -> list[dict]:
@@ -357,8 +364,8 @@ def _objects_of(sets: list[list[dict]], radius_arcsec: float) -> list[dict]:
     if not sets:
         return []
     detections = _associated(r for rows in sets for r in rows)
-    ra = detections["ra"].to_numpy(zero_copy_only=False).astype(np.float64)
-    dec = detections["dec"].to_numpy(zero_copy_only=False).astype(np.float64)
+    ra = numpy_values(detections["ra"]).astype(np.float64)
+    dec = numpy_values(detections["dec"]).astype(np.float64)
     starts = np.cumsum([0] + [len(rows) for rows in sets])
     groups, offset = np.empty(len(ra), np.int64), 0
     for start, stop in itertools.pairwise(starts):
@@ -366,7 +373,7 @@ def _objects_of(sets: list[list[dict]], radius_arcsec: float) -> list[dict]:
         groups[start:stop] = labels + offset
         offset += int(labels.max()) + 1
     objects, member_of = summarize(detections, radius_arcsec, groups=groups)
-    rows = objects.take(pa.array(member_of[starts[:-1]])).to_pylist()
+    rows = rows_of(objects.take(numpy_column(member_of[starts[:-1]], pa.int64())))
     return [{
         "object_id": row["object_id"], "ra": float(row["ra"]), "dec": float(row["dec"]),
         "pos_scatter_arcsec": _num(row["pos_scatter_arcsec"]), "n_det": int(row["n_det"]),
@@ -468,7 +475,7 @@ def _crossmatch(context: _Context, store: CatalogStore, candidate: dict, members
             by_source: dict[str, list[dict]] | None = None
             if table is not None:
                 by_source = {}
-                for match in table.to_pylist():
+                for match in rows_of(table):
                     by_source.setdefault(match["source_id"], []).append(match)
             context.matches[image_id] = by_source
         by_source = context.matches[image_id]
@@ -508,17 +515,17 @@ def build_packets(image: ImageRecord, alerts: list[dict], sources: pa.Table, sto
 
     index = {s: i for i, s in enumerate(sources["source_id"].to_pylist())}
     columns = [c for c in CANDIDATE_COLUMNS if c in sources.column_names]
-    rows = [sources.slice(index[a["source_id"]], 1).select(columns).to_pylist()[0] for a in alerts]
+    rows = rows_of(sources.select(columns).take(numpy_column([index[a["source_id"]] for a in alerts], pa.int64())))
     context = _context(image, sources, store, rows, radius_arcsec)
     search = _search_arcsec(radius_arcsec)
-    prior = context.prior.to_pylist() if context.prior is not None else []
+    prior = rows_of(context.prior) if context.prior is not None else []
     prior_ra = np.array([r["ra"] for r in prior], float)
     prior_dec = np.array([r["dec"] for r in prior], float)
     here = sources.select([c for c in ("source_id", "image_id", "ra", "dec", "mag_ab", "mag_ab_err", "flags", "obs_time")
                            if c in sources.column_names])
-    here_ra = here["ra"].to_numpy(zero_copy_only=False).astype(float)
-    here_dec = here["dec"].to_numpy(zero_copy_only=False).astype(float)
-    here_clean = (here["flags"].to_numpy(zero_copy_only=False) & F.CLEAN_MASK) == 0
+    here_ra = numpy_values(here["ra"]).astype(float)
+    here_dec = numpy_values(here["dec"]).astype(float)
+    here_clean = (numpy_values(here["flags"]) & F.CLEAN_MASK) == 0
     band = image.band
 
     def coordinate(row: dict, name: str) -> float:
@@ -528,7 +535,7 @@ def build_packets(image: ImageRecord, alerts: list[dict], sources: pa.Table, sto
     all_coverings = _coverings(context.earlier, np.array([coordinate(r, "ra") for r in rows], float),
                                np.array([coordinate(r, "dec") for r in rows], float))
     # the detections around each placed candidate, then every candidate's object at once
-    here_rows = here.to_pylist()
+    here_rows = rows_of(here)
     candidates = [_candidate(source, image) for source in rows]
     placed = [i for i, c in enumerate(candidates) if c["ra"] is not None and c["dec"] is not None]
     locals_, sets = {}, []

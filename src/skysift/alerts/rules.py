@@ -26,12 +26,12 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from skysift.alerts.forced import forced_snr, sky_busy
+from skysift.catalog.arrow import numpy_column, numpy_values
 from skysift.catalog.ports import CatalogStore
 from skysift.catalog.records import ImageRecord
 from skysift.core import flags as F
@@ -67,7 +67,7 @@ def alert_id(image_id: str, source_id: str, rule: str) -> str:
 
 
 def _clean(sources: pa.Table) -> np.ndarray:
-    return (sources["flags"].to_numpy() & F.CLEAN_MASK) == 0
+    return (numpy_values(sources["flags"]) & F.CLEAN_MASK) == 0
 
 
 @lru_cache(maxsize=4096)
@@ -100,7 +100,7 @@ def _farther_than(here: SkyCoord, history: pa.Table, radius_arcsec: float) -> np
     """True where no position of ``history`` lies within ``radius_arcsec``."""
     if history.num_rows == 0:
         return np.ones(len(here), dtype=bool)
-    before = SkyCoord(history["ra"].to_numpy() * u.deg, history["dec"].to_numpy() * u.deg)
+    before = SkyCoord(numpy_values(history["ra"]) * u.deg, numpy_values(history["dec"]) * u.deg)
     _, separation, _ = here.match_to_catalog_sky(before)
     return separation.arcsec > radius_arcsec
 
@@ -115,8 +115,8 @@ def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rule
     if (rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image.obs_time is None
             or image.center_ra is None):
         return {}
-    snr = sources["snr"].to_numpy(zero_copy_only=False)
-    placed = np.isfinite(sources["ra"].to_numpy()) & np.isfinite(sources["dec"].to_numpy())  # null -> NaN
+    snr = numpy_values(sources["snr"])
+    placed = np.isfinite(numpy_values(sources["ra"])) & np.isfinite(numpy_values(sources["dec"]))  # null -> NaN
     candidates = np.flatnonzero(_clean(sources) & placed & (snr >= rules.new_source_min_snr))
     if candidates.size == 0:
         return {}
@@ -124,10 +124,10 @@ def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rule
     earlier = store.earlier_images(image.center_ra, image.center_dec, radius, image.obs_time)
     if not earlier:
         return {}
-    ra = sources["ra"].to_numpy()[candidates]
-    dec = sources["dec"].to_numpy()[candidates]
+    ra = numpy_values(sources["ra"])[candidates]
+    dec = numpy_values(sources["dec"])[candidates]
     covered = _covered_by_earlier(ra, dec, earlier)
-    mags = sources["mag_ab"].to_numpy(zero_copy_only=False)[candidates]
+    mags = numpy_values(sources["mag_ab"])[candidates]
     limits = [r.limit_mag_5sigma for r in earlier if r.limit_mag_5sigma is not None and np.isfinite(r.limit_mag_5sigma)]
     if limits and np.isfinite(mags).any():
         deep_enough = ~(mags > max(limits) - NEW_SOURCE_DEPTH_MARGIN_MAG)
@@ -140,7 +140,7 @@ def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rule
     unmatched = _farther_than(here, history, radius_arcsec)
     # A blend deblended differently earlier puts its pieces up to a seeing disc away:
     # a merged earlier detection within BLEND_RADIUS_FACTOR radii is a counterpart too.
-    merged = history.filter(pa.compute.not_equal(pa.compute.bit_wise_and(history["flags"], F.MERGED), 0))
+    merged = history.filter(numpy_column((numpy_values(history["flags"], null=0) & F.MERGED) != 0, pa.bool_()))
     unmatched &= _farther_than(here, merged, BLEND_RADIUS_FACTOR * radius_arcsec)
     new = np.flatnonzero(covered & unmatched)
     if new.size == 0:
@@ -217,8 +217,8 @@ def evaluate(image: ImageRecord, sources: pa.Table, store: CatalogStore, rules: 
         return []
     fired: list[tuple[int, str, str]] = []
     clean = _clean(sources)
-    snr = sources["snr"].to_numpy(zero_copy_only=False)
-    flux = sources["flux"].to_numpy()
+    snr = numpy_values(sources["snr"])
+    flux = numpy_values(sources["flux"])
     if rules.high_snr is not None:
         fired += [(int(i), "high_snr", f"SNR {snr[i]:.0f} >= {rules.high_snr:g}") for i in np.flatnonzero(clean & (snr >= rules.high_snr))]
     if rules.high_flux is not None:
@@ -227,7 +227,7 @@ def evaluate(image: ImageRecord, sources: pa.Table, store: CatalogStore, rules: 
     fired.sort(key=lambda item: -snr[item[0]])
     fired = fired[: rules.max_per_image]
     created = datetime.now(UTC)
-    picked = sources.select(ALERT_SOURCE_COLUMNS).take(np.array([i for i, _, _ in fired], dtype=np.int64)).to_pylist()
+    picked = sources.select(ALERT_SOURCE_COLUMNS).take(numpy_column([i for i, _, _ in fired], pa.int64())).to_pylist()
     alerts = []
     for source, (_, rule, why) in zip(picked, fired, strict=True):
         alerts.append({

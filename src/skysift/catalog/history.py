@@ -26,6 +26,7 @@ __all__ = [
     "sources_in_cone",
 ]
 
+from skysift.catalog.arrow import empty_table, numpy_column, numpy_values
 from skysift.catalog.records import ImageRecord, ImageStatus
 
 #: The columns of earlier detections the rule needs.
@@ -61,9 +62,9 @@ def sources_in_cone(tables: Iterable[pa.Table], center_ra: float, center_dec: fl
         table = table.select(HISTORY_SCHEMA.names).cast(HISTORY_SCHEMA)
         if table.num_rows == 0:
             continue
-        distance = angular_distance_deg(table["ra"].to_numpy(), table["dec"].to_numpy(), center_ra, center_dec)
-        parts.append(table.filter(pa.array(distance <= radius_deg)))
-    return pa.concat_tables(parts) if parts else HISTORY_SCHEMA.empty_table()
+        distance = angular_distance_deg(numpy_values(table["ra"]), numpy_values(table["dec"]), center_ra, center_dec)
+        parts.append(table.filter(numpy_column(distance <= radius_deg, pa.bool_())))
+    return pa.concat_tables(parts) if parts else empty_table(HISTORY_SCHEMA)
 
 
 T = TypeVar("T")

@@ -48,6 +48,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from skysift.catalog.arrow import (
+    empty_table,
+    numpy_column,
+    numpy_values,
+    python_column,
+    read_parquet,
+)
 from skysift.catalog.schema import TIMESTAMP, _field
 from skysift.core.astrometry import HEALPIX_ORDER, healpix_index
 from skysift.core.flags import CLEAN_MASK
@@ -200,14 +207,14 @@ def summarize(detections: pa.Table, radius_arcsec: float, *,
     :func:`associate`, their labels kept apart) are summarized in one call with the rows
     each set alone would give: what an image's alert packets do, one set per alert.
     """
-    by_id = pc.sort_indices(detections, [("source_id", "ascending")]).to_numpy()
-    detections = detections.take(pa.array(by_id))
+    by_id = numpy_values(pc.sort_indices(detections, [("source_id", "ascending")]))
+    detections = detections.take(numpy_column(by_id, pa.uint64()))
     n = detections.num_rows
-    ra = detections["ra"].to_numpy().astype(np.float64)
-    dec = detections["dec"].to_numpy().astype(np.float64)
-    flags = detections["flags"].fill_null(0).to_numpy().astype(np.int32)
+    ra = numpy_values(detections["ra"]).astype(np.float64)
+    dec = numpy_values(detections["dec"]).astype(np.float64)
+    flags = numpy_values(detections["flags"], null=0).astype(np.int32)
     labels = associate(ra, dec, radius_arcsec) if groups is None else np.asarray(groups, np.int64)[by_id]
-    times = detections["obs_time"].cast(pa.int64()).fill_null(np.iinfo(np.int64).max).to_numpy()
+    times = numpy_values(detections["obs_time"].cast(pa.int64()), null=np.iinfo(np.int64).max)
     order = np.lexsort((np.arange(n), times, labels))  # by object, earliest first, then source_id
     labels, times = labels[order], times[order]
     starts = _group_starts(labels)
@@ -228,30 +235,34 @@ def summarize(detections: pa.Table, radius_arcsec: float, *,
     first = np.minimum.reduceat(times, starts) if n else np.zeros(0, np.int64)
     known = np.where(times == missing, np.iinfo(np.int64).min, times)
     last = np.maximum.reduceat(known, starts) if n else np.zeros(0, np.int64)
-    first_seen = pa.array(first, pa.int64(), mask=first == missing).cast(TIMESTAMP)
-    last_seen = pa.array(last, pa.int64(), mask=last == np.iinfo(np.int64).min).cast(TIMESTAMP)
+    first_seen = numpy_column(first, pa.int64(), mask=first == missing).cast(TIMESTAMP)
+    last_seen = numpy_column(last, pa.int64(), mask=last == np.iinfo(np.int64).min).cast(TIMESTAMP)
 
-    source_ids = detections["source_id"].take(pa.array(order)).combine_chunks()
-    first_ids = source_ids.take(pa.array(starts, pa.int64())).to_pylist()
-    image_codes = np.unique(detections["image_id"].to_numpy(zero_copy_only=False)[order], return_inverse=True)[1]
+    source_ids = detections["source_id"].take(numpy_column(order, pa.int64())).combine_chunks()
+    first_ids = source_ids.take(numpy_column(starts, pa.int64())).to_pylist()
+    image_codes = np.unique(numpy_values(detections["image_id"])[order], return_inverse=True)[1]
     pairs = np.unique(member_object * (image_codes.max(initial=0) + 1) + image_codes)
     n_images = np.bincount(pairs // (image_codes.max(initial=0) + 1), minlength=n_objects)
 
     photometry, n_bands = _photometry(detections, order, member_object, n_objects)
-    offsets = pa.array(np.r_[0, np.cumsum(counts)], pa.int32())
+    offsets = numpy_column(np.r_[0, np.cumsum(counts)], pa.int32())
     healpix = healpix_index(obj_ra, obj_dec) if n_objects else np.zeros(0, np.int64)
-    table = pa.table({
-        "object_id": pa.array([_object_id(s) for s in first_ids], pa.string()),
+    columns = {
+        "object_id": python_column([_object_id(s) for s in first_ids], pa.string()),
         "ra": obj_ra, "dec": obj_dec, "pos_scatter_arcsec": scatter,
         "n_det": counts.astype(np.int32), "n_images": n_images.astype(np.int32), "n_bands": n_bands,
         "first_seen": first_seen, "last_seen": last_seen,
-        "first_source_id": pa.array(first_ids, pa.string()),
+        "first_source_id": python_column(first_ids, pa.string()),
         "flags_any": np.bitwise_or.reduceat(flags[order], starts) if n else np.zeros(0, np.int32),
         "photometry": photometry,
         "source_ids": pa.ListArray.from_arrays(offsets, source_ids),
         "radius_arcsec": np.full(n_objects, float(radius_arcsec)),
         "healpix": healpix.astype(np.int64),
-    }).cast(OBJECTS_SCHEMA)
+    }
+    table = pa.Table.from_arrays(
+        [value if isinstance(value, pa.Array) else numpy_column(value, field.type, nan_is_null=False)
+         for field, value in ((OBJECTS_SCHEMA.field(name), value) for name, value in columns.items())],
+        names=list(columns)).cast(OBJECTS_SCHEMA)
     member_of = np.empty(n, np.int64)
     member_of[by_id[order]] = member_object  # back to the order of the input
     return table, member_of
@@ -260,10 +271,10 @@ def summarize(detections: pa.Table, radius_arcsec: float, *,
 def _photometry(detections: pa.Table, order: np.ndarray, member_object: np.ndarray,
                 n_objects: int) -> tuple[pa.Array, np.ndarray]:
     """Per object, per band: counts and magnitude statistics (a list of structs), and bands per object."""
-    bands = detections["band"].fill_null("unknown").to_numpy(zero_copy_only=False)[order]
+    bands = numpy_values(detections["band"], null="unknown")[order]
     names, band_codes = np.unique(bands, return_inverse=True) if len(bands) else (np.zeros(0, object), np.zeros(0, int))
-    mag = detections["mag_ab"].cast(pa.float64()).fill_null(np.nan).to_numpy()[order]
-    err = detections["mag_ab_err"].cast(pa.float64()).fill_null(np.nan).to_numpy()[order]
+    mag = numpy_values(detections["mag_ab"].cast(pa.float64()))[order]
+    err = numpy_values(detections["mag_ab_err"].cast(pa.float64()))[order]
     by = np.lexsort((band_codes, member_object))  # stable: within a band, earliest first
     key = member_object[by] * max(1, len(names)) + band_codes[by]
     starts = _group_starts(key)
@@ -286,18 +297,18 @@ def _photometry(detections: pa.Table, order: np.ndarray, member_object: np.ndarr
     highest = np.maximum.reduceat(np.where(valid, mag, -np.inf), starts) if n else np.zeros(0)
 
     def nullable(values: np.ndarray, ok: np.ndarray) -> pa.Array:
-        return pa.array(values, pa.float64(), mask=~ok)
+        return numpy_column(values, pa.float64(), mask=~ok, nan_is_null=False)
 
     has_mag = n_mag > 0
     values = pa.StructArray.from_arrays(
-        [pa.array(names[band_codes[by][starts]] if n else [], pa.string()),
-         pa.array(counts, pa.int32()), pa.array(n_mag, pa.int32()),
+        [numpy_column(names[band_codes[by][starts]] if n else np.empty(0, object), pa.string()),
+         numpy_column(counts, pa.int32()), numpy_column(n_mag, pa.int32()),
          nullable(mean, has_mag), nullable(np.sqrt(np.maximum(variance, 0)), n_mag > 1),
          nullable(err_mean, np.isfinite(err_mean)), nullable(lowest, has_mag), nullable(highest, has_mag)],
         fields=list(PHOTOMETRY_TYPE),
     )
     per_object = np.bincount(member_object[by][starts], minlength=n_objects) if n else np.zeros(n_objects, np.int64)
-    offsets = pa.array(np.r_[0, np.cumsum(per_object)], pa.int32())
+    offsets = numpy_column(np.r_[0, np.cumsum(per_object)], pa.int32())
     return pa.ListArray.from_arrays(offsets, values, type=OBJECTS_SCHEMA.field("photometry").type), \
         per_object.astype(np.int32)
 
@@ -312,7 +323,7 @@ def _clean_detections(catalog: LocalCatalog, cells: Iterable[int] | None) -> tup
         params["cells"] = sorted(int(c) for c in cells)
     table = catalog.arrow("SELECT source_id, image_id, obs_time, band, ra, dec, mag_ab, mag_ab_err, flags, "
                           f"healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE {where}", params)
-    cell = table["cell"].fill_null(-1).to_numpy()
+    cell = numpy_values(table["cell"], null=-1)
     return table.drop_columns(["cell"]), cell
 
 
@@ -351,13 +362,13 @@ def _stored_owners(root: Path, cells: Iterable[int], source_ids: pa.Array, image
     """The cells among ``cells`` whose stored objects hold one of ``source_ids``, or a detection of
     one of ``image_ids``: their objects are being recomputed, so those files must be rewritten."""
     found = set()
-    image_ids = pa.array(sorted(set(image_ids)), pa.string())
+    image_ids = python_column(sorted(set(image_ids)), pa.string())
     for cell in cells:
         path = root / f"sky_cell={cell}" / FILE_NAME
         if not path.exists():
             continue
-        members = pq.read_table(path, columns=["source_ids"])["source_ids"].combine_chunks().flatten()
-        of_images = pc.list_element(pc.split_pattern(members, ":", max_splits=1), 0)
+        members = read_parquet(path, columns=["source_ids"])["source_ids"].combine_chunks().flatten()
+        of_images = pc.replace_substring_regex(members, pattern=":.*", replacement="")  # image_id:source_num
         if pc.any(pc.is_in(members, value_set=source_ids)).as_py() or \
                 pc.any(pc.is_in(of_images, value_set=image_ids)).as_py():
             found.add(int(cell))
@@ -377,16 +388,16 @@ def _recompute(catalog: LocalCatalog, root: Path, cells: set[int], radius_arcsec
         context = neighbours(cells)
         detections, detection_cell = _clean_detections(catalog, context)
         objects, member_of = summarize(detections, radius_arcsec)
-        object_cell = objects["healpix"].to_numpy() >> _CELL_SHIFT
+        object_cell = numpy_values(objects["healpix"]) >> _CELL_SHIFT
         inside = np.isin(detection_cell, list(cells))
         owners = {int(c) for c in object_cell[np.unique(member_of[inside])]}
-        owners |= _stored_owners(root, context - cells, detections["source_id"].filter(pa.array(inside)), image_ids)
+        owners |= _stored_owners(root, context - cells, detections["source_id"].filter(numpy_column(inside, pa.bool_())), image_ids)
         if owners <= cells:
             break
         cells |= owners
     report = ObjectsReport(cells=len(cells), detections=detections.num_rows)
     for cell in sorted(cells):
-        mine = objects.filter(pa.array(object_cell == cell))
+        mine = objects.filter(numpy_column(object_cell == cell, pa.bool_()))
         _write_cell(root, cell, mine)
         report.objects += mine.num_rows
     return report, cells
@@ -444,7 +455,7 @@ def rebuild_objects(home: str | os.PathLike[str], *, radius_arcsec: float = 1.0,
     for folder in root.glob("sky_cell=*"):
         cell = int(folder.name.split("=", 1)[1])
         if cell not in written:
-            _write_cell(root, cell, OBJECTS_SCHEMA.empty_table())
+            _write_cell(root, cell, empty_table(OBJECTS_SCHEMA))
     report.cells = len(written)
     report.objects = catalog_count(home)
     return report
@@ -458,7 +469,7 @@ def catalog_count(home: str | os.PathLike[str]) -> int:
 def stored_radius(home: str | os.PathLike[str]) -> float | None:
     """The association radius (arcsec) the stored objects were computed with; None when there are none."""
     for path in objects_root(home).glob(f"sky_cell=*/{FILE_NAME}"):
-        values = pq.read_table(path, columns=["radius_arcsec"]).column(0)
+        values = read_parquet(path, columns=["radius_arcsec"]).column(0)
         if len(values):
             return float(values[0].as_py())
     return None

@@ -15,16 +15,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 
 from skysift.catalog import integrity
+from skysift.catalog.arrow import empty_table, python_column
 from skysift.catalog.schema import PARTITION_KEYS, schema_for
 from skysift.catalog.tables import TABLES
 from skysift.errors import SkysiftError
+
+if TYPE_CHECKING:  # pandas is imported by Arrow's to_pandas when a frame is asked for
+    import pandas as pd
 
 __all__ = ["LocalCatalog", "QueryError", "QueryResult", "home_tables", "split_statements"]
 
@@ -124,9 +127,9 @@ class LocalCatalog:
                 f"hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})"
             )
         else:
-            empty = pa.Table.from_pylist([], schema=schema)
+            empty = empty_table(schema)
             for key, kind in partitions.items():
-                empty = empty.append_column(key, pa.array([], kind))
+                empty = empty.append_column(key, python_column([], kind))
             self.connection.register(f"_{table}_empty", empty)
             self.connection.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_empty")
 

@@ -32,6 +32,7 @@ from typing import Any, Self
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from skysift.catalog.arrow import table_from_rows
 from skysift.catalog.schema import IMAGES_SCHEMA, PARTITION_KEYS
 from skysift.core.astrometry import WcsKind, WcsStatus
 from skysift.io.fitsheader import ChecksumStatus
@@ -148,7 +149,7 @@ class ImageRecord(BaseModel):
         """This row as a one-row Arrow table of :data:`IMAGES_SCHEMA` (partition keys left out:
         they are in the path)."""
         row = self.to_row()
-        return pa.Table.from_pylist([{name: row[name] for name in IMAGES_SCHEMA.names}], schema=IMAGES_SCHEMA)
+        return table_from_rows([row], IMAGES_SCHEMA)
 
     def to_json(self) -> dict[str, Any]:
         """:meth:`to_row` with times as ISO strings: a JSON-ready document (floats as they are, NaN included)."""

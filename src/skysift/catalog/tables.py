@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from skysift.catalog import compaction, history
+from skysift.catalog.arrow import empty_table, read_parquet, rows_of
 from skysift.catalog.integrity import DamagedTable
 from skysift.catalog.records import ImageRecord
 from skysift.catalog.schema import ALERTS_SCHEMA
@@ -63,7 +64,7 @@ def _read_image_records(path: Path) -> list[ImageRecord]:
     of its folders; a file that is not Parquet is named in a :class:`DamagedTable`."""
     partition = dict(part.split("=", 1) for part in path.parts[-4:-1])
     try:
-        rows = pq.read_table(path).to_pylist()
+        rows = rows_of(read_parquet(path))
     except FileNotFoundError:
         raise  # replaced or compacted meanwhile: the listing is made again
     except (pa.ArrowException, OSError) as exc:
@@ -74,7 +75,7 @@ def _read_image_records(path: Path) -> list[ImageRecord]:
 
 
 def _read_positions(path: Path) -> pa.Table:
-    return pq.read_table(path, columns=history.HISTORY_SCHEMA.names)
+    return read_parquet(path, columns=history.HISTORY_SCHEMA.names)
 
 
 class LocalTables:
@@ -88,7 +89,7 @@ class LocalTables:
         # rows are read from each file once (while it is unchanged), not once per question.
         self._image_records = history.FileCache(_read_image_records)
         self._positions = history.FileCache(_read_positions, max_bytes=POSITION_CACHE_BYTES, size=lambda t: t.nbytes)
-        self._sources = history.FileCache(pq.read_table, max_bytes=SOURCES_CACHE_BYTES, size=lambda t: t.nbytes)
+        self._sources = history.FileCache(read_parquet, max_bytes=SOURCES_CACHE_BYTES, size=lambda t: t.nbytes)
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -146,7 +147,7 @@ class LocalTables:
         path = self._image_file(table, image)
         if path.name.startswith(compaction.COMPACTED_PREFIX):
             return pq.read_table(path, filters=[("image_id", "=", image.image_id)])
-        return pq.read_table(path)
+        return read_parquet(path)
 
     def read_sources(self, image: ImageRecord) -> pa.Table:
         """One image's ``sources`` rows; those of an image's own file are read once while it
@@ -161,7 +162,7 @@ class LocalTables:
         try:
             return self._read_image_file("alerts", image).select(ALERTS_SCHEMA.names).cast(ALERTS_SCHEMA)
         except FileNotFoundError:
-            return ALERTS_SCHEMA.empty_table()
+            return empty_table(ALERTS_SCHEMA)
 
     def compact(self, tables: tuple[str, ...] = TABLES) -> dict[str, compaction.CompactionReport]:
         """Merge each partition's files into one (see :mod:`skysift.catalog.compaction`)."""
@@ -208,7 +209,7 @@ class LocalTables:
             path, table = self._positions_file(image)
         except FileNotFoundError:  # the image is being re-run, or the tables were damaged
             log.warning("no sources file for image %s; its detections are left out", image.image_id)
-            return history.HISTORY_SCHEMA.empty_table()
+            return empty_table(history.HISTORY_SCHEMA)
         if path.name.startswith(compaction.COMPACTED_PREFIX):
             table = table.filter(pa.compute.equal(table["image_id"], image.image_id))
         return table
@@ -256,4 +257,4 @@ class LocalTables:
         try:
             return self._read_image_file("matches", image)
         except FileNotFoundError:
-            return pa.table({"source_id": pa.array([], pa.string())})
+            return empty_table(pa.schema([("source_id", pa.string())]))

@@ -20,6 +20,7 @@ from astropy.io import fits
 
 from skysift import __version__
 from skysift.alerts.delivery import raise_alerts
+from skysift.catalog.arrow import numpy_column, numpy_values, repeated_timestamp
 from skysift.catalog.ports import AlertPublisher, CatalogStore
 from skysift.catalog.records import ImageRecord, ImageStatus, Route, WcsStatus
 from skysift.catalog.schema import sources_schema
@@ -135,16 +136,8 @@ def sources_table(info: ImageInfo, columns: dict[str, np.ndarray], settings: Set
     data["image_id"] = np.full(n, image_id, dtype=object)
     data["source_num"] = np.arange(n, dtype=np.int32)
     data["source_id"] = np.array([f"{image_id}:{i}" for i in range(n)], dtype=object)
-    data["obs_time"] = pa.array([info.obs_time] * n, type=schema.field("obs_time").type)
-    arrays = []
-    for f in schema:
-        value = data[f.name]
-        if isinstance(value, pa.Array):
-            arrays.append(value)
-            continue
-        value = np.asarray(value)
-        floating = np.issubdtype(value.dtype, np.floating)
-        arrays.append(pa.array(value, type=f.type, from_pandas=True) if floating else pa.array(value, type=f.type))
+    data["obs_time"] = repeated_timestamp(info.obs_time, n, schema.field("obs_time").type)
+    arrays = [value if isinstance(value := data[f.name], pa.Array) else numpy_column(value, f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -318,8 +311,8 @@ def top_sources(sources: pa.Table | None, n: int = 5) -> list[dict]:
     """The ``n`` most significant sources, as small dicts (never the whole catalog)."""
     if sources is None or sources.num_rows == 0:
         return []
-    order = np.argsort(-sources["snr"].to_numpy(zero_copy_only=False))[:n]
-    picked = sources.select(["source_id", "ra", "dec", "snr", "flux", "mag_ab", "star_score"]).take(order)
+    order = np.argsort(-numpy_values(sources["snr"]))[:n]
+    picked = sources.select(["source_id", "ra", "dec", "snr", "flux", "mag_ab", "star_score"]).take(numpy_column(order, pa.int64()))
     return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in picked.to_pylist()]
 
 

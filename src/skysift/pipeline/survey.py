@@ -59,6 +59,7 @@ import numpy as np
 from skysift.alerts import forced
 from skysift.alerts.delivery import deliver_alerts, prepare_alerts
 from skysift.alerts.log import LogPublisher
+from skysift.catalog.arrow import rows_of
 from skysift.catalog.history import angular_distance_deg
 from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
@@ -520,7 +521,7 @@ class _InOrderDelivery:
         """The stored alerts of this image that were sent and that this evaluation no longer
         raises (an earlier image arrived since): sent cannot be unsent, so their rows stay."""
         now = {a["alert_id"] for a in alerts}
-        return [a for a in self.store.read_alerts(row).to_pylist()
+        return [a for a in rows_of(self.store.read_alerts(row))
                 if a["alert_id"] not in now and self.publisher.was_sent(a["alert_id"])]
 
 
