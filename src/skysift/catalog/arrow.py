@@ -83,12 +83,14 @@ def numpy_column(values: np.ndarray | Sequence, type_: pa.DataType, mask: np.nda
 def _strings(values: np.ndarray, n: int) -> pa.Array:
     valid = np.fromiter((value is not None for value in values), bool, count=n)
     encoded = [value.encode() if value is not None else b"" for value in values]
+    data = b"".join(encoded)
+    lengths = np.fromiter(map(len, encoded), np.int64, count=n)
     offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), np.int64, count=n), out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:])
     if offsets[-1] > np.iinfo(np.int32).max:  # Arrow's string type has 32-bit offsets
         raise ValueError(f"string column of {offsets[-1]:,} bytes: more than Arrow's string type holds (2 GiB)")
     offsets = offsets.astype(np.int32)
-    return pa.Array.from_buffers(pa.string(), n, [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+    return pa.Array.from_buffers(pa.string(), n, [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(data)],
                                  null_count=int(n - valid.sum()))
 
 

@@ -396,8 +396,13 @@ def _recompute(catalog: LocalCatalog, root: Path, cells: set[int], radius_arcsec
             break
         cells |= owners
     report = ObjectsReport(cells=len(cells), detections=detections.num_rows)
+    # sorted once as the files are (by healpix, so cell by cell): each cell is a slice, not a
+    # filter of the whole table per cell
+    ordered = objects.sort_by([("healpix", "ascending"), ("object_id", "ascending")])
+    ordered_cell = numpy_values(ordered["healpix"]) >> _CELL_SHIFT
     for cell in sorted(cells):
-        mine = objects.filter(numpy_column(object_cell == cell, pa.bool_()))
+        start, stop = np.searchsorted(ordered_cell, [cell, cell + 1])
+        mine = ordered.slice(start, stop - start)
         _write_cell(root, cell, mine)
         report.objects += mine.num_rows
     return report, cells
