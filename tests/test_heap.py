@@ -89,3 +89,36 @@ def test_a_childs_collection_leaves_its_frozen_parents_objects_unwritten():
     unfrozen, frozen = (int(value) for value in done.stdout.split())
     assert unfrozen > 4 * 1024  # a collection visits (writes to) every tracked object's page ...
     assert frozen < unfrozen / 4  # ... unless they are frozen
+
+
+HUGE_PAGES_PROBE = """
+from skysift.heap import numpy_without_huge_pages
+numpy_without_huge_pages()
+from numpy._core.multiarray import _get_madvise_hugepage
+print(_get_madvise_hugepage())
+"""
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "False"), ("1", "True"), ("0", "False")])
+def test_numpy_imported_afterwards_uses_ordinary_pages_unless_the_user_chose(chosen, expected):
+    env = {key: value for key, value in os.environ.items() if key != "NUMPY_MADVISE_HUGEPAGE"}
+    if chosen is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = chosen
+    done = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+
+
+def test_the_skysift_entry_point_asks_before_numpy_is_imported(monkeypatch):
+    """``skysift`` (``cli.main.main``) sets the default before its command runs; importing
+    the command line does not import numpy, so the setting is in time."""
+    from skysift.cli import main as entry
+    from skysift.cli import terminal
+
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    monkeypatch.setattr(terminal, "run_and_exit", lambda command: None)
+    entry.main()
+    assert os.environ["NUMPY_MADVISE_HUGEPAGE"] == "0"
+    done = subprocess.run([sys.executable, "-c", "import sys, skysift.cli.main; print('numpy' in sys.modules)"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr

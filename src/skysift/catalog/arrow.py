@@ -194,7 +194,7 @@ def _chunk_values(chunk: pa.Array, dtype: np.dtype, null: Any) -> np.ndarray:
         return np.empty(0, dtype)
     validity, data = chunk.buffers()[:2]
     if dtype.kind == "b":
-        values = _bits(data, chunk.offset, n) if n else np.zeros(0, bool)
+        values = _bits(data, chunk.offset, n)
     else:
         values = np.frombuffer(data, np.dtype(_NUMPY_TYPES[chunk.type]), count=chunk.offset + n)[chunk.offset:]
         values = values.astype(dtype)  # a copy: the buffer is Arrow's and read-only
