@@ -10,7 +10,7 @@ this with import-linter, see ``[tool.importlinter]`` in pyproject.toml):
 ``parallel``  processes working on one frame (strips)
 ``measure``   one image to a catalog: in memory (``frame``) or in tiles (``tiled``)
 ``catalog``   schemas, typed records (``ImageRecord``), local Parquet tables, SQL (DuckDB), objects,
-              exports, integrity
+              exports, integrity, Arrow columns built and read without pandas (``arrow``)
 ``alerts``    the new-source rule, forced photometry, cut-outs, delivery
 ``pipeline``  the one router (``router``), one image end to end (``image``), a local survey run (``survey``)
 ``analysis``  cross-match, completeness, plots, synthetic skies
