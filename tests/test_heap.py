@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from skysift.heap import frozen_for_fork, release_free_heap
+from skysift.heap import ALLOCATOR_DEFAULTS, frozen_for_fork, release_free_heap
 from skysift.parallel import pools, strips
 from skysift.parallel.pools import run_surviving
 
@@ -91,34 +91,36 @@ def test_a_childs_collection_leaves_its_frozen_parents_objects_unwritten():
     assert frozen < unfrozen / 4  # ... unless they are frozen
 
 
-HUGE_PAGES_PROBE = """
-from skysift.heap import numpy_without_huge_pages
-numpy_without_huge_pages()
+ALLOCATORS_PROBE = """
+from skysift.heap import choose_allocators
+choose_allocators()
+import pyarrow
 from numpy._core.multiarray import _get_madvise_hugepage
-print(_get_madvise_hugepage())
+print(_get_madvise_hugepage(), pyarrow.default_memory_pool().backend_name)
 """
 
 
-@pytest.mark.parametrize(("chosen", "expected"), [(None, "False"), ("1", "True"), ("0", "False")])
-def test_numpy_imported_afterwards_uses_ordinary_pages_unless_the_user_chose(chosen, expected):
-    env = {key: value for key, value in os.environ.items() if key != "NUMPY_MADVISE_HUGEPAGE"}
-    if chosen is not None:
-        env["NUMPY_MADVISE_HUGEPAGE"] = chosen
-    done = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], env=env, capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize(("chosen", "expected"), [({}, "False system"),
+                                                  ({"NUMPY_MADVISE_HUGEPAGE": "1"}, "True system"),
+                                                  ({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}, "False mimalloc")])
+def test_numpy_and_arrow_imported_afterwards_use_the_chosen_allocators_unless_the_user_chose(chosen, expected):
+    env = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_DEFAULTS} | chosen
+    done = subprocess.run([sys.executable, "-c", ALLOCATORS_PROBE], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
 
 
-def test_the_skysift_entry_point_asks_before_numpy_is_imported(monkeypatch):
-    """``skysift`` (``cli.main.main``) sets the default before its command runs; importing
-    the command line does not import numpy, so the setting is in time."""
+def test_the_skysift_entry_point_chooses_before_numpy_and_arrow_are_imported(monkeypatch):
+    """``skysift`` (``cli.main.main``) sets the defaults before its command runs; importing the
+    command line imports neither numpy nor pyarrow, so the settings are in time."""
     from skysift.cli import main as entry
     from skysift.cli import terminal
 
-    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    for name in ALLOCATOR_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(terminal, "run_and_exit", lambda command: None)
     entry.main()
-    assert os.environ["NUMPY_MADVISE_HUGEPAGE"] == "0"
-    done = subprocess.run([sys.executable, "-c", "import sys, skysift.cli.main; print('numpy' in sys.modules)"],
+    assert {name: os.environ[name] for name in ALLOCATOR_DEFAULTS} == ALLOCATOR_DEFAULTS
+    done = subprocess.run([sys.executable, "-c", "import sys, skysift.cli.main; print('numpy' in sys.modules, 'pyarrow' in sys.modules)"],
                           capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "False", done.stderr
+    assert done.stdout.strip() == "False False", done.stderr

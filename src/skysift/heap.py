@@ -1,6 +1,6 @@
 """Memory the C allocator holds free, given back to the system (glibc's ``malloc_trim``); the
 interpreter's objects kept out of forked children's collections (:func:`frozen_for_fork`); and
-NumPy's arrays on ordinary pages (:func:`numpy_without_huge_pages`).
+the allocators NumPy and Arrow use in the ``skysift`` command (:func:`choose_allocators`).
 
 glibc keeps what a process frees inside its heap for later allocations; SEP's extraction,
 scipy's filters and NumPy's temporaries of a few MiB each leave tens of MiB there. That
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-__all__ = ["NUMPY_HUGE_PAGES_VARIABLE", "frozen_for_fork", "numpy_without_huge_pages", "release_free_heap"]
+__all__ = ["ALLOCATOR_DEFAULTS", "choose_allocators", "frozen_for_fork", "release_free_heap"]
 
 
 @cache
@@ -62,22 +62,30 @@ def frozen_for_fork() -> Iterator[None]:
             gc.unfreeze()
 
 
-#: NumPy's switch (read once, when numpy is imported) for asking the kernel for transparent
-#: huge pages for large arrays (``madvise(MADV_HUGEPAGE)``): "0" off, "1" on.
-NUMPY_HUGE_PAGES_VARIABLE = "NUMPY_MADVISE_HUGEPAGE"
+#: What the ``skysift`` command sets in its environment before NumPy and Arrow are imported
+#: (read by them once, when first used), unless the user set the variable already:
+#: NumPy's arrays on ordinary pages, and Arrow's buffers from the C library's ``malloc``
+#: rather than Arrow's bundled mimalloc (see :func:`choose_allocators`).
+ALLOCATOR_DEFAULTS = {"NUMPY_MADVISE_HUGEPAGE": "0", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
-def numpy_without_huge_pages() -> None:
-    """Have NumPy, imported after this call, put its arrays on ordinary pages, unless the
-    user chose otherwise (:data:`NUMPY_HUGE_PAGES_VARIABLE` set, to "1" say).
+def choose_allocators() -> None:
+    """Set :data:`ALLOCATOR_DEFAULTS` in this process's environment (a value the user set wins,
+    ``NUMPY_MADVISE_HUGEPAGE=1`` say); for an entry point, before anything imports NumPy or
+    pyarrow. Processes skysift starts inherit them (forked workers keep the parent's choice).
 
-    NumPy asks for transparent huge pages for large arrays, and on a kernel whose huge-page
-    policy is ``madvise`` (the usual one) a fault on such an array then waits for the kernel
-    to find, or compact, or (in a virtual machine whose balloon hands free 2 MiB blocks back
-    to the host) fetch a whole 2 MiB page. On this project's machine (a Firecracker VM,
-    kernel 6.18, ``defrag`` = ``madvise``) a ``skysift run`` of one 4096^2 image took 2.81 s
-    with huge pages against 2.12 s without (paired runs a second apart, as a user runs it:
-    0.77x); 16 x 4096^2 0.96x; 64 x 2048^2 and a 20-visit survey the same. Source
-    Extractor's arrays are on ordinary pages too. The variable also reaches the processes
-    skysift starts (forked workers inherit NumPy's setting anyway)."""
-    os.environ.setdefault(NUMPY_HUGE_PAGES_VARIABLE, "0")
+    Both choices are about memory a short process touches for the first time, which this
+    project's machine (a Firecracker VM, kernel 6.18, huge-page ``defrag`` = ``madvise``)
+    charges heavily for, as a cloud VM whose balloon hands free memory back to its host does:
+
+    - NumPy asks for transparent huge pages for large arrays (``madvise(MADV_HUGEPAGE)``);
+      a fault then waits for a whole 2 MiB page to be found, compacted or fetched. Paired
+      runs a second apart, as a user runs them: one 4096^2 image 2.81 -> 2.12 s (0.77x),
+      16 x 4096^2 0.96x, 64 x 2048^2 and a 20-visit survey unchanged. Source Extractor's
+      arrays are on ordinary pages too.
+    - Arrow's default pool is mimalloc; with the C library's allocator instead one 4096^2
+      image took 0.92x, the 20-visit survey 0.93x and 64 x 2048^2 0.93x (paired runs, after
+      the NumPy choice). skysift's tables are small: the allocator's speed does not show.
+    """
+    for name, value in ALLOCATOR_DEFAULTS.items():
+        os.environ.setdefault(name, value)

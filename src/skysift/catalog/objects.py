@@ -418,7 +418,7 @@ def update_objects(home: str | os.PathLike[str], image_ids: Iterable[str], *,
     """
     from skysift.catalog.query import LocalCatalog
 
-    # this follows a run's images: what Arrow's pool (mimalloc) still holds of their tables goes
+    # this follows a run's images: what Arrow's pool (mimalloc, or malloc under `skysift`) still holds of their tables goes
     # back to the system before DuckDB adds its own (15 MiB after a 4096^2 image, in a run's peak)
     pa.default_memory_pool().release_unused()
     root = objects_root(home)

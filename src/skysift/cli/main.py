@@ -24,7 +24,7 @@ from skysift.cli.terminal import (
     settings_for,
 )
 from skysift.errors import NoImageHDU, SkysiftError
-from skysift.heap import numpy_without_huge_pages
+from skysift.heap import choose_allocators
 
 __all__ = [
     "LAZY_ALERT_COMMANDS",
@@ -640,7 +640,7 @@ def export(ctx: click.Context, output: str, fmt: str | None, image: str | None, 
 
 
 def main() -> None:
-    numpy_without_huge_pages()  # before anything imports numpy (nothing above does)
+    choose_allocators()  # before anything imports numpy or pyarrow (nothing above does)
     terminal.run_and_exit(cli)
 
 
