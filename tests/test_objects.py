@@ -182,6 +182,29 @@ def _write_image(home, image_id: str, night: str, ra: float, dec: float) -> None
     tables.write_rows("images", row, images)
 
 
+def test_each_cell_file_holds_its_own_objects_in_healpix_then_object_id_order(tmp_path):
+    """Cells are written as slices of one sorted table: each file has only its cell's objects,
+    in the order its readers see (HEALPix index, then object_id)."""
+    import pyarrow.parquet as pq
+
+    home = tmp_path / "home"
+    dec, edge = 2.2, _edge(2.2)
+    arcsec = 1 / 3600 / np.cos(np.deg2rad(dec))
+    offsets = [-23, 17, -5, 11, -41, 29, 3, -13]  # arcsec from a cell edge: objects on both sides, out of order
+    for k, offset in enumerate(offsets):
+        _write_image(home, f"im{k:02d}", "2026-01-01", edge + offset * arcsec, dec)
+    report = update_objects(home, [f"im{k:02d}" for k in range(len(offsets))])
+    assert report.objects == len(offsets)
+    files = sorted(objects_root(home).glob("sky_cell=*/*.parquet"))
+    assert [f.parent.name for f in files] == sorted(f"sky_cell={c}" for c in {_cell(edge - arcsec, dec), _cell(edge + arcsec, dec)})
+    for path in files:
+        rows = pq.read_table(path, columns=["healpix", "object_id"]).to_pylist()
+        cell = int(path.parent.name.split("=", 1)[1])
+        assert {int(r["healpix"]) >> (2 * (16 - CELL_ORDER)) for r in rows} == {cell}
+        keys = [(r["healpix"], r["object_id"]) for r in rows]
+        assert len(keys) == 4 and keys == sorted(keys)
+
+
 def test_an_object_whose_mean_crosses_a_sky_cell_edge_moves_to_the_new_cell(tmp_path):
     home = tmp_path / "home"
     dec, edge = 2.2, _edge(2.2)

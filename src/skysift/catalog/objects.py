@@ -342,8 +342,13 @@ def footprint_cells(center_ra: float, center_dec: float, radius_deg: float) -> s
     return {int(c) for c in np.atleast_1d(found)}
 
 
+#: The order of the rows in a cell's file.
+_FILE_ORDER = [("healpix", "ascending"), ("object_id", "ascending")]
+
+
 def _write_cell(root: Path, cell: int, objects: pa.Table) -> None:
-    """Replace one cell's file atomically (remove it when the cell has no object)."""
+    """Replace one cell's file atomically with ``objects``, already in :data:`_FILE_ORDER`
+    (remove it when the cell has no object)."""
     folder = root / f"sky_cell={cell}"
     target = folder / FILE_NAME
     if objects.num_rows == 0:
@@ -352,7 +357,6 @@ def _write_cell(root: Path, cell: int, objects: pa.Table) -> None:
             folder.rmdir()
         return
     folder.mkdir(parents=True, exist_ok=True)
-    objects = objects.sort_by([("healpix", "ascending"), ("object_id", "ascending")])
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".objects.", suffix=".tmp", delete=False) as tmp:
         pq.write_table(objects, tmp.name, compression="zstd")
     os.replace(tmp.name, target)
@@ -398,7 +402,7 @@ def _recompute(catalog: LocalCatalog, root: Path, cells: set[int], radius_arcsec
     report = ObjectsReport(cells=len(cells), detections=detections.num_rows)
     # sorted once as the files are (by healpix, so cell by cell): each cell is a slice, not a
     # filter of the whole table per cell
-    ordered = objects.sort_by([("healpix", "ascending"), ("object_id", "ascending")])
+    ordered = objects.sort_by(_FILE_ORDER)
     ordered_cell = numpy_values(ordered["healpix"]) >> _CELL_SHIFT
     for cell in sorted(cells):
         start, stop = np.searchsorted(ordered_cell, [cell, cell + 1])
