@@ -115,8 +115,8 @@ def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rule
     if (rules.new_source_radius_arcsec is None or sources.num_rows == 0 or image.obs_time is None
             or image.center_ra is None):
         return {}
-    snr = numpy_values(sources["snr"])
-    placed = np.isfinite(numpy_values(sources["ra"])) & np.isfinite(numpy_values(sources["dec"]))  # null -> NaN
+    snr, all_ra, all_dec = (numpy_values(sources[name]) for name in ("snr", "ra", "dec"))
+    placed = np.isfinite(all_ra) & np.isfinite(all_dec)  # null -> NaN
     candidates = np.flatnonzero(_clean(sources) & placed & (snr >= rules.new_source_min_snr))
     if candidates.size == 0:
         return {}
@@ -124,8 +124,7 @@ def new_sources(image: ImageRecord, sources: pa.Table, store: CatalogStore, rule
     earlier = store.earlier_images(image.center_ra, image.center_dec, radius, image.obs_time)
     if not earlier:
         return {}
-    ra = numpy_values(sources["ra"])[candidates]
-    dec = numpy_values(sources["dec"])[candidates]
+    ra, dec = all_ra[candidates], all_dec[candidates]
     covered = _covered_by_earlier(ra, dec, earlier)
     mags = numpy_values(sources["mag_ab"])[candidates]
     limits = [r.limit_mag_5sigma for r in earlier if r.limit_mag_5sigma is not None and np.isfinite(r.limit_mag_5sigma)]
