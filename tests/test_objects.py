@@ -7,9 +7,12 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 from astropy import units as u
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skysift.analysis.sample import make_sample
 from skysift.catalog.objects import (
@@ -17,6 +20,7 @@ from skysift.catalog.objects import (
     CELL_ORDER,
     OBJECTS_SCHEMA,
     _recompute,
+    _Sources,
     objects_root,
     rebuild_objects,
     update_objects,
@@ -221,7 +225,7 @@ def test_an_object_whose_mean_crosses_a_sky_cell_edge_moves_to_the_new_cell(tmp_
     # must leave the old cell's file, even when only the new cell is asked for (update_objects asks for
     # the cells within 1 arcsec of the image, which here happen to include the old one)
     _write_image(home, "cccc", "2026-01-03", edge + 1.20 * arcsec, dec)
-    _recompute(LocalCatalog(home), objects_root(home), {new_cell}, 1.0, ["cccc"])
+    _recompute(_Sources(home), objects_root(home), {new_cell}, 1.0, ["cccc"])
     objects = _objects(home).to_pylist()
     files = sorted((home / "tables" / "objects").glob("sky_cell=*/*.parquet"))
     assert len(objects) == 1 and [f.parent.name for f in files] == [f"sky_cell={new_cell}"]
@@ -291,3 +295,83 @@ def test_summarize_with_groups_gives_each_set_the_rows_it_gives_alone():
             assert together.slice(int(member_of[start + k]), 1).to_pylist() == \
                 alone.slice(int(alone_member_of[k]), 1).to_pylist()
         start += table.num_rows
+
+
+# -- the two readers of the sources table --------------------------------------------------------------
+def _write_random_home(home, rng: np.random.Generator, n_images: int, older: bool = False) -> list[str]:
+    """``n_images`` images of random detections over 2 bands, 2 nights and 2 sky cells: clumps
+    arcseconds apart across a cell edge, flags clean or not, some without a position.
+    ``older``: the first image's file has no ``mag_ab_err`` column (written before there was one)."""
+    dec, edge = 2.2, _edge(2.2)
+    ids = []
+    for k in range(n_images):
+        n = int(rng.integers(0, 30))
+        image_id, band, night = f"img{k:02d}", str(rng.choice(["g", "r"])), f"2026-01-0{rng.integers(1, 3)}"
+        ra = edge + (rng.integers(-2, 3, n) * 4 + rng.normal(0, 0.6, n)) / 3600
+        de = dec + rng.normal(0, 0.6, n) / 3600
+        no_position = rng.random(n) < 0.1
+        row = ImageRecord(image_id=image_id, status="ok", route="local", survey="prop", band=band, obs_night=night,
+                          center_ra=edge, center_dec=dec, radius_deg=10 / 3600)
+        sources = pa.table({
+            "image_id": pa.array([image_id] * n, pa.string()),
+            "source_id": pa.array([f"{image_id}:{i}" for i in range(n)], pa.string()),
+            "obs_time": pa.array([datetime.fromisoformat(f"{night}T0{k % 10}:00:00+00:00")] * n,
+                                 pa.timestamp("us", tz="UTC")),
+            "ra": pa.array(np.where(no_position, np.nan, ra), from_pandas=True),
+            "dec": pa.array(de), "mag_ab": pa.array(rng.normal(20, 1, n), pa.float32()),
+            "mag_ab_err": pa.array(rng.uniform(0.01, 0.1, n), pa.float32()),
+            "flags": pa.array(rng.choice([0, 0, 0, 1, CLEAN_MASK & -CLEAN_MASK], n), pa.int32()),
+            "healpix": pa.array(np.where(no_position, 0, healpix_index(np.nan_to_num(ra), de)), pa.int64()),
+        })
+        LocalTables(home).write_image(row, sources.drop_columns(["mag_ab_err"]) if older and k == 0 else sources)
+        ids.append(image_id)
+    return ids
+
+
+def _by_source(table: pa.Table) -> list[dict]:
+    return sorted(table.to_pylist(), key=lambda row: row["source_id"])
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_images=st.integers(1, 6), older=st.booleans())
+def test_a_few_files_read_by_pyarrow_give_what_duckdb_gives(tmp_path_factory, seed, n_images, older):
+    """A small sources table is read file by file (no DuckDB): the same clean detections, cells,
+    footprints and objects as through DuckDB, the reader of larger tables."""
+    from skysift.catalog import objects as objects_module
+
+    home = tmp_path_factory.mktemp("readers")
+    ids = _write_random_home(home, np.random.default_rng(seed), n_images, older)
+    direct = _Sources(home)
+    original = objects_module.DIRECT_READ_FILES
+    objects_module.DIRECT_READ_FILES = -1  # every table is "large"
+    try:
+        queried = _Sources(home)
+    finally:
+        objects_module.DIRECT_READ_FILES = original
+    assert direct._catalog is None and queried._catalog is not None
+    assert direct.cells() == queried.cells()
+    for cells in (None, set(direct.cells()[:1]), {0}):
+        (mine, my_cells), (theirs, their_cells) = direct.clean(cells), queried.clean(cells)
+        assert mine.column_names == theirs.column_names
+        assert _by_source(mine) == _by_source(theirs)
+        assert sorted(my_cells.tolist()) == sorted(their_cells.tolist())
+    assert sorted(direct.footprints(ids)) == sorted(queried.footprints(ids))
+    written = []
+    for sources in (direct, queried):
+        root = home / f"objects-{len(written)}"
+        _recompute(sources, root, set(sources.cells()), 1.0)
+        written.append({p.parent.name: pa.parquet.read_table(p) for p in sorted(root.glob("*/*.parquet"))})
+    assert written[0].keys() == written[1].keys()
+    assert all(written[0][cell].equals(written[1][cell]) for cell in written[0])
+
+
+def test_a_damaged_sources_file_read_directly_is_named_in_one_line(tmp_path):
+    from skysift.catalog.integrity import DamagedTable
+
+    home = tmp_path / "home"
+    _write_random_home(home, np.random.default_rng(3), 2)
+    victim = sorted((home / "tables" / "sources").glob("*/*/*/*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(DamagedTable, match=f"table file {victim} is damaged .*check --repair") as caught:
+        update_objects(home, ["img00"])
+    assert "\n" not in str(caught.value)

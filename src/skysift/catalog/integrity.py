@@ -30,6 +30,7 @@ __all__ = [
     "DamagedFile",
     "DamagedTable",
     "check_file",
+    "damaged_file_error",
     "damaged_table_error",
     "find_damaged",
     "images_without_sources",
@@ -143,6 +144,13 @@ def remove_orphan_temporaries(home: Path, *, older_than_s: float = ORPHAN_AGE_S)
         except FileNotFoundError:
             continue
     return removed
+
+
+def damaged_file_error(path: Path, exc: Exception, home: Path) -> DamagedTable:
+    """The one-line :class:`DamagedTable` of a table file that Arrow could not read."""
+    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return DamagedTable(f"table file {path} is damaged ({first}); "
+                        f"run 'skysift --home {home} check --repair' to move it aside", uri=str(path))
 
 
 def damaged_table_error(exc: Exception, home: Path) -> DamagedTable | None:

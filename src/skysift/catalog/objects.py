@@ -48,6 +48,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from skysift.catalog import integrity
 from skysift.catalog.arrow import (
     empty_table,
     numpy_column,
@@ -55,7 +56,7 @@ from skysift.catalog.arrow import (
     python_column,
     read_parquet,
 )
-from skysift.catalog.schema import TIMESTAMP, _field
+from skysift.catalog.schema import TIMESTAMP, _field, sources_schema
 from skysift.core.astrometry import HEALPIX_ORDER, healpix_index
 from skysift.core.flags import CLEAN_MASK
 
@@ -314,17 +315,103 @@ def _photometry(detections: pa.Table, order: np.ndarray, member_object: np.ndarr
 
 
 # -- reading detections and writing cells -------------------------------------------------------
-def _clean_detections(catalog: LocalCatalog, cells: Iterable[int] | None) -> tuple[pa.Table, np.ndarray]:
-    """Clean detections with a sky position (in ``cells``, or all), and the cell of each."""
-    where = f"ra IS NOT NULL AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0"
-    params = {}
-    if cells is not None:
-        where += f" AND (healpix >> {_CELL_SHIFT}) IN (SELECT unnest($cells))"
-        params["cells"] = sorted(int(c) for c in cells)
-    table = catalog.arrow("SELECT source_id, image_id, obs_time, band, ra, dec, mag_ab, mag_ab_err, flags, "
-                          f"healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE {where}", params)
-    cell = numpy_values(table["cell"], null=-1)
-    return table.drop_columns(["cell"]), cell
+#: Up to this many ``sources`` files, the objects step reads the table itself, file by file
+#: (~1 ms a file), instead of through a DuckDB catalog: importing DuckDB and opening a
+#: catalog costs ~0.08 s, most of the objects step after a first image.
+DIRECT_READ_FILES = 64
+#: The columns of a detection that :func:`summarize` uses, and the cell's, as a ``sources`` file stores them.
+_STORED = pa.schema([sources_schema().field(name) for name in
+                     ("source_id", "image_id", "obs_time", "ra", "dec", "mag_ab", "mag_ab_err", "flags", "healpix")])
+
+
+class _Sources:
+    """A home's ``sources`` table as the objects step reads it: its clean detections (no flag of
+    :data:`~skysift.core.flags.CLEAN_MASK` set, with a sky position) by cell, and image footprints.
+
+    A table of at most :data:`DIRECT_READ_FILES` files (a first run, a laptop's few images) is
+    read once, with pyarrow; a larger one is queried through DuckDB, which reads files in
+    parallel and skips those whose statistics rule them out. Both give the same detections.
+    """
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.home = Path(home)
+        files = sorted((self.home / "tables" / "sources").glob("*/*/*/*.parquet"))
+        self._stored: tuple[pa.Table, np.ndarray] | None = None
+        self._catalog: LocalCatalog | None = None
+        if len(files) <= DIRECT_READ_FILES:
+            self._stored = _read_clean(files, self.home)
+        else:
+            from skysift.catalog.query import LocalCatalog
+
+            self._catalog = LocalCatalog(self.home)
+
+    def cells(self) -> list[int]:
+        """The cells that hold a clean detection, in order."""
+        if self._stored is not None:
+            found = np.unique(self._stored[1])
+        else:
+            found = numpy_values(self._catalog.arrow(
+                f"SELECT DISTINCT healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE ra IS NOT NULL AND dec IS NOT NULL "
+                f"AND (flags & {CLEAN_MASK}) = 0")["cell"], null=-1)
+        return sorted(int(c) for c in found if c >= 0)
+
+    def clean(self, cells: Iterable[int] | None) -> tuple[pa.Table, np.ndarray]:
+        """Clean detections (in ``cells``, or all), and the cell of each."""
+        if self._stored is not None:
+            table, cell = self._stored
+            if cells is None:
+                return table, cell
+            inside = np.isin(cell, np.fromiter(cells, np.int64))
+            return table.filter(numpy_column(inside, pa.bool_())), cell[inside]
+        where = f"ra IS NOT NULL AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0"
+        params = {}
+        if cells is not None:
+            where += f" AND (healpix >> {_CELL_SHIFT}) IN (SELECT unnest($cells))"
+            params["cells"] = sorted(int(c) for c in cells)
+        table = self._catalog.arrow("SELECT source_id, image_id, obs_time, band, ra, dec, mag_ab, mag_ab_err, flags, "
+                                    f"healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE {where}", params)
+        return table.drop_columns(["cell"]), numpy_values(table["cell"], null=-1)
+
+    def footprints(self, image_ids: list[str]) -> list[tuple[float, float, float]]:
+        """``(center_ra, center_dec, radius_deg)`` of those of ``image_ids`` stored with a footprint."""
+        if self._catalog is None:
+            from skysift.catalog.tables import LocalTables
+
+            wanted = set(image_ids)
+            rows = [(r.center_ra, r.center_dec, r.radius_deg) for r in LocalTables(self.home).images()
+                    if r.image_id in wanted]
+        else:
+            rows = [(r["center_ra"], r["center_dec"], r["radius_deg"]) for r in self._catalog.arrow(
+                "SELECT center_ra, center_dec, radius_deg FROM images WHERE image_id IN (SELECT unnest($ids))",
+                {"ids": image_ids}).to_pylist()]
+        return [row for row in rows if row[0] is not None and row[2] is not None]
+
+
+def _read_clean(files: list[Path], home: Path) -> tuple[pa.Table, np.ndarray]:
+    """The clean detections of ``files`` (``sources`` files, the band from each one's folder), and
+    the cell of each: the rows and columns that :class:`_Sources` asks DuckDB for."""
+    nothing = empty_table(_STORED)
+    parts = [nothing.add_column(3, "band", python_column([], pa.string()))]
+    cells = [np.zeros(0, np.int64)]
+    for path in files:
+        try:
+            table = read_parquet(path, columns=_STORED.names)
+        except FileNotFoundError:
+            continue  # replaced or compacted since the listing: its rows are in the file that replaced it
+        except (pa.ArrowException, OSError) as exc:
+            raise integrity.damaged_file_error(path, exc, home) from exc
+        for field in _STORED:  # a column the file lacks is null, as DuckDB's union_by_name makes it
+            if field.name not in table.column_names:
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        table = table.select(_STORED.names).cast(_STORED)
+        flags = numpy_values(table["flags"], null=-1)
+        keep = (numpy_values(pc.is_valid(table["ra"])) & numpy_values(pc.is_valid(table["dec"]))
+                & (flags >= 0) & (flags & CLEAN_MASK == 0))
+        table = table.filter(numpy_column(keep, pa.bool_()))
+        band = dict(part.split("=", 1) for part in path.parts[-4:-1])["band"]
+        parts.append(table.add_column(3, "band", python_column([band] * table.num_rows, pa.string())))
+        cells.append(numpy_values(table["healpix"], null=-1 << _CELL_SHIFT) >> _CELL_SHIFT)
+    return pa.concat_tables(parts).drop_columns(["healpix"]), np.concatenate(cells)
 
 
 def neighbours(cells: Iterable[int]) -> set[int]:
@@ -379,7 +466,7 @@ def _stored_owners(root: Path, cells: Iterable[int], source_ids: pa.Array, image
     return found
 
 
-def _recompute(catalog: LocalCatalog, root: Path, cells: set[int], radius_arcsec: float,
+def _recompute(sources: _Sources, root: Path, cells: set[int], radius_arcsec: float,
                image_ids: Iterable[str] = ()) -> tuple[ObjectsReport, set[int]]:
     """Recompute and write the objects of ``cells``; the report and the cells written.
 
@@ -390,7 +477,7 @@ def _recompute(catalog: LocalCatalog, root: Path, cells: set[int], radius_arcsec
     cells = set(cells)
     while True:
         context = neighbours(cells)
-        detections, detection_cell = _clean_detections(catalog, context)
+        detections, detection_cell = sources.clean(context)
         objects, member_of = summarize(detections, radius_arcsec)
         object_cell = numpy_values(objects["healpix"]) >> _CELL_SHIFT
         inside = np.isin(detection_cell, list(cells))
@@ -420,8 +507,6 @@ def update_objects(home: str | os.PathLike[str], image_ids: Iterable[str], *,
     ``center_dec``, ``radius_deg``). A home whose objects were never computed, or were
     computed with another radius, is rebuilt whole.
     """
-    from skysift.catalog.query import LocalCatalog
-
     # this follows a run's images: what Arrow's pool (mimalloc, or malloc under `skysift`) still holds of their tables goes
     # back to the system before DuckDB adds its own (15 MiB after a 4096^2 image, in a run's peak)
     pa.default_memory_pool().release_unused()
@@ -431,34 +516,27 @@ def update_objects(home: str | os.PathLike[str], image_ids: Iterable[str], *,
     image_ids = sorted(set(image_ids))
     if not image_ids:
         return ObjectsReport()
-    catalog = LocalCatalog(home)
-    footprints = catalog.arrow("SELECT center_ra, center_dec, radius_deg FROM images WHERE image_id IN "
-                               "(SELECT unnest($ids)) AND center_ra IS NOT NULL AND radius_deg IS NOT NULL",
-                               {"ids": image_ids}).to_pylist()
+    sources = _Sources(home)
     cells: set[int] = set()
-    for row in footprints:
-        cells |= footprint_cells(row["center_ra"], row["center_dec"], row["radius_deg"] + radius_arcsec / 3600.0)
+    for center_ra, center_dec, radius_deg in sources.footprints(image_ids):
+        cells |= footprint_cells(center_ra, center_dec, radius_deg + radius_arcsec / 3600.0)
     if not cells:
         return ObjectsReport()
-    return _recompute(catalog, root, cells, radius_arcsec, image_ids)[0]
+    return _recompute(sources, root, cells, radius_arcsec, image_ids)[0]
 
 
 def rebuild_objects(home: str | os.PathLike[str], *, radius_arcsec: float = 1.0,
                     batch_cells: int = REBUILD_BATCH_CELLS) -> ObjectsReport:
     """Recompute every object from the ``sources`` table; remove cells left without one."""
-    from skysift.catalog.query import LocalCatalog
-
-    catalog = LocalCatalog(home)
+    sources = _Sources(home)
     root = objects_root(home)
     root.mkdir(parents=True, exist_ok=True)
-    wanted = catalog.arrow(f"SELECT DISTINCT healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE ra IS NOT NULL "
-                           f"AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0")["cell"].drop_null().to_pylist()
-    wanted = sorted(int(c) for c in wanted)
+    wanted = sources.cells()
     report = ObjectsReport(rebuilt=True)
     written: set[int] = set()
     for start in range(0, len(wanted), batch_cells):
         batch = set(wanted[start : start + batch_cells])
-        part, cells = _recompute(catalog, root, batch, radius_arcsec)
+        part, cells = _recompute(sources, root, batch, radius_arcsec)
         report.detections += part.detections
         written |= cells
     for folder in root.glob("sky_cell=*"):

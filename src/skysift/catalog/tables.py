@@ -30,9 +30,8 @@ import pyarrow.compute  # makes pa.compute available
 import pyarrow.parquet as pq
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
-from skysift.catalog import compaction, history
+from skysift.catalog import compaction, history, integrity
 from skysift.catalog.arrow import empty_table, numpy_column, numpy_values, read_parquet, rows_of
-from skysift.catalog.integrity import DamagedTable
 from skysift.catalog.records import ImageRecord
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.core.metadata import slug
@@ -68,9 +67,7 @@ def _read_image_records(path: Path) -> list[ImageRecord]:
     except FileNotFoundError:
         raise  # replaced or compacted meanwhile: the listing is made again
     except (pa.ArrowException, OSError) as exc:
-        home = path.parents[5]
-        raise DamagedTable(f"table file {path} is damaged ({str(exc).strip().splitlines()[0][:160]}); "
-                           f"run 'skysift --home {home} check --repair' to move it aside", uri=str(path)) from exc
+        raise integrity.damaged_file_error(path, exc, path.parents[5]) from exc
     return [ImageRecord.from_row(row | partition) for row in rows]
 
 
