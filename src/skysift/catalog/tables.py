@@ -143,7 +143,7 @@ class LocalTables:
     def _read_image_file(self, table: str, image: ImageRecord) -> pa.Table:
         path = self._image_file(table, image)
         if path.name.startswith(compaction.COMPACTED_PREFIX):
-            return pq.read_table(path, filters=[("image_id", "=", image.image_id)])
+            return compaction.image_rows(path, image.image_id)
         return read_parquet(path)
 
     def read_sources(self, image: ImageRecord) -> pa.Table:
