@@ -376,3 +376,24 @@ def test_a_damaged_sources_file_read_directly_is_named_in_one_line(tmp_path):
     with pytest.raises(DamagedTable, match=f"table file {victim} is damaged .*check --repair") as caught:
         update_objects(home, ["img00"])
     assert "\n" not in str(caught.value)
+
+
+def test_a_sources_file_replaced_while_read_directly_is_listed_and_read_again(tmp_path, monkeypatch):
+    """Another writer replaced (or compacted) a file between the listing and its read: the
+    listing is made again, and no detection is left out."""
+    from skysift.catalog import objects as objects_module
+
+    home = tmp_path / "home"
+    _write_random_home(home, np.random.default_rng(8), 3)
+    expected = _by_source(_Sources(home).clean(None)[0])
+    read, calls = objects_module.read_parquet, []
+
+    def replaced_once(path, columns=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise FileNotFoundError(path)
+        return read(path, columns=columns)
+
+    monkeypatch.setattr(objects_module, "read_parquet", replaced_once)
+    assert _by_source(_Sources(home).clean(None)[0]) == expected
+    assert len(calls) == 2 + 3  # the second file missed once: the listing made and all three read again

@@ -57,6 +57,7 @@ from skysift.catalog.arrow import (
     read_parquet,
 )
 from skysift.catalog.schema import TIMESTAMP, _field, sources_schema
+from skysift.catalog.tables import again_if_replaced
 from skysift.core.astrometry import HEALPIX_ORDER, healpix_index
 from skysift.core.flags import CLEAN_MASK
 
@@ -335,12 +336,9 @@ class _Sources:
 
     def __init__(self, home: str | os.PathLike[str]) -> None:
         self.home = Path(home)
-        files = sorted((self.home / "tables" / "sources").glob("*/*/*/*.parquet"))
-        self._stored: tuple[pa.Table, np.ndarray] | None = None
         self._catalog: LocalCatalog | None = None
-        if len(files) <= DIRECT_READ_FILES:
-            self._stored = _read_clean(files, self.home)
-        else:
+        self._stored = _read_clean(self.home)
+        if self._stored is None:
             from skysift.catalog.query import LocalCatalog
 
             self._catalog = LocalCatalog(self.home)
@@ -387,9 +385,15 @@ class _Sources:
         return [row for row in rows if row[0] is not None and row[2] is not None]
 
 
-def _read_clean(files: list[Path], home: Path) -> tuple[pa.Table, np.ndarray]:
-    """The clean detections of ``files`` (``sources`` files, the band from each one's folder), and
-    the cell of each: the rows and columns that :class:`_Sources` asks DuckDB for."""
+@again_if_replaced
+def _read_clean(home: Path) -> tuple[pa.Table, np.ndarray] | None:
+    """The clean detections of the home's ``sources`` files (the band from each one's folder), and
+    the cell of each: the rows and columns that :class:`_Sources` asks DuckDB for; None when the
+    table has more than :data:`DIRECT_READ_FILES` files. A file replaced or compacted by another
+    writer while being read: listed and read again."""
+    files = sorted((home / "tables" / "sources").glob("*/*/*/*.parquet"))
+    if len(files) > DIRECT_READ_FILES:
+        return None
     nothing = empty_table(_STORED)
     parts = [nothing.add_column(3, "band", python_column([], pa.string()))]
     cells = [np.zeros(0, np.int64)]
@@ -397,7 +401,7 @@ def _read_clean(files: list[Path], home: Path) -> tuple[pa.Table, np.ndarray]:
         try:
             table = read_parquet(path, columns=_STORED.names)
         except FileNotFoundError:
-            continue  # replaced or compacted since the listing: its rows are in the file that replaced it
+            raise
         except (pa.ArrowException, OSError) as exc:
             raise integrity.damaged_file_error(path, exc, home) from exc
         for field in _STORED:  # a column the file lacks is null, as DuckDB's union_by_name makes it
@@ -508,7 +512,7 @@ def update_objects(home: str | os.PathLike[str], image_ids: Iterable[str], *,
     computed with another radius, is rebuilt whole.
     """
     # this follows a run's images: what Arrow's pool (mimalloc, or malloc under `skysift`) still holds of their tables goes
-    # back to the system before DuckDB adds its own (15 MiB after a 4096^2 image, in a run's peak)
+    # back to the system before the step reads the sources (15 MiB after a 4096^2 image, in a run's peak)
     pa.default_memory_pool().release_unused()
     root = objects_root(home)
     if not root.exists() or stored_radius(home) not in (None, radius_arcsec):

@@ -36,7 +36,8 @@ from skysift.catalog.records import ImageRecord
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.core.metadata import slug
 
-__all__ = ["LISTING_ATTEMPTS", "POSITION_CACHE_BYTES", "SOURCES_CACHE_BYTES", "TABLES", "LocalTables", "partition_path"]
+__all__ = ["LISTING_ATTEMPTS", "POSITION_CACHE_BYTES", "SOURCES_CACHE_BYTES", "TABLES", "LocalTables", "again_if_replaced",
+           "partition_path"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ SOURCES_CACHE_BYTES = 128 * 2**20
 #: Tries to read a file that another writer may be replacing (atomic renames) at that moment.
 LISTING_ATTEMPTS = 3
 #: Look again at once when a file was replaced (or compacted) while being found or read.
-_again_if_replaced = retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(LISTING_ATTEMPTS),
+again_if_replaced = retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(LISTING_ATTEMPTS),
                            reraise=True)
 
 
@@ -165,7 +166,7 @@ class LocalTables:
         """Merge each partition's files into one (see :mod:`skysift.catalog.compaction`)."""
         return {t: compaction.compact_table(self.table_dir(t), "healpix" if t == "sources" else None) for t in tables}
 
-    @_again_if_replaced
+    @again_if_replaced
     def images(self, image_id: str | None = None) -> list[ImageRecord]:
         """The ``images`` rows (partition keys included): the one reader of the images table.
 
@@ -211,7 +212,7 @@ class LocalTables:
             table = table.filter(numpy_column(numpy_values(table["image_id"]) == image.image_id, pa.bool_()))
         return table
 
-    @_again_if_replaced
+    @again_if_replaced
     def _positions_file(self, image: ImageRecord) -> tuple[Path, pa.Table]:
         """The file holding the image's detections, and its cached positions."""
         path = self._sources_file(image)
