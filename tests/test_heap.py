@@ -124,3 +124,44 @@ def test_the_skysift_entry_point_chooses_before_numpy_and_arrow_are_imported(mon
     done = subprocess.run([sys.executable, "-c", "import sys, skysift.cli.main; print('numpy' in sys.modules, 'pyarrow' in sys.modules)"],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False False", done.stderr
+
+
+#: Run in a fresh interpreter: minor faults of a 4 MiB block written, freed and allocated again
+#: (a fresh mapping each time while glibc unmaps what it frees; the same pages once it keeps them).
+_REALLOCATION = """
+import ctypes, os, resource, sys
+from skysift.heap import keep_freed_heap
+kept = keep_freed_heap() if sys.argv[1] == "keep" else None
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 4 * 2**20
+
+def written_and_freed():
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+
+written_and_freed()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+written_and_freed()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt, minor faults")
+@pytest.mark.parametrize(("how", "env", "kept"), [
+    ("keep", {}, "True"), ("leave", {}, "None"), ("keep", {"MALLOC_MMAP_THRESHOLD_": "131072"}, "False")])
+def test_freed_blocks_of_a_few_mib_are_reused_not_mapped_afresh(how, env, kept):
+    """After :func:`keep_freed_heap` a freed 4 MiB block is reused (no page touched afresh);
+    glibc's own start unmaps it and maps a new one (a fault a page); a user's own
+    ``MALLOC_MMAP_THRESHOLD_`` is left alone."""
+    done = subprocess.run([sys.executable, "-c", _REALLOCATION, how], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    applied, faults = done.stdout.split()
+    assert applied == kept
+    if kept == "True":
+        assert int(faults) < 64
+    else:
+        assert int(faults) > 512  # 1,024 pages of 4 KiB
