@@ -7,6 +7,8 @@ import gzip
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skysift import errors
 from skysift.io import fits as fitsio
@@ -69,6 +71,39 @@ def test_local_float32_is_read_into_one_native_array_with_astropys_values(tmp_pa
     np.testing.assert_array_equal(direct.data, decoded.data)
     np.testing.assert_array_equal(direct.mask, decoded.mask)
     assert direct.mask.sum() == 3 and direct.info == decoded.info
+
+
+_SPECIAL = st.sampled_from([np.nan, np.inf, -np.inf, 3e38, -3e38, 0.0, 1.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 300), specials=st.lists(st.tuples(st.integers(0, 299), _SPECIAL), max_size=6),
+       seed=st.integers(0, 2**16))
+def test_the_mask_of_non_finite_pixels_is_isfinites_whatever_the_values(n, specials, seed):
+    """NaN, infinities and finite values whose sum overflows (3e38 twice) in any places: the
+    mask is exactly ``~np.isfinite``; the broadcast of False only when nothing is masked, and
+    always then once compacted."""
+    data = np.random.default_rng(seed).normal(100, 5, size=n).astype(np.float32)
+    for index, value in specials:
+        if index < n:
+            data[index] = value
+    data = data.reshape(1, n)
+    mask = fitsio._not_finite(data)
+    np.testing.assert_array_equal(mask, ~np.isfinite(data))
+    if fitsio._nothing_masked(mask):  # never when a pixel is not finite (an overflowing sum takes the long way)
+        assert np.isfinite(data).all()
+    assert fitsio._nothing_masked(fitsio.compact_mask(mask)) == bool(np.isfinite(data).all())
+
+
+def test_an_image_without_a_non_finite_pixel_holds_no_mask_array(tmp_path):
+    """The usual image (every pixel finite) is read without making its image-sized mask."""
+    data = np.random.default_rng(5).normal(100, 5, size=(64, 48)).astype(np.float32)
+    path = tmp_path / "finite.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    image = read_image(str(path))
+    np.testing.assert_array_equal(image.data, data)
+    assert image.mask.shape == data.shape and not image.mask.any()
+    assert image.mask.strides == (0, 0) and not image.mask.flags.writeable
 
 
 def test_gzipped_and_multi_extension_files(tmp_path):
