@@ -372,12 +372,11 @@ class _Sources:
 
     def footprints(self, image_ids: list[str]) -> list[tuple[float, float, float]]:
         """``(center_ra, center_dec, radius_deg)`` of those of ``image_ids`` stored with a footprint."""
-        if self._catalog is None:
+        if self._catalog is None:  # each image's own row, not every row of the images table
             from skysift.catalog.tables import LocalTables
 
-            wanted = set(image_ids)
-            rows = [(r.center_ra, r.center_dec, r.radius_deg) for r in LocalTables(self.home).images()
-                    if r.image_id in wanted]
+            tables = LocalTables(self.home)
+            rows = [(r.center_ra, r.center_dec, r.radius_deg) for image_id in image_ids for r in tables.images(image_id)]
         else:
             rows = [(r["center_ra"], r["center_dec"], r["radius_deg"]) for r in self._catalog.arrow(
                 "SELECT center_ra, center_dec, radius_deg FROM images WHERE image_id IN (SELECT unnest($ids))",
