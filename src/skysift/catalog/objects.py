@@ -57,7 +57,7 @@ from skysift.catalog.arrow import (
     read_parquet,
 )
 from skysift.catalog.schema import TIMESTAMP, _field, sources_schema
-from skysift.catalog.tables import again_if_replaced
+from skysift.catalog.tables import again_if_replaced, partition_of
 from skysift.core.astrometry import HEALPIX_ORDER, healpix_index
 from skysift.core.flags import CLEAN_MASK
 
@@ -321,6 +321,8 @@ def _photometry(detections: pa.Table, order: np.ndarray, member_object: np.ndarr
 #: catalog costs ~0.08 s, most of the objects step after a first image.
 DIRECT_READ_FILES = 64
 #: The columns of a detection that :func:`summarize` uses, and the cell's, as a ``sources`` file stores them.
+#: The ``sources`` rows the objects are made of (what :func:`_read_clean` keeps, in DuckDB's words).
+_CLEAN_WHERE = f"ra IS NOT NULL AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0"
 _STORED = pa.schema([sources_schema().field(name) for name in
                      ("source_id", "image_id", "obs_time", "ra", "dec", "mag_ab", "mag_ab_err", "flags", "healpix")])
 
@@ -349,8 +351,7 @@ class _Sources:
             found = np.unique(self._stored[1])
         else:
             found = numpy_values(self._catalog.arrow(
-                f"SELECT DISTINCT healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE ra IS NOT NULL AND dec IS NOT NULL "
-                f"AND (flags & {CLEAN_MASK}) = 0")["cell"], null=-1)
+                f"SELECT DISTINCT healpix >> {_CELL_SHIFT} AS cell FROM sources WHERE {_CLEAN_WHERE}")["cell"], null=-1)
         return sorted(int(c) for c in found if c >= 0)
 
     def clean(self, cells: Iterable[int] | None) -> tuple[pa.Table, np.ndarray]:
@@ -361,7 +362,7 @@ class _Sources:
                 return table, cell
             inside = np.isin(cell, np.fromiter(cells, np.int64))
             return table.filter(numpy_column(inside, pa.bool_())), cell[inside]
-        where = f"ra IS NOT NULL AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0"
+        where = _CLEAN_WHERE
         params = {}
         if cells is not None:
             where += f" AND (healpix >> {_CELL_SHIFT}) IN (SELECT unnest($cells))"
@@ -399,7 +400,7 @@ def _read_clean(home: Path) -> tuple[pa.Table, np.ndarray] | None:
     for path in files:
         try:
             table = read_parquet(path, columns=_STORED.names)
-        except FileNotFoundError:
+        except FileNotFoundError:  # replaced meanwhile: again_if_replaced makes the listing again
             raise
         except (pa.ArrowException, OSError) as exc:
             raise integrity.damaged_file_error(path, exc, home) from exc
@@ -411,7 +412,7 @@ def _read_clean(home: Path) -> tuple[pa.Table, np.ndarray] | None:
         keep = (numpy_values(pc.is_valid(table["ra"])) & numpy_values(pc.is_valid(table["dec"]))
                 & (flags >= 0) & (flags & CLEAN_MASK == 0))
         table = table.filter(numpy_column(keep, pa.bool_()))
-        band = dict(part.split("=", 1) for part in path.parts[-4:-1])["band"]
+        band = partition_of(path)["band"]
         parts.append(table.add_column(3, "band", python_column([band] * table.num_rows, pa.string())))
         cells.append(numpy_values(table["healpix"], null=-1 << _CELL_SHIFT) >> _CELL_SHIFT)
     return pa.concat_tables(parts).drop_columns(["healpix"]), np.concatenate(cells)

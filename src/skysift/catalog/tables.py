@@ -37,7 +37,7 @@ from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.core.metadata import slug
 
 __all__ = ["LISTING_ATTEMPTS", "POSITION_CACHE_BYTES", "SOURCES_CACHE_BYTES", "TABLES", "LocalTables", "again_if_replaced",
-           "partition_path"]
+           "partition_of", "partition_path"]
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,15 @@ def partition_path(image: ImageRecord) -> str:
     return "/".join(f"{key}={slug(str(value or 'unknown'))}" for key, value in image.partition.items())
 
 
+def partition_of(path: Path) -> dict[str, str]:
+    """The partition keys of a table file, from its folders (``survey=S/band=B/obs_night=N/file``)."""
+    return dict(part.split("=", 1) for part in path.parts[-4:-1])
+
+
 def _read_image_records(path: Path) -> list[ImageRecord]:
     """The rows of an ``images`` file (its own or a compacted one), with the partition keys
     of its folders; a file that is not Parquet is named in a :class:`DamagedTable`."""
-    partition = dict(part.split("=", 1) for part in path.parts[-4:-1])
+    partition = partition_of(path)
     try:
         rows = rows_of(read_parquet(path))
     except FileNotFoundError:
