@@ -32,9 +32,10 @@ __all__ = [
 
 
 @cache
-def _malloc_trim():
+def _c_function(name: str):
+    """The C library's function ``name`` (glibc's ``malloc_trim``, ``mallopt``), or None."""
     try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+        return getattr(ctypes.CDLL(None), name, None)
     except OSError:  # no C library to load symbols from
         return None
 
@@ -42,7 +43,7 @@ def _malloc_trim():
 def release_free_heap() -> bool:
     """Give the allocator's free memory back to the system (a few ms); False when this C
     library cannot (nothing was done)."""
-    trim = _malloc_trim()
+    trim = _c_function("malloc_trim")
     if trim is None:
         return False
     trim(0)
@@ -129,10 +130,7 @@ def keep_freed_heap() -> bool:
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    except OSError:  # no C library to load symbols from
-        return False
-    if mallopt is None or _malloc_trim() is None:  # mallopt and malloc_trim: glibc's, not musl's
+    mallopt = _c_function("mallopt")
+    if mallopt is None or _c_function("malloc_trim") is None:  # mallopt and malloc_trim: glibc's, not musl's
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
