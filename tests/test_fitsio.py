@@ -222,3 +222,60 @@ def test_sections_read_the_same_pixels_as_a_whole_read(m13_files, tmp_path, monk
                     np.testing.assert_array_equal(mask, whole.mask[y0:y1, x0:x1])
     with fitsio.Sections(str(tmp_path / "scaled.fits")) as image:
         assert image.read(17, 18, 40, 41)[1].all()
+
+
+@pytest.fixture(scope="module")
+def plain_mosaic(tmp_path_factory):
+    """A local multi-extension file of plain float32 images (NaN and infinite pixels, odd sizes)."""
+    rng = np.random.default_rng(11)
+    first = rng.normal(size=(61, 47)).astype(np.float32)
+    second = rng.normal(size=(53, 71)).astype(np.float32)
+    first[3, 5], first[40, 46], second[0, 0], second[52, 70] = np.nan, np.inf, -np.inf, np.nan
+    path = tmp_path_factory.mktemp("plain") / "mosaic.fits"
+    header = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0, "CRVAL2": -5.0,
+                          "CRPIX1": 20.0, "CRPIX2": 30.0, "CD1_1": -1e-4, "CD2_2": 1e-4})
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(first, header), fits.ImageHDU(second, name="SCI2")]).writeto(path)
+    return path
+
+
+@settings(deadline=None, max_examples=60)
+@given(hdu=st.sampled_from([1, 2]), corners=st.tuples(*[st.floats(0, 1)] * 4), band_bytes=st.sampled_from([0, 2**20]))
+def test_sections_by_offset_read_what_astropy_reads(plain_mosaic, hdu, corners, band_bytes):
+    """A plain float32 image of a local file is read by offset (row by row or as bands): the same
+    pixels, mask and header as astropy's section gives, for any rectangle of any extension."""
+    with fitsio.Sections(str(plain_mosaic), hdu) as image:
+        assert image._plain is not None  # the offset reader, not astropy
+        ny, nx = image.shape
+        y0, y1 = sorted(int(c * ny) for c in corners[:2])
+        x0, x1 = sorted(int(c * nx) for c in corners[2:])
+        y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+        original = fitsio.SECTION_BAND_BYTES
+        fitsio.SECTION_BAND_BYTES = band_bytes
+        try:
+            data, mask = image.read(y0, y1, x0, x1)
+        finally:
+            fitsio.SECTION_BAND_BYTES = original
+    with fits.open(plain_mosaic) as hdul:
+        expected = hdul[hdu].data[y0:y1, x0:x1].astype(np.float32)
+        expected_header = hdul[hdu].header
+    np.testing.assert_array_equal(mask, ~np.isfinite(expected))
+    np.testing.assert_array_equal(data, np.where(mask, np.nan, expected))
+    assert data.dtype == np.float32 and data.dtype.isnative
+    assert image.header.tostring() == expected_header.tostring()
+
+
+def test_sections_by_offset_say_when_the_file_ends_early(plain_mosaic, tmp_path):
+    """A file cut short is refused when opened (its headers declare more); one cut short while open
+    (rewritten in place) fails the read with a one-line TruncatedFile, not with garbage pixels."""
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(plain_mosaic.read_bytes()[:-2880 * 2])
+    with pytest.raises(errors.TruncatedFile, match="truncated upload"), fitsio.Sections(str(cut), 2):
+        pass
+    whole = tmp_path / "whole.fits"
+    whole.write_bytes(plain_mosaic.read_bytes())
+    with fitsio.Sections(str(whole), 2) as image:
+        assert image.read(0, 53, 0, 71)[0].shape == (53, 71)
+        with open(whole, "r+b") as handle:
+            handle.truncate(whole.stat().st_size - 2880 * 2)
+        with pytest.raises(errors.TruncatedFile, match=r"cannot read pixels \[40:53, 0:71\]: the file ends \d+ bytes early"):
+            image.read(40, 53, 0, 71)
