@@ -191,3 +191,28 @@ def test_earlier_images_gone_since_they_were_measured_are_skipped_not_fatal(surv
     new = [a for a in LogPublisher(settings.home).read() if a["rule"] == "new_source"]
     assert any(abs(a["mag_ab"] - TRANSIENT_MAG) < 0.15 for a in new)
     assert all("in 0 earlier image(s)" in a["detail"] for a in new)
+
+
+def test_skies_kept_while_measuring_leave_the_alerts_as_the_alert_phase_makes_them(survey, tmp_path, monkeypatch):
+    """A survey's measuring keeps the sky of each image another overlaps: the alert phase then reads
+    no image whole and estimates no sky, and raises the same alerts, with the same forced photometry."""
+    from skysift.alerts import forced
+    from skysift.pipeline import survey as survey_module
+
+    _, paths = survey
+    monkeypatch.setattr(forced, "PATCH_CELLS", 16)  # each earlier image read whole, as for a crowded candidate list
+    estimates = []
+    subtract = forced.subtract_sky
+    monkeypatch.setattr(forced, "subtract_sky", lambda *args: estimates.append(1) or subtract(*args))
+    logs, counts = {}, {}
+    for kept in (True, False):
+        if not kept:
+            monkeypatch.setattr(survey_module, "_overlapped", lambda listed, settings: set())
+        estimates.clear()
+        settings = Settings.load(home=tmp_path / f"home-{kept}", alerts={"new_source_min_snr": 5.0})
+        report = run_local([str(p) for p in paths], settings, workers=1)
+        assert report.succeeded
+        counts[kept] = len(estimates)
+        logs[kept] = [(a["alert_id"], a["snr"], a["detail"]) for a in LogPublisher(settings.home).read()]
+    assert logs[True] == logs[False] and any("earlier image" in detail for _, _, detail in logs[True])
+    assert counts[True] == 0 < counts[False]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sep
+from astropy.io import fits
 
 from skysift.alerts import forced
 from skysift.alerts.forced import PATCH_CELLS, forced_snr
@@ -259,3 +260,62 @@ def test_results_made_ahead_while_the_one_asked_for_is_busy():
     with pytest.raises(SkysiftError):
         ahead.result(2)
     assert (ahead.result(3), ahead.result(4)) == (30, 40) and made == [2, 0, 4, 1, 3]
+
+
+def _with_holes(tmp_path, name, data, **cards):
+    path = tmp_path / name
+    hdu = fits.PrimaryHDU(data)
+    for key, value in cards.items():
+        hdu.header[key] = value
+    hdu.writeto(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["m13", "float_holes", "int_blank", "mosaic_extension"])
+def test_the_sky_kept_while_measuring_is_the_sky_forced_photometry_computes(kind, m13_files, make_sky, tmp_path):
+    """The frame a survey's measuring keeps (process_image's on_sky, then keep_sky) holds exactly the
+    arrays forced photometry computes from the file read whole: real, NaN-holed, BLANK-masked, an extension."""
+    from skysift.pipeline.image import process_image
+    from skysift.settings import Settings
+
+    rng = np.random.default_rng(5)
+    hdu = None
+    if kind == "m13":
+        path = m13_files["plain"]
+    elif kind == "float_holes":
+        path, _ = make_sky(size=256, n_stars=30, n_galaxies=0, seed=4)
+        with fits.open(path) as hdul:
+            data = hdul[0].data.copy()
+            data[rng.integers(0, 256, 300), rng.integers(0, 256, 300)] = np.nan
+            data[10:20, 30:60] = np.inf
+            path = _with_holes(tmp_path, "holes.fits", data, **{k: hdul[0].header[k] for k in ("CTYPE1", "CTYPE2")})
+    elif kind == "int_blank":
+        data = rng.normal(1000, 30, (200, 240)).astype(">i2")
+        data[50:70, 5:9] = -32768
+        path = _with_holes(tmp_path, "blank.fits", data, BSCALE=2.0, BZERO=10.0, BLANK=-32768)
+    else:
+        path = tmp_path / "mosaic.fits"
+        ccd = rng.normal(100, 5, (180, 160)).astype(np.float32)
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(ccd * 0), fits.ImageHDU(ccd, name="CCD2")]).writeto(path)
+        hdu = 2
+    settings = Settings.load(home=tmp_path / "home")
+    folder = tmp_path / "skies"
+    folder.mkdir()
+    kept = []
+    result = process_image(str(path), settings, hdu=hdu, on_sky=lambda info, *arrays: (
+        kept.append(info), forced.keep_sky(folder, info.uri, info.hdu, settings.background, *arrays)))
+    assert result.record.status.value == "ok" and len(kept) == 1
+    info = kept[0]
+    with forced.sky_cache(folder):
+        key = forced._cache_key(info.uri, info.hdu, settings.background)
+        stored = forced._load_sky(key)
+    with Sections(info.uri, info.hdu) as image:
+        computed = forced._whole_sky(image, None, settings.background)
+    assert stored is not None and computed is not None
+    for mine, theirs in zip(stored, computed, strict=True):
+        if theirs is None:
+            assert mine is None
+        else:
+            np.testing.assert_array_equal(mine, theirs)
+            assert mine.dtype == theirs.dtype
+    assert (computed[2] is not None) == (kind in ("float_holes", "int_blank"))

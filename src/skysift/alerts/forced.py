@@ -15,7 +15,8 @@ A survey asks again for every earlier image of a field, once per later image: wi
 of an image read whole are kept in a folder and memory-mapped when asked for again
 (SEP's mesh estimate, reading and subtracting are done once per image and run; later asks
 do not open the file, and read back only the pages under the apertures): the same arrays,
-so the same SNRs. :func:`sky_folder` puts that folder in memory (``/dev/shm``) when the
+so the same SNRs. A survey run's measuring puts them there already (:func:`keep_sky`) for the
+images that others of the run overlap. :func:`sky_folder` puts that folder in memory (``/dev/shm``) when the
 machine has one with room: writing 36 MiB per 2048 x 2048 image to a disk's file system
 cost a third of the phase's forced photometry.
 """
@@ -50,6 +51,7 @@ __all__ = [
     "SKY_CACHE_MAX_BYTES",
     "WHOLE_READ_MAX_PIXELS",
     "forced_snr",
+    "keep_sky",
     "remove_sky_folder",
     "sky_busy",
     "sky_cache",
@@ -150,6 +152,20 @@ def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | N
         (folder / f"{key}.done").touch()
     except OSError:  # a full disk or a removed folder: the next ask computes it again
         return
+
+
+def keep_sky(folder: str | os.PathLike[str], uri: str, hdu: int | str | None, background: BackgroundSettings,
+             data: np.ndarray, rms: np.ndarray, mask: np.ndarray | None) -> None:
+    """Keep in the :func:`sky_cache` ``folder`` an image's sky computed elsewhere: what
+    :func:`subtract_sky` made of the image read whole with ``background`` (``data`` subtracted,
+    its noise map ``rms`` and ``mask``), the same arrays forced photometry would compute.
+
+    A survey's measuring subtracts the sky of each image anyway: kept then, the alert phase
+    neither reads the image again nor estimates its sky a second time."""
+    with sky_cache(folder):
+        key = _cache_key(uri, hdu, background)
+        if key is not None and not (_sky_cache / f"{key}.done").exists():
+            _store_sky(key, data, rms, mask)
 
 
 #: A RAM-backed file system: the skies' folder goes there when it has room (:func:`sky_folder`).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ __all__ = [
     "GAUSSIAN_FLUX_WITHIN_FWHM",
     "Measurement",
     "PixelMeasurement",
+    "SkySink",
     "combine",
     "detection_filter_fwhm",
     "finish_catalog",
@@ -173,14 +175,20 @@ def _filter_fwhm(header, settings: Settings, wcs: WCS | None) -> float:
     return filter_fwhm_px
 
 
+#: Called with an image's sky-subtracted pixels, their noise map and mask (None: nothing masked) as
+#: soon as its sky is subtracted, before detection: ``subtract_sky``'s results, to be copied, not kept.
+SkySink = Callable[[np.ndarray, np.ndarray, np.ndarray | None], None]
+
+
 def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Settings, *, workers: int = 1,
-                   filter_fwhm_px: float | None = None) -> PixelMeasurement:
+                   filter_fwhm_px: float | None = None, on_sky: SkySink | None = None) -> PixelMeasurement:
     """Background, detection and photometry of one pixel array (subtracted in place).
 
     With ``workers`` > 1 a large frame is detected in strips by forked processes
     (:mod:`skysift.parallel.strips`); the catalog is the same as with one. The detection filter's
     FWHM is ``filter_fwhm_px`` when given, else :func:`detection_filter_fwhm` of ``header`` (whose WCS
-    is parsed for it: a caller that has parsed it gives ``filter_fwhm_px``).
+    is parsed for it: a caller that has parsed it gives ``filter_fwhm_px``). ``on_sky`` gets the
+    sky-subtracted frame (:data:`SkySink`).
     """
     gain = settings.photometry.gain_e_per_count or header_float(header, "GAIN", "EGAIN", "CCDGAIN")
     saturation = settings.photometry.saturation_level or header_float(header, "SATURATE", "SATLEVEL")
@@ -190,6 +198,8 @@ def measure_pixels(data: np.ndarray, mask: np.ndarray, header, settings: Setting
     t = time.perf_counter()
     bkg, mask = subtract_sky(data, mask, settings.background)
     background_s = time.perf_counter() - t
+    if on_sky is not None:
+        on_sky(data, bkg.rms, mask)
 
     # measured once on the whole array, so that every strip detects at the frame's threshold
     noise_factor = noise_correlation_factor(data, bkg.rms, mask, detection_kernel(settings.detection, filter_fwhm_px))
@@ -327,13 +337,13 @@ def finish_catalog(pixels: PixelMeasurement, wcs, info: ImageInfo, header, setti
     return Measurement(columns=cols, stats=stats, timings=timings)
 
 
-def measure_image(image: Image, settings: Settings, *, workers: int = 1) -> Measurement:
+def measure_image(image: Image, settings: Settings, *, workers: int = 1, on_sky: SkySink | None = None) -> Measurement:
     """Background, detection and all per-source measurements of an image in memory (sky
     positions only when its celestial WCS is trusted, see :func:`finish_catalog`).
 
     The image's pixel array is background-subtracted in place (it is not needed
-    afterwards and this saves a full copy of a large image).
+    afterwards and this saves a full copy of a large image); ``on_sky`` sees it subtracted (:data:`SkySink`).
     """
     pixels = measure_pixels(image.data, image.mask, image.header, settings, workers=workers,
-                            filter_fwhm_px=_filter_fwhm(image.header, settings, image.wcs))
+                            filter_fwhm_px=_filter_fwhm(image.header, settings, image.wcs), on_sky=on_sky)
     return finish_catalog(pixels, image.wcs, image.info, image.header, settings, parsed_wcs=image.parsed_wcs)

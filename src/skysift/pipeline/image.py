@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +45,13 @@ from skysift.measure.tiled import measure_tiled
 from skysift.pipeline.router import choose_route, in_memory_pixel_limit
 from skysift.settings import Settings
 
+#: Gets an image read whole (its :class:`~skysift.io.fits.ImageInfo`) and then what a
+#: :data:`~skysift.measure.frame.SkySink` gets: its sky-subtracted pixels, noise map and mask.
+ImageSkySink = Callable[[ImageInfo, np.ndarray, np.ndarray, np.ndarray | None], None]
+
 __all__ = [
     "ImageResult",
+    "ImageSkySink",
     "ImageSummary",
     "failed_result",
     "image_record",
@@ -182,7 +189,7 @@ def _measured(info: ImageInfo, header, wcs, result, settings: Settings, route: R
 
 
 def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None, route: Route | str | None = None,
-                  workers: int = 1) -> ImageResult:
+                  workers: int = 1, on_sky: ImageSkySink | None = None) -> ImageResult:
     """Read and measure one image; never raises, whatever the input or the fault.
 
     ``hdu`` picks one image HDU of the file (index or EXTNAME; None: the first image HDU);
@@ -200,6 +207,8 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     extracted, see :func:`~skysift.pipeline.router.is_catalogued`) or ``failed`` (``error``
     holds the typed error and its reason). Every row records ``settings_hash``
     (:meth:`~skysift.settings.Settings.measurement_hash`), which resuming runs compare.
+    ``on_sky`` gets the image's description and its sky-subtracted frame when it is read
+    whole (:data:`ImageSkySink`; a tiled image has no whole frame).
 
     Known causes fail with their typed reason; any other exception (a bug, a library's
     edge case, memory exhausted) fails the image with reason ``internal_error``, the
@@ -209,7 +218,7 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
     requested = Route(route) if route is not None else None
     failed_route = requested or Route.LOCAL
     try:
-        result = _process_image(uri, settings, hdu=hdu, requested=requested, workers=workers)
+        result = _process_image(uri, settings, hdu=hdu, requested=requested, workers=workers, on_sky=on_sky)
     except SkysiftError as exc:  # a typed error from a step that does not catch its own
         result = failed_result(uri, exc, route=failed_route, hdu=hdu, survey_default=settings.survey)
     except BrokenProcessPool as exc:  # a tile or strip process was killed (out of memory?)
@@ -225,7 +234,7 @@ def process_image(uri: str, settings: Settings, *, hdu: int | str | None = None,
 
 
 def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, requested: Route | None,
-                   workers: int) -> ImageResult:
+                   workers: int, on_sky: ImageSkySink | None) -> ImageResult:
     t0 = time.perf_counter()
     limits = settings.limits.header_limits()
     try:
@@ -234,7 +243,7 @@ def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, reque
         return _failed(uri, requested or Route.LOCAL, exc, None, hdu)
     route = choose_route(view, settings, requested=requested)
     if route.in_memory:
-        return _process_in_memory(uri, hdu, settings, route, workers, t0)
+        return _process_in_memory(uri, hdu, settings, route, workers, t0, on_sky)
     info = None
     try:  # the header again, described in full, and the checksum by streaming the data unit
         info, header = inspect_with_header(uri, hdu, survey_default=settings.survey, limits=limits)
@@ -248,7 +257,7 @@ def _process_image(uri: str, settings: Settings, *, hdu: int | str | None, reque
 
 
 def _process_in_memory(uri: str, hdu: int | str | None, settings: Settings, route: Route, workers: int,
-                       t0: float) -> ImageResult:
+                       t0: float, on_sky: ImageSkySink | None = None) -> ImageResult:
     """The in-memory path: pixels read and verified whole (the content hash computed meanwhile)."""
     try:
         image = read_image(uri, hdu, max_pixels=in_memory_pixel_limit(settings), survey_default=settings.survey,
@@ -259,7 +268,8 @@ def _process_in_memory(uri: str, hdu: int | str | None, settings: Settings, rout
     read_s = time.perf_counter() - t0
     info = image.info
     try:
-        result = measure_image(image, settings, workers=workers)
+        result = measure_image(image, settings, workers=workers,
+                               on_sky=None if on_sky is None else partial(on_sky, info))
     except SkysiftError as exc:
         return _failed(info.uri, route, exc, info, read_s=read_s)
     return _measured(info, image.header, image.wcs, result, settings, route, t0, read_s)

@@ -4,7 +4,9 @@ Phase 1 measures and writes every image in a process pool (SEP holds the GIL, so
 parallelism is processes; each worker gets an equal share of the memory budget).
 Phase 2 raises alerts image by image in order of observation time, so the 'new
 source' rule always compares with every earlier image, whatever order the workers
-finished in.
+finished in. Forced photometry there reads earlier images' skies: the measuring keeps the
+sky it subtracted from each image whose header places it under another image of the run
+(:func:`~skysift.core.pointing.overlapping`), so the alert phase neither reads it nor estimates it again.
 
 Every image HDU of a file is an image of its own (a mosaic's CCDs, one per extension):
 the run lists each file's image HDUs from its headers first (:func:`~skysift.io.fits.image_hdus`),
@@ -47,10 +49,12 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +69,14 @@ from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
 from skysift.catalog.records import ImageRecord, ImageStatus
 from skysift.catalog.tables import LocalTables
+from skysift.core.pointing import SkyDisc, header_disc, overlapping
 from skysift.errors import InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
-from skysift.io.fits import image_hdus, image_id_hdu, make_image_id, walk_file
+from skysift.io.fits import ImageInfo, image_hdu_headers, image_id_hdu, make_image_id, walk_file
 from skysift.io.fitsheader import HeaderLimits
 from skysift.parallel.pools import RUNNING_PREFIX, run_surviving
 from skysift.pipeline.image import ImageSummary, failed_result, process_image, record, summarize
-from skysift.settings import Settings
+from skysift.settings import BackgroundSettings, Settings
 
 __all__ = [
     "HISTORY_MARGIN_DEG",
@@ -157,12 +162,21 @@ class RunReport:
 
 
 def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile_workers: int,
-                       upcoming: str | None = None) -> tuple[ImageSummary, ImageRecord]:
+                       upcoming: str | None = None, skies: str | None = None) -> tuple[ImageSummary, ImageRecord]:
+    """Measure one image and write its rows; with ``skies`` (the run's folder of skies, given for an
+    image that another image of the run may overlap), its sky-subtracted frame is kept there for
+    the alert phase's forced photometry (:func:`skysift.alerts.forced.keep_sky`)."""
     if upcoming:
         storage.prefetch(upcoming)  # read ahead while this image is measured
-    result = process_image(uri, settings, hdu=hdu, workers=tile_workers)
+    keep = None if skies is None else partial(_keep_sky, skies, settings.background)
+    result = process_image(uri, settings, hdu=hdu, workers=tile_workers, on_sky=keep)
     pointers = record(result, LocalTables(settings.home))
     return summarize(result, pointers), result.record
+
+
+def _keep_sky(skies: str, background: BackgroundSettings, info: ImageInfo, data: np.ndarray, rms: np.ndarray,
+              mask: np.ndarray | None) -> None:
+    forced.keep_sky(skies, info.uri, info.hdu, background, data, rms, mask)
 
 
 def _record_failure(uri: str, hdu: int | str | None, exc: BaseException, settings: Settings) -> tuple[ImageSummary, ImageRecord]:
@@ -186,20 +200,36 @@ def images_to_measure(uris: list[str], hdu: int | str | None, limits: HeaderLimi
     A file whose headers cannot be listed is one unit ``(uri, None)``: measuring it fails
     with the reason, and is recorded, as for any image.
     """
-    if hdu is not None:
-        return [(uri, hdu) for uri in uris]
+    return [unit for unit, _ in _listed_units(uris, hdu, limits)]
 
-    def listed(uri: str) -> list[int | str | None]:
+
+def _listed_units(uris: list[str], hdu: int | str | None, limits: HeaderLimits) -> list[tuple[ImageUnit, SkyDisc | None]]:
+    """:func:`images_to_measure`, each unit with the sky disc its header points at
+    (:func:`~skysift.core.pointing.header_disc`; None when not known, as for an ``hdu`` asked for)."""
+    if hdu is not None:
+        return [((uri, hdu), None) for uri in uris]
+
+    def listed(uri: str) -> list[tuple[int | None, SkyDisc | None]]:
         try:
-            return list(image_hdus(uri, limits=limits))
+            return [(h, None if header is None else header_disc(header))
+                    for h, header in image_hdu_headers(uri, limits=limits)]
         except Exception:  # whatever it is, the image's own reading reports it
             log.debug("%s: image HDUs not listed", uri, exc_info=True)
-            return [None]
+            return [(None, None)]
 
     if len(uris) <= 1:
-        return [(uri, h) for uri in uris for h in listed(uri)]
+        return [((uri, h), disc) for uri in uris for h, disc in listed(uri)]
     with ThreadPoolExecutor(max_workers=min(LISTING_THREADS, len(uris))) as pool:
-        return [(uri, h) for uri, hdus in zip(uris, pool.map(listed, uris), strict=True) for h in hdus]
+        return [((uri, h), disc) for uri, found in zip(uris, pool.map(listed, uris), strict=True) for h, disc in found]
+
+
+def _overlapped(listed: list[tuple[ImageUnit, SkyDisc | None]], settings: Settings) -> set[ImageUnit]:
+    """The units whose sky another unit of the run may overlap, by their headers' discs: the
+    images the 'new source' rule may do forced photometry on (none when the rule is off)."""
+    if settings.alerts.new_source_radius_arcsec is None:
+        return set()
+    hits = overlapping([disc for _, disc in listed])
+    return {unit for (unit, _), hit in zip(listed, hits, strict=True) if hit}
 
 
 def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, listed: bool = True,
@@ -303,7 +333,8 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
         log.warning("%d file(s) inside the skysift home %s left out: a run never ingests its own outputs", len(own), home)
         uris = [u for u in uris if u not in own]
     limits = settings.limits.header_limits()
-    units = images_to_measure(uris, hdu, limits)
+    listed = _listed_units(uris, hdu, limits)
+    units = [unit for unit, _ in listed]
     todo, finished_rows, changed = (_already_done(units, home, settings.measurement_hash(), listed=hdu is None,
                                                   limits=limits) if resume else (units, [], 0))
     if changed:
@@ -324,31 +355,49 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
         if on_image:
             on_image(summary)
 
-    try:
-        if workers <= 1 or len(todo) <= 1:
-            for i, (uri, image_hdu) in enumerate(todo):
-                try:
-                    outcome, error = _measure_and_write(uri, settings, image_hdu, workers, _upcoming(todo, i + 1)), None
-                except Exception as exc:  # e.g. the rows could not be written: this image fails, the run goes on
-                    outcome, error = None, exc
-                done(i, outcome, error)
-        else:
-            # tasks start in order: the worker on image i reads ahead the one starting after i's peers
-            calls = [(uri, per_worker, image_hdu, 1, _upcoming(todo, i + workers)) for i, (uri, image_hdu) in enumerate(todo)]
-            run_surviving(_measure_and_write, calls, workers, done, scratch=home)
-    except KeyboardInterrupt:
-        report.interrupted = True
-        log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
-    if not report.interrupted:
-        t_alerts = time.perf_counter()
-        _raise_alerts_in_time_order(rows, report, settings, workers)
-        report.alerts_seconds = time.perf_counter() - t_alerts
+    overlapped = _overlapped(listed, settings)
+    with _skies_folder(home) if overlapped else nullcontext() as skies:
+        def keep(unit: ImageUnit) -> str | None:
+            return skies if unit in overlapped else None
+
+        try:
+            if workers <= 1 or len(todo) <= 1:
+                for i, (uri, image_hdu) in enumerate(todo):
+                    try:
+                        outcome, error = _measure_and_write(uri, settings, image_hdu, workers, _upcoming(todo, i + 1),
+                                                            keep((uri, image_hdu))), None
+                    except Exception as exc:  # e.g. the rows could not be written: this image fails, the run goes on
+                        outcome, error = None, exc
+                    done(i, outcome, error)
+            else:
+                # tasks start in order: the worker on image i reads ahead the one starting after i's peers
+                calls = [(uri, per_worker, image_hdu, 1, _upcoming(todo, i + workers), keep((uri, image_hdu)))
+                         for i, (uri, image_hdu) in enumerate(todo)]
+                run_surviving(_measure_and_write, calls, workers, done, scratch=home)
+        except KeyboardInterrupt:
+            report.interrupted = True
+            log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
+        if not report.interrupted:
+            t_alerts = time.perf_counter()
+            _raise_alerts_in_time_order(rows, report, settings, workers, skies)
+            report.alerts_seconds = time.perf_counter() - t_alerts
     report.seconds = time.perf_counter() - t0
     report.report_path = _write_report(home, report)
     return report
 
 
-def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, settings: Settings, workers: int) -> None:
+@contextmanager
+def _skies_folder(home: Path) -> Iterator[str]:
+    """The run's folder of skies for forced photometry (:func:`skysift.alerts.forced.sky_cache`), in
+    memory when there is room: filled by the measuring of images others overlap, then by the alert
+    phase; removed after the run, or by the next run when this one is killed (:func:`_clean_after_killed_runs`)."""
+    with (tempfile.TemporaryDirectory(prefix=f"{RUNNING_PREFIX}skies-", dir=home) as anchor,
+          forced.sky_folder(anchor) as skies):
+        yield skies
+
+
+def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, settings: Settings, workers: int,
+                                skies: str | None = None) -> None:
     """Alerts of every ``ok`` image of the home not evaluated against the earlier images
     it has now, delivered in order of observation time.
 
@@ -357,7 +406,8 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     tables and earlier images' pixels, and store cutouts named by alert_id) are prepared
     in parallel; delivery is in order. An image whose alerts fail (to prepare or to
     deliver) is logged and listed in ``report.alert_failures``, is not marked as
-    evaluated (the next run tries it again), and the other images' alerts go on.
+    evaluated (the next run tries it again), and the other images' alerts go on. ``skies``
+    is the run's folder of skies (:func:`_skies_folder`) when its measuring made one.
     """
     home = Path(settings.home)
     store, publisher = LocalTables(home), LogPublisher(home)
@@ -381,14 +431,12 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     if not pending:
         return
     deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
-    # the skies of earlier images read whole for forced photometry, computed once for the
-    # whole phase (every later image of a field asks again), in memory when there is room;
-    # removed after it, or by the next run when this one is killed (_clean_after_killed_runs)
-    with (tempfile.TemporaryDirectory(prefix=f"{RUNNING_PREFIX}skies-", dir=home) as anchor,
-          forced.sky_folder(anchor) as skies, forced.sky_cache(skies)):
+    # the skies of earlier images read whole for forced photometry: kept by their measuring, or
+    # computed once for the whole phase (every later image of a field asks again)
+    with nullcontext(skies) if skies else _skies_folder(home) as folder, forced.sky_cache(folder):
         if workers > 1 and _worth_a_pool(earlier):
             run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
-                          initializer=_open_worker_store, initargs=(settings.home, skies), scratch=home)
+                          initializer=_open_worker_store, initargs=(settings.home, folder), scratch=home)
         else:
             for i, row in enumerate(pending):
                 try:
