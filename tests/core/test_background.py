@@ -153,3 +153,20 @@ def test_subtract_sky_gives_sep_no_mask_when_nothing_is_masked():
     data = np.full((64, 64), 7.0, np.float32)
     _bkg, sep_mask = subtract_sky(data, np.zeros(data.shape, bool), SETTINGS)
     assert sep_mask is None and (data == 0.0).all()
+
+
+def test_the_broadcast_of_false_is_told_from_a_mask_without_visiting_its_pixels():
+    """subtract_sky gives SEP no mask for the broadcast of False (answered from its strides, not by
+    visiting 16 M elements) nor for an all-False array; a mask with one pixel set is kept."""
+    from skysift.core.masks import masked_or_none, nothing_masked
+
+    broadcast = np.broadcast_to(np.False_, (4096, 4096))
+    assert nothing_masked(broadcast) and masked_or_none(broadcast) is None
+    assert not nothing_masked(np.zeros((3, 3), bool)) and masked_or_none(np.zeros((3, 3), bool)) is None
+    assert not nothing_masked(np.broadcast_to(np.True_, (3, 3)))
+    one = np.zeros((3, 3), bool)
+    one[1, 2] = True
+    assert masked_or_none(one) is one
+    data = np.random.default_rng(1).normal(10, 1, (128, 128)).astype(np.float32)
+    bkg, mask = subtract_sky(data, np.broadcast_to(np.False_, data.shape), BackgroundSettings(box_px=32))
+    assert mask is None and abs(float(np.median(data))) < 0.2

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Polygon
 
 from skysift.core.background import estimate_background
+from skysift.core.masks import masked_or_none
 from skysift.io.fits import SECTION_BAND_BYTES, Sections, build_wcs
 from skysift.measure.tiled import plan_tiles, tile_size_for_memory
 from skysift.settings import Settings
@@ -122,7 +123,7 @@ def read_for_display(uri: str, hdu: int | str | None, settings: Settings, *, bac
                 data, mask = image.read(tile.ry0, tile.ry1, tile.rx0, tile.rx1)
                 if mask.all():
                     continue
-                sky = estimate_background(data, mask if mask.any() else None, settings.background)
+                sky = estimate_background(data, masked_or_none(mask), settings.background)
                 core = (slice(tile.y0 - tile.ry0, tile.y1 - tile.ry0), slice(tile.x0 - tile.rx0, tile.x1 - tile.rx0))
                 for name, values in (("data", data), ("background", sky.model.back(dtype=np.float32)), ("rms", sky.rms)):
                     _put_blocks(maps[name], values[core], tile.y0, tile.x0, factor)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import sep
 
+from skysift.core.masks import masked_or_none
 from skysift.settings import BackgroundSettings
 
 __all__ = ["Background", "estimate_background", "rms_floor", "subtract_sky"]
@@ -93,7 +94,7 @@ def subtract_sky(data: np.ndarray, mask: np.ndarray, settings: BackgroundSetting
     Returns the background and the mask to give SEP: None when no pixel is masked, as
     SEP is faster without a mask to consult.
     """
-    mask = mask if mask.any() else None
+    mask = masked_or_none(mask)
     bkg = estimate_background(data, mask, settings)
     bkg.subtract_from(data)
     if mask is not None:

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from skysift.core import calibration, metadata
 from skysift.core.astrometry import ParsedWcs, WcsKind, names_celestial_axes, read_wcs
+from skysift.core.masks import nothing_masked
 from skysift.errors import (
     AllNaN,
     ChecksumMismatch,
@@ -557,7 +558,7 @@ def _direct_float32(uri: str, selected: fitsheader.HduLayout) -> tuple[np.ndarra
         data.byteswap(inplace=True)
     data = data.view(np.float32)  # native order, the same memory
     mask = _not_finite(data)
-    if not _nothing_masked(mask):
+    if not nothing_masked(mask):
         data[mask] = np.nan
     return data, mask
 
@@ -586,19 +587,13 @@ def _not_finite(data: np.ndarray) -> np.ndarray:
     return ~np.isfinite(data)
 
 
-def _nothing_masked(mask: np.ndarray) -> bool:
-    """Whether ``mask`` is the broadcast of False that stands for "no pixel masked" (answered
-    from its strides: ``mask.any()`` would visit every one of its elements)."""
-    return mask.size > 0 and not any(mask.strides) and not mask.flat[0]
-
-
 def compact_mask(mask: np.ndarray) -> np.ndarray:
     """``mask``, or a read-only broadcast of False of its shape when no pixel is masked.
 
     An image with no masked pixel (the common case) then holds no mask array: a 4096^2
     frame's is 16 MiB, which the forked strip workers would each count as their own.
     """
-    if _nothing_masked(mask):
+    if nothing_masked(mask):
         return mask
     return mask if mask.any() else np.broadcast_to(np.False_, mask.shape)
 
@@ -721,7 +716,7 @@ def read_image(uri: str, hdu: int | str | None = None, *, max_pixels: int | None
         refuse_bad_checksum(checksum, uri, reject_bad_checksum)
         direct = _direct_float32(uri, selected) if opened.inflated is None else None
         data, mask = direct if direct is not None else _decode_pixels(astropy_hdu, uri)
-        if direct is not None and not _nothing_masked(mask) and mask.all():
+        if direct is not None and not nothing_masked(mask) and mask.all():
             raise AllNaN("every pixel is NaN, infinite or BLANK", uri=uri)
         mask = compact_mask(mask)
         header = fitsheader.readable(astropy_hdu.header.copy(), uri=uri)
