@@ -168,5 +168,5 @@ def test_the_broadcast_of_false_is_told_from_a_mask_without_visiting_its_pixels(
     one[1, 2] = True
     assert masked_or_none(one) is one
     data = np.random.default_rng(1).normal(10, 1, (128, 128)).astype(np.float32)
-    bkg, mask = subtract_sky(data, np.broadcast_to(np.False_, data.shape), BackgroundSettings(box_px=32))
+    _bkg, mask = subtract_sky(data, np.broadcast_to(np.False_, data.shape), BackgroundSettings(box_px=32))
     assert mask is None and abs(float(np.median(data))) < 0.2

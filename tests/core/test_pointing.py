@@ -91,3 +91,26 @@ def test_overlapping_finds_the_pairs_a_brute_force_finds(raw):
             expected[i] |= overlapping(discs)[i]
             expected[j] |= overlapping(discs)[j]
     np.testing.assert_array_equal(overlapping(discs), expected)
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+                    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0, 0.0, 1e308, -1e308, 1e-320]))
+
+
+@settings(deadline=None, max_examples=300)
+@given(changes=st.dictionaries(st.sampled_from(["NAXIS1", "NAXIS2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1",
+                                                "CD1_2", "CD2_1", "CD2_2", "CDELT1", "CDELT2", "PC1_1", "PC2_1",
+                                                "CTYPE1", "CTYPE2", "CUNIT1", "ZIMAGE", "ZNAXIS1"]), _VALUES, max_size=6))
+def test_absurd_keywords_give_no_disc_or_a_finite_one_never_an_error(changes):
+    """Hostile headers (strings for numbers, zero or overflowing scales, no axes) never raise:
+    a header gives None or a disc whose numbers are finite and whose radius is under 90 deg."""
+    header = _tan_header(10, 20, 100, 100, 1.0, 30, (5, -5), 1)
+    for key, value in changes.items():
+        if value is None:
+            header.remove(key, ignore_missing=True)
+        else:
+            header[key] = value
+    disc = header_disc(header)
+    if disc is not None:
+        assert all(np.isfinite([disc.ra_deg, disc.dec_deg, disc.radius_deg]))
+        assert 0 <= disc.ra_deg < 360 and -90 <= disc.dec_deg <= 90 and 0 < disc.radius_deg < 90

@@ -86,8 +86,8 @@ def header_disc(header) -> SkyDisc | None:
     # the centre and the four outer corners, in FITS (1-based) pixels
     x = np.array([(nx + 1) / 2, 0.5, nx + 0.5, nx + 0.5, 0.5]) - crpix1
     y = np.array([(ny + 1) / 2, 0.5, 0.5, ny + 0.5, ny + 0.5]) - crpix2
-    xi, eta = np.radians(matrix @ np.vstack([x, y]))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # absurd scales overflow: no finite disc, checked below
+        xi, eta = np.radians(matrix @ np.vstack([x, y]))
         ra, dec = _deproject(np.radians(ra0), np.radians(dec0), xi, eta)
         radius = np.degrees(_separation(ra[0], dec[0], ra[1:], dec[1:]).max()) * (1 + DISC_MARGIN)
     if not (np.isfinite(radius) and np.isfinite(ra[0]) and np.isfinite(dec[0]) and 0 < radius < 90):
