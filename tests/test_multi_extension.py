@@ -26,7 +26,7 @@ from skysift.catalog.query import LocalCatalog
 from skysift.cli.main import cli
 from skysift.errors import TruncatedFile
 from skysift.io import fitsheader, storage
-from skysift.io.fits import image_hdus, inspect_image, make_image_id, read_image
+from skysift.io.fits import image_hdu_headers, image_hdus, inspect_image, make_image_id, read_image
 from skysift.pipeline.survey import run_local
 from skysift.settings import Settings
 
@@ -80,6 +80,8 @@ def test_header_walk_lists_every_image_hdu_without_reading_pixels(mosaic):
     assert [h.name for h in listing.hdus] == ["PRIMARY", *CCDS, "CCDINFO"] and listing.error is None
     assert [h.index for h in listing.images] == [1, 2, 3]
     assert image_hdus(str(mosaic)) == [None, 2, 3]  # None: the first image, read as hdu=None always was
+    listed = image_hdu_headers(str(mosaic))  # each with its own header, from the same walk
+    assert [h for h, _ in listed] == [None, 2, 3] and [header["EXTNAME"] for _, header in listed] == list(CCDS)
 
 
 def test_listing_is_bounded_by_max_hdus(mosaic):
@@ -89,6 +91,7 @@ def test_listing_is_bounded_by_max_hdus(mosaic):
     assert len(listing.hdus) == 3 and listing.failed_index == 3
     assert "more than 3 HDUs" in str(listing.error)
     assert image_hdus(str(mosaic), limits=limits) == [None, 2, 3]  # HDU 3's reading reports the limit
+    assert image_hdu_headers(str(mosaic), limits=limits)[-1] == (3, None)  # the reporting HDU has no header
 
 
 def test_gzipped_mosaic_lists_the_same_images(mosaic, tmp_path):
