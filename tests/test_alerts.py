@@ -216,3 +216,65 @@ def test_skies_kept_while_measuring_leave_the_alerts_as_the_alert_phase_makes_th
         logs[kept] = [(a["alert_id"], a["snr"], a["detail"]) for a in LogPublisher(settings.home).read()]
     assert logs[True] == logs[False] and any("earlier image" in detail for _, _, detail in logs[True])
     assert counts[True] == 0 < counts[False]
+
+
+def _visits_with_cosmic_rays(folder, n: int = 4, size: int = 512):
+    """``n`` visits of one field, a night apart, each with its own cosmic rays: candidates of the
+    'new source' rule that forced photometry on every earlier visit, read whole, must rule on."""
+    from datetime import UTC, datetime, timedelta
+
+    from skysift.analysis.synthetic import SkySpec, random_sources, render, write_fits
+
+    folder.mkdir()
+    rng = np.random.default_rng(21)
+    stars, galaxies = random_sources(SkySpec(nx=size, ny=size), 80, 15, rng)
+    for k in range(n):
+        when = datetime(2026, 5, 1, 2, 0, tzinfo=UTC) + timedelta(days=k)
+        sky = render(SkySpec(nx=size, ny=size, fwhm_px=3.0 + 0.2 * k), stars, galaxies, np.random.default_rng(30 + k),
+                     {"DATE-OBS": when.strftime("%Y-%m-%dT%H:%M:%S"), "FILTER": "r", "SURVEY": "visits"})
+        hits = np.random.default_rng(40 + k)
+        for _ in range(6):
+            y, x = hits.integers(40, size - 40, 2)
+            sky.data[y, x : x + 2] += np.float32(4000.0)
+        write_fits(folder / f"visit_{k}.fits", sky)
+    return folder
+
+
+def test_a_survey_run_as_a_user_runs_it_keeps_each_earlier_sky_and_raises_the_same_alerts(tmp_path, monkeypatch):
+    """`skysift -vv run DIR` (its own process, two measuring workers): every visit's sky is kept
+    by the worker that measured it, none is estimated again for forced photometry, no folder of
+    skies is left in the home or in memory, and the alerts are those of a run that keeps none."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from skysift.pipeline import survey as survey_module
+
+    folder = _visits_with_cosmic_rays(tmp_path / "visits")
+    memory = Path("/dev/shm")
+    before = set(memory.glob("skysift-skies-*")) if memory.is_dir() else set()
+    home = tmp_path / "home"
+    script = Path(sys.executable).with_name("skysift")  # the entry point a user runs, when installed
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "skysift.cli.main"]
+    done = subprocess.run([*command, "-vv", "--home", str(home), "run", str(folder), "-j", "2"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = [line for line in done.stderr.splitlines() if "sky kept for forced photometry" in line]
+    estimated = [line for line in done.stderr.splitlines() if "sky estimated for forced photometry" in line]
+    assert len(kept) == 4 and estimated == []
+    assert not list(home.glob(".running-*")) and (set(memory.glob("skysift-skies-*")) if memory.is_dir() else set()) == before
+    ran = [(a["alert_id"], a["detail"]) for a in LogPublisher(home).read()]
+    assert any("earlier image" in detail for _, detail in ran)
+
+    from skysift.alerts import forced
+
+    monkeypatch.setattr(survey_module, "_overlapped", lambda listed, settings: set())
+    estimates = []
+    subtract = forced.subtract_sky
+    monkeypatch.setattr(forced, "subtract_sky", lambda *args: estimates.append(1) or subtract(*args))
+    reference = Settings.load(home=tmp_path / "reference")
+    run_local([str(p) for p in sorted(folder.glob("*.fits"))], reference, workers=1)
+    assert [(a["alert_id"], a["detail"]) for a in LogPublisher(reference.home).read()] == ran
+    assert len(estimates) == 3  # without them, the three earlier visits' skies are estimated (read whole) once each
+    shutil.rmtree(home)

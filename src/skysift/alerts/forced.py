@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -58,6 +59,8 @@ __all__ = [
     "sky_folder",
     "use_sky_cache",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Side of the patch read around a position, in background cells (four cells is the
 #: smallest patch on which the background keeps its configured cell size).
@@ -135,14 +138,14 @@ def _load_sky(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | No
         return None
 
 
-def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | None) -> None:
+def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | None) -> bool:
     """Save an image's sky for the next ask, atomically (two workers may save the same one)
-    and only while the folder holds less than :data:`SKY_CACHE_MAX_BYTES`."""
+    and only while the folder holds less than :data:`SKY_CACHE_MAX_BYTES`; whether it was saved."""
     folder = _sky_cache
     try:
         held = sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
         if held + data.nbytes + rms.nbytes + (0 if mask is None else mask.nbytes) > SKY_CACHE_MAX_BYTES:
-            return
+            return False
         for name, array in (("data", data), ("rms", rms), ("mask", mask)):
             if array is not None:
                 temporary = folder / f"{key}.{name}.{os.getpid()}.tmp"
@@ -151,7 +154,8 @@ def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | N
                 os.replace(temporary, folder / f"{key}.{name}.npy")
         (folder / f"{key}.done").touch()
     except OSError:  # a full disk or a removed folder: the next ask computes it again
-        return
+        return False
+    return True
 
 
 def keep_sky(folder: str | os.PathLike[str], uri: str, hdu: int | str | None, background: BackgroundSettings,
@@ -164,8 +168,8 @@ def keep_sky(folder: str | os.PathLike[str], uri: str, hdu: int | str | None, ba
     neither reads the image again nor estimates its sky a second time."""
     with sky_cache(folder):
         key = _cache_key(uri, hdu, background)
-        if key is not None and not (_sky_cache / f"{key}.done").exists():
-            _store_sky(key, data, rms, mask)
+        if key is not None and not (_sky_cache / f"{key}.done").exists() and _store_sky(key, data, rms, mask):
+            log.debug("%s: sky kept for forced photometry", uri)
 
 
 #: A RAM-backed file system: the skies' folder goes there when it has room (:func:`sky_folder`).
@@ -275,6 +279,7 @@ def _whole_sky(image: Sections, key: str | None,
         data, mask = image.read(0, ny, 0, nx)
         if mask.all():
             return None
+        log.debug("%s: sky estimated for forced photometry", image.uri)
         bkg, mask = subtract_sky(data, mask, background)
         if key is not None:
             _store_sky(key, data, bkg.rms, mask)
