@@ -737,7 +737,7 @@ GZIP_IN_MEMORY_MAX_BYTES = 256 * 2**20
 class Sections:
     """Rectangles of one image HDU, read on demand with astropy's ``section``, or by offset
     for a local file of plain float32 pixels (its header is then the one the walk read, and
-    astropy does not open the file: a cut-out's read costs a tenth of astropy's).
+    astropy does not open the file: a cut-out's read takes ~0.14 ms instead of ~0.24 ms).
 
     Only the rows a rectangle spans are read (see :meth:`read`): from disk, as byte
     ranges of an S3 object, or the compressed tiles they touch; the file is not
