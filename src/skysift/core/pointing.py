@@ -92,7 +92,8 @@ def header_disc(header) -> SkyDisc | None:
         radius = np.degrees(_separation(ra[0], dec[0], ra[1:], dec[1:]).max()) * (1 + DISC_MARGIN)
     if not (np.isfinite(radius) and np.isfinite(ra[0]) and np.isfinite(dec[0]) and 0 < radius < 90):
         return None
-    return SkyDisc(frame, float(np.degrees(ra[0]) % 360.0), float(np.degrees(dec[0])), float(radius))
+    ra_deg = float(np.degrees(ra[0]) % 360.0)  # a tiny negative angle rounds to 360.0
+    return SkyDisc(frame, 0.0 if ra_deg >= 360.0 else ra_deg, float(np.degrees(dec[0])), float(radius))
 
 
 def overlapping(discs: list[SkyDisc | None]) -> np.ndarray:
