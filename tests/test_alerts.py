@@ -276,3 +276,38 @@ def test_a_survey_run_as_a_user_runs_it_keeps_each_earlier_sky_and_raises_the_sa
     assert [(a["alert_id"], a["detail"]) for a in LogPublisher(reference.home).read()] == ran
     assert len(estimates) == 3  # without them, the three earlier visits' skies are estimated (read whole) once each
     shutil.rmtree(home)
+
+
+def test_one_images_alerts_ask_the_store_each_history_question_once(survey, tmp_path):
+    """The rule and the packets ask the same history questions: the store (a listing of the images
+    table here, queries to the cloud catalog on AWS) is asked each once per image, and a caller
+    changing the list it got does not change the next caller's."""
+    from collections import Counter
+
+    from skysift.alerts.delivery import prepare_alerts
+    from skysift.catalog.ports import HistoryMemo
+    from skysift.catalog.tables import LocalTables
+
+    _, paths = survey
+    settings = Settings.load(home=tmp_path / "home", alerts={"new_source_min_snr": 5.0})
+    run_local([str(p) for p in paths], settings, workers=1)
+    asked = Counter()
+
+    class Counting(LocalTables):
+        def earlier_images(self, *args):
+            asked["images", args] += 1
+            return super().earlier_images(*args)
+
+        def earlier_sources(self, *args):
+            asked["sources", args] += 1
+            return super().earlier_sources(*args)
+
+    store = Counting(settings.home)
+    raised = {a["image_id"] for a in LogPublisher(settings.home).read() if a["rule"] == "new_source"}
+    last = max((r for r in store.images() if r.image_id in raised), key=lambda r: r.obs_time)
+    alerts = prepare_alerts(last, store.read_sources(last), store, settings.alerts, settings.background)
+    assert any(a["rule"] == "new_source" for a in alerts) and asked and set(asked.values()) == {1}
+    memo = HistoryMemo(store)
+    first = memo.earlier_images(last.center_ra, last.center_dec, 0.1, last.obs_time)
+    first.clear()
+    assert memo.earlier_images(last.center_ra, last.center_dec, 0.1, last.obs_time)

@@ -15,7 +15,7 @@ from skysift.alerts.cutouts import cutout_fits
 from skysift.alerts.packets import attach_packets
 from skysift.alerts.rules import evaluate
 from skysift.catalog.arrow import table_from_rows
-from skysift.catalog.ports import AlertPublisher, CatalogStore
+from skysift.catalog.ports import AlertPublisher, CatalogStore, HistoryMemo
 from skysift.catalog.records import ImageRecord, WcsStatus
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.settings import AlertSettings, BackgroundSettings, ObjectSettings
@@ -33,6 +33,7 @@ def prepare_alerts(image: ImageRecord, sources: pa.Table, store: CatalogStore, r
     time order (:func:`deliver_alerts`). Each alert carries ``cutout_uri``, ``packet_uri``,
     ``object_id`` and ``sky_cell``; ``objects`` gives the packets' association radius.
     """
+    store = HistoryMemo(store)  # the rules and the packets ask the same history questions
     alerts = evaluate(image, sources, store, rules, background)
     cutouts = cutout_fits(image.uri, image.hdu, alerts, rules.cutout_size_px,
                           with_wcs=image.wcs_status is not WcsStatus.INVALID)

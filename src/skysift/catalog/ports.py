@@ -7,13 +7,13 @@ The local implementations are :class:`skysift.catalog.tables.LocalTables` and
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from skysift.catalog.records import ImageRecord
 
-__all__ = ["AlertPublisher", "CatalogStore"]
+__all__ = ["AlertPublisher", "CatalogStore", "HistoryMemo"]
 
 
 class CatalogStore(Protocol):
@@ -55,3 +55,36 @@ class AlertPublisher(Protocol):
 
     def publish(self, alerts: list[dict]) -> list[str]:
         """Publish the alerts not yet sent; returns the alert_ids actually sent now."""
+
+
+class HistoryMemo:
+    """A :class:`CatalogStore` that asks the store it wraps each history question once
+    (:meth:`earlier_images`, :meth:`earlier_sources` with the same arguments) and passes
+    every other call through.
+
+    For the preparation of one image's alerts: the 'new source' rule and the packets ask the
+    same questions (a listing of the images table, or queries to the cloud catalog, each), and
+    nothing between them writes the images or sources tables. Each caller gets its own list.
+    """
+
+    def __init__(self, store: CatalogStore) -> None:
+        self._store = store
+        self._answers: dict[tuple, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _once(self, question: tuple, ask) -> Any:
+        if question not in self._answers:
+            self._answers[question] = ask()
+        return self._answers[question]
+
+    def earlier_images(self, center_ra: float, center_dec: float, radius_deg: float,
+                       before: datetime) -> list[ImageRecord]:
+        return list(self._once(("images", center_ra, center_dec, radius_deg, before),
+                               lambda: self._store.earlier_images(center_ra, center_dec, radius_deg, before)))
+
+    def earlier_sources(self, center_ra: float, center_dec: float, radius_deg: float,
+                        before: datetime) -> pa.Table:
+        return self._once(("sources", center_ra, center_dec, radius_deg, before),
+                          lambda: self._store.earlier_sources(center_ra, center_dec, radius_deg, before))
