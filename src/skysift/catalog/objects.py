@@ -320,9 +320,9 @@ def _photometry(detections: pa.Table, order: np.ndarray, member_object: np.ndarr
 #: (~1 ms a file), instead of through a DuckDB catalog: importing DuckDB and opening a
 #: catalog costs ~0.08 s, most of the objects step after a first image.
 DIRECT_READ_FILES = 64
-#: The columns of a detection that :func:`summarize` uses, and the cell's, as a ``sources`` file stores them.
 #: The ``sources`` rows the objects are made of (what :func:`_read_clean` keeps, in DuckDB's words).
 _CLEAN_WHERE = f"ra IS NOT NULL AND dec IS NOT NULL AND (flags & {CLEAN_MASK}) = 0"
+#: The columns of a detection that :func:`summarize` uses, and the cell's, as a ``sources`` file stores them.
 _STORED = pa.schema([sources_schema().field(name) for name in
                      ("source_id", "image_id", "obs_time", "ra", "dec", "mag_ab", "mag_ab_err", "flags", "healpix")])
 
