@@ -32,6 +32,7 @@ __all__ = [
     "image_ids_of",
     "image_rows",
     "remove_image",
+    "rows_of_image",
     "write_compacted",
 ]
 
@@ -96,7 +97,12 @@ def image_rows(path: Path, image_id: str, *, others: bool = False) -> pa.Table:
     image's rows lie in every row group and statistics would skip none; a filter given to
     ``pq.read_table`` would go through ``pyarrow.dataset``, which imports pandas (~0.2 s).
     """
-    table = read_parquet(path)
+    return rows_of_image(read_parquet(path), image_id, others=others)
+
+
+def rows_of_image(table: pa.Table, image_id: str, *, others: bool = False) -> pa.Table:
+    """The rows of ``table`` (read from a compacted file) whose ``image_id`` is ``image_id``
+    (``others``: the rest), picked by a NumPy mask."""
     mine = numpy_values(table["image_id"]) == image_id
     return table.filter(numpy_column(~mine if others else mine, pa.bool_()))
 

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from skysift.catalog import compaction, history, integrity
-from skysift.catalog.arrow import empty_table, numpy_column, numpy_values, read_parquet, rows_of
+from skysift.catalog.arrow import empty_table, read_parquet, rows_of
 from skysift.catalog.records import ImageRecord
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.core.metadata import slug
@@ -214,7 +214,7 @@ class LocalTables:
             log.warning("no sources file for image %s; its detections are left out", image.image_id)
             return empty_table(history.HISTORY_SCHEMA)
         if path.name.startswith(compaction.COMPACTED_PREFIX):
-            table = table.filter(numpy_column(numpy_values(table["image_id"]) == image.image_id, pa.bool_()))
+            table = compaction.rows_of_image(table, image.image_id)
         return table
 
     @again_if_replaced
