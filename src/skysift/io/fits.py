@@ -546,14 +546,10 @@ def _direct_float32(uri: str, selected: fitsheader.HduLayout) -> tuple[np.ndarra
     if not _plain_float32(selected):
         return None
     data = np.empty([n for n in selected.image_shape if n > 1], dtype=">f4")
-    buffer = memoryview(data.reshape(-1).view(np.uint8))
-    filled = 0
     with open(uri, "rb") as handle:
-        handle.seek(selected.data_offset)
-        while filled < data.nbytes and (got := handle.readinto(buffer[filled:])):
-            filled += got
-    if filled < data.nbytes:
-        raise TruncatedFile(f"cannot decode the pixel data: the file ends {data.nbytes - filled} bytes early", uri=uri)
+        missing = _fill(handle.fileno(), data, selected.data_offset)
+    if missing:
+        raise TruncatedFile(f"cannot decode the pixel data: the file ends {missing} bytes early", uri=uri)
     if not data.dtype.isnative:
         data.byteswap(inplace=True)
     data = data.view(np.float32)  # native order, the same memory
@@ -561,6 +557,16 @@ def _direct_float32(uri: str, selected: fitsheader.HduLayout) -> tuple[np.ndarra
     if not nothing_masked(mask):
         data[mask] = np.nan
     return data, mask
+
+
+def _fill(fd: int, pixels: np.ndarray, offset: int) -> int:
+    """Read contiguous ``pixels`` straight from file ``fd`` at byte ``offset``; the bytes the
+    file ended short of them (0: all read)."""
+    buffer = memoryview(pixels.reshape(-1).view(np.uint8))
+    filled = 0
+    while filled < pixels.nbytes and (got := os.preadv(fd, [buffer[filled:]], offset + filled)):
+        filled += got
+    return pixels.nbytes - filled
 
 
 def _plain_float32(selected: fitsheader.HduLayout) -> bool:
@@ -813,12 +819,9 @@ class Sections:
 
     def _read_into(self, pixels: np.ndarray, first: int) -> np.ndarray:
         """Fill contiguous ``pixels`` from the data unit's pixel number ``first`` on."""
-        buffer = memoryview(pixels.reshape(-1).view(np.uint8))
-        start, filled = self._data_offset + first * pixels.itemsize, 0
-        while filled < pixels.nbytes and (got := os.preadv(self._plain.fileno(), [buffer[filled:]], start + filled)):
-            filled += got
-        if filled < pixels.nbytes:
-            raise EOFError(f"the file ends {pixels.nbytes - filled} bytes early")
+        missing = _fill(self._plain.fileno(), pixels, self._data_offset + first * pixels.itemsize)
+        if missing:
+            raise EOFError(f"the file ends {missing} bytes early")
         return pixels
 
     def _open(self, layout: FileLayout) -> fits.HDUList:
