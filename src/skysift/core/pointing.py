@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.coordinates import angular_separation  # Vincenty's formula, radians in and out
 
 __all__ = ["DISC_MARGIN", "SkyDisc", "header_disc", "overlapping"]
 
@@ -63,13 +64,6 @@ def _deproject(ra0: float, dec0: float, xi: np.ndarray, eta: np.ndarray) -> tupl
     return ra, dec
 
 
-def _separation(ra1, dec1, ra2, dec2) -> np.ndarray:
-    """Angular distance (radians), Vincenty's formula (exact at any distance)."""
-    dra = ra2 - ra1
-    num = np.hypot(np.cos(dec2) * np.sin(dra), np.cos(dec1) * np.sin(dec2) - np.sin(dec1) * np.cos(dec2) * np.cos(dra))
-    return np.arctan2(num, np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(dra))
-
-
 def header_disc(header) -> SkyDisc | None:
     """The disc that holds a 2-D image whose header has sky axes 1 and 2 in degrees (see the
     module's docstring); None when it has not, or its keywords make no finite disc under 90 deg."""
@@ -89,7 +83,7 @@ def header_disc(header) -> SkyDisc | None:
     with np.errstate(all="ignore"):  # absurd scales overflow: no finite disc, checked below
         xi, eta = np.radians(matrix @ np.vstack([x, y]))
         ra, dec = _deproject(np.radians(ra0), np.radians(dec0), xi, eta)
-        radius = np.degrees(_separation(ra[0], dec[0], ra[1:], dec[1:]).max()) * (1 + DISC_MARGIN)
+        radius = np.degrees(angular_separation(ra[0], dec[0], ra[1:], dec[1:]).max()) * (1 + DISC_MARGIN)
     if not (np.isfinite(radius) and np.isfinite(ra[0]) and np.isfinite(dec[0]) and 0 < radius < 90):
         return None
     ra_deg = float(np.degrees(ra[0]) % 360.0)  # a tiny negative angle rounds to 360.0
@@ -116,7 +110,7 @@ def overlapping(discs: list[SkyDisc | None]) -> np.ndarray:
             others = order[k + 1: stop]
             if others.size == 0:
                 continue
-            near = _separation(ra[i], dec[i], ra[others], dec[others]) <= radius[i] + radius[others]
+            near = angular_separation(ra[i], dec[i], ra[others], dec[others]) <= radius[i] + radius[others]
             if near.any():
                 found[members[i]] = True
                 found[[members[j] for j in others[near]]] = True
