@@ -303,7 +303,7 @@ def test_the_sky_kept_while_measuring_is_the_sky_forced_photometry_computes(kind
     folder.mkdir()
     kept = []
     result = process_image(str(path), settings, hdu=hdu, on_sky=lambda info, *arrays: (
-        kept.append(info), forced.keep_sky(folder, info.uri, info.hdu, settings.background, *arrays)))
+        kept.append(info), forced.keep_sky(folder, settings.background, info, *arrays)))
     assert result.record.status.value == "ok" and len(kept) == 1
     info = kept[0]
     with forced.sky_cache(folder):

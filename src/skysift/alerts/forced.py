@@ -43,7 +43,7 @@ from astropy.wcs import WCS
 from skysift.core.astrometry import sky_to_pixel
 from skysift.core.background import subtract_sky
 from skysift.io import storage
-from skysift.io.fits import Sections
+from skysift.io.fits import ImageInfo, Sections
 from skysift.settings import BackgroundSettings
 
 __all__ = [
@@ -158,18 +158,19 @@ def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | N
     return True
 
 
-def keep_sky(folder: str | os.PathLike[str], uri: str, hdu: int | str | None, background: BackgroundSettings,
+def keep_sky(folder: str | os.PathLike[str], background: BackgroundSettings, image: ImageInfo,
              data: np.ndarray, rms: np.ndarray, mask: np.ndarray | None) -> None:
-    """Keep in the :func:`sky_cache` ``folder`` an image's sky computed elsewhere: what
-    :func:`subtract_sky` made of the image read whole with ``background`` (``data`` subtracted,
-    its noise map ``rms`` and ``mask``), the same arrays forced photometry would compute.
+    """Keep in the :func:`sky_cache` ``folder`` the sky of ``image`` computed elsewhere: what
+    :func:`subtract_sky` made of it read whole with ``background`` (``data`` subtracted, its
+    noise map ``rms`` and ``mask``), the same arrays forced photometry would compute. Its
+    arguments after ``background`` are a :data:`~skysift.pipeline.image.ImageSkySink`'s.
 
     A survey's measuring subtracts the sky of each image anyway: kept then, the alert phase
     neither reads the image again nor estimates its sky a second time."""
     with sky_cache(folder):
-        key = _cache_key(uri, hdu, background)
+        key = _cache_key(image.uri, image.hdu, background)
         if key is not None and not (_sky_cache / f"{key}.done").exists() and _store_sky(key, data, rms, mask):
-            log.debug("%s: sky kept for forced photometry", uri)
+            log.debug("%s: sky kept for forced photometry", image.uri)
 
 
 #: A RAM-backed file system: the skies' folder goes there when it has room (:func:`sky_folder`).

@@ -72,11 +72,11 @@ from skysift.catalog.tables import LocalTables
 from skysift.core.pointing import SkyDisc, header_disc, overlapping
 from skysift.errors import InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
-from skysift.io.fits import ImageInfo, image_hdu_headers, image_id_hdu, make_image_id, walk_file
+from skysift.io.fits import image_hdu_headers, image_id_hdu, make_image_id, walk_file
 from skysift.io.fitsheader import HeaderLimits
 from skysift.parallel.pools import RUNNING_PREFIX, run_surviving
 from skysift.pipeline.image import ImageSummary, failed_result, process_image, record, summarize
-from skysift.settings import BackgroundSettings, Settings
+from skysift.settings import Settings
 
 __all__ = [
     "HISTORY_MARGIN_DEG",
@@ -168,15 +168,10 @@ def _measure_and_write(uri: str, settings: Settings, hdu: int | str | None, tile
     the alert phase's forced photometry (:func:`skysift.alerts.forced.keep_sky`)."""
     if upcoming:
         storage.prefetch(upcoming)  # read ahead while this image is measured
-    keep = None if skies is None else partial(_keep_sky, skies, settings.background)
+    keep = None if skies is None else partial(forced.keep_sky, skies, settings.background)
     result = process_image(uri, settings, hdu=hdu, workers=tile_workers, on_sky=keep)
     pointers = record(result, LocalTables(settings.home))
     return summarize(result, pointers), result.record
-
-
-def _keep_sky(skies: str, background: BackgroundSettings, info: ImageInfo, data: np.ndarray, rms: np.ndarray,
-              mask: np.ndarray | None) -> None:
-    forced.keep_sky(skies, info.uri, info.hdu, background, data, rms, mask)
 
 
 def _record_failure(uri: str, hdu: int | str | None, exc: BaseException, settings: Settings) -> tuple[ImageSummary, ImageRecord]:
