@@ -75,6 +75,47 @@ def test_alerts_prepared_in_parallel_are_delivered_as_one_process_delivers_them(
     assert [t for _, t in logs[1]] == sorted(t for _, t in logs[1])
 
 
+@pytest.mark.parametrize("headers", ["true", "late", "unknown"])
+def test_alerts_prepared_while_measuring_are_those_of_one_process_whatever_the_headers_say(survey, tmp_path, monkeypatch,
+                                                                                          caplog, headers):
+    """Two workers prepare an image's alerts while they measure, once every image its header places
+    earlier is measured. 'true': all stand. 'late': every header says the year 3000 and the files
+    come latest first, so the latest image is prepared before the earlier ones are measured: it is
+    prepared again after the measuring. 'unknown': no header time, nothing starts before every image
+    is measured. The alerts and their order are one process's in every case."""
+    import dataclasses
+    import logging
+    import re
+
+    from skysift.pipeline import survey as survey_module
+
+    _, paths = survey
+    reference = Settings.load(home=tmp_path / "reference", alerts={"high_snr": 100.0})
+    run_local([str(p) for p in paths], reference, workers=1)
+    expected = [(a["alert_id"], a["obs_time"], a["detail"]) for a in LogPublisher(reference.home).read()]
+
+    files = [str(p) for p in (reversed(paths) if headers == "late" else paths)]
+    if headers != "true":
+        real = survey_module._ListedImage.from_header
+        told = None if headers == "unknown" else 32503680000.0  # 3000-01-01
+
+        def from_header(unit, header):
+            return dataclasses.replace(real(unit, header), seconds=told)
+
+        monkeypatch.setattr(survey_module._ListedImage, "from_header", staticmethod(from_header))
+    settings = Settings.load(home=tmp_path / "home", alerts={"high_snr": 100.0})
+    with caplog.at_level(logging.DEBUG, logger="skysift.pipeline.early_alerts"):
+        report = run_local(files, settings, workers=2)
+
+    assert report.succeeded
+    assert [(a["alert_id"], a["obs_time"], a["detail"]) for a in LogPublisher(settings.home).read()] == expected
+    assert any("earlier image" in detail for _, _, detail in expected)
+    [message] = [r.getMessage() for r in caplog.records if "prepared while measuring" in r.getMessage()]
+    standing, again = map(int, re.findall(r"\d+", message))
+    assert standing + again == len(paths)
+    assert (again > 0) is (headers == "late")
+
+
 def test_cutouts_read_as_sections_equal_cutouts_of_the_whole_image(survey):
     _, paths = survey
     image = read_image(str(paths[0]))
@@ -261,6 +302,8 @@ def test_a_survey_run_as_a_user_runs_it_keeps_each_earlier_sky_and_raises_the_sa
     kept = [line for line in done.stderr.splitlines() if "sky kept for forced photometry" in line]
     estimated = [line for line in done.stderr.splitlines() if "sky estimated for forced photometry" in line]
     assert len(kept) == 4 and estimated == []
+    # every visit's alerts prepared by the measuring workers, as soon as the visits before it were measured
+    assert any("alerts of 4 image(s) prepared while measuring; 0 prepared again" in line for line in done.stderr.splitlines())
     assert not list(home.glob(".running-*"))  # (its folder in memory goes with it: test_forced)
     ran = [(a["alert_id"], a["detail"]) for a in LogPublisher(home).read()]
     assert any("earlier image" in detail for _, detail in ran)

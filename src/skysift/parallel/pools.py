@@ -14,8 +14,9 @@ import multiprocessing
 import os
 import signal
 import tempfile
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ __all__ = ["RUNNING_PREFIX", "DoneCallback", "run_surviving"]
 
 log = logging.getLogger(__name__)
 
-#: ``on_done(index, result, error)``: one call of :func:`run_surviving` finished.
-DoneCallback = Callable[[int, Any, BaseException | None], None]
+#: ``on_done(index, result, error)``: one call of :func:`run_surviving` finished; it may return more calls to run.
+DoneCallback = Callable[[int, Any, BaseException | None], list[tuple] | None]
 #: Prefix of the workers' scratch folders (a run cleans up those a killed run left).
 RUNNING_PREFIX = ".running-"
 
@@ -39,47 +40,69 @@ def run_surviving(fn: Callable[..., Any], calls: list[tuple], workers: int, on_d
     """``fn(*calls[i])`` for every ``i`` in ``workers`` processes, surviving the death of a worker.
 
     ``on_done(i, result, error)`` runs in this process as each call finishes, with the
-    exception the call raised as ``error`` (then ``result`` is None). A worker killed by
-    the kernel (out of memory, a crash in compiled code) breaks the whole pool and every
-    call not yet finished with it: the calls that were running are each tried again alone
-    in a fresh process, so the one that kills its process again ends with
-    :class:`~skysift.errors.WorkerDied` and the innocent ones succeed; the calls that were
-    still queued go on in a new pool. ``KeyboardInterrupt`` cancels what has not started.
-    The workers' notes live in a temporary folder in ``scratch`` (default: the system's).
+    exception the call raised as ``error`` (then ``result`` is None). It may return more
+    calls (a list of argument tuples, None for none): they get the next indices and start
+    before the calls still waiting, as soon as a worker is free, so work that one result
+    makes possible need not wait for the rest (a survey prepares an image's alerts as soon as
+    every earlier image of its sky is measured). Calls start in order otherwise, at most
+    one waiting per pool beyond those running.
+
+    A worker killed by the kernel (out of memory, a crash in compiled code) breaks the whole
+    pool and every call not yet finished with it: the calls that were running are each tried
+    again alone in a fresh process, so the one that kills its process again ends with
+    :class:`~skysift.errors.WorkerDied` and the innocent ones succeed; the others go on in a
+    new pool. ``KeyboardInterrupt`` starts nothing new. The workers' notes live in a temporary
+    folder in ``scratch`` (default: the system's).
     """
-    pending = list(range(len(calls)))
+    calls = list(calls)
+    waiting = deque(range(len(calls)))
+
+    def finished(i: int, result: Any, error: BaseException | None) -> None:
+        more = on_done(i, result, error) or []
+        calls.extend(more)
+        waiting.extendleft(reversed(range(len(calls) - len(more), len(calls))))
+
     if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=RUNNING_PREFIX if scratch is not None else "skysift-running-",
                                      dir=scratch) as running:
-        while pending:
-            broken = _pool_round(fn, calls, pending, workers, on_done, running, initializer, initargs)
+        while waiting:
+            broken = _pool_round(fn, calls, waiting, workers, finished, running, initializer, initargs)
             suspects = _running_when_broken(running, broken) or broken[:1]
             if broken:
                 log.warning("a worker process died; trying the %d image(s) it may have been measuring alone", len(suspects))
+            waiting.extendleft(reversed([i for i in broken if i not in suspects]))  # they had started: first again
             for i in suspects:
-                _run_alone(fn, calls[i], i, on_done, initializer, initargs)
-            pending = [i for i in broken if i not in suspects]
+                _run_alone(fn, calls[i], i, finished, initializer, initargs)
 
 
-def _pool_round(fn, calls, pending: list[int], workers: int, on_done: DoneCallback, running: str,
+def _pool_round(fn, calls: list[tuple], waiting: deque[int], workers: int, on_done: DoneCallback, running: str,
                 initializer, initargs) -> list[int]:
-    """Run ``pending`` calls in one pool; returns those lost when the pool broke (submission order)."""
-    broken = []
+    """Run the ``waiting`` calls (taken from its left, ``on_done`` may add to it) in one pool, at
+    most one waiting in the pool beyond the ``workers`` running; returns the calls lost when the
+    pool broke (in the order they were submitted)."""
+    broken: list[int] = []
     with frozen_for_fork(), ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
-        futures = {pool.submit(_tracked, running, i, fn, *calls[i]): i for i in pending}
+        submitted: dict[Future, int] = {}
         try:
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    broken.append(i)
-                    continue
-                except Exception as exc:
-                    on_done(i, None, exc)
-                    continue
-                on_done(i, result, None)
+            while True:
+                while waiting and not broken and len(submitted) <= workers:
+                    i = waiting.popleft()
+                    submitted[pool.submit(_tracked, running, i, fn, *calls[i])] = i
+                if not submitted:
+                    break
+                finished, _ = wait(submitted, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=submitted.get):
+                    i = submitted.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        broken.append(i)
+                        continue
+                    except Exception as exc:
+                        on_done(i, None, exc)
+                        continue
+                    on_done(i, result, None)
         except BaseException:  # KeyboardInterrupt (also from ``on_done``): start nothing new
             pool.shutdown(wait=True, cancel_futures=True)
             raise

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import statistics
 import tempfile
 import time
@@ -69,12 +70,14 @@ from skysift.catalog.homelock import home_lock
 from skysift.catalog.integrity import remove_orphan_temporaries
 from skysift.catalog.records import ImageRecord, ImageStatus
 from skysift.catalog.tables import LocalTables
+from skysift.core.metadata import observation_time
 from skysift.core.pointing import SkyDisc, header_disc, overlapping
 from skysift.errors import InternalError, SkysiftError, WorkerDied
 from skysift.io import storage
 from skysift.io.fits import image_hdu_headers, image_id_hdu, make_image_id, walk_file
 from skysift.io.fitsheader import HeaderLimits
 from skysift.parallel.pools import RUNNING_PREFIX, run_surviving
+from skysift.pipeline.early_alerts import EarlyAlerts, posix_seconds
 from skysift.pipeline.image import ImageSummary, failed_result, process_image, record, summarize
 from skysift.settings import Settings
 
@@ -195,36 +198,54 @@ def images_to_measure(uris: list[str], hdu: int | str | None, limits: HeaderLimi
     A file whose headers cannot be listed is one unit ``(uri, None)``: measuring it fails
     with the reason, and is recorded, as for any image.
     """
-    return [unit for unit, _ in _listed_units(uris, hdu, limits)]
+    return [listed.unit for listed in _listed_units(uris, hdu, limits)]
 
 
-def _listed_units(uris: list[str], hdu: int | str | None, limits: HeaderLimits) -> list[tuple[ImageUnit, SkyDisc | None]]:
-    """:func:`images_to_measure`, each unit with the sky disc its header points at
-    (:func:`~skysift.core.pointing.header_disc`; None when not known, as for an ``hdu`` asked for)."""
-    if hdu is not None:
-        return [((uri, hdu), None) for uri in uris]
+@dataclass(frozen=True)
+class _ListedImage:
+    """One image to measure, with what its header says before it is measured."""
 
-    def listed(uri: str) -> list[tuple[int | None, SkyDisc | None]]:
+    unit: ImageUnit
+    disc: SkyDisc | None = None  # where it points (:func:`~skysift.core.pointing.header_disc`)
+    seconds: float | None = None  # when it was observed, POSIX (:func:`~skysift.core.metadata.observation_time`)
+
+    @classmethod
+    def from_header(cls, unit: ImageUnit, header: Any) -> _ListedImage:
+        if header is None:
+            return cls(unit)
         try:
-            return [(h, None if header is None else header_disc(header))
-                    for h, header in image_hdu_headers(uri, limits=limits)]
+            seconds = posix_seconds(observation_time(header))
+        except Exception:  # a time that cannot be read is not known; the measuring reports it
+            seconds = None
+        return cls(unit, header_disc(header), seconds)
+
+
+def _listed_units(uris: list[str], hdu: int | str | None, limits: HeaderLimits) -> list[_ListedImage]:
+    """:func:`images_to_measure`, each unit with the sky disc and time its header gives (None when
+    not known, as for an ``hdu`` asked for)."""
+    if hdu is not None:
+        return [_ListedImage((uri, hdu)) for uri in uris]
+
+    def listed(uri: str) -> list[_ListedImage]:
+        try:
+            return [_ListedImage.from_header((uri, h), header) for h, header in image_hdu_headers(uri, limits=limits)]
         except Exception:  # whatever it is, the image's own reading reports it
             log.debug("%s: image HDUs not listed", uri, exc_info=True)
-            return [(None, None)]
+            return [_ListedImage((uri, None))]
 
     if len(uris) <= 1:
-        return [((uri, h), disc) for uri in uris for h, disc in listed(uri)]
+        return [image for uri in uris for image in listed(uri)]
     with ThreadPoolExecutor(max_workers=min(LISTING_THREADS, len(uris))) as pool:
-        return [((uri, h), disc) for uri, found in zip(uris, pool.map(listed, uris), strict=True) for h, disc in found]
+        return [image for found in pool.map(listed, uris) for image in found]
 
 
-def _overlapped(listed: list[tuple[ImageUnit, SkyDisc | None]], settings: Settings) -> set[ImageUnit]:
+def _overlapped(listed: list[_ListedImage], settings: Settings) -> set[ImageUnit]:
     """The units whose sky another unit of the run may overlap, by their headers' discs: the
     images the 'new source' rule may do forced photometry on (none when the rule is off)."""
     if settings.alerts.new_source_radius_arcsec is None:
         return set()
-    hits = overlapping([disc for _, disc in listed])
-    return {unit for (unit, _), hit in zip(listed, hits, strict=True) if hit}
+    hits = overlapping([image.disc for image in listed])
+    return {image.unit for image, hit in zip(listed, hits, strict=True) if hit}
 
 
 def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, listed: bool = True,
@@ -329,7 +350,7 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
         uris = [u for u in uris if u not in own]
     limits = settings.limits.header_limits()
     listed = _listed_units(uris, hdu, limits)
-    units = [unit for unit, _ in listed]
+    units = [image.unit for image in listed]
     todo, finished_rows, changed = (_already_done(units, home, settings.measurement_hash(), listed=hdu is None,
                                                   limits=limits) if resume else (units, [], 0))
     if changed:
@@ -343,20 +364,31 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
     per_worker = settings.model_copy(update={"limits": settings.limits.model_copy(
         update={"max_memory_bytes": max(2**28, settings.limits.max_memory_bytes // max(1, workers))})})
 
-    def done(i: int, outcome: tuple[ImageSummary, ImageRecord] | None, error: BaseException | None) -> None:
+    pooled = workers > 1 and len(todo) > 1
+    header_seconds = {image.unit: image.seconds for image in listed}
+    early = EarlyAlerts([header_seconds.get(unit) for unit in todo]) if pooled else None
+
+    def done(i: int, outcome: Any, error: BaseException | None) -> list[tuple] | None:
+        """One call of the run finished: an image measured (and then, in a pool, the images whose
+        alerts it lets the pool prepare now), or the alerts of one prepared while measuring."""
+        if i >= len(todo):
+            early.prepared(i - len(todo), outcome, error)
+            return None
         summary, row = outcome if error is None else _record_failure(*todo[i], error, settings)
         report.summaries.append(summary)
         rows.append(row)
         if on_image:
             on_image(summary)
+        return None if early is None else [(_prepare_alerts, ready, settings) for ready in early.measured(i, row)]
 
     overlapped = _overlapped(listed, settings)
-    with _skies_folder(home) if overlapped else nullcontext() as skies:
+    # a pool prepares alerts while it measures, reading the skies of earlier images like the alert phase
+    with _skies_folder(home) if overlapped or pooled else nullcontext() as skies:
         def keep(unit: ImageUnit) -> str | None:
             return skies if unit in overlapped else None
 
         try:
-            if workers <= 1 or len(todo) <= 1:
+            if not pooled:
                 for i, (uri, image_hdu) in enumerate(todo):
                     try:
                         outcome, error = _measure_and_write(uri, settings, image_hdu, workers, _upcoming(todo, i + 1),
@@ -366,15 +398,16 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
                     done(i, outcome, error)
             else:
                 # tasks start in order: the worker on image i reads ahead the one starting after i's peers
-                calls = [(uri, per_worker, image_hdu, 1, _upcoming(todo, i + workers), keep((uri, image_hdu)))
-                         for i, (uri, image_hdu) in enumerate(todo)]
-                run_surviving(_measure_and_write, calls, workers, done, scratch=home)
+                calls = [(_measure_and_write, uri, per_worker, image_hdu, 1, _upcoming(todo, i + workers),
+                          keep((uri, image_hdu))) for i, (uri, image_hdu) in enumerate(todo)]
+                run_surviving(operator.call, calls, workers, done, initializer=_open_worker_store,
+                              initargs=(settings.home, skies), scratch=home)
         except KeyboardInterrupt:
             report.interrupted = True
             log.warning("interrupted: %d images finished; run again to resume", len(report.summaries))
         if not report.interrupted:
             t_alerts = time.perf_counter()
-            _raise_alerts_in_time_order(rows, report, settings, workers, skies)
+            _raise_alerts_in_time_order(rows, report, settings, workers, skies, early.standing() if early else None)
             report.alerts_seconds = time.perf_counter() - t_alerts
     report.seconds = time.perf_counter() - t0
     report.report_path = _write_report(home, report)
@@ -392,7 +425,7 @@ def _skies_folder(home: Path) -> Iterator[str]:
 
 
 def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, settings: Settings, workers: int,
-                                skies: str | None = None) -> None:
+                                skies: str | None = None, prepared: dict[str, list[dict]] | None = None) -> None:
     """Alerts of every ``ok`` image of the home not evaluated against the earlier images
     it has now, delivered in order of observation time.
 
@@ -402,7 +435,8 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     in parallel; delivery is in order. An image whose alerts fail (to prepare or to
     deliver) is logged and listed in ``report.alert_failures``, is not marked as
     evaluated (the next run tries it again), and the other images' alerts go on. ``skies``
-    is the run's folder of skies (:func:`_skies_folder`) when its measuring made one.
+    is the run's folder of skies (:func:`_skies_folder`) when its measuring made one; ``prepared``
+    the alerts its measuring pool prepared that stand (:meth:`~skysift.pipeline.early_alerts.EarlyAlerts.standing`).
     """
     home = Path(settings.home)
     store, publisher = LocalTables(home), LogPublisher(home)
@@ -411,7 +445,7 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     history = _SkyHistory(stored)
     candidates = {r.image_id: r for r in stored if r.status is ImageStatus.OK}
     candidates.update({r.image_id: r for r in rows if r.status is ImageStatus.OK})  # this run's, as measured
-    ordered = sorted(candidates.values(), key=lambda r: (_seconds(r.obs_time) is None, _seconds(r.obs_time) or 0.0,
+    ordered = sorted(candidates.values(), key=lambda r: (posix_seconds(r.obs_time) is None, posix_seconds(r.obs_time) or 0.0,
                                                          r.uri or ""))
     pending, earlier, reopened = [], [], 0
     for row in ordered:
@@ -426,19 +460,27 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     if not pending:
         return
     deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
+    prepared = prepared or {}
+    for i, row in enumerate(pending):
+        if row.image_id in prepared:
+            deliver(i, prepared[row.image_id], None)
+    rest = [i for i, row in enumerate(pending) if row.image_id not in prepared]
+    if not rest:
+        return
     # the skies of earlier images read whole for forced photometry: kept by their measuring, or
     # computed once for the whole phase (every later image of a field asks again)
     with nullcontext(skies) if skies else _skies_folder(home) as folder, forced.sky_cache(folder):
-        if workers > 1 and _worth_a_pool(earlier):
-            run_surviving(_prepare_alerts, [(r, settings) for r in pending], workers, deliver,
+        if workers > 1 and _worth_a_pool([earlier[i] for i in rest]):
+            run_surviving(_prepare_alerts, [(pending[i], settings) for i in rest], workers,
+                          lambda k, alerts, error: deliver(rest[k], alerts, error),
                           initializer=_open_worker_store, initargs=(settings.home, folder), scratch=home)
         else:
-            for i, row in enumerate(pending):
+            for i in rest:
                 try:
-                    prepared, error = _prepare_alerts(row, settings, store), None
+                    alerts, error = _prepare_alerts(pending[i], settings, store), None
                 except Exception as exc:
-                    prepared, error = None, exc
-                deliver(i, prepared, error)
+                    alerts, error = None, exc
+                deliver(i, alerts, error)
 
 
 def _worth_a_pool(earlier: list[list[str]]) -> bool:
@@ -468,22 +510,12 @@ def _prepare_alerts(row: ImageRecord, settings: Settings, store: LocalTables | N
     return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background, objects=settings.objects)
 
 
-def _seconds(value: Any) -> float | None:
-    """A time (datetime, pandas Timestamp; naive means UTC) as POSIX seconds, or None."""
-    if not isinstance(value, datetime):
-        return None
-    try:
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    except ValueError:  # pandas' NaT
-        return None
-
-
 class _SkyHistory:
     """The ``ok`` images of the tables that reach each image's sky earlier than it:
     what its 'new source' decision rests on (a superset of what the rule reads)."""
 
     def __init__(self, rows: list[ImageRecord]) -> None:
-        placed = [(r, _seconds(r.obs_time)) for r in rows if r.status is ImageStatus.OK]
+        placed = [(r, posix_seconds(r.obs_time)) for r in rows if r.status is ImageStatus.OK]
         placed = [(r, t) for r, t in placed if t is not None and _finite(r.center_ra) and _finite(r.center_dec)]
         placed.sort(key=lambda item: item[1])  # oldest first: the images earlier than t are a prefix
         self.ids = np.array([r.image_id for r, _ in placed], dtype=object)
@@ -494,7 +526,7 @@ class _SkyHistory:
 
     def earlier_ids(self, row: ImageRecord) -> list[str]:
         """Sorted image_ids of the images observed before ``row`` whose footprint reaches its own."""
-        when = _seconds(row.obs_time)
+        when = posix_seconds(row.obs_time)
         if when is None or not (_finite(row.center_ra) and _finite(row.center_dec)):
             return []
         n = int(np.searchsorted(self.time, when, side="left"))

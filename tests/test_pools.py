@@ -1,0 +1,73 @@
+"""Pools that survive their workers, and the calls one result makes possible (issue 15: a survey
+prepares an image's alerts in the measuring pool as soon as the earlier images are measured)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from skysift.errors import WorkerDied
+from skysift.parallel.pools import run_surviving
+
+
+def _echo(value):
+    return value
+
+
+def _kill_on(value, fatal):
+    """``value``, unless it is ``fatal``: then this process dies as the kernel's OOM killer ends it."""
+    if value == fatal:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def test_calls_that_a_result_returns_run_before_the_waiting_ones_with_the_next_indices():
+    seen = []
+
+    def done(i, result, error):
+        seen.append((i, result, error))
+        return [(f"after {result}",)] if result == "a" else None
+
+    run_surviving(_echo, [(name,) for name in "abcdef"], 1, done)
+
+    # one worker: one call running and one waiting in the pool when 'a' returns its follow-up
+    assert [result for _, result, _ in seen] == ["a", "b", "after a", "c", "d", "e", "f"]
+    assert seen[2] == (6, "after a", None)
+
+
+def test_a_worker_killed_by_the_kernel_loses_neither_the_calls_it_made_possible_nor_the_waiting_ones():
+    seen = {}
+
+    def done(i, result, error):
+        seen[i] = (result, type(error).__name__ if error else None)
+        return [("follow-up", "never")] if result in {"a", "c"} else None
+
+    run_surviving(_kill_on, [(name, "d") for name in "abcdefg"], 2, done)
+
+    assert sorted(str(result) for result, _ in seen.values()) == ["None", "a", "b", "c", "e", "f", "follow-up", "follow-up", "g"]
+    [(died, reason)] = [(i, reason) for i, (result, reason) in seen.items() if result is None]
+    assert died == 3 and reason == WorkerDied.__name__
+    assert sorted(seen) == list(range(9))  # every call once, the follow-ups with indices 7 and 8
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=st.lists(st.integers(0, 3), min_size=1, max_size=6), workers=st.integers(1, 3))
+def test_every_call_and_every_call_it_makes_possible_runs_exactly_once(first, workers):
+    """Each call ``n`` returns ``n - 1`` follow-ups of ``n - 1`` (a tree of calls made by results)."""
+    counts = {}
+
+    def done(i, result, error):
+        assert error is None
+        counts[i] = counts.get(i, 0) + 1
+        return [(result - 1,)] * (result - 1) if result > 1 else None
+
+    run_surviving(_echo, [(n,) for n in first], workers, done)
+
+    def size(n):  # the calls a call of n makes, itself included
+        return 1 + (n - 1) * size(n - 1) if n > 1 else 1
+
+    assert sorted(counts) == list(range(sum(size(n) for n in first)))
+    assert set(counts.values()) == {1}
