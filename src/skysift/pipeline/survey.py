@@ -7,6 +7,9 @@ source' rule always compares with every earlier image, whatever order the worker
 finished in. Forced photometry there reads earlier images' skies: the measuring keeps the
 sky it subtracted from each image whose header places it under another image of the run
 (:func:`~skysift.core.pointing.overlapping`), so the alert phase neither reads it nor estimates it again.
+In a pool, preparing an image's alerts (rules, cut-outs, packets) starts in phase 1, as soon
+as every image its header places earlier is measured (:mod:`~skysift.pipeline.early_alerts`,
+which also decides whether such alerts stand); phase 2 then delivers them in time order.
 
 Every image HDU of a file is an image of its own (a mosaic's CCDs, one per extension):
 the run lists each file's image HDUs from its headers first (:func:`~skysift.io.fits.image_hdus`),
