@@ -18,6 +18,7 @@ module, so a header that misleads costs time, never a different alert.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from dataclasses import dataclass, field
@@ -64,33 +65,37 @@ class EarlyAlerts:
     """
 
     header_seconds: list[float | None]
-    _unmeasured: set[int] = field(init=False)
+    #: (header time, index) of every image, -inf for an unknown time; its measured ones are
+    #: dropped from the top as they come up (each step is a heap operation, not a pass over the run)
+    _unmeasured: list[tuple[float, int]] = field(init=False)
+    _measured: set[int] = field(init=False, default_factory=set)
     _measured_seconds: list[float | None] = field(init=False, default_factory=list)  # in the order measured
-    _waiting: dict[int, tuple[ImageRecord, float]] = field(init=False, default_factory=dict)
+    _waiting: list[tuple[float, int, ImageRecord]] = field(init=False, default_factory=list)  # heap, oldest first
     _started: list[_Prepared] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self._unmeasured = set(range(len(self.header_seconds)))
+        self._unmeasured = [(-math.inf if t is None else t, i) for i, t in enumerate(self.header_seconds)]
+        heapq.heapify(self._unmeasured)
 
     def measured(self, index: int, row: ImageRecord) -> list[ImageRecord]:
         """Image ``index`` is measured (``row``, ok or failed, is written): the images whose alerts may
         be prepared from now on, oldest first; the caller starts them in this order and hands each
         outcome to :meth:`prepared` in the same order."""
-        self._unmeasured.discard(index)
+        self._measured.add(index)
+        while self._unmeasured and self._unmeasured[0][1] in self._measured:
+            heapq.heappop(self._unmeasured)
         # a failed row raises nothing, but one measured again replaces the image's earlier ok row
         when = posix_seconds(row.obs_time)
         self._measured_seconds.append(when)
         if row.status is ImageStatus.OK and when is not None:
-            self._waiting[index] = (row, when)
-        horizon = min((self._header(j) for j in self._unmeasured), default=math.inf)
-        ready = [self._waiting.pop(k) for k in sorted(self._waiting, key=lambda k: self._waiting[k][1])
-                 if self._waiting[k][1] < horizon]
-        self._started.extend(_Prepared(image.image_id, seconds, len(self._measured_seconds)) for image, seconds in ready)
-        return [image for image, _ in ready]
-
-    def _header(self, index: int) -> float:
-        seconds = self.header_seconds[index]
-        return -math.inf if seconds is None else seconds
+            heapq.heappush(self._waiting, (when, index, row))
+        horizon = self._unmeasured[0][0] if self._unmeasured else math.inf  # the earliest still being measured
+        ready = []
+        while self._waiting and self._waiting[0][0] < horizon:
+            seconds, _, image = heapq.heappop(self._waiting)
+            self._started.append(_Prepared(image.image_id, seconds, len(self._measured_seconds)))
+            ready.append(image)
+        return ready
 
     def prepared(self, started: int, alerts: list[dict] | None, error: BaseException | None) -> None:
         """The outcome of the ``started``-th preparation (0 for the first image :meth:`measured` returned)."""
