@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,14 @@ from skysift.parallel.pools import run_surviving
 
 
 def _echo(value):
+    return value
+
+
+def _kill_after(value, fatal, seconds):
+    """``value``, unless it is ``fatal``: then this process dies after ``seconds``."""
+    if value == fatal:
+        time.sleep(seconds)
+        os.kill(os.getpid(), signal.SIGKILL)
     return value
 
 
@@ -51,6 +60,22 @@ def test_a_worker_killed_by_the_kernel_loses_neither_the_calls_it_made_possible_
     [(died, reason)] = [(i, reason) for i, (result, reason) in seen.items() if result is None]
     assert died == 3 and reason == WorkerDied.__name__
     assert sorted(seen) == list(range(9))  # every call once, the follow-ups with indices 7 and 8
+
+
+def test_a_worker_that_dies_while_a_result_is_being_handled_fails_only_its_call():
+    """The pool breaks while ``on_done`` is busy with another call's result, before the next call
+    is submitted: that call is not lost and the run does not stop (submitting to a broken pool raises)."""
+    seen = {}
+
+    def done(i, result, error):
+        seen[i] = (result, type(error).__name__ if error else None)
+        if result == "slow to record":
+            time.sleep(1.0)  # a failure row written, a progress bar drawn: the other worker dies meanwhile
+
+    run_surviving(_kill_after, [(name, "dies", 0.3) for name in ("slow to record", "dies", "c", "d", "e", "f")], 2, done)
+
+    assert seen == {0: ("slow to record", None), 1: (None, WorkerDied.__name__), 2: ("c", None), 3: ("d", None),
+                    4: ("e", None), 5: ("f", None)}
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -80,15 +80,21 @@ def _pool_round(fn, calls: list[tuple], waiting: deque[int], workers: int, on_do
                 initializer, initargs) -> list[int]:
     """Run the ``waiting`` calls (taken from its left, ``on_done`` may add to it) in one pool, at
     most one waiting in the pool beyond the ``workers`` running; returns the calls lost when the
-    pool broke (in the order they were submitted)."""
+    pool broke (in index order). A call the broken pool refused is back at the left of ``waiting``."""
     broken: list[int] = []
     with frozen_for_fork(), ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
         submitted: dict[Future, int] = {}
+        broken_at_submit = False
         try:
             while True:
-                while waiting and not broken and len(submitted) <= workers:
+                while waiting and not (broken or broken_at_submit) and len(submitted) <= workers:
                     i = waiting.popleft()
-                    submitted[pool.submit(_tracked, running, i, fn, *calls[i])] = i
+                    try:
+                        submitted[pool.submit(_tracked, running, i, fn, *calls[i])] = i
+                    except BrokenProcessPool:  # a worker died since the last wait: this call never started
+                        waiting.appendleft(i)
+                        broken_at_submit = True
+                        break
                 if not submitted:
                     break
                 finished, _ = wait(submitted, return_when=FIRST_COMPLETED)
