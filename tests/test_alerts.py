@@ -111,9 +111,10 @@ def test_alerts_prepared_while_measuring_are_those_of_one_process_whatever_the_h
     assert [(a["alert_id"], a["obs_time"], a["detail"]) for a in LogPublisher(settings.home).read()] == expected
     assert any("earlier image" in detail for _, _, detail in expected)
     [message] = [r.getMessage() for r in caplog.records if "prepared while measuring" in r.getMessage()]
-    standing, again = map(int, re.findall(r"\d+", message))
+    standing, ahead, again = map(int, re.findall(r"\d+", message))
     assert standing + again == len(paths)
     assert (again > 0) is (headers == "late")
+    assert (ahead > 0) is (headers != "unknown")  # without header times, nothing starts before the last image
 
 
 def test_cutouts_read_as_sections_equal_cutouts_of_the_whole_image(survey):
@@ -285,6 +286,7 @@ def test_a_survey_run_as_a_user_runs_it_keeps_each_earlier_sky_and_raises_the_sa
     """`skysift -vv run DIR` (its own process, two measuring workers): every visit's sky is kept
     by the worker that measured it, none is estimated again for forced photometry, no folder of
     skies is left in the home, and the alerts are those of a run that keeps none."""
+    import re
     import shutil
     import subprocess
     import sys
@@ -302,8 +304,10 @@ def test_a_survey_run_as_a_user_runs_it_keeps_each_earlier_sky_and_raises_the_sa
     kept = [line for line in done.stderr.splitlines() if "sky kept for forced photometry" in line]
     estimated = [line for line in done.stderr.splitlines() if "sky estimated for forced photometry" in line]
     assert len(kept) == 4 and estimated == []
-    # every visit's alerts prepared by the measuring workers, as soon as the visits before it were measured
-    assert any("alerts of 4 image(s) prepared while measuring; 0 prepared again" in line for line in done.stderr.splitlines())
+    # every visit's alerts prepared by the measuring workers, some while later visits were still measured
+    [early] = [line for line in done.stderr.splitlines() if "prepared while measuring" in line]
+    assert re.search(r"alerts of 4 image\(s\) prepared while measuring \([1-4] started before the last image was "
+                     r"measured\); 0 prepared again", early), early
     assert not list(home.glob(".running-*"))  # (its folder in memory goes with it: test_forced)
     ran = [(a["alert_id"], a["detail"]) for a in LogPublisher(home).read()]
     assert any("earlier image" in detail for _, detail in ran)
@@ -319,6 +323,52 @@ def test_a_survey_run_as_a_user_runs_it_keeps_each_earlier_sky_and_raises_the_sa
     assert [(a["alert_id"], a["detail"]) for a in LogPublisher(reference.home).read()] == ran
     assert len(estimates) == 3  # without them, the three earlier visits' skies are estimated (read whole) once each
     shutil.rmtree(home)
+
+
+def test_an_early_preparation_that_read_an_old_row_of_an_image_measured_again_is_prepared_again(tmp_path, monkeypatch,
+                                                                                                caplog):
+    """Visit 3 was measured before with another observation time (as an older skysift might have
+    read its header): ten days earlier. Measured again (--force) alongside visit 2, slowly, its old
+    row is still the tables' while the pool prepares visit 2's alerts, which then count it as an
+    earlier image. Its new row is later than visit 2: the alert phase prepares visit 2 again, and
+    the alerts are one process's, which never saw the old row as visit 2's history. Visit 3 itself,
+    which the home had before, is not prepared while measuring."""
+    import logging
+    import shutil
+    import time
+    from datetime import timedelta
+
+    from skysift.core import metadata
+    from skysift.pipeline import survey as survey_module
+
+    visits = _visits_with_cosmic_rays(tmp_path / "visits")
+    real_time, real_process = metadata.observation_time, survey_module.process_image
+
+    def slow(uri, *args, **kwargs):  # forked pool workers inherit it
+        if uri.endswith("visit_3.fits"):
+            time.sleep(2.0)
+        return real_process(uri, *args, **kwargs)
+
+    monkeypatch.setattr(survey_module, "process_image", slow)
+    logs = {}
+    for workers in (1, 2):
+        folder = tmp_path / "work"  # the same place: the same image_ids
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(visits, folder)
+        settings = Settings.load(home=tmp_path / f"home{workers}")
+        monkeypatch.setattr(metadata, "observation_time", lambda header: real_time(header) - timedelta(days=10))
+        run_local([str(folder / "visit_3.fits")], settings)
+        monkeypatch.setattr(metadata, "observation_time", real_time)
+        with caplog.at_level(logging.DEBUG, logger="skysift.pipeline"):
+            report = run_local([str(folder / "visit_2.fits"), str(folder / "visit_3.fits")], settings, workers=workers,
+                               resume=False)
+        assert report.succeeded
+        logs[workers] = [(a["alert_id"], a["detail"]) for a in LogPublisher(settings.home).read()]
+    assert logs[2] == logs[1]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("1 image(s) prepared while measuring saw other earlier images" in m for m in messages)
+    # visit 3 was in the home before: its alerts (and their packets, maybe sent already) wait for the alert phase
+    assert any(m.startswith("alerts of 1 image(s) prepared while measuring") for m in messages)
 
 
 def test_one_images_alerts_ask_the_store_each_history_question_once(survey, tmp_path):

@@ -59,7 +59,8 @@ def test_a_header_time_that_misleads_costs_the_preparation_not_the_alert():
 
 @given(data=st.data(), n=st.integers(1, 9))
 def test_a_standing_preparation_started_after_every_image_observed_earlier_was_measured(data, n):
-    """Whatever the headers say, the order images finish in and which preparations fail: every
+    """Whatever the headers say, the order images finish in, which preparations fail and which
+    images the caller keeps for the alert phase (``preparable``, never started): every
     image whose alerts stand had each image observed earlier than it (or at an unknown time)
     measured before its preparation started; and with true header times and no failures, all stand."""
     hours = st.one_of(st.none(), st.integers(0, 6).map(float))
@@ -68,6 +69,7 @@ def test_a_standing_preparation_started_after_every_image_observed_earlier_was_m
     header = measured if truthful else data.draw(st.lists(hours, min_size=n, max_size=n))
     failed = data.draw(st.lists(st.booleans(), min_size=n, max_size=n)) if not truthful else [False] * n
     order = data.draw(st.permutations(range(n)))
+    known = data.draw(st.lists(st.booleans(), min_size=n, max_size=n)) if not truthful else [False] * n
 
     early = EarlyAlerts([_seconds(h) for h in header])
     seen_at_start: dict[str, set[int]] = {}
@@ -76,17 +78,18 @@ def test_a_standing_preparation_started_after_every_image_observed_earlier_was_m
     for index in order:
         done.add(index)
         status = ImageStatus.FAILED if failed[index] else ImageStatus.OK
-        for row in early.measured(index, _row(index, measured[index], status)):
+        for row in early.measured(index, _row(index, measured[index], status), preparable=not known[index]):
             seen_at_start[row.image_id] = set(done)
             started.append(row.image_id)
+    assert not any(known[int(image_id.removeprefix("img"))] for image_id in started)
     broken = data.draw(st.sets(st.integers(0, max(0, len(started) - 1)))) if not truthful else set()
     for k, image_id in enumerate(started):
         early.prepared(k, None if k in broken else [{"from": image_id}], OSError("lost") if k in broken else None)
 
     standing = early.standing()
-    for image_id, alerts in standing.items():
+    for image_id, outcome in standing.items():
         k = int(image_id.removeprefix("img"))
-        assert alerts == [{"from": image_id}] and not failed[k] and measured[k] is not None
+        assert outcome == [{"from": image_id}] and not failed[k] and not known[k] and measured[k] is not None
         earlier = {j for j in range(n) if j != k and (measured[j] is None or measured[j] <= measured[k])}
         assert earlier <= seen_at_start[image_id]
     if truthful:

@@ -13,7 +13,9 @@ reads it): one without a time there holds back every image after it. That guess 
 decides when to start; whether the alerts stand is decided once everything is measured, from
 the measured times: alerts prepared while an image observed earlier (or at an unknown time)
 was still being measured are prepared again in the alert phase, as they were before this
-module, so a header that misleads costs time, never a different alert.
+module, so a header that misleads costs time, never a different alert. (The survey also
+compares the earlier images a preparation saw when it started with those the tables hold at the
+end: an image measured again may have had an earlier time in its old row.)
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class _Prepared:
     image_id: str
     seconds: float  # the image's measured observation time
     started_after: int  # how many images of the run were measured when its preparation started
-    alerts: list[dict] | None = None
+    outcome: Any = None
     error: BaseException | None = None
 
 
@@ -77,17 +79,18 @@ class EarlyAlerts:
         self._unmeasured = [(-math.inf if t is None else t, i) for i, t in enumerate(self.header_seconds)]
         heapq.heapify(self._unmeasured)
 
-    def measured(self, index: int, row: ImageRecord) -> list[ImageRecord]:
+    def measured(self, index: int, row: ImageRecord, *, preparable: bool = True) -> list[ImageRecord]:
         """Image ``index`` is measured (``row``, ok or failed, is written): the images whose alerts may
         be prepared from now on, oldest first; the caller starts them in this order and hands each
-        outcome to :meth:`prepared` in the same order."""
+        outcome to :meth:`prepared` in the same order. ``preparable`` False: this image's alerts are
+        left to the alert phase (it only holds others back until now)."""
         self._measured.add(index)
         while self._unmeasured and self._unmeasured[0][1] in self._measured:
             heapq.heappop(self._unmeasured)
         # a failed row raises nothing, but one measured again replaces the image's earlier ok row
         when = posix_seconds(row.obs_time)
         self._measured_seconds.append(when)
-        if row.status is ImageStatus.OK and when is not None:
+        if preparable and row.status is ImageStatus.OK and when is not None:
             heapq.heappush(self._waiting, (when, index, row))
         horizon = self._unmeasured[0][0] if self._unmeasured else math.inf  # the earliest still being measured
         ready = []
@@ -97,21 +100,22 @@ class EarlyAlerts:
             ready.append(image)
         return ready
 
-    def prepared(self, started: int, alerts: list[dict] | None, error: BaseException | None) -> None:
+    def prepared(self, started: int, outcome: Any, error: BaseException | None) -> None:
         """The outcome of the ``started``-th preparation (0 for the first image :meth:`measured` returned)."""
-        self._started[started].alerts, self._started[started].error = alerts, error
+        self._started[started].outcome, self._started[started].error = outcome, error
 
-    def standing(self) -> dict[str, list[dict]]:
-        """Once every image is measured: image_id -> its prepared alerts, for the images whose
-        preparation started when every image measured after that moment is observed later than
-        it (so it read the same earlier images as a preparation now would) and did not fail."""
+    def standing(self) -> dict[str, Any]:
+        """Once every image is measured: image_id -> the outcome of its preparation, for the images
+        whose preparation started when every image measured after that moment is observed later
+        than it (so no earlier image's rows changed while it read them) and did not fail."""
         later = [math.inf] * (len(self._measured_seconds) + 1)  # later[s]: earliest time measured after s
         for s in range(len(self._measured_seconds) - 1, -1, -1):
             seconds = self._measured_seconds[s]
             later[s] = min(later[s + 1], -math.inf if seconds is None else seconds)
-        standing = {p.image_id: p.alerts for p in self._started
-                    if p.error is None and p.alerts is not None and p.seconds < later[p.started_after]}
-        dropped = len(self._started) - len(standing)
-        log.debug("alerts of %d image(s) prepared while measuring; %d prepared again after it", len(standing), dropped)
+        standing = {p.image_id: p.outcome for p in self._started
+                    if p.error is None and p.outcome is not None and p.seconds < later[p.started_after]}
+        ahead = sum(p.started_after < len(self._measured_seconds) for p in self._started)
+        log.debug("alerts of %d image(s) prepared while measuring (%d started before the last image was measured); "
+                  "%d prepared again after it", len(standing), ahead, len(self._started) - len(standing))
         return standing
 

@@ -252,7 +252,8 @@ def _overlapped(listed: list[_ListedImage], settings: Settings) -> set[ImageUnit
 
 
 def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, listed: bool = True,
-                  limits: HeaderLimits | None = None) -> tuple[list[ImageUnit], list[ImageRecord], int]:
+                  limits: HeaderLimits | None = None,
+                  stored: list[ImageRecord] | None = None) -> tuple[list[ImageUnit], list[ImageRecord], int]:
     """Split ``units`` into those to measure and the ``images`` rows of those already done;
     also returns how many of those to measure were done with other settings.
 
@@ -262,9 +263,10 @@ def _already_done(units: list[ImageUnit], home: Path, settings_hash: str, *, lis
     table are fingerprinted (once per file, to check that their content is the one
     measured); a file never seen is simply to do. ``listed``: the units' HDUs are those
     :func:`images_to_measure` listed (None the first image HDU, an index a later one),
-    else HDUs a person named, whose id needs a header walk.
+    else HDUs a person named, whose id needs a header walk. ``stored``: the ``images`` rows, when
+    the caller read them already.
     """
-    by_id = {r.image_id: r for r in LocalTables(home).images() if r.succeeded}
+    by_id = {r.image_id: r for r in (LocalTables(home).images() if stored is None else stored) if r.succeeded}
     if not by_id:
         return units, [], 0
     seen_uris = {r.uri for r in by_id.values()}
@@ -354,8 +356,9 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
     limits = settings.limits.header_limits()
     listed = _listed_units(uris, hdu, limits)
     units = [image.unit for image in listed]
+    stored = LocalTables(home).images() if resume or (workers > 1 and len(units) > 1) else []
     todo, finished_rows, changed = (_already_done(units, home, settings.measurement_hash(), listed=hdu is None,
-                                                  limits=limits) if resume else (units, [], 0))
+                                                  limits=limits, stored=stored) if resume else (units, [], 0))
     if changed:
         log.info("%d image(s) done before with other measurement settings are measured again", changed)
     report = RunReport(skipped=len(finished_rows), remeasured_settings=changed)
@@ -370,6 +373,8 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
     pooled = workers > 1 and len(todo) > 1
     header_seconds = {image.unit: image.seconds for image in listed}
     early = EarlyAlerts([header_seconds.get(unit) for unit in todo]) if pooled else None
+    # an image the home had before may have sent alerts whose packets an early preparation would rewrite
+    known = {r.image_id for r in stored}
 
     def done(i: int, outcome: Any, error: BaseException | None) -> list[tuple] | None:
         """One call of the run finished: an image measured (and then, in a pool, the images whose
@@ -382,7 +387,10 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
         rows.append(row)
         if on_image:
             on_image(summary)
-        return None if early is None else [(_prepare_alerts, ready, settings) for ready in early.measured(i, row)]
+        if early is None:
+            return None
+        return [(_prepare_alerts_early, ready, settings)
+                for ready in early.measured(i, row, preparable=row.image_id not in known)]
 
     overlapped = _overlapped(listed, settings)
     # a pool prepares alerts while it measures, reading the skies of earlier images like the alert phase
@@ -428,7 +436,7 @@ def _skies_folder(home: Path) -> Iterator[str]:
 
 
 def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, settings: Settings, workers: int,
-                                skies: str | None = None, prepared: dict[str, list[dict]] | None = None) -> None:
+                                skies: str | None = None, prepared: dict[str, _PreparedEarly] | None = None) -> None:
     """Alerts of every ``ok`` image of the home not evaluated against the earlier images
     it has now, delivered in order of observation time.
 
@@ -439,7 +447,8 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     deliver) is logged and listed in ``report.alert_failures``, is not marked as
     evaluated (the next run tries it again), and the other images' alerts go on. ``skies``
     is the run's folder of skies (:func:`_skies_folder`) when its measuring made one; ``prepared``
-    the alerts its measuring pool prepared that stand (:meth:`~skysift.pipeline.early_alerts.EarlyAlerts.standing`).
+    the alerts its measuring pool prepared that stand (:meth:`~skysift.pipeline.early_alerts.EarlyAlerts.standing`),
+    used when the earlier images they saw are those the tables now hold.
     """
     home = Path(settings.home)
     store, publisher = LocalTables(home), LogPublisher(home)
@@ -463,11 +472,15 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     if not pending:
         return
     deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
-    prepared = prepared or {}
-    for i, row in enumerate(pending):
-        if row.image_id in prepared:
-            deliver(i, prepared[row.image_id], None)
-    rest = [i for i, row in enumerate(pending) if row.image_id not in prepared]
+    early = prepared or {}
+    prepared = {i: early[row.image_id].alerts for i, row in enumerate(pending)
+                if row.image_id in early and early[row.image_id].earlier == earlier[i]}
+    if len(prepared) < sum(row.image_id in early for row in pending):
+        log.debug("%d image(s) prepared while measuring saw other earlier images than the tables hold now: "
+                  "prepared again", sum(row.image_id in early for row in pending) - len(prepared))
+    for i, alerts in prepared.items():
+        deliver(i, alerts, None)
+    rest = [i for i in range(len(pending)) if i not in prepared]
     if not rest:
         return
     # the skies of earlier images read whole for forced photometry: kept by their measuring, or
@@ -511,6 +524,21 @@ def _open_worker_store(home: Path, skies: str | None = None) -> None:
 def _prepare_alerts(row: ImageRecord, settings: Settings, store: LocalTables | None = None) -> list[dict]:
     store = store or _worker_store
     return prepare_alerts(row, store.read_sources(row), store, settings.alerts, settings.background, objects=settings.objects)
+
+
+@dataclass(frozen=True)
+class _PreparedEarly:
+    """An image's alerts prepared by the measuring pool, and the earlier images of its sky when
+    the preparation started (:meth:`_SkyHistory.earlier_ids`)."""
+
+    earlier: list[str]
+    alerts: list[dict]
+
+
+def _prepare_alerts_early(row: ImageRecord, settings: Settings) -> _PreparedEarly:
+    """:func:`_prepare_alerts` in a measuring worker, noting which earlier images the tables held."""
+    earlier = _SkyHistory(_worker_store.images()).earlier_ids(row)
+    return _PreparedEarly(earlier, _prepare_alerts(row, settings))
 
 
 class _SkyHistory:
