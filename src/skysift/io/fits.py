@@ -808,8 +808,12 @@ class Sections:
 
     def _read_plain(self, y0: int, y1: int, x0: int, x1: int, whole_rows: bool) -> np.ndarray:
         """Pixels [y0:y1, x0:x1] of a plain image (:meth:`_plain_local`), big-endian, read by offset
-        straight into their array: as one band of whole rows when ``whole_rows``, else row by row."""
-        nx = self.shape[1]
+        straight into their array: as one band of whole rows when ``whole_rows``, else row by row.
+        The rectangle is cut to the image as NumPy (and astropy's ``section``) cut a slice: an offset
+        past a row's end would read the next row's pixels."""
+        ny, nx = self.shape
+        (y0, y1, _), (x0, x1, _) = slice(y0, y1).indices(ny), slice(x0, x1).indices(nx)
+        y1, x1 = max(y1, y0), max(x1, x0)
         if whole_rows:
             return self._read_into(np.empty((y1 - y0, nx), dtype=">f4"), y0 * nx)[:, x0:x1]
         pixels = np.empty((y1 - y0, x1 - x0), dtype=">f4")
