@@ -328,11 +328,11 @@ def test_a_survey_run_as_a_user_runs_it_keeps_each_earlier_sky_and_raises_the_sa
 def test_an_early_preparation_that_read_an_old_row_of_an_image_measured_again_is_prepared_again(tmp_path, monkeypatch,
                                                                                                 caplog):
     """Visit 3 was measured before with another observation time (as an older skysift might have
-    read its header): ten days earlier. Measured again (--force) alongside visit 2, slowly, its old
-    row is still the tables' while the pool prepares visit 2's alerts, which then count it as an
-    earlier image. Its new row is later than visit 2: the alert phase prepares visit 2 again, and
-    the alerts are one process's, which never saw the old row as visit 2's history. Visit 3 itself,
-    which the home had before, is not prepared while measuring."""
+    read its header): ten days earlier. Measured again (--force) alongside visit 2, its old row is
+    still the tables' while the pool prepares visit 2's alerts (visit 3's measuring waits for that),
+    which then count it as an earlier image. Its new row is later than visit 2: the alert phase
+    prepares visit 2 again, and the alerts are one process's, which never saw the old row as visit
+    2's history. Visit 3 itself, which the home had before, is not prepared while measuring."""
     import logging
     import shutil
     import time
@@ -342,14 +342,22 @@ def test_an_early_preparation_that_read_an_old_row_of_an_image_measured_again_is
     from skysift.pipeline import survey as survey_module
 
     visits = _visits_with_cosmic_rays(tmp_path / "visits")
-    real_time, real_process = metadata.observation_time, survey_module.process_image
+    real_time, real_process, real_prepare = metadata.observation_time, survey_module.process_image, survey_module._prepare_alerts
+    prepared_flag = tmp_path / "visit 2 prepared"
 
-    def slow(uri, *args, **kwargs):  # forked pool workers inherit it
+    def after_visit_2(uri, *args, **kwargs):  # forked pool workers inherit it
         if uri.endswith("visit_3.fits"):
-            time.sleep(2.0)
+            deadline = time.monotonic() + 120
+            while not prepared_flag.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
         return real_process(uri, *args, **kwargs)
 
-    monkeypatch.setattr(survey_module, "process_image", slow)
+    def flagging(row, *args, **kwargs):
+        alerts = real_prepare(row, *args, **kwargs)
+        if row.uri.endswith("visit_2.fits"):
+            prepared_flag.touch()
+        return alerts
+
     logs = {}
     for workers in (1, 2):
         folder = tmp_path / "work"  # the same place: the same image_ids
@@ -359,6 +367,9 @@ def test_an_early_preparation_that_read_an_old_row_of_an_image_measured_again_is
         monkeypatch.setattr(metadata, "observation_time", lambda header: real_time(header) - timedelta(days=10))
         run_local([str(folder / "visit_3.fits")], settings)
         monkeypatch.setattr(metadata, "observation_time", real_time)
+        if workers == 2:  # visit 3 is measured only once visit 2's alerts are prepared
+            monkeypatch.setattr(survey_module, "process_image", after_visit_2)
+            monkeypatch.setattr(survey_module, "_prepare_alerts", flagging)
         with caplog.at_level(logging.DEBUG, logger="skysift.pipeline"):
             report = run_local([str(folder / "visit_2.fits"), str(folder / "visit_3.fits")], settings, workers=workers,
                                resume=False)
