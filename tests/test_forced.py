@@ -319,3 +319,26 @@ def test_the_sky_kept_while_measuring_is_the_sky_forced_photometry_computes(kind
             np.testing.assert_array_equal(mine, theirs)
             assert mine.dtype == theirs.dtype
     assert (computed[2] is not None) == (kind in ("float_holes", "int_blank"))
+
+
+def test_a_sky_is_kept_while_another_process_renames_its_files_in_the_folder(tmp_path, monkeypatch):
+    """Two measuring workers keep their skies in one folder at once: a file the other renames between
+    the listing and its size no longer makes this one give up (a survey's visit went unkept so)."""
+    import os
+
+    folder = tmp_path / "skies"
+    folder.mkdir()
+    (folder / "other.data.123.tmp").write_bytes(b"x" * 100)
+    (folder / "kept.done").touch()
+    real_scandir = os.scandir
+
+    def listing_then_renamed(path):
+        entries = list(real_scandir(path))
+        os.replace(folder / "other.data.123.tmp", folder / "other.data.npy")  # the other worker, meanwhile
+        return iter(entries)
+
+    monkeypatch.setattr(forced.os, "scandir", listing_then_renamed)
+    data = np.ones((8, 8), np.float32)
+    with forced.sky_cache(folder):
+        assert forced._store_sky("mine", data, data, None)
+    assert (folder / "mine.done").exists() and (folder / "mine.data.npy").exists()

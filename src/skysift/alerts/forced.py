@@ -138,12 +138,23 @@ def _load_sky(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | No
         return None
 
 
+def _held_bytes(folder: Path) -> int:
+    """The bytes of the files in ``folder``. Another process saving a sky renames its temporary
+    files meanwhile: an entry gone between the listing and its size is not counted (it had
+    made this save give up, and a survey's sky go unkept)."""
+    held = 0
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):
+            held += entry.stat().st_size if entry.is_file() else 0
+    return held
+
+
 def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | None) -> bool:
     """Save an image's sky for the next ask, atomically (two workers may save the same one)
     and only while the folder holds less than :data:`SKY_CACHE_MAX_BYTES`; whether it was saved."""
     folder = _sky_cache
     try:
-        held = sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+        held = _held_bytes(folder)
         if held + data.nbytes + rms.nbytes + (0 if mask is None else mask.nbytes) > SKY_CACHE_MAX_BYTES:
             return False
         for name, array in (("data", data), ("rms", rms), ("mask", mask)):
@@ -153,7 +164,8 @@ def _store_sky(key: str, data: np.ndarray, rms: np.ndarray, mask: np.ndarray | N
                     np.save(handle, array)
                 os.replace(temporary, folder / f"{key}.{name}.npy")
         (folder / f"{key}.done").touch()
-    except OSError:  # a full disk or a removed folder: the next ask computes it again
+    except OSError as exc:  # a full disk or a removed folder: the next ask computes it again
+        log.debug("sky %s not saved for forced photometry: %s", key, exc)
         return False
     return True
 
