@@ -167,7 +167,7 @@ def test_processes_asking_at_once_compute_an_images_sky_once(make_sky, tmp_path,
     monkeypatch.setenv("SKY_DELAY_S", "60")
     doomed = context.Process(target=ask, args=(queue,))
     doomed.start()
-    while not log.exists():
+    while not (log.exists() and log.read_text().strip()):  # its line written, not only the file opened
         time.sleep(0.01)
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.join()

@@ -118,10 +118,14 @@ def test_timelag_runs_on_a_new_gateway_cluster_whose_workers_are_told_what_to_in
     assert cluster["worker_requirements"] == requirements and f"sunpy[map]=={metadata.version('sunpy')}" in requirements
     # what the gateway itself recorded for the (now stopped) cluster
     gateway = dask_gateway.Gateway(gateway_url)
-    try:
-        report = next(c for c in gateway.list_clusters(status="stopped") if c.name == cluster["name"])
+    try:  # the gateway marks a cluster stopped a moment after its client has shut it down
+        deadline, report = time.monotonic() + 30, None
+        while report is None and time.monotonic() < deadline:
+            report = next((c for c in gateway.list_clusters(status="stopped") if c.name == cluster["name"]), None)
+            time.sleep(0 if report else 0.2)
     finally:
         close_gateway(gateway)
+    assert report is not None, f"the gateway never listed cluster {cluster['name']} as stopped"
     assert report.options["worker_cores"] == 2
     assert report.options["environment"][EXTRA_PIP_PACKAGES] == " ".join(requirements)
     # the map is the one the local pipeline computes
