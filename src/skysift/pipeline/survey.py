@@ -472,15 +472,14 @@ def _raise_alerts_in_time_order(rows: list[ImageRecord], report: RunReport, sett
     if not pending:
         return
     deliver = _InOrderDelivery(pending, earlier, store, publisher, by_id, settings, report)
-    early = prepared or {}
-    prepared = {i: early[row.image_id].alerts for i, row in enumerate(pending)
-                if row.image_id in early and early[row.image_id].earlier == earlier[i]}
-    if len(prepared) < sum(row.image_id in early for row in pending):
+    offered = {i: prepared[row.image_id] for i, row in enumerate(pending) if row.image_id in (prepared or {})}
+    usable = {i: early.alerts for i, early in offered.items() if early.earlier == earlier[i]}
+    if len(usable) < len(offered):
         log.debug("%d image(s) prepared while measuring saw other earlier images than the tables hold now: "
-                  "prepared again", sum(row.image_id in early for row in pending) - len(prepared))
-    for i, alerts in prepared.items():
+                  "prepared again", len(offered) - len(usable))
+    for i, alerts in usable.items():
         deliver(i, alerts, None)
-    rest = [i for i in range(len(pending)) if i not in prepared]
+    rest = [i for i in range(len(pending)) if i not in usable]
     if not rest:
         return
     # the skies of earlier images read whole for forced photometry: kept by their measuring, or
