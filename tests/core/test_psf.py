@@ -13,6 +13,8 @@ import math
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from skysift.core import flags as F
 from skysift.core.psf import (
@@ -104,3 +106,61 @@ def test_header_seeing_units_from_the_comment(cards, scale, fwhm_px):
 ])
 def test_header_pixel_scale(cards, scale):
     assert header_pixel_scale_arcsec(fits.Header(cards)) == scale
+
+
+def _bounded_fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
+    """The fit as it was before MINPACK's Levenberg-Marquardt went first: scipy's bounded
+    trust region alone, with the bounds and acceptance of :func:`_fit_fwhm` (the reference)."""
+    from scipy.optimize import least_squares
+
+    from skysift.core.psf import _moffat_jacobian, _moffat_residuals
+
+    half = stamp.shape[0] // 2
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    alpha = guess_fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / 3.0) - 1.0))
+    start = np.array([stamp.max(), 0.0, 0.0, alpha, 3.0, 0.0])
+    bounds = ([0.0, -2.0, -2.0, 0.3, 1.0, -np.inf], [np.inf, 2.0, 2.0, 4.0 * half, 30.0, np.inf])
+    try:
+        fit = least_squares(_moffat_residuals, start, jac=_moffat_jacobian, args=(xx, yy, stamp), bounds=bounds,
+                            max_nfev=200)
+    except ValueError:
+        return None
+    _, _, _, alpha, beta, _ = fit.x
+    if not fit.success or not 1.0 < beta < 30.0:
+        return None
+    fwhm = float(2.0 * alpha * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    return fwhm if np.isfinite(fwhm) and 0.5 < fwhm < 2 * half else None
+
+
+def test_a_fit_that_leaves_the_bounds_is_the_bounded_fit():
+    """A star 3 px off the stamp's middle: the unbounded fit finds it there (beyond the 2 px the
+    centre may move), so the fit is done again within the bounds, as it always was."""
+    stamp = moffat_stamp(3.0, 3.0, dx=3.0, dy=0.5, half=9)
+    bounded = _bounded_fit_fwhm(stamp, 3.0)
+    assert bounded is not None and abs(bounded - 3.0) > 1e-3  # the bound changes the answer
+    assert _fit_fwhm(stamp, 3.0) == pytest.approx(bounded, rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(fwhm=st.floats(1.5, 8.0), beta=st.floats(1.5, 12.0), dx=st.floats(-2.5, 2.5), dy=st.floats(-2.5, 2.5),
+       sky=st.floats(-20.0, 20.0), noise=st.sampled_from([0.0, 1.0, 10.0]), guess=st.floats(1.5, 8.0),
+       seed=st.integers(0, 2**16))
+@example(fwhm=1.5, beta=9.0, dx=1.90625, dy=1.0, sky=0.0, noise=0.0, guess=2.0, seed=0)
+def test_the_fit_is_the_bounded_fit_or_finds_the_star_it_missed(fwhm, beta, dx, dy, sky, noise, guess, seed):
+    """Whatever the star, its sky, noise and the starting guess: the FWHM of the bounded fit when
+    that one finds one, and on a noiseless star within the bounds, its true FWHM (the bounded fit
+    alone missed some, e.g. FWHM 1.5 px and beta 9 at (1.9, 1.0) px: it ran out of steps)."""
+    stamp = moffat_stamp(fwhm, beta, dx=dx, dy=dy, sky=sky)
+    stamp = stamp + np.random.default_rng(seed).normal(0.0, noise, stamp.shape)
+    bounded = _bounded_fit_fwhm(stamp, guess)
+    fitted = _fit_fwhm(stamp, guess)
+    if bounded is not None:
+        assert fitted == pytest.approx(bounded, rel=1e-4)
+    if noise == 0.0 and max(abs(dx), abs(dy)) < 1.99:
+        assert fitted == pytest.approx(fwhm, rel=1e-5)
+
+
+def test_a_stamp_with_a_nan_is_no_fit():
+    stamp = moffat_stamp(3.0)
+    stamp[4, 4] = np.nan
+    assert _fit_fwhm(stamp, 3.0) is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -71,7 +72,8 @@ def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     scipy's least squares directly: the same model astropy's Moffat2D fits, at a
     fraction of the cost of astropy.modeling's per-call model copies, with the model's
     analytic derivatives (finite differences cost six more evaluations a step and 40%
-    more time, for the same fit to ~1e-9).
+    more time, for the same fit to ~1e-9). MINPACK's Levenberg-Marquardt fits first, unbounded;
+    a fit that leaves the bounds is done again within them, so the answer is the bounded fit's.
     """
     # imported here, after the strip workers are forked: they never hold its 20 MiB
     from scipy.optimize import least_squares
@@ -81,13 +83,23 @@ def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     beta = 3.0
     alpha = guess_fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
     start = np.array([stamp.max(), 0.0, 0.0, alpha, beta, 0.0])
-    lower = [0.0, -2.0, -2.0, 0.3, 1.0, -np.inf]
-    upper = [np.inf, 2.0, 2.0, 4.0 * half, 30.0, np.inf]
+    lower = np.array([0.0, -2.0, -2.0, 0.3, 1.0, -np.inf])
+    upper = np.array([np.inf, 2.0, 2.0, 4.0 * half, 30.0, np.inf])
+    fit_with = partial(least_squares, _moffat_residuals, start, jac=_moffat_jacobian, args=(xx, yy, stamp),
+                       max_nfev=200)
+    # MINPACK's Levenberg-Marquardt first: about a third of the cost of the bounded trust region
+    # (16-24 against 57 ms for a 2048^2 image's 12 stars), the same minimum (to 4e-4 px over 384
+    # stamps of 8 images) when it lies within the bounds; a fit that leaves them, or fails, is
+    # done again, bounded
     try:
-        fit = least_squares(_moffat_residuals, start, jac=_moffat_jacobian, args=(xx, yy, stamp), bounds=(lower, upper),
-                            max_nfev=200)
-    except ValueError:
-        return None
+        fit = fit_with(method="lm")
+    except ValueError:  # what refuses it (residuals not finite at the start) refuses the bounded fit too
+        fit = None
+    if fit is None or not (fit.success and np.all((fit.x >= lower) & (fit.x <= upper))):
+        try:
+            fit = fit_with(bounds=(lower, upper))
+        except ValueError:
+            return None
     _, _, _, alpha, beta, _ = fit.x
     if not fit.success or not 1.0 < beta < 30.0:
         return None
