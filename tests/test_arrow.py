@@ -21,6 +21,7 @@ from skysift.catalog.arrow import (
     numpy_values,
     python_column,
     read_parquet,
+    repeated_string,
     repeated_timestamp,
     rows_of,
     table_from_rows,
@@ -108,6 +109,12 @@ def test_timestamps(values):
 @given(st.one_of(st.none(), moments), st.integers(0, 9))
 def test_repeated_timestamp(value, n):
     _same(repeated_timestamp(value, n, TIMESTAMP), pa.array([value] * n, TIMESTAMP))
+
+
+@relaxed
+@given(st.one_of(st.none(), st.text(max_size=8)), st.integers(0, 20))
+def test_repeated_string(value, n):
+    _same(repeated_string(value, n), pa.array([value] * n, pa.string()))
 
 
 @relaxed

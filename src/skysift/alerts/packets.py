@@ -56,7 +56,7 @@ from skysift.alerts.rules import _earlier_wcs
 from skysift.catalog.arrow import (
     numpy_column,
     numpy_values,
-    python_column,
+    repeated_string,
     rows_of,
     table_from_rows,
 )
@@ -309,7 +309,7 @@ def _read_prior(store: CatalogStore, earlier: list[ImageRecord], image: ImageRec
                                                                                       centres, search_arcsec), pa.bool_()))
         if table.num_rows:
             for name in ("survey", "band"):
-                table = table.append_column(name, python_column([getattr(row, name)] * table.num_rows, pa.string()))
+                table = table.append_column(name, repeated_string(getattr(row, name), table.num_rows))
             parts.append(table)
     return pa.concat_tables(parts, promote_options="permissive") if parts else None
 

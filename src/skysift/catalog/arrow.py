@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["empty_table", "numpy_column", "numpy_values", "python_column", "read_parquet", "repeated_timestamp", "rows_of", "table_from_rows"]
+__all__ = ["empty_table", "numpy_column", "numpy_values", "python_column", "read_parquet", "repeated_string", "repeated_timestamp", "rows_of", "table_from_rows"]
 
 _NUMPY_TYPES = {
     pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
@@ -120,6 +120,20 @@ def repeated_timestamp(value: datetime | None, n: int, type_: pa.TimestampType) 
     ticks = np.full(n, _ticks(value, _TIME_UNITS[type_.unit]), np.int64)
     validity = None if value is not None or n == 0 else pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
     return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(ticks)], null_count=0 if validity is None else n)
+
+
+def repeated_string(value: str | None, n: int) -> pa.Array:
+    """``n`` copies of one string (None: nulls), as ``pa.array([value] * n, pa.string())``: the
+    bytes once per copy, without a Python object per row (a partition's band beside each of a
+    file's rows)."""
+    encoded = b"" if value is None else value.encode()
+    offsets = np.arange(n + 1, dtype=np.int64) * len(encoded)
+    if offsets[-1] > np.iinfo(np.int32).max:  # Arrow's string type has 32-bit offsets
+        raise ValueError(f"string column of {offsets[-1]:,} bytes: more than Arrow's string type holds (2 GiB)")
+    validity = None if value is not None or n == 0 else pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
+    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets.astype(np.int32)),
+                                                  pa.py_buffer(encoded * n)],
+                                 null_count=0 if validity is None else n)
 
 
 def python_column(values: Sequence[Any], type_: pa.DataType) -> pa.Array:

@@ -55,6 +55,7 @@ from skysift.catalog.arrow import (
     numpy_values,
     python_column,
     read_parquet,
+    repeated_string,
 )
 from skysift.catalog.schema import TIMESTAMP, _field, sources_schema
 from skysift.catalog.tables import again_if_replaced, partition_of
@@ -241,7 +242,8 @@ def summarize(detections: pa.Table, radius_arcsec: float, *,
     last_seen = numpy_column(last, pa.int64(), mask=last == np.iinfo(np.int64).min).cast(TIMESTAMP)
 
     source_ids = detections["source_id"].take(numpy_column(order, pa.int64())).combine_chunks()
-    first_ids = source_ids.take(numpy_column(starts, pa.int64())).to_pylist()
+    first_source_ids = source_ids.take(numpy_column(starts, pa.int64()))
+    first_ids = first_source_ids.to_pylist()
     image_codes = np.unique(numpy_values(detections["image_id"])[order], return_inverse=True)[1]
     pairs = np.unique(member_object * (image_codes.max(initial=0) + 1) + image_codes)
     n_images = np.bincount(pairs // (image_codes.max(initial=0) + 1), minlength=n_objects)
@@ -254,7 +256,7 @@ def summarize(detections: pa.Table, radius_arcsec: float, *,
         "ra": obj_ra, "dec": obj_dec, "pos_scatter_arcsec": scatter,
         "n_det": counts.astype(np.int32), "n_images": n_images.astype(np.int32), "n_bands": n_bands,
         "first_seen": first_seen, "last_seen": last_seen,
-        "first_source_id": python_column(first_ids, pa.string()),
+        "first_source_id": first_source_ids,
         "flags_any": np.bitwise_or.reduceat(flags[order], starts) if n else np.zeros(0, np.int32),
         "photometry": photometry,
         "source_ids": pa.ListArray.from_arrays(offsets, source_ids),
@@ -413,7 +415,7 @@ def _read_clean(home: Path) -> tuple[pa.Table, np.ndarray] | None:
                 & (flags >= 0) & (flags & CLEAN_MASK == 0))
         table = table.filter(numpy_column(keep, pa.bool_()))
         band = partition_of(path)["band"]
-        parts.append(table.add_column(3, "band", python_column([band] * table.num_rows, pa.string())))
+        parts.append(table.add_column(3, "band", repeated_string(band, table.num_rows)))
         cells.append(numpy_values(table["healpix"], null=-1 << _CELL_SHIFT) >> _CELL_SHIFT)
     return pa.concat_tables(parts).drop_columns(["healpix"]), np.concatenate(cells)
 
