@@ -20,6 +20,7 @@ from skysift.core import flags as F
 from skysift.core.psf import (
     MAX_STARS,
     _fit_fwhm,
+    _MoffatProblem,
     candidate_stamps,
     header_pixel_scale_arcsec,
     header_seeing,
@@ -110,26 +111,12 @@ def test_header_pixel_scale(cards, scale):
 
 def _bounded_fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     """The fit as it was before MINPACK's Levenberg-Marquardt went first: scipy's bounded
-    trust region alone, with the bounds and acceptance of :func:`_fit_fwhm` (the reference)."""
-    from scipy.optimize import least_squares
-
-    from skysift.core.psf import _moffat_jacobian, _moffat_residuals
-
-    half = stamp.shape[0] // 2
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
-    alpha = guess_fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / 3.0) - 1.0))
-    start = np.array([stamp.max(), 0.0, 0.0, alpha, 3.0, 0.0])
-    bounds = ([0.0, -2.0, -2.0, 0.3, 1.0, -np.inf], [np.inf, 2.0, 2.0, 4.0 * half, 30.0, np.inf])
+    trust region alone, on the same problem, with the same acceptance (the reference)."""
+    problem = _MoffatProblem.of(stamp, guess_fwhm)
     try:
-        fit = least_squares(_moffat_residuals, start, jac=_moffat_jacobian, args=(xx, yy, stamp), bounds=bounds,
-                            max_nfev=200)
+        return problem.fwhm(problem.solve(bounds=(problem.lower, problem.upper)))
     except ValueError:
         return None
-    _, _, _, alpha, beta, _ = fit.x
-    if not fit.success or not 1.0 < beta < 30.0:
-        return None
-    fwhm = float(2.0 * alpha * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    return fwhm if np.isfinite(fwhm) and 0.5 < fwhm < 2 * half else None
 
 
 def test_a_fit_that_leaves_the_bounds_is_the_bounded_fit():

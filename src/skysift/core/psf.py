@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -66,6 +65,47 @@ def _moffat_jacobian(params: np.ndarray, xx: np.ndarray, yy: np.ndarray, stamp: 
     return jacobian
 
 
+@dataclass(frozen=True)
+class _MoffatProblem:
+    """The least-squares problem of :func:`_fit_fwhm`: a stamp's pixel grid, the start and the bounds."""
+
+    stamp: np.ndarray
+    xx: np.ndarray
+    yy: np.ndarray
+    start: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @classmethod
+    def of(cls, stamp: np.ndarray, guess_fwhm: float) -> _MoffatProblem:
+        half = stamp.shape[0] // 2
+        yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+        beta = 3.0
+        alpha = guess_fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+        return cls(stamp, xx, yy, np.array([stamp.max(), 0.0, 0.0, alpha, beta, 0.0]),
+                   np.array([0.0, -2.0, -2.0, 0.3, 1.0, -np.inf]), np.array([np.inf, 2.0, 2.0, 4.0 * half, 30.0, np.inf]))
+
+    def solve(self, **options):
+        """scipy's ``least_squares`` on the problem, with the model's analytic derivatives."""
+        from scipy.optimize import (
+            least_squares,  # after the strip workers are forked: they never hold its 20 MiB
+        )
+
+        return least_squares(_moffat_residuals, self.start, jac=_moffat_jacobian, args=(self.xx, self.yy, self.stamp),
+                             max_nfev=200, **options)
+
+    def within_bounds(self, params: np.ndarray) -> bool:
+        return bool(np.all((params >= self.lower) & (params <= self.upper)))
+
+    def fwhm(self, fit) -> float | None:
+        """The FWHM (pixels) of a fit, None if the fit failed or is wild."""
+        _, _, _, alpha, beta, _ = fit.x
+        if not fit.success or not 1.0 < beta < 30.0:
+            return None
+        fwhm = float(2.0 * alpha * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+        return fwhm if np.isfinite(fwhm) and 0.5 < fwhm < 2 * (self.stamp.shape[0] // 2) else None
+
+
 def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     """FWHM (pixels) of a circular Moffat + constant fitted to a stamp, None if the fit is wild.
 
@@ -75,36 +115,21 @@ def _fit_fwhm(stamp: np.ndarray, guess_fwhm: float) -> float | None:
     more time, for the same fit to ~1e-9). MINPACK's Levenberg-Marquardt fits first, unbounded;
     a fit that leaves the bounds is done again within them, so the answer is the bounded fit's.
     """
-    # imported here, after the strip workers are forked: they never hold its 20 MiB
-    from scipy.optimize import least_squares
-
-    half = stamp.shape[0] // 2
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
-    beta = 3.0
-    alpha = guess_fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    start = np.array([stamp.max(), 0.0, 0.0, alpha, beta, 0.0])
-    lower = np.array([0.0, -2.0, -2.0, 0.3, 1.0, -np.inf])
-    upper = np.array([np.inf, 2.0, 2.0, 4.0 * half, 30.0, np.inf])
-    fit_with = partial(least_squares, _moffat_residuals, start, jac=_moffat_jacobian, args=(xx, yy, stamp),
-                       max_nfev=200)
+    problem = _MoffatProblem.of(stamp, guess_fwhm)
     # MINPACK's Levenberg-Marquardt first: about a third of the cost of the bounded trust region
     # (16-24 against 57 ms for a 2048^2 image's 12 stars), the same minimum (to 4e-4 px over 384
     # stamps of 8 images) when it lies within the bounds; a fit that leaves them, or fails, is
     # done again, bounded
     try:
-        fit = fit_with(method="lm")
+        fit = problem.solve(method="lm")
     except ValueError:  # what refuses it (residuals not finite at the start) refuses the bounded fit too
         fit = None
-    if fit is None or not (fit.success and np.all((fit.x >= lower) & (fit.x <= upper))):
+    if fit is None or not (fit.success and problem.within_bounds(fit.x)):
         try:
-            fit = fit_with(bounds=(lower, upper))
+            fit = problem.solve(bounds=(problem.lower, problem.upper))
         except ValueError:
             return None
-    _, _, _, alpha, beta, _ = fit.x
-    if not fit.success or not 1.0 < beta < 30.0:
-        return None
-    fwhm = float(2.0 * alpha * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    return fwhm if np.isfinite(fwhm) and 0.5 < fwhm < 2 * half else None
+    return problem.fwhm(fit)
 
 
 def candidate_stamps(data: np.ndarray, columns: dict[str, np.ndarray], n: int = CANDIDATE_STARS) -> dict[int, np.ndarray]:
