@@ -87,9 +87,8 @@ class _MoffatProblem:
 
     def solve(self, **options):
         """scipy's ``least_squares`` on the problem, with the model's analytic derivatives."""
-        from scipy.optimize import (
-            least_squares,  # after the strip workers are forked: they never hold its 20 MiB
-        )
+        # imported here, after the strip workers are forked: they never hold its 20 MiB
+        from scipy.optimize import least_squares
 
         return least_squares(_moffat_residuals, self.start, jac=_moffat_jacobian, args=(self.xx, self.yy, self.stamp),
                              max_nfev=200, **options)
