@@ -324,8 +324,6 @@ def test_the_sky_kept_while_measuring_is_the_sky_forced_photometry_computes(kind
 def test_a_sky_is_kept_while_another_process_renames_its_files_in_the_folder(tmp_path, monkeypatch):
     """Two measuring workers keep their skies in one folder at once: a file the other renames between
     the listing and its size no longer makes this one give up (a survey's visit went unkept so)."""
-    import os
-
     folder = tmp_path / "skies"
     folder.mkdir()
     (folder / "other.data.123.tmp").write_bytes(b"x" * 100)

@@ -87,11 +87,16 @@ def _strings(values: np.ndarray, n: int) -> pa.Array:
     lengths = np.fromiter(map(len, encoded), np.int64, count=n)
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    return _string_array(offsets, data, _validity(valid), int(n - valid.sum()))
+
+
+def _string_array(offsets: np.ndarray, data: bytes, validity: pa.Buffer | None, null_count: int) -> pa.Array:
+    """Arrow's string array of ``data`` cut at ``offsets`` (int64, one more than the strings)."""
     if offsets[-1] > np.iinfo(np.int32).max:  # Arrow's string type has 32-bit offsets
         raise ValueError(f"string column of {offsets[-1]:,} bytes: more than Arrow's string type holds (2 GiB)")
-    offsets = offsets.astype(np.int32)
-    return pa.Array.from_buffers(pa.string(), n, [_validity(valid), pa.py_buffer(offsets), pa.py_buffer(data)],
-                                 null_count=int(n - valid.sum()))
+    return pa.Array.from_buffers(pa.string(), len(offsets) - 1,
+                                 [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)],
+                                 null_count=null_count)
 
 
 def _ticks(value: datetime | None, unit: timedelta) -> int:
@@ -118,8 +123,15 @@ def repeated_timestamp(value: datetime | None, n: int, type_: pa.TimestampType) 
     if type_.unit not in _TIME_UNITS:
         raise TypeError(f"no NumPy conversion to Arrow {type_}")
     ticks = np.full(n, _ticks(value, _TIME_UNITS[type_.unit]), np.int64)
-    validity = None if value is not None or n == 0 else pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
-    return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(ticks)], null_count=0 if validity is None else n)
+    validity, null_count = _repeated_validity(value is None, n)
+    return pa.Array.from_buffers(type_, n, [validity, pa.py_buffer(ticks)], null_count=null_count)
+
+
+def _repeated_validity(null: bool, n: int) -> tuple[pa.Buffer | None, int]:
+    """The validity bitmap and null count of ``n`` copies of one value, null or not."""
+    if not null or n == 0:
+        return None, 0
+    return pa.py_buffer(np.zeros((n + 7) // 8, np.uint8)), n
 
 
 def repeated_string(value: str | None, n: int) -> pa.Array:
@@ -127,13 +139,8 @@ def repeated_string(value: str | None, n: int) -> pa.Array:
     bytes once per copy, without a Python object per row (a partition's band beside each of a
     file's rows)."""
     encoded = b"" if value is None else value.encode()
-    offsets = np.arange(n + 1, dtype=np.int64) * len(encoded)
-    if offsets[-1] > np.iinfo(np.int32).max:  # Arrow's string type has 32-bit offsets
-        raise ValueError(f"string column of {offsets[-1]:,} bytes: more than Arrow's string type holds (2 GiB)")
-    validity = None if value is not None or n == 0 else pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
-    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets.astype(np.int32)),
-                                                  pa.py_buffer(encoded * n)],
-                                 null_count=0 if validity is None else n)
+    return _string_array(np.arange(n + 1, dtype=np.int64) * len(encoded), encoded * n,
+                         *_repeated_validity(value is None, n))
 
 
 def python_column(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
