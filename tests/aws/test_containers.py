@@ -217,6 +217,33 @@ def test_the_batch_path_puts_the_lambda_task_root_on_the_python_path(tmp_path, l
     assert done.stdout.splitlines()[0] == str(tmp_path) and str(tmp_path) in done.stdout.splitlines()[1]
 
 
+# -- the image's build stage compiles skysift's extension ------------------------------------------------
+def test_the_build_stages_install_compiles_the_extension_it_checks(tmp_path):
+    """The build stage's ``pip install ... --target`` of what it copies, from a tree as the stage
+    has it (no editable install, no build directory), gives the compiled neighbour loops, and its
+    own check (``python -c "import skysift.core._mirror"`` in the task root) passes: the image
+    does not ship NumPy's slower loops unnoticed. (The real build also installs gcc; this machine has one.)"""
+    text = DOCKERFILE.read_text()
+    build = text[text.index(" AS build"):text.index("\nFROM ", text.index(" AS build"))]
+    copied = re.findall(r"^COPY (.+) \$\{LAMBDA_TASK_ROOT\}/src-build/", build, re.MULTILINE)
+    assert copied == ["pyproject.toml README.md", "src"], copied
+    assert 'python -c "import skysift.core._mirror"' in build
+    source, task = tmp_path / "src-build", tmp_path / "task"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).write_bytes((ROOT / name).read_bytes())
+    subprocess.run(["cp", "-r", str(ROOT / "src"), str(source / "src")], check=True)
+    for leftover in (source / "src").rglob("*.so"):  # an editable install's build, not the stage's
+        leftover.unlink()
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", str(source),
+                           "--target", str(task)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = subprocess.run([sys.executable, "-c", "import skysift.core._mirror as m; print(m.__file__)"],
+                           cwd=task, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert Path(check.stdout.strip()).is_relative_to(task)
+
+
 # -- the image installs what the jobs import -----------------------------------------------------------
 def dockerfile_extras() -> list[str]:
     """The extras of the project's own ``pip install ...src-build[EXTRAS]`` line."""

@@ -48,6 +48,11 @@ import sep
 from scipy.spatial import cKDTree
 
 from skysift.core import flags as F
+
+try:  # the pixel loops of _foreign and corrected_cutout, compiled (an optional extension: pyproject.toml)
+    from skysift.core import _mirror
+except ImportError:  # built without a compiler: the NumPy functions below do the same work
+    _mirror = None
 from skysift.core.detection import CENTRE_SEARCH_PX, local_peak
 from skysift.settings import PhotometrySettings
 
@@ -351,9 +356,7 @@ def _correct_neighbours(data, error, mask, maps, own, x, y, ellipses, kron: _Kro
     contaminated, windowed = np.zeros(len(x), dtype=bool), np.zeros(len(x), dtype=bool)
     region = np.maximum(KRON_INTEGRATION_RADIUS, kron.aperture) * ea + 1.0
     reach = _kron_reach(ea, settings, max_aperture_px)
-    foreign = np.array([_foreign(segmap, o, cx, cy, h, companions)
-                        for o, cx, cy, h in zip(own.tolist(), x.tolist(), y.tolist(), region.tolist(), strict=True)],
-                       dtype=np.int8)
+    foreign = _foreign_kinds(segmap, companions, own, x, y, region)
     dirty = np.flatnonzero(foreign)
     centres = _symmetry_centres(data, companions, x, y, foreign == FOREIGN_COMPANION)
     for i, mosaic in _corrected_mosaics(dirty, data, error, mask, maps, own, x, y, reach, centres):
@@ -534,8 +537,7 @@ def _circles(data, x, y, error, mask, gain, settings: PhotometrySettings, segmap
     half = max(settings.aperture_radii_px) + 1.0
     dirty = np.zeros(0, dtype=int)
     if segmap is not None:
-        dirty = np.flatnonzero([_foreign(segmap, o, cx, cy, half, companions)
-                                for o, cx, cy in zip(np.asarray(seg_ids).tolist(), x.tolist(), y.tolist(), strict=True)])
+        dirty = np.flatnonzero(_foreign_kinds(segmap, companions, seg_ids, x, y, np.full(n, half)))
     clean = np.ones(n, dtype=bool)
     clean[dirty] = False
     rows = np.flatnonzero(clean)
@@ -584,8 +586,9 @@ def _foreign(segmap: np.ndarray, own: int, cx: float, cy: float, half: float,
     ny, nx = segmap.shape
     if not (math.isfinite(cx) and math.isfinite(cy) and math.isfinite(half)):
         return FOREIGN_SOURCE  # no trustworthy position (overflowing pixel values): treat as contaminated
-    rows = slice(max(0, int(cy - half)), min(ny, int(cy + half) + 2))
-    cols = slice(max(0, int(cx - half)), min(nx, int(cx + half) + 2))
+    # (a stop below 0 would count from the far edge: a box beyond the image is empty)
+    rows = slice(max(0, int(cy - half)), max(0, min(ny, int(cy + half) + 2)))
+    cols = slice(max(0, int(cx - half)), max(0, min(nx, int(cx + half) + 2)))
     box = segmap[rows, cols]
     mine = box == own
     if companions is not None and (companions[rows, cols] & mine).any():
@@ -595,6 +598,21 @@ def _foreign(segmap: np.ndarray, own: int, cx: float, cy: float, half: float,
     else:
         other = bool(((box != 0) & ~mine).any())
     return FOREIGN_SOURCE if other else FOREIGN_NONE
+
+
+def _foreign_kinds(segmap: np.ndarray, companions: np.ndarray | None, own, x: np.ndarray, y: np.ndarray,
+                   half: np.ndarray) -> np.ndarray:
+    """:func:`_foreign` of each source (int8): label ``own[i]``, box within ``half[i]`` of
+    (x[i], y[i]). One compiled pass over the sources where the extension is built."""
+    own = np.ascontiguousarray(own, dtype=np.int64)
+    x, y, half = (np.ascontiguousarray(v, dtype=np.float64) for v in (x, y, half))
+    if _mirror is not None:
+        kinds = np.empty(len(own), dtype=np.int8)
+        _mirror.foreign(segmap, companions, own, x, y, half, kinds)
+        return kinds
+    return np.array([_foreign(segmap, o, cx, cy, h, companions)
+                     for o, cx, cy, h in zip(own.tolist(), x.tolist(), y.tolist(), half.tolist(), strict=True)],
+                    dtype=np.int8)
 
 
 def _symmetry_centres(data, companions, x, y, with_companion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -684,7 +702,13 @@ def _corrected_mosaics(rows: np.ndarray, data, error, mask, maps, seg_ids, x, y,
     for start, stop in _batched([box.size for box in boxes], MOSAIC_MAX_PIXELS):
         for positions in _mosaics(boxes[start:stop]):
             group = start + positions
-            mosaic = _lay_out([boxes[k] for k in group], (cut(k) for k in group.tolist()), masked=mask is not None)
+            layout = _Layout.of([boxes[k] for k in group])
+            if _mirror is None:
+                mosaic = _lay_out(layout, (cut(k) for k in group.tolist()), masked=mask is not None)
+            else:
+                chosen = rows[group]
+                mosaic = _fill_compiled(layout, data, error, mask, maps, np.asarray(seg_ids)[chosen],
+                                        (centres[0][chosen], centres[1][chosen]))
             yield rows[group], mosaic
 
 
@@ -711,8 +735,9 @@ class _Box:
 def _cutout_box(cx: float, cy: float, half: float, shape: tuple[int, int]) -> _Box:
     """The box of the image within ``half`` pixels of (cx, cy) that :func:`corrected_cutout` cuts."""
     ny, nx = shape
-    x0, x1 = max(0, math.floor(cx - half)), min(nx, math.ceil(cx + half) + 1)
-    y0, y1 = max(0, math.floor(cy - half)), min(ny, math.ceil(cy + half) + 1)
+    # (a stop below 0 would count from the far edge: a box beyond the image is empty)
+    x0, x1 = max(0, math.floor(cx - half)), max(0, min(nx, math.ceil(cx + half) + 1))
+    y0, y1 = max(0, math.floor(cy - half)), max(0, min(ny, math.ceil(cy + half) + 1))
     clipped = bool(cx - half < 0 or cy - half < 0 or math.ceil(cx + half) + 1 > nx or math.ceil(cy + half) + 1 > ny)
     return _Box(x0, x1, y0, y1, clipped)
 
@@ -740,36 +765,77 @@ def _mosaics(boxes: list[_Box]) -> Iterator[np.ndarray]:
         yield np.asarray(group, dtype=int)
 
 
-def _lay_out(boxes: list[_Box], cuts: Iterable[Cutout], *, masked: bool) -> _Mosaic:
-    """The mosaic of the cut-outs of ``boxes``: laid out from the boxes alone, then filled with
-    ``cuts`` (one per box, in order), each taken as its place is filled."""
-    heights = np.array([box.shape[0] for box in boxes])
-    widths = np.array([box.shape[1] for box in boxes])
-    width = int(max(widths.max(), np.sqrt((heights * widths).sum()) * 1.2))
-    xs, ys = [0] * len(boxes), [0] * len(boxes)
-    shelf_y = shelf_h = cursor = 0
-    w, h = widths.tolist(), heights.tolist()  # Python ints: one pass per cut-out
-    for k in np.argsort(-heights, kind="stable").tolist():
-        if cursor + w[k] > width:
-            shelf_y, shelf_h, cursor = shelf_y + shelf_h, 0, 0
-        xs[k], ys[k] = cursor, shelf_y
-        cursor += w[k]
-        shelf_h = max(shelf_h, h[k])
-    origin_x, origin_y = np.array(xs, dtype=int), np.array(ys, dtype=int)
-    shape = (shelf_y + shelf_h, width)
-    data, error = np.zeros(shape, np.float32), np.ones(shape, np.float32)
-    neighbour, replaced = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
-    mask = np.zeros(shape, dtype=bool) if masked else None
-    for cut, ox, oy in zip(cuts, xs, ys, strict=True):
+@dataclass(frozen=True)
+class _Layout:
+    """Where each cut-out of ``boxes`` goes in a mosaic: shelves of cut-outs, tallest first."""
+
+    boxes: list[_Box]
+    x: list[int]  # each cut-out's first column and row in the mosaic
+    y: list[int]
+    shape: tuple[int, int]  # the mosaic's
+
+    @classmethod
+    def of(cls, boxes: list[_Box]) -> _Layout:
+        heights = np.array([box.shape[0] for box in boxes])
+        widths = np.array([box.shape[1] for box in boxes])
+        width = int(max(widths.max(), np.sqrt((heights * widths).sum()) * 1.2))
+        xs, ys = [0] * len(boxes), [0] * len(boxes)
+        shelf_y = shelf_h = cursor = 0
+        w, h = widths.tolist(), heights.tolist()  # Python ints: one pass per cut-out
+        for k in np.argsort(-heights, kind="stable").tolist():
+            if cursor + w[k] > width:
+                shelf_y, shelf_h, cursor = shelf_y + shelf_h, 0, 0
+            xs[k], ys[k] = cursor, shelf_y
+            cursor += w[k]
+            shelf_h = max(shelf_h, h[k])
+        return cls(boxes, xs, ys, (shelf_y + shelf_h, width))
+
+    def blank(self, *, masked: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """The mosaic's arrays before any cut-out is placed: data 0, error 1, mask, neighbour
+        and replaced pixels none (what stays between the cut-outs)."""
+        data, error = np.zeros(self.shape, np.float32), np.ones(self.shape, np.float32)
+        mask = np.zeros(self.shape, dtype=bool) if masked else None
+        return data, error, mask, np.zeros(self.shape, dtype=bool), np.zeros(self.shape, dtype=bool)
+
+    def mosaic(self, data, error, mask, neighbour, replaced) -> _Mosaic:
+        """The mosaic of these arrays, filled."""
+        skipped = replaced if mask is None else replaced | mask
+        dx = np.array(self.x, dtype=np.float64) - np.array([box.x0 for box in self.boxes], dtype=np.float64)
+        dy = np.array(self.y, dtype=np.float64) - np.array([box.y0 for box in self.boxes], dtype=np.float64)
+        return _Mosaic(data, error, mask, neighbour, skipped, dx, dy)
+
+
+def _lay_out(layout: _Layout, cuts: Iterable[Cutout], *, masked: bool) -> _Mosaic:
+    """The mosaic of ``layout`` filled with ``cuts`` (one per box, in order), each taken as its place is filled."""
+    data, error, mask, neighbour, replaced = layout.blank(masked=masked)
+    for cut, ox, oy in zip(cuts, layout.x, layout.y, strict=True):
         box = (slice(oy, oy + cut.data.shape[0]), slice(ox, ox + cut.data.shape[1]))
         data[box], error[box], neighbour[box] = cut.data, cut.error, cut.neighbour
         replaced[box] = cut.neighbour if cut.replaced is None else cut.replaced
         if mask is not None:
             mask[box] = cut.mask
-    skipped = replaced if mask is None else replaced | mask
-    dx = origin_x - np.array([box.x0 for box in boxes])
-    dy = origin_y - np.array([box.y0 for box in boxes])
-    return _Mosaic(data, error, mask, neighbour, skipped, dx.astype(np.float64), dy.astype(np.float64))
+    return layout.mosaic(data, error, mask, neighbour, replaced)
+
+
+def _fill_compiled(layout: _Layout, data, error, mask, maps, own: np.ndarray,
+                   centres: tuple[np.ndarray, np.ndarray]) -> _Mosaic:
+    """The mosaic of ``layout`` with each box's :func:`corrected_cutout` (label ``own[k]``,
+    mirrored through ``centres``), written in place by the compiled loop: what :func:`_lay_out`
+    makes of the cut-outs, without an array per cut-out."""
+    segmap, companions = maps
+    arrays = layout.blank(masked=mask is not None)
+
+    def column(values) -> np.ndarray:
+        return np.ascontiguousarray(values, dtype=np.int64)
+
+    boxes = layout.boxes
+    _mirror.fill(data, error, mask, segmap, companions, column(own),
+                 column([b.x0 for b in boxes]), column([b.x1 for b in boxes]),
+                 column([b.y0 for b in boxes]), column([b.y1 for b in boxes]),
+                 column(layout.x), column(layout.y),
+                 np.ascontiguousarray(centres[0], dtype=np.float64), np.ascontiguousarray(centres[1], dtype=np.float64),
+                 *arrays)
+    return layout.mosaic(*arrays)
 
 
 def corrected_cutout(data: np.ndarray, error: np.ndarray, mask: np.ndarray | None, segmap: np.ndarray, own: int,

@@ -1,0 +1,442 @@
+/*
+ * skysift.core._mirror: the neighbour correction's pixel loops, compiled.
+ *
+ * Two loops of skysift.core.photometry that NumPy can only run as a dozen small array
+ * operations per source (boxes of 500-8,000 pixels, about a thousand sources an image):
+ *
+ *   foreign(segmap, companions, own, cx, cy, half, out)
+ *       what photometry._foreign finds in each source's box: nothing (0), another
+ *       source's pixels (1), a companion in the source's own isophote (2);
+ *   fill(data, error, mask, segmap, companions, own, x0, x1, y0, y1, ox, oy, sx, sy,
+ *        out_data, out_error, out_mask, out_neighbour, out_replaced)
+ *       each source's photometry.corrected_cutout of the box [y0, y1) x [x0, x1),
+ *       written into a mosaic at (oy, ox): other sources' pixels (and companions')
+ *       take the value and error of the pixel opposite them through (sx, sy).
+ *
+ * Both give exactly what the NumPy functions give (tests/core/test_mirror.py compares
+ * them on random segmentation maps); photometry uses these when this module was built
+ * (an optional extension: without a compiler, the NumPy functions do the work).
+ *
+ * Arrays come through the buffer protocol with any strides (an error map may be a
+ * broadcast scalar), in native byte order: images float32 or float64, labels any
+ * integer type, masks bool or uint8. The per-source arrays are C-contiguous int64 or
+ * float64 (the Python side makes them so). No NumPy headers: nothing but Python's API.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A 2-D array seen through its buffer: base pointer, strides, shape, element kind. */
+typedef struct {
+    Py_buffer view;
+    char kind;  /* the element's struct format character, byte order stripped */
+    int held;
+} Image;
+
+static const char *element_kind(const char *format)
+{
+    if (format == NULL)
+        return "B";
+    while (*format == '@' || *format == '=' || (*format == '<' && PY_LITTLE_ENDIAN))
+        format++;
+    return format;
+}
+
+static int image_get(PyObject *object, Image *image, int writable, const char *name, const char *kinds)
+{
+    int flags = PyBUF_RECORDS_RO | (writable ? PyBUF_WRITABLE : 0);
+    image->held = 0;
+    if (PyObject_GetBuffer(object, &image->view, flags) < 0)
+        return -1;
+    image->held = 1;
+    const char *kind = element_kind(image->view.format);
+    if (image->view.ndim != 2 || kind[0] == '\0' || kind[1] != '\0' || strchr(kinds, kind[0]) == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: a 2-D array of native %s elements expected", name, kinds);
+        return -1;
+    }
+    image->kind = kind[0];
+    return 0;
+}
+
+static void image_release(Image *image)
+{
+    if (image->held)
+        PyBuffer_Release(&image->view);
+    image->held = 0;
+}
+
+static inline char *at(const Image *image, Py_ssize_t y, Py_ssize_t x)
+{
+    return (char *)image->view.buf + y * image->view.strides[0] + x * image->view.strides[1];
+}
+
+static inline double read_value(const Image *image, Py_ssize_t y, Py_ssize_t x)
+{
+    const char *p = at(image, y, x);
+    return image->kind == 'f' ? (double)*(const float *)p : *(const double *)p;
+}
+
+static inline long long read_label(const Image *image, Py_ssize_t y, Py_ssize_t x)
+{
+    const char *p = at(image, y, x);
+    switch (image->kind) {
+    case 'b': return *(const signed char *)p;
+    case 'B': return *(const unsigned char *)p;
+    case 'h': return *(const short *)p;
+    case 'H': return *(const unsigned short *)p;
+    case 'i': return *(const int *)p;
+    case 'I': return *(const unsigned int *)p;
+    case 'l': return *(const long *)p;
+    case 'L': return (long long)*(const unsigned long *)p;
+    case 'q': return *(const long long *)p;
+    default: return (long long)*(const unsigned long long *)p;
+    }
+}
+
+static inline int read_flag(const Image *image, Py_ssize_t y, Py_ssize_t x)
+{
+    return *(const unsigned char *)at(image, y, x) != 0;
+}
+
+/* A 1-D C-contiguous per-source array of int64 ('l' or 'q') or float64 ('d'). */
+typedef struct {
+    Py_buffer view;
+    int held;
+} Column;
+
+static int column_get(PyObject *object, Column *column, char kind, Py_ssize_t n, const char *name)
+{
+    column->held = 0;
+    if (PyObject_GetBuffer(object, &column->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    column->held = 1;
+    const char *format = element_kind(column->view.format);
+    int ok = kind == 'd' ? strcmp(format, "d") == 0
+                         : (column->view.itemsize == 8 && (strcmp(format, "l") == 0 || strcmp(format, "q") == 0));
+    if (!ok || column->view.ndim != 1 || (n >= 0 && column->view.shape[0] != n)) {
+        PyErr_Format(PyExc_TypeError, "%s: a contiguous 1-D %s array of the sources' length expected", name,
+                     kind == 'd' ? "float64" : "int64");
+        return -1;
+    }
+    return 0;
+}
+
+static void column_release(Column *column)
+{
+    if (column->held)
+        PyBuffer_Release(&column->view);
+    column->held = 0;
+}
+
+/* Python's int(v) for the box bounds of photometry._foreign, clamped to a range a Py_ssize_t holds. */
+static inline Py_ssize_t truncated(double v)
+{
+    if (v > 4e18) return (Py_ssize_t)4e18;
+    if (v < -4e18) return (Py_ssize_t)-4e18;
+    return (Py_ssize_t)v;  /* C truncates towards zero, as int() does */
+}
+
+enum { FOREIGN_NONE = 0, FOREIGN_SOURCE = 1, FOREIGN_COMPANION = 2 };
+
+static int foreign_one(const Image *segmap, const Image *companions, long long own, double cx, double cy, double half)
+{
+    if (!isfinite(cx) || !isfinite(cy) || !isfinite(half))
+        return FOREIGN_SOURCE;
+    Py_ssize_t ny = segmap->view.shape[0], nx = segmap->view.shape[1];
+    Py_ssize_t r0 = truncated(cy - half), r1 = truncated(cy + half) + 2;
+    Py_ssize_t c0 = truncated(cx - half), c1 = truncated(cx + half) + 2;
+    r0 = r0 < 0 ? 0 : r0; c0 = c0 < 0 ? 0 : c0;
+    r1 = r1 > ny ? ny : r1; c1 = c1 > nx ? nx : c1;
+    int other = 0;
+    for (Py_ssize_t y = r0; y < r1; y++) {
+        for (Py_ssize_t x = c0; x < c1; x++) {
+            long long label = read_label(segmap, y, x);
+            if (label == own) {
+                if (companions != NULL && read_flag(companions, y, x))
+                    return FOREIGN_COMPANION;
+            } else if (label != 0) {
+                if (companions == NULL)
+                    return FOREIGN_SOURCE;
+                other = 1;
+            }
+        }
+    }
+    return other ? FOREIGN_SOURCE : FOREIGN_NONE;
+}
+
+static PyObject *foreign(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *segmap_o, *companions_o, *own_o, *cx_o, *cy_o, *half_o, *out_o;
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &segmap_o, &companions_o, &own_o, &cx_o, &cy_o, &half_o, &out_o))
+        return NULL;
+    Image segmap = {0}, companions = {0};
+    Column own = {0}, cx = {0}, cy = {0}, half = {0};
+    Py_buffer out = {0};
+    int out_held = 0;
+    PyObject *result = NULL;
+    if (image_get(segmap_o, &segmap, 0, "segmap", "bBhHiIlLqQ") < 0)
+        goto done;
+    if (companions_o != Py_None) {
+        if (image_get(companions_o, &companions, 0, "companions", "?bB") < 0)
+            goto done;
+        if (companions.view.shape[0] != segmap.view.shape[0] || companions.view.shape[1] != segmap.view.shape[1]) {
+            PyErr_SetString(PyExc_ValueError, "companions: not the segmentation map's shape");
+            goto done;
+        }
+    }
+    if (column_get(own_o, &own, 'l', -1, "own") < 0)
+        goto done;
+    Py_ssize_t n = own.view.shape[0];
+    if (column_get(cx_o, &cx, 'd', n, "cx") < 0 || column_get(cy_o, &cy, 'd', n, "cy") < 0
+        || column_get(half_o, &half, 'd', n, "half") < 0)
+        goto done;
+    if (PyObject_GetBuffer(out_o, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
+        goto done;
+    out_held = 1;
+    if (out.ndim != 1 || out.shape[0] != n || strcmp(element_kind(out.format), "b") != 0) {
+        PyErr_SetString(PyExc_TypeError, "out: a contiguous 1-D int8 array of the sources' length expected");
+        goto done;
+    }
+    const int64_t *owns = own.view.buf;
+    const double *xs = cx.view.buf, *ys = cy.view.buf, *halves = half.view.buf;
+    signed char *kinds = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        kinds[i] = (signed char)foreign_one(&segmap, companions.held ? &companions : NULL, owns[i], xs[i], ys[i],
+                                            halves[i]);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    image_release(&segmap);
+    image_release(&companions);
+    column_release(&own);
+    column_release(&cx);
+    column_release(&cy);
+    column_release(&half);
+    if (out_held)
+        PyBuffer_Release(&out);
+    return result;
+}
+
+/* The source inputs and mosaic outputs of fill(), with the checks that make every access in bounds. */
+typedef struct {
+    Image data, error, mask, segmap, companions;
+    Image out_data, out_error, out_mask, out_neighbour, out_replaced;
+    Column own, x0, x1, y0, y1, ox, oy, sx, sy;
+} Fill;
+
+static void fill_release(Fill *f)
+{
+    Image *images[] = {&f->data, &f->error, &f->mask, &f->segmap, &f->companions,
+                       &f->out_data, &f->out_error, &f->out_mask, &f->out_neighbour, &f->out_replaced};
+    for (size_t k = 0; k < sizeof images / sizeof *images; k++)
+        image_release(images[k]);
+    Column *columns[] = {&f->own, &f->x0, &f->x1, &f->y0, &f->y1, &f->ox, &f->oy, &f->sx, &f->sy};
+    for (size_t k = 0; k < sizeof columns / sizeof *columns; k++)
+        column_release(columns[k]);
+}
+
+static int same_shape(const Image *a, const Image *b, const char *name)
+{
+    if (a->view.shape[0] != b->view.shape[0] || a->view.shape[1] != b->view.shape[1]) {
+        PyErr_Format(PyExc_ValueError, "%s: not the shape of the array it goes with", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Half to even, as np.rint (and C's rint in the default rounding mode), inline: |v| < 2^51
+ * rounds by adding and taking away 1.5 * 2^52; beyond, a double is already whole (or NaN). */
+static inline double round_half_even(double v)
+{
+    const double shift = 6755399441055744.0;
+    return fabs(v) < 2251799813685248.0 ? (v + shift) - shift : v;
+}
+
+/* A replaced pixel (y, x): the value and error of the pixel opposite it through (sx, sy), if
+ * that is on the image, of no other source, no companion and not masked; else value 0 and the
+ * pixel's own error (already in place). */
+static void mirror_pixel(const Fill *f, long long own, Py_ssize_t y, Py_ssize_t x, double sx, double sy, char *value,
+                         char *error)
+{
+    Py_ssize_t ny = f->data.view.shape[0], nx = f->data.view.shape[1];
+    double oyf = round_half_even(2.0 * sy - (double)y), oxf = round_half_even(2.0 * sx - (double)x);
+    /* compared as doubles first: a centre far off (or NaN) converts to no index */
+    if (oxf >= 0.0 && oxf < (double)nx && oyf >= 0.0 && oyf < (double)ny) {
+        Py_ssize_t oy = (Py_ssize_t)oyf, ox = (Py_ssize_t)oxf;
+        long long opposite = read_label(&f->segmap, oy, ox);
+        if ((opposite == 0 || opposite == own) && !(f->companions.held && read_flag(&f->companions, oy, ox))
+            && !(f->mask.held && read_flag(&f->mask, oy, ox))) {
+            *(float *)value = (float)read_value(&f->data, oy, ox);
+            *(float *)error = (float)read_value(&f->error, oy, ox);
+            return;
+        }
+    }
+    *(float *)value = 0.0f;
+}
+
+/* Row y's pixels x0 .. x0 + width - 1 of an image (float32 or float64) into float32 at out, step apart. */
+static void copy_values(const Image *image, Py_ssize_t y, Py_ssize_t x0, Py_ssize_t width, char *out, Py_ssize_t step)
+{
+    const char *in = at(image, y, x0);
+    Py_ssize_t stride = image->view.strides[1];
+    if (image->kind == 'f' && stride == (Py_ssize_t)sizeof(float) && step == (Py_ssize_t)sizeof(float)) {
+        memcpy(out, in, (size_t)width * sizeof(float));
+    } else if (image->kind == 'f') {
+        for (Py_ssize_t k = 0; k < width; k++)
+            *(float *)(out + k * step) = *(const float *)(in + k * stride);
+    } else {
+        for (Py_ssize_t k = 0; k < width; k++)
+            *(float *)(out + k * step) = (float)*(const double *)(in + k * stride);
+    }
+}
+
+/* Row y's labels x0 .. x0 + width - 1 (of type T): neighbour and replaced flags, and the mirror for replaced pixels. */
+#define LABEL_ROW(T)                                                                                              \
+    for (Py_ssize_t k = 0; k < width; k++) {                                                                      \
+        long long label = (long long)*(const T *)(labels + k * label_step);                                      \
+        unsigned char neighbour = label != 0 && label != own;                                                     \
+        unsigned char replaced = neighbour || (companions != NULL && label == own && companions[k * companion_step]); \
+        out_neighbour[k * neighbour_step] = neighbour;                                                            \
+        out_replaced[k * replaced_step] = replaced;                                                               \
+        if (replaced)                                                                                             \
+            mirror_pixel(f, own, y, x0 + k, sx, sy, out_data + k * data_step, out_error + k * error_step);        \
+    }
+
+/* One cut-out: the box [y0, y1) x [x0, x1) of the image into the mosaic at (oy, ox). */
+static void fill_one(const Fill *f, long long own, Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t y0, Py_ssize_t y1,
+                     Py_ssize_t ox, Py_ssize_t oy, double sx, double sy)
+{
+    Py_ssize_t width = x1 - x0;
+    if (width <= 0)
+        return;
+    Py_ssize_t data_step = f->out_data.view.strides[1], error_step = f->out_error.view.strides[1];
+    Py_ssize_t neighbour_step = f->out_neighbour.view.strides[1], replaced_step = f->out_replaced.view.strides[1];
+    Py_ssize_t label_step = f->segmap.view.strides[1];
+    Py_ssize_t companion_step = f->companions.held ? f->companions.view.strides[1] : 0;
+    for (Py_ssize_t y = y0; y < y1; y++) {
+        Py_ssize_t row = oy + (y - y0);
+        char *out_data = at(&f->out_data, row, ox), *out_error = at(&f->out_error, row, ox);
+        unsigned char *out_neighbour = (unsigned char *)at(&f->out_neighbour, row, ox);
+        unsigned char *out_replaced = (unsigned char *)at(&f->out_replaced, row, ox);
+        copy_values(&f->data, y, x0, width, out_data, data_step);
+        copy_values(&f->error, y, x0, width, out_error, error_step);
+        if (f->mask.held) {
+            const char *mask = at(&f->mask, y, x0);
+            char *out_mask = at(&f->out_mask, row, ox);
+            Py_ssize_t mask_step = f->mask.view.strides[1], out_mask_step = f->out_mask.view.strides[1];
+            for (Py_ssize_t k = 0; k < width; k++)
+                out_mask[k * out_mask_step] = mask[k * mask_step] != 0;
+        }
+        const char *labels = at(&f->segmap, y, x0);
+        const unsigned char *companions = f->companions.held ? (const unsigned char *)at(&f->companions, y, x0) : NULL;
+        switch (f->segmap.kind) {
+        case 'h': LABEL_ROW(short) break;
+        case 'i': LABEL_ROW(int) break;
+        case 'l': LABEL_ROW(long) break;
+        default:
+            for (Py_ssize_t k = 0; k < width; k++) {
+                long long label = read_label(&f->segmap, y, x0 + k);
+                unsigned char neighbour = label != 0 && label != own;
+                unsigned char replaced = neighbour || (companions != NULL && label == own && companions[k * companion_step]);
+                out_neighbour[k * neighbour_step] = neighbour;
+                out_replaced[k * replaced_step] = replaced;
+                if (replaced)
+                    mirror_pixel(f, own, y, x0 + k, sx, sy, out_data + k * data_step, out_error + k * error_step);
+            }
+        }
+    }
+}
+
+static PyObject *fill(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[19];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o[16], &o[17], &o[18]))
+        return NULL;
+    Fill f;
+    memset(&f, 0, sizeof f);
+    PyObject *result = NULL;
+    if (image_get(o[0], &f.data, 0, "data", "fd") < 0 || image_get(o[1], &f.error, 0, "error", "fd") < 0
+        || same_shape(&f.data, &f.error, "error") < 0)
+        goto done;
+    if (o[2] != Py_None && (image_get(o[2], &f.mask, 0, "mask", "?bB") < 0 || same_shape(&f.data, &f.mask, "mask") < 0))
+        goto done;
+    if (image_get(o[3], &f.segmap, 0, "segmap", "bBhHiIlLqQ") < 0 || same_shape(&f.data, &f.segmap, "segmap") < 0)
+        goto done;
+    if (o[4] != Py_None
+        && (image_get(o[4], &f.companions, 0, "companions", "?bB") < 0
+            || same_shape(&f.data, &f.companions, "companions") < 0))
+        goto done;
+    if (column_get(o[5], &f.own, 'l', -1, "own") < 0)
+        goto done;
+    Py_ssize_t n = f.own.view.shape[0];
+    Column *ints[] = {&f.x0, &f.x1, &f.y0, &f.y1, &f.ox, &f.oy};
+    const char *int_names[] = {"x0", "x1", "y0", "y1", "ox", "oy"};
+    for (int k = 0; k < 6; k++)
+        if (column_get(o[6 + k], ints[k], 'l', n, int_names[k]) < 0)
+            goto done;
+    if (column_get(o[12], &f.sx, 'd', n, "sx") < 0 || column_get(o[13], &f.sy, 'd', n, "sy") < 0)
+        goto done;
+    if (image_get(o[14], &f.out_data, 1, "out_data", "f") < 0 || image_get(o[15], &f.out_error, 1, "out_error", "f") < 0
+        || same_shape(&f.out_data, &f.out_error, "out_error") < 0)
+        goto done;
+    if ((o[16] == Py_None) != (o[2] == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "out_mask: given exactly when mask is");
+        goto done;
+    }
+    if (o[16] != Py_None
+        && (image_get(o[16], &f.out_mask, 1, "out_mask", "?bB") < 0 || same_shape(&f.out_data, &f.out_mask, "out_mask") < 0))
+        goto done;
+    if (image_get(o[17], &f.out_neighbour, 1, "out_neighbour", "?bB") < 0
+        || same_shape(&f.out_data, &f.out_neighbour, "out_neighbour") < 0
+        || image_get(o[18], &f.out_replaced, 1, "out_replaced", "?bB") < 0
+        || same_shape(&f.out_data, &f.out_replaced, "out_replaced") < 0)
+        goto done;
+    const int64_t *own = f.own.view.buf, *x0 = f.x0.view.buf, *x1 = f.x1.view.buf, *y0 = f.y0.view.buf,
+                  *y1 = f.y1.view.buf, *ox = f.ox.view.buf, *oy = f.oy.view.buf;
+    const double *sx = f.sx.view.buf, *sy = f.sy.view.buf;
+    Py_ssize_t ny = f.data.view.shape[0], nx = f.data.view.shape[1];
+    Py_ssize_t mh = f.out_data.view.shape[0], mw = f.out_data.view.shape[1];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* every box within the image and its place within the mosaic: nothing is written out of bounds */
+        if (x0[i] < 0 || y0[i] < 0 || x1[i] > nx || y1[i] > ny || ox[i] < 0 || oy[i] < 0
+            || (x1[i] > x0[i] && ox[i] + (x1[i] - x0[i]) > mw) || (y1[i] > y0[i] && oy[i] + (y1[i] - y0[i]) > mh)) {
+            PyErr_Format(PyExc_ValueError, "cut-out %zd: its box is not within the image, or its place not within "
+                         "the mosaic", i);
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        fill_one(&f, own[i], x0[i], x1[i], y0[i], y1[i], ox[i], oy[i], sx[i], sy[i]);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    fill_release(&f);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"foreign", foreign, METH_VARARGS,
+     "foreign(segmap, companions, own, cx, cy, half, out): photometry._foreign of each source, into out (int8)."},
+    {"fill", fill, METH_VARARGS,
+     "fill(data, error, mask, segmap, companions, own, x0, x1, y0, y1, ox, oy, sx, sy, out_data, out_error, "
+     "out_mask, out_neighbour, out_replaced): each source's corrected cut-out, written into the mosaic."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "skysift.core._mirror",
+    "The neighbour correction's pixel loops (photometry._foreign, photometry.corrected_cutout), compiled.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__mirror(void)
+{
+    return PyModule_Create(&module);
+}

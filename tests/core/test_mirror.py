@@ -1,0 +1,165 @@
+"""The neighbour correction's compiled loops (``skysift.core._mirror``) give what NumPy's give.
+
+``photometry._foreign`` and ``photometry.corrected_cutout`` laid out by ``photometry._lay_out``
+are the reference: the compiled loops must give the same kinds and the same mosaics, bit for
+bit, on any segmentation map, companions, mask, dtypes and boxes (on or off the image), and
+the whole measurement must be the same with them or without them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skysift.core import photometry
+from skysift.core.detection import detect
+from skysift.settings import DetectionSettings, PhotometrySettings
+
+_mirror = photometry._mirror
+needs_extension = pytest.mark.skipif(_mirror is None, reason="skysift.core._mirror was not built (no compiler)")
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="a machine without a compiler runs NumPy's loops")
+def test_the_extension_is_built_where_the_tests_run_in_ci():
+    assert _mirror is not None, "skysift.core._mirror was not built: photometry runs NumPy's slower loops"
+
+
+@st.composite
+def _scenes(draw):
+    """A small image with labelled blobs, companions inside some, maybe a mask, and sources on it."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    ny, nx = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    segmap = np.zeros((ny, nx), dtype=draw(st.sampled_from([np.int16, np.int32, np.int64])))
+    labels = draw(st.integers(0, 6))
+    for label in range(1, labels + 1):
+        cy, cx, r = rng.uniform(0, ny), rng.uniform(0, nx), rng.uniform(0.5, 8)
+        yy, xx = np.mgrid[:ny, :nx]
+        segmap[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = label
+    companions = None
+    if draw(st.booleans()):
+        companions = (rng.uniform(size=(ny, nx)) < 0.15) & (segmap != 0) | (rng.uniform(size=(ny, nx)) < 0.02)
+    mask = (rng.uniform(size=(ny, nx)) < 0.1) if draw(st.booleans()) else None
+    data = rng.normal(size=(ny, nx)).astype(draw(st.sampled_from([np.float32, np.float64])))
+    if draw(st.booleans()):
+        data[rng.uniform(size=(ny, nx)) < 0.05] = np.nan
+    error = (np.broadcast_to(np.float32(1.5), (ny, nx)) if draw(st.booleans())
+             else rng.uniform(0.5, 2, size=(ny, nx)).astype(np.float32))
+    n = draw(st.integers(1, 12))
+    own = rng.integers(0, labels + 1, n)
+    x, y = rng.uniform(-6, nx + 6, n), rng.uniform(-6, ny + 6, n)
+    half = rng.uniform(0.0, 15.0, n)
+    sx, sy = x + rng.normal(0, 1, n), y + rng.normal(0, 1, n)
+    if draw(st.booleans()):  # centres on quarter pixels: the mirror (2 sx - x) falls on halves, which round to even
+        sx, sy = np.round(sx * 4) / 4, np.round(sy * 4) / 4
+    if draw(st.booleans()):  # a centre far off the image, or not finite
+        sx[0] = draw(st.sampled_from([1e300, -1e300, 2.0**53, np.nan, np.inf]))
+    return data, error, mask, segmap, companions, own, x, y, half, (sx, sy)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(_scenes())
+def test_foreign_is_numpys(scene):
+    _data, _error, _mask, segmap, companions, own, x, y, half, _centres = scene
+    expected = [photometry._foreign(segmap, int(o), float(cx), float(cy), float(h), companions)
+                for o, cx, cy, h in zip(own, x, y, half, strict=True)]
+    assert photometry._foreign_kinds(segmap, companions, own, x, y, half).tolist() == expected
+
+
+@needs_extension
+def test_foreign_of_a_position_that_is_not_finite_is_another_sources():
+    segmap = np.zeros((5, 5), np.int32)
+    kinds = photometry._foreign_kinds(segmap, None, [0, 0, 0], [np.nan, 1.0, 1.0], [1.0, np.inf, 1.0],
+                                      [1.0, 1.0, np.nan])
+    assert kinds.tolist() == [photometry.FOREIGN_SOURCE] * 3
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(_scenes())
+def test_the_compiled_mosaic_is_numpys(scene):
+    data, error, mask, segmap, companions, own, x, y, half, centres = scene
+    boxes = [photometry._cutout_box(cx, cy, h, data.shape) for cx, cy, h in zip(x, y, half, strict=True)]
+    kept = [k for k, box in enumerate(boxes) if box.size > 0]
+    if not kept:
+        return
+    layout = photometry._Layout.of([boxes[k] for k in kept])
+    cuts = (photometry.corrected_cutout(data, error, mask, segmap, int(own[k]), float(x[k]), float(y[k]),
+                                        float(half[k]), companions=companions,
+                                        centre=(float(centres[0][k]), float(centres[1][k])))
+            for k in kept)
+    with np.errstate(invalid="ignore"):  # NumPy's cast of a centre far off to an index warns (no index either way)
+        expected = photometry._lay_out(layout, cuts, masked=mask is not None)
+    got = photometry._fill_compiled(layout, data, error, mask, (segmap, companions), own[kept],
+                                    (centres[0][kept], centres[1][kept]))
+    for name in ("data", "error", "mask", "neighbour", "skipped", "dx", "dy"):
+        a, b = getattr(got, name), getattr(expected, name)
+        if b is None:
+            assert a is None, name
+        else:
+            assert a.dtype == b.dtype, name
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@needs_extension
+def test_a_box_beyond_the_image_or_the_mosaic_is_refused_not_written():
+    data = np.zeros((10, 10), np.float32)
+    segmap = np.zeros((10, 10), np.int32)
+    out = [np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32), None, np.zeros((4, 4), bool),
+           np.zeros((4, 4), bool)]
+
+    def fill(x0, x1, ox):
+        column = [np.array([v], np.int64) for v in (0, x0, x1, 0, 4, ox, 0)]
+        _mirror.fill(data, data, None, segmap, None, *column, np.zeros(1), np.zeros(1), *out)
+
+    fill(0, 4, 0)  # fits
+    for x0, x1, ox in [(0, 11, 0), (-1, 3, 0), (0, 4, 1), (0, 4, -1)]:
+        with pytest.raises(ValueError, match="not within"):
+            fill(x0, x1, ox)
+    with pytest.raises(TypeError, match="segmap"):
+        _mirror.fill(data, data, None, segmap.astype(np.float32), None, *[np.zeros(1, np.int64)] * 7,
+                     np.zeros(1), np.zeros(1), *out)
+    with pytest.raises(TypeError, match="out_data"):
+        _mirror.fill(data, data, None, segmap, None, *[np.zeros(1, np.int64)] * 7, np.zeros(1), np.zeros(1),
+                     np.zeros((4, 4)), *out[1:])
+
+
+def _crowded(seed: int, size: int = 160) -> np.ndarray:
+    """Unit white noise and 120 Gaussian stars, many within a few pixels of another."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    frame = rng.normal(0.0, 1.0, (size, size))
+    for x, y, flux in zip(rng.uniform(2, size - 2, 120), rng.uniform(2, size - 2, 120), 10 ** rng.uniform(2, 4.3, 120),
+                          strict=True):
+        frame += flux / (2 * np.pi * 1.4**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.4**2))
+    return frame.astype(np.float32)
+
+
+@needs_extension
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_crowded_frame_is_measured_the_same_with_the_compiled_loops_or_numpys(monkeypatch, masked):
+    frame = _crowded(11)
+    mask = None
+    if masked:
+        mask = np.zeros(frame.shape, bool)
+        mask[40:44, :] = mask[:, 90:92] = True
+        frame[mask] = 0.0
+    found = detect(frame, np.float32(1.0), mask, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+    assert found.companions is not None and found.companions.any()
+
+    def measured() -> dict[str, np.ndarray]:
+        return photometry.measure(frame, found.objects, np.ones(frame.shape, np.float32), mask, PhotometrySettings(),
+                                  segmap=found.segmap, seg_ids=found.seg_ids, companions=found.companions)
+
+    compiled = measured()
+    monkeypatch.setattr(photometry, "_mirror", None)
+    numpys = measured()
+    assert len(compiled["x"]) > 50
+    assert compiled.keys() == numpys.keys()
+    for name, values in numpys.items():
+        np.testing.assert_array_equal(compiled[name], values, err_msg=name)
