@@ -11,7 +11,7 @@ CHECKOV_VERSION := 3.3.30
 # Pinned, resolved set (requirements-lock.txt, from `pip freeze` of a working install): a fresh
 # machine installs exactly what was tested, without pip's resolver searching versions.
 # Regenerate after changing dependencies: `make lock`.
-$(BIN)/.installed: pyproject.toml requirements-lock.txt src/skysift/core/_mirror.c
+$(BIN)/.installed: pyproject.toml requirements-lock.txt src/skysift/core/_loops.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-lock.txt

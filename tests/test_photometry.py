@@ -200,7 +200,7 @@ def test_a_mosaic_holds_one_cut_out_at_a_time_beside_it(monkeypatch):
     is filled, not a whole batch of them first (18 MiB more on the 4096^2 bench sky)."""
     rng = np.random.default_rng(3)
     frame = _stars(np.c_[rng.uniform(10, 290, (150, 2)), 10 ** rng.uniform(2.5, 4, 150)], size=300)
-    monkeypatch.setattr(photometry, "_mirror", None)  # NumPy's loops (the compiled ones make no cut-out)
+    monkeypatch.setattr(photometry, "_loops", None)  # NumPy's loops (the compiled ones make no cut-out)
     made, most_alive = [], [0]
     original = photometry.corrected_cutout
 

@@ -221,13 +221,13 @@ def test_the_batch_path_puts_the_lambda_task_root_on_the_python_path(tmp_path, l
 def test_the_build_stages_install_compiles_the_extension_it_checks(tmp_path):
     """The build stage's ``pip install ... --target`` of what it copies, from a tree as the stage
     has it (no editable install, no build directory), gives the compiled neighbour loops, and its
-    own check (``python -c "import skysift.core._mirror"`` in the task root) passes: the image
+    own check (``python -c "import skysift.core._loops"`` in the task root) passes: the image
     does not ship NumPy's slower loops unnoticed. (The real build also installs gcc; this machine has one.)"""
     text = DOCKERFILE.read_text()
     build = text[text.index(" AS build"):text.index("\nFROM ", text.index(" AS build"))]
     copied = re.findall(r"^COPY (.+) \$\{LAMBDA_TASK_ROOT\}/src-build/", build, re.MULTILINE)
     assert copied == ["pyproject.toml README.md", "src"], copied
-    assert 'python -c "import skysift.core._mirror"' in build
+    assert 'python -c "import skysift.core._loops"' in build
     source, task = tmp_path / "src-build", tmp_path / "task"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -238,7 +238,7 @@ def test_the_build_stages_install_compiles_the_extension_it_checks(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", str(source),
                            "--target", str(task)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    check = subprocess.run([sys.executable, "-c", "import skysift.core._mirror as m; print(m.__file__)"],
+    check = subprocess.run([sys.executable, "-c", "import skysift.core._loops as m; print(m.__file__)"],
                            cwd=task, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr[-2000:]
     assert Path(check.stdout.strip()).is_relative_to(task)

@@ -50,9 +50,9 @@ from scipy.spatial import cKDTree
 from skysift.core import flags as F
 
 try:  # the pixel loops of _foreign and corrected_cutout, compiled (an optional extension: pyproject.toml)
-    from skysift.core import _mirror
+    from skysift.core import _loops
 except ImportError:  # built without a compiler: the NumPy functions below do the same work
-    _mirror = None
+    _loops = None
 from skysift.core.detection import CENTRE_SEARCH_PX, local_peak
 from skysift.settings import PhotometrySettings
 
@@ -488,14 +488,28 @@ def _local_pedestal(data, x, y, ea, eb, kron: _Kron, error: np.ndarray, segmap: 
     rout = rin + PEDESTAL_ANNULUS_PX
     sky_mask = _not_sky(segmap, mask, _rows_reached(y, rout, segmap.shape[0]))
     # with a mask, SEP scales the sum (and its error) to the whole annulus's area
-    total, total_err, flag = sep.sum_circann(data, x, y, rin, rout, err=error, mask=sky_mask, subpix=1)
-    covered, _err, _flag = sep.sum_circann(sky_mask, x, y, rin, rout, subpix=1)
+    total, total_err, flag, covered = _annulus_sums(data, error, sky_mask, x, y, rin, rout)
     area = np.pi * (rout**2 - rin**2)
     free = area - covered
     usable = ((flag & (sep.APER_TRUNC | sep.APER_ALLMASKED)) == 0) & (free >= PEDESTAL_MIN_PIXELS)
     level = total / area
     noise = total_err / area * np.sqrt(area / np.maximum(free, 1.0))  # the scaled error was one of the free pixels'
     return np.where(usable & (np.abs(level) > PEDESTAL_MIN_SIGMA * noise), level, 0.0)
+
+
+def _annulus_sums(data, error, flags: np.ndarray, x, y, rin, rout) -> tuple[np.ndarray, ...]:
+    """``sep.sum_circann(data, x, y, rin, rout, err=error, mask=flags, subpix=1)`` (sum, error,
+    flag) and the ``flags`` in each annulus, as ``sep.sum_circann(flags, ..., subpix=1)`` counts
+    them: one compiled pass where the extension is built (and ``error`` is a map), two SEP calls
+    otherwise."""
+    if _loops is None or np.ndim(error) != 2:
+        total, total_err, flag = sep.sum_circann(data, x, y, rin, rout, err=error, mask=flags, subpix=1)
+        return total, total_err, flag, sep.sum_circann(flags, x, y, rin, rout, subpix=1)[0]
+    x, y, rin, rout = (np.ascontiguousarray(np.broadcast_to(v, np.shape(x)), dtype=np.float64) for v in (x, y, rin, rout))
+    total, total_err, covered = np.empty(len(x)), np.empty(len(x)), np.empty(len(x))
+    flag = np.empty(len(x), dtype=np.int16)
+    _loops.annulus_sums(data, error, flags, x, y, rin, rout, total, total_err, flag, covered)
+    return total, total_err, flag, covered
 
 
 def _rows_reached(y: np.ndarray, radius: np.ndarray, ny: int) -> slice:
@@ -606,9 +620,9 @@ def _foreign_kinds(segmap: np.ndarray, companions: np.ndarray | None, own, x: np
     (x[i], y[i]). One compiled pass over the sources where the extension is built."""
     own = np.ascontiguousarray(own, dtype=np.int64)
     x, y, half = (np.ascontiguousarray(v, dtype=np.float64) for v in (x, y, half))
-    if _mirror is not None:
+    if _loops is not None:
         kinds = np.empty(len(own), dtype=np.int8)
-        _mirror.foreign(segmap, companions, own, x, y, half, kinds)
+        _loops.foreign(segmap, companions, own, x, y, half, kinds)
         return kinds
     return np.array([_foreign(segmap, o, cx, cy, h, companions)
                      for o, cx, cy, h in zip(own.tolist(), x.tolist(), y.tolist(), half.tolist(), strict=True)],
@@ -703,7 +717,7 @@ def _corrected_mosaics(rows: np.ndarray, data, error, mask, maps, seg_ids, x, y,
         for positions in _mosaics(boxes[start:stop]):
             group = start + positions
             layout = _Layout.of([boxes[k] for k in group])
-            if _mirror is None:
+            if _loops is None:
                 mosaic = _lay_out(layout, (cut(k) for k in group.tolist()), masked=mask is not None)
             else:
                 chosen = rows[group]
@@ -829,7 +843,7 @@ def _fill_compiled(layout: _Layout, data, error, mask, maps, own: np.ndarray,
         return np.ascontiguousarray(values, dtype=np.int64)
 
     boxes = layout.boxes
-    _mirror.fill(data, error, mask, segmap, companions, column(own),
+    _loops.fill(data, error, mask, segmap, companions, column(own),
                  column([b.x0 for b in boxes]), column([b.x1 for b in boxes]),
                  column([b.y0 for b in boxes]), column([b.y1 for b in boxes]),
                  column(layout.x), column(layout.y),

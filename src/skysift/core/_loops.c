@@ -1,8 +1,7 @@
 /*
- * skysift.core._mirror: the neighbour correction's pixel loops, compiled.
- *
- * Two loops of skysift.core.photometry that NumPy can only run as a dozen small array
- * operations per source (boxes of 500-8,000 pixels, about a thousand sources an image):
+ * skysift.core._loops: photometry's pixel loops that NumPy can only run as a dozen small
+ * array operations per source (boxes of 500-8,000 pixels, about a thousand sources an image),
+ * compiled.
  *
  *   foreign(segmap, companions, own, cx, cy, half, out)
  *       what photometry._foreign finds in each source's box: nothing (0), another
@@ -11,11 +10,16 @@
  *        out_data, out_error, out_mask, out_neighbour, out_replaced)
  *       each source's photometry.corrected_cutout of the box [y0, y1) x [x0, x1),
  *       written into a mosaic at (oy, ox): other sources' pixels (and companions')
- *       take the value and error of the pixel opposite them through (sx, sy).
+ *       take the value and error of the pixel opposite them through (sx, sy);
+ *   annulus_sums(data, error, flags, x, y, rin, rout, out_sum, out_error, out_flag, out_count)
+ *       the local pedestal's annuli in one pass: sep.sum_circann(data, x, y, rin, rout,
+ *       err=error, mask=flags, subpix=1) (its box, pixel tests, sums, mask correction and
+ *       flags, replicated) and how many flagged pixels each annulus holds, as
+ *       sep.sum_circann(flags, x, y, rin, rout, subpix=1) counts them.
  *
- * Both give exactly what the NumPy functions give (tests/core/test_mirror.py compares
- * them on random segmentation maps); photometry uses these when this module was built
- * (an optional extension: without a compiler, the NumPy functions do the work).
+ * Each gives exactly what the NumPy or SEP call gives (tests/core/test_loops.py compares
+ * them on random inputs); photometry uses these when this module was built (an optional
+ * extension: without a compiler, the NumPy and SEP calls do the work).
  *
  * Arrays come through the buffer protocol with any strides (an error map may be a
  * broadcast scalar), in native byte order: images float32 or float64, labels any
@@ -140,6 +144,23 @@ static inline Py_ssize_t truncated(double v)
 
 enum { FOREIGN_NONE = 0, FOREIGN_SOURCE = 1, FOREIGN_COMPANION = 2 };
 
+/* Row y's labels c0 .. c1 - 1 of foreign_one's box, each read as LABEL: a companion on the
+ * source's own pixel ends the search; another source's pixel is noted (and ends it without companions). */
+#define FOREIGN_ROW(LABEL)                                                             \
+    for (Py_ssize_t x = c0; x < c1; x++) {                                             \
+        long long label = (LABEL);                                                     \
+        if (label == own) {                                                            \
+            if (companion_row != NULL && companion_row[x * companion_step])            \
+                return FOREIGN_COMPANION;                                              \
+        } else if (label != 0) {                                                       \
+            if (companion_row == NULL)                                                 \
+                return FOREIGN_SOURCE;                                                 \
+            other = 1;                                                                 \
+        }                                                                              \
+    }
+/* The label of type T at column x of the row at ``labels``. */
+#define TYPED_LABEL(T, x) ((long long)*(const T *)(labels + (x) * label_step))
+
 static int foreign_one(const Image *segmap, const Image *companions, long long own, double cx, double cy, double half)
 {
     if (!isfinite(cx) || !isfinite(cy) || !isfinite(half))
@@ -149,18 +170,17 @@ static int foreign_one(const Image *segmap, const Image *companions, long long o
     Py_ssize_t c0 = truncated(cx - half), c1 = truncated(cx + half) + 2;
     r0 = r0 < 0 ? 0 : r0; c0 = c0 < 0 ? 0 : c0;
     r1 = r1 > ny ? ny : r1; c1 = c1 > nx ? nx : c1;
+    Py_ssize_t label_step = segmap->view.strides[1];
+    Py_ssize_t companion_step = companions != NULL ? companions->view.strides[1] : 0;
     int other = 0;
     for (Py_ssize_t y = r0; y < r1; y++) {
-        for (Py_ssize_t x = c0; x < c1; x++) {
-            long long label = read_label(segmap, y, x);
-            if (label == own) {
-                if (companions != NULL && read_flag(companions, y, x))
-                    return FOREIGN_COMPANION;
-            } else if (label != 0) {
-                if (companions == NULL)
-                    return FOREIGN_SOURCE;
-                other = 1;
-            }
+        const char *labels = at(segmap, y, 0);
+        const unsigned char *companion_row = companions != NULL ? (const unsigned char *)at(companions, y, 0) : NULL;
+        switch (segmap->kind) {  /* the label's type chosen once a row, not at each pixel */
+        case 'h': FOREIGN_ROW(TYPED_LABEL(short, x)) break;
+        case 'i': FOREIGN_ROW(TYPED_LABEL(int, x)) break;
+        case 'l': FOREIGN_ROW(TYPED_LABEL(long, x)) break;
+        default: FOREIGN_ROW(read_label(segmap, y, x))
         }
     }
     return other ? FOREIGN_SOURCE : FOREIGN_NONE;
@@ -294,10 +314,11 @@ static void copy_values(const Image *image, Py_ssize_t y, Py_ssize_t x0, Py_ssiz
     }
 }
 
-/* Row y's labels x0 .. x0 + width - 1 (of type T): neighbour and replaced flags, and the mirror for replaced pixels. */
-#define LABEL_ROW(T)                                                                                              \
+/* Row y's labels x0 .. x0 + width - 1, each read as LABEL (k along the row): neighbour and
+ * replaced flags, and the mirror for replaced pixels. */
+#define LABEL_ROW(LABEL)                                                                                          \
     for (Py_ssize_t k = 0; k < width; k++) {                                                                      \
-        long long label = (long long)*(const T *)(labels + k * label_step);                                      \
+        long long label = (LABEL);                                                                                \
         unsigned char neighbour = label != 0 && label != own;                                                     \
         unsigned char replaced = neighbour || (companions != NULL && label == own && companions[k * companion_step]); \
         out_neighbour[k * neighbour_step] = neighbour;                                                            \
@@ -333,20 +354,11 @@ static void fill_one(const Fill *f, long long own, Py_ssize_t x0, Py_ssize_t x1,
         }
         const char *labels = at(&f->segmap, y, x0);
         const unsigned char *companions = f->companions.held ? (const unsigned char *)at(&f->companions, y, x0) : NULL;
-        switch (f->segmap.kind) {
-        case 'h': LABEL_ROW(short) break;
-        case 'i': LABEL_ROW(int) break;
-        case 'l': LABEL_ROW(long) break;
-        default:
-            for (Py_ssize_t k = 0; k < width; k++) {
-                long long label = read_label(&f->segmap, y, x0 + k);
-                unsigned char neighbour = label != 0 && label != own;
-                unsigned char replaced = neighbour || (companions != NULL && label == own && companions[k * companion_step]);
-                out_neighbour[k * neighbour_step] = neighbour;
-                out_replaced[k * replaced_step] = replaced;
-                if (replaced)
-                    mirror_pixel(f, own, y, x0 + k, sx, sy, out_data + k * data_step, out_error + k * error_step);
-            }
+        switch (f->segmap.kind) {  /* the label's type chosen once a row, not at each pixel */
+        case 'h': LABEL_ROW(TYPED_LABEL(short, k)) break;
+        case 'i': LABEL_ROW(TYPED_LABEL(int, k)) break;
+        case 'l': LABEL_ROW(TYPED_LABEL(long, k)) break;
+        default: LABEL_ROW(read_label(&f->segmap, y, x0 + k))
         }
     }
 }
@@ -421,7 +433,144 @@ done:
     return result;
 }
 
+/* SEP's oversampling limits of a circle of radius r (aperture.c, oversamp_ann_circle). */
+static void sep_circle_limits(double r, double *r_in2, double *r_out2)
+{
+    *r_in2 = r - 0.7072;
+    *r_in2 = (*r_in2 > 0.0) ? (*r_in2) * (*r_in2) : 0.0;
+    *r_out2 = r + 0.7072;
+    *r_out2 = (*r_out2) * (*r_out2);
+}
+
+#define APER_TRUNC 0x0010  /* SEP_APER_TRUNC, SEP_APER_HASMASKED (sep.h) */
+#define APER_HASMASKED 0x0020
+
+/* One annulus as SEP 1.4's sep_sum_circann measures it at subpix=1 with an error array and a
+ * mask (aperture.i with aperture.c's circann macros, no gain, maskthresh 0), step for step, in
+ * its order: the box (boxextent), each pixel that may be in the annulus (APER_COMPARE1) and
+ * its overlap (1 if surely inside, APER_COMPARE2; else its centre's test, APER_COMPARE3),
+ * pixel values and variances in float as SEP's PIXTYPE, sums in double, the masked area
+ * corrected for. ``count`` is the masked area, which is what SEP's sum of the mask as data
+ * gives at subpix=1. Returns -1 for radii SEP refuses (not 0 <= rin <= rout), else 0. */
+static int annulus_one(const Image *data, const Image *error, const Image *flags, double x, double y, double rin,
+                       double rout, double *sum, double *sum_error, short *flag, double *count)
+{
+    *flag = 0;
+    if (!(rin >= 0.0 && rout >= rin))
+        return -1;
+    Py_ssize_t w = data->view.shape[1], h = data->view.shape[0];
+    double rin2 = rin * rin, rout2 = rout * rout, rin_in2, rin_out2, rout_in2, rout_out2;
+    sep_circle_limits(rin, &rin_in2, &rin_out2);
+    sep_circle_limits(rout, &rout_in2, &rout_out2);
+    double tv = 0.0, sigtv = 0.0, totarea = 0.0, maskarea = 0.0;
+    /* boxextent: a bound C cannot convert (NaN, beyond int64) is taken as SEP's x86 build gets it, INT64_MIN */
+    double bounds[4] = {x - rout + 0.5, x + rout + 1.4999999, y - rout + 0.5, y + rout + 1.4999999};
+    int64_t box[4];
+    for (int k = 0; k < 4; k++)
+        box[k] = (bounds[k] >= -9.2e18 && bounds[k] <= 9.2e18) ? (int64_t)bounds[k] : INT64_MIN;
+    int64_t xmin = box[0], xmax = box[1], ymin = box[2], ymax = box[3];
+    if (xmin < 0) { xmin = 0; *flag |= APER_TRUNC; }
+    if (xmax > w) { xmax = w; *flag |= APER_TRUNC; }
+    if (ymin < 0) { ymin = 0; *flag |= APER_TRUNC; }
+    if (ymax > h) { ymax = h; *flag |= APER_TRUNC; }
+    Py_ssize_t data_step = data->view.strides[1], error_step = error->view.strides[1], flag_step = flags->view.strides[1];
+    for (int64_t iy = ymin; iy < ymax; iy++) {
+        const char *values = at(data, iy, 0), *errors = at(error, iy, 0);
+        const unsigned char *masked = (const unsigned char *)at(flags, iy, 0);
+        for (int64_t ix = xmin; ix < xmax; ix++) {
+            double dx = (double)ix - x, dy = (double)iy - y;
+            double rpix2 = dx * dx + dy * dy;
+            if (!((rpix2 < rout_out2) && (rpix2 > rin_in2)))
+                continue;
+            double overlap = 1.0;
+            if ((rpix2 > rout_in2) || (rpix2 < rin_out2))
+                overlap = ((rpix2 < rout2) && (rpix2 > rin2)) ? 1.0 : 0.0;
+            float pix = data->kind == 'f' ? *(const float *)(values + ix * data_step)
+                                          : (float)*(const double *)(values + ix * data_step);
+            float varpix = error->kind == 'f' ? *(const float *)(errors + ix * error_step)
+                                              : (float)*(const double *)(errors + ix * error_step);
+            varpix *= varpix;
+            if (masked[ix * flag_step]) {
+                *flag |= APER_HASMASKED;
+                maskarea += overlap;
+            } else {
+                tv += pix * overlap;
+                sigtv += varpix * overlap;
+            }
+            totarea += overlap;
+        }
+    }
+    double tmp;
+    tv *= (tmp = totarea / (totarea - maskarea));
+    sigtv *= tmp;
+    *sum = tv;
+    *sum_error = sqrt(sigtv);
+    *count = maskarea;
+    return 0;
+}
+
+static PyObject *annulus_sums(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[11];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9],
+                          &o[10]))
+        return NULL;
+    Image data = {0}, error = {0}, flags = {0};
+    Column x = {0}, y = {0}, rin = {0}, rout = {0}, sum = {0}, sum_error = {0}, count = {0};
+    Py_buffer flag = {0};
+    int flag_held = 0;
+    PyObject *result = NULL;
+    if (image_get(o[0], &data, 0, "data", "fd") < 0 || image_get(o[1], &error, 0, "error", "fd") < 0
+        || same_shape(&data, &error, "error") < 0 || image_get(o[2], &flags, 0, "flags", "?bB") < 0
+        || same_shape(&data, &flags, "flags") < 0 || column_get(o[3], &x, 'd', -1, "x") < 0)
+        goto done;
+    Py_ssize_t n = x.view.shape[0];
+    if (column_get(o[4], &y, 'd', n, "y") < 0 || column_get(o[5], &rin, 'd', n, "rin") < 0
+        || column_get(o[6], &rout, 'd', n, "rout") < 0 || column_get(o[7], &sum, 'd', n, "out_sum") < 0
+        || column_get(o[8], &sum_error, 'd', n, "out_error") < 0 || column_get(o[10], &count, 'd', n, "out_count") < 0)
+        goto done;
+    if (PyObject_GetBuffer(o[9], &flag, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
+        goto done;
+    flag_held = 1;
+    if (flag.ndim != 1 || flag.shape[0] != n || strcmp(element_kind(flag.format), "h") != 0) {
+        PyErr_SetString(PyExc_TypeError, "out_flag: a contiguous 1-D int16 array of the sources' length expected");
+        goto done;
+    }
+    if (sum.view.readonly || sum_error.view.readonly || count.view.readonly) {
+        PyErr_SetString(PyExc_TypeError, "out_sum, out_error, out_count: writable arrays expected");
+        goto done;
+    }
+    const double *xs = x.view.buf, *ys = y.view.buf, *rins = rin.view.buf, *routs = rout.view.buf;
+    double *sums = sum.view.buf, *errors = sum_error.view.buf, *counts = count.view.buf;
+    short *flags_out = flag.buf;
+    int refused = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        refused |= annulus_one(&data, &error, &flags, xs[i], ys[i], rins[i], routs[i], &sums[i], &errors[i],
+                               &flags_out[i], &counts[i]) < 0;
+    Py_END_ALLOW_THREADS
+    if (refused) {
+        PyErr_SetString(PyExc_ValueError, "an annulus's radii are not 0 <= rin <= rout");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    image_release(&data);
+    image_release(&error);
+    image_release(&flags);
+    Column *columns[] = {&x, &y, &rin, &rout, &sum, &sum_error, &count};
+    for (size_t k = 0; k < sizeof columns / sizeof *columns; k++)
+        column_release(columns[k]);
+    if (flag_held)
+        PyBuffer_Release(&flag);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"annulus_sums", annulus_sums, METH_VARARGS,
+     "annulus_sums(data, error, flags, x, y, rin, rout, out_sum, out_error, out_flag, out_count): "
+     "sep.sum_circann(data, x, y, rin, rout, err=error, mask=flags, subpix=1) and the flagged pixels of each annulus."},
     {"foreign", foreign, METH_VARARGS,
      "foreign(segmap, companions, own, cx, cy, half, out): photometry._foreign of each source, into out (int8)."},
     {"fill", fill, METH_VARARGS,
@@ -431,12 +580,13 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "skysift.core._mirror",
-    "The neighbour correction's pixel loops (photometry._foreign, photometry.corrected_cutout), compiled.", -1, methods,
+    PyModuleDef_HEAD_INIT, "skysift.core._loops",
+    "Photometry's pixel loops (photometry._foreign, photometry.corrected_cutout, the pedestal annuli's counts), compiled.",
+    -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__mirror(void)
+PyMODINIT_FUNC PyInit__loops(void)
 {
     return PyModule_Create(&module);
 }

@@ -1,9 +1,10 @@
-"""The neighbour correction's compiled loops (``skysift.core._mirror``) give what NumPy's give.
+"""Photometry's compiled loops (``skysift.core._loops``) give what NumPy's and SEP's give.
 
 ``photometry._foreign`` and ``photometry.corrected_cutout`` laid out by ``photometry._lay_out``
-are the reference: the compiled loops must give the same kinds and the same mosaics, bit for
-bit, on any segmentation map, companions, mask, dtypes and boxes (on or off the image), and
-the whole measurement must be the same with them or without them.
+are the reference of the neighbour correction, ``sep.sum_circann(flags, ..., subpix=1)`` of the
+pedestal annuli's counts: the compiled loops must give the same kinds, the same mosaics and the
+same counts, bit for bit, on any segmentation map, companions, mask, dtypes and boxes (on or off
+the image), and the whole measurement must be the same with them or without them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 
 import numpy as np
 import pytest
+import sep
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,13 +21,13 @@ from skysift.core import photometry
 from skysift.core.detection import detect
 from skysift.settings import DetectionSettings, PhotometrySettings
 
-_mirror = photometry._mirror
-needs_extension = pytest.mark.skipif(_mirror is None, reason="skysift.core._mirror was not built (no compiler)")
+_loops = photometry._loops
+needs_extension = pytest.mark.skipif(_loops is None, reason="skysift.core._loops was not built (no compiler)")
 
 
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="a machine without a compiler runs NumPy's loops")
 def test_the_extension_is_built_where_the_tests_run_in_ci():
-    assert _mirror is not None, "skysift.core._mirror was not built: photometry runs NumPy's slower loops"
+    assert _loops is not None, "skysift.core._loops was not built: photometry runs NumPy's slower loops"
 
 
 @st.composite
@@ -34,7 +36,7 @@ def _scenes(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     ny, nx = draw(st.integers(1, 40)), draw(st.integers(1, 40))
-    segmap = np.zeros((ny, nx), dtype=draw(st.sampled_from([np.int16, np.int32, np.int64])))
+    segmap = np.zeros((ny, nx), dtype=draw(st.sampled_from([np.int16, np.int32, np.int64, np.uint16])))  # (uint16: read generically)
     labels = draw(st.integers(0, 6))
     for label in range(1, labels + 1):
         cy, cx, r = rng.uniform(0, ny), rng.uniform(0, nx), rng.uniform(0.5, 8)
@@ -115,18 +117,93 @@ def test_a_box_beyond_the_image_or_the_mosaic_is_refused_not_written():
 
     def fill(x0, x1, ox):
         column = [np.array([v], np.int64) for v in (0, x0, x1, 0, 4, ox, 0)]
-        _mirror.fill(data, data, None, segmap, None, *column, np.zeros(1), np.zeros(1), *out)
+        _loops.fill(data, data, None, segmap, None, *column, np.zeros(1), np.zeros(1), *out)
 
     fill(0, 4, 0)  # fits
     for x0, x1, ox in [(0, 11, 0), (-1, 3, 0), (0, 4, 1), (0, 4, -1)]:
         with pytest.raises(ValueError, match="not within"):
             fill(x0, x1, ox)
     with pytest.raises(TypeError, match="segmap"):
-        _mirror.fill(data, data, None, segmap.astype(np.float32), None, *[np.zeros(1, np.int64)] * 7,
+        _loops.fill(data, data, None, segmap.astype(np.float32), None, *[np.zeros(1, np.int64)] * 7,
                      np.zeros(1), np.zeros(1), *out)
     with pytest.raises(TypeError, match="out_data"):
-        _mirror.fill(data, data, None, segmap, None, *[np.zeros(1, np.int64)] * 7, np.zeros(1), np.zeros(1),
+        _loops.fill(data, data, None, segmap, None, *[np.zeros(1, np.int64)] * 7, np.zeros(1), np.zeros(1),
                      np.zeros((4, 4)), *out[1:])
+
+
+def _sep_annuli(data, error, flags, x, y, rin, rout):
+    """SEP's two calls that ``photometry._annulus_sums`` makes in one pass."""
+    data, error, flags = (np.ascontiguousarray(a) for a in (data, error, flags))
+    total, total_err, flag = sep.sum_circann(data, x, y, rin, rout, err=error, mask=flags, subpix=1)
+    return total, total_err, flag, sep.sum_circann(flags, x, y, rin, rout, subpix=1)[0]
+
+
+def _compiled_annuli(data, error, flags, x, y, rin, rout):
+    got = photometry._annulus_sums(data, error, flags, x, y, rin, rout)
+    assert photometry._loops is not None
+    return got
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), ny=st.integers(1, 50), nx=st.integers(1, 50), n=st.integers(1, 20),
+       fraction=st.floats(0.0, 1.0), quantized=st.booleans(), strided=st.booleans(),
+       dtypes=st.tuples(st.sampled_from([np.float32, np.float64]), st.sampled_from([np.float32, np.float64])),
+       spoiled=st.booleans())
+def test_the_pedestal_annuli_are_seps(seed, ny, nx, n, fraction, quantized, strided, dtypes, spoiled):
+    """Sums, errors, flags and the flagged pixels' count, bit for bit; on pixel-centre boundaries
+    too (centres and radii on quarter pixels put pixel centres exactly on a circle, where SEP's
+    strict comparisons and oversampling limits decide), with pixels that are not finite."""
+    rng = np.random.default_rng(seed)
+    width = 2 * nx if strided else nx
+    flags = rng.uniform(size=(ny, width)) < fraction
+    data = rng.normal(0, 10, (ny, width)).astype(dtypes[0])
+    error = rng.uniform(0.1, 3, (ny, width)).astype(dtypes[1])
+    if spoiled:
+        data[rng.uniform(size=data.shape) < 0.03] = np.nan
+        data[rng.uniform(size=data.shape) < 0.03] = np.inf
+    if strided:  # views every other column, as slices of bigger maps are
+        flags, data, error = flags[:, ::2], data[:, ::2], error[:, ::2]
+    x, y = rng.uniform(-15, nx + 15, n), rng.uniform(-15, ny + 15, n)
+    rin = rng.uniform(0, 12, n)
+    rout = rin + rng.uniform(0, 12, n)
+    if quantized:
+        x, y, rin, rout = (np.round(v * 4) / 4 for v in (x, y, rin, rout))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = _sep_annuli(data, error, flags, x, y, rin, rout)
+    got = _compiled_annuli(data, error, flags, x, y, rin, rout)
+    for name, a, b in zip(("sum", "error", "flag", "count"), got, expected, strict=True):
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@needs_extension
+def test_pedestal_annuli_of_centres_off_the_image_or_not_finite_are_seps_and_bad_radii_are_refused():
+    shape = (20, 30)
+    data, error, flags = np.ones(shape, np.float32), np.ones(shape, np.float32), np.zeros(shape, bool)
+    flags[5:9, 10:20] = True
+    x = np.array([np.nan, np.inf, -np.inf, 1e300, -1e300, -40.0, 70.0, 15.0, 15.0])
+    y = np.array([5.0, 5.0, 5.0, 5.0, 5.0, 10.0, 10.0, np.nan, 6.0])
+    rin, rout = np.full(len(x), 2.0), np.full(len(x), 6.0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # SEP's own arithmetic on what is not finite
+        expected = _sep_annuli(data, error, flags, x, y, rin, rout)
+        got = _compiled_annuli(data, error, flags, x, y, rin, rout)
+    for name, a, b in zip(("sum", "error", "flag", "count"), got, expected, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    # a flagged pixel 4.295 px from the centre, inside rin = 5 but within SEP's 0.7072 px of it:
+    # SEP looks at it (HASMASKED), though it holds none of the annulus
+    ring = np.zeros(shape, bool)
+    ring[6, 10] = True
+    centre = ([10.0], [10.295], [5.0], [9.0])
+    expected, got = _sep_annuli(data, error, ring, *centre), _compiled_annuli(data, error, ring, *centre)
+    assert expected[2][0] & sep.APER_HASMASKED and expected[3][0] == 0.0
+    for name, a, b in zip(("sum", "error", "flag", "count"), got, expected, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for bad_rin, bad_rout in [(-1.0, 2.0), (3.0, 2.0), (np.nan, 2.0)]:
+        with pytest.raises(Exception, match="invalid aperture parameters"):
+            _sep_annuli(data, error, flags, [5.0], [5.0], [bad_rin], [bad_rout])
+        with pytest.raises(ValueError, match="not 0 <= rin <= rout"):
+            _compiled_annuli(data, error, flags, [5.0], [5.0], [bad_rin], [bad_rout])
 
 
 def _crowded(seed: int, size: int = 160) -> np.ndarray:
@@ -157,7 +234,7 @@ def test_a_crowded_frame_is_measured_the_same_with_the_compiled_loops_or_numpys(
                                   segmap=found.segmap, seg_ids=found.seg_ids, companions=found.companions)
 
     compiled = measured()
-    monkeypatch.setattr(photometry, "_mirror", None)
+    monkeypatch.setattr(photometry, "_loops", None)
     numpys = measured()
     assert len(compiled["x"]) > 50
     assert compiled.keys() == numpys.keys()
