@@ -1,8 +1,8 @@
-"""Photometry's compiled loops (``skysift.core._loops``) give what NumPy's and SEP's give.
+"""The compiled loops (``skysift.core._loops``) give what NumPy's and SEP's give.
 
 ``photometry._foreign`` and ``photometry.corrected_cutout`` laid out by ``photometry._lay_out``
-are the reference of the neighbour correction, ``sep.sum_circann(flags, ..., subpix=1)`` of the
-pedestal annuli's counts: the compiled loops must give the same kinds, the same mosaics and the
+are the reference of the neighbour correction, ``sep.sum_circann`` of the local pedestal's
+annuli, ``detection._BoxMosaic.gather`` in NumPy of the companion search's mosaic: the compiled loops must give the same kinds, the same mosaics and the
 same counts, bit for bit, on any segmentation map, companions, mask, dtypes and boxes (on or off
 the image), and the whole measurement must be the same with them or without them.
 """
@@ -17,7 +17,7 @@ import sep
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skysift.core import photometry
+from skysift.core import detection, photometry
 from skysift.core.detection import detect
 from skysift.settings import DetectionSettings, PhotometrySettings
 
@@ -206,6 +206,55 @@ def test_pedestal_annuli_of_centres_off_the_image_or_not_finite_are_seps_and_bad
             _compiled_annuli(data, error, flags, [5.0], [5.0], [bad_rin], [bad_rout])
 
 
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), ny=st.integers(1, 40), nx=st.integers(1, 40), n=st.integers(1, 10),
+       margin=st.integers(0, 4), image_dtype=st.sampled_from([np.float32, np.float64, np.bool_]),
+       label_dtype=st.sampled_from([np.int16, np.int32, np.int64, np.uint16]), labelled=st.booleans())
+def test_the_compiled_box_mosaic_is_numpys(seed, ny, nx, n, margin, image_dtype, label_dtype, labelled):
+    rng = np.random.default_rng(seed)
+    image = (rng.uniform(size=(ny, nx)) < 0.5 if image_dtype is np.bool_
+             else rng.normal(size=(ny, nx)).astype(image_dtype))
+    segmap = rng.integers(0, 4, (ny, nx)).astype(label_dtype)
+    x0, y0 = rng.integers(0, nx, n), rng.integers(0, ny, n)
+    x1, y1 = x0 + rng.integers(0, nx - x0), y0 + rng.integers(0, ny - y0)  # inclusive, within the image
+    mosaic = detection._BoxMosaic(x0, x1, y0, y1, image.shape, margin=margin)
+    labels = rng.integers(0, 4, n)
+    args = (image, segmap, labels) if labelled else (image,)
+    got = mosaic.gather(*args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(detection, "_loops", None)
+        expected = mosaic.gather(*args)
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert got[0].dtype == expected[0].dtype == np.float32
+    if not labelled:
+        assert got[1] is None and expected[1] is None
+        return
+    for a, b in zip(got[1], expected[1], strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_extension
+def test_a_box_mosaic_beyond_the_image_is_refused_not_written():
+    image, segmap = np.zeros((10, 10), np.float32), np.zeros((10, 10), np.int32)
+    out = np.zeros((4, 4), np.float32)
+
+    def column(*values):
+        return np.array(values, dtype=np.int64)
+
+    _loops.paste(image, out, column(0), column(3), column(0), column(3), column(0), column(0), 0)  # fits
+    for x1, ox, margin in [(10, 0, 0), (3, 1, 0), (3, 0, 1)]:
+        with pytest.raises(ValueError, match="not within"):
+            _loops.paste(image, out, column(0), column(x1), column(0), column(3), column(ox), column(0), margin)
+    counts = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="not within"):
+        _loops.own_pixels(segmap, column(0), column(0), column(10), column(0), column(3), counts, None, None)
+    with pytest.raises(ValueError, match="too short"):
+        _loops.own_pixels(segmap, column(0), column(0), column(3), column(0), column(3), counts,
+                          np.zeros(3, np.int64), np.zeros(3, np.int64))
+
+
 def _crowded(seed: int, size: int = 160) -> np.ndarray:
     """Unit white noise and 120 Gaussian stars, many within a few pixels of another."""
     rng = np.random.default_rng(seed)
@@ -219,24 +268,26 @@ def _crowded(seed: int, size: int = 160) -> np.ndarray:
 
 @needs_extension
 @pytest.mark.parametrize("masked", [False, True])
-def test_a_crowded_frame_is_measured_the_same_with_the_compiled_loops_or_numpys(monkeypatch, masked):
+def test_a_crowded_frame_is_detected_and_measured_the_same_with_the_compiled_loops_or_numpys(monkeypatch, masked):
     frame = _crowded(11)
     mask = None
     if masked:
         mask = np.zeros(frame.shape, bool)
         mask[40:44, :] = mask[:, 90:92] = True
         frame[mask] = 0.0
-    found = detect(frame, np.float32(1.0), mask, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
-    assert found.companions is not None and found.companions.any()
 
-    def measured() -> dict[str, np.ndarray]:
-        return photometry.measure(frame, found.objects, np.ones(frame.shape, np.float32), mask, PhotometrySettings(),
-                                  segmap=found.segmap, seg_ids=found.seg_ids, companions=found.companions)
+    def measured() -> tuple[detection.Detections, dict[str, np.ndarray]]:
+        found = detect(frame, np.float32(1.0), mask, DetectionSettings(), noise_factor=1.0, segmentation_map=True)
+        return found, photometry.measure(frame, found.objects, np.ones(frame.shape, np.float32), mask,
+                                         PhotometrySettings(), segmap=found.segmap, seg_ids=found.seg_ids,
+                                         companions=found.companions)
 
-    compiled = measured()
+    found, compiled = measured()
     monkeypatch.setattr(photometry, "_loops", None)
-    numpys = measured()
-    assert len(compiled["x"]) > 50
+    monkeypatch.setattr(detection, "_loops", None)
+    numpy_found, numpys = measured()
+    assert found.companions.any() and len(compiled["x"]) > 50
+    np.testing.assert_array_equal(found.companions, numpy_found.companions)
     assert compiled.keys() == numpys.keys()
     for name, values in numpys.items():
         np.testing.assert_array_equal(compiled[name], values, err_msg=name)

@@ -1,8 +1,15 @@
 /*
- * skysift.core._loops: photometry's pixel loops that NumPy can only run as a dozen small
- * array operations per source (boxes of 500-8,000 pixels, about a thousand sources an image),
- * compiled.
+ * skysift.core._loops: the per-source pixel loops of detection and photometry that NumPy can
+ * only run as a dozen small array operations per source (boxes of 500-8,000 pixels, about a
+ * thousand sources an image), compiled.
  *
+ *   paste(image, out, x0, x1, y0, y1, ox, oy, margin)
+ *       detection._BoxMosaic.gather's copy: each box [y0, y1] x [x0, x1] (inclusive) of the
+ *       image with ``margin`` more around it (within the image), into out (float32) with the
+ *       box's first pixel at (oy, ox);
+ *   own_pixels(segmap, labels, x0, x1, y0, y1, out_counts, out_rows, out_cols)
+ *       ... and the pixels of each box labelled labels[k], in np.nonzero's order (box
+ *       coordinates): their count per box, and (given room) the pixels;
  *   foreign(segmap, companions, own, cx, cy, half, out)
  *       what photometry._foreign finds in each source's box: nothing (0), another
  *       source's pixels (1), a companion in the source's own isophote (2);
@@ -567,7 +574,183 @@ done:
     return result;
 }
 
+/* The integer bounds of box k, and its place in the mosaic. */
+typedef struct {
+    Column x0, x1, y0, y1, ox, oy;
+} Boxes;
+
+static int boxes_get(PyObject **o, Boxes *b, Py_ssize_t *n)
+{
+    Column *columns[] = {&b->x0, &b->x1, &b->y0, &b->y1, &b->ox, &b->oy};
+    const char *names[] = {"x0", "x1", "y0", "y1", "ox", "oy"};
+    for (int k = 0; k < 6; k++) {
+        if (o[k] == NULL)
+            continue;
+        if (column_get(o[k], columns[k], 'l', k ? *n : -1, names[k]) < 0)
+            return -1;
+        if (k == 0)
+            *n = b->x0.view.shape[0];
+    }
+    return 0;
+}
+
+static void boxes_release(Boxes *b)
+{
+    Column *columns[] = {&b->x0, &b->x1, &b->y0, &b->y1, &b->ox, &b->oy};
+    for (int k = 0; k < 6; k++)
+        column_release(columns[k]);
+}
+
+static inline float read_as_float(const Image *image, Py_ssize_t y, Py_ssize_t x)
+{
+    const char *p = at(image, y, x);
+    switch (image->kind) {
+    case 'f': return *(const float *)p;
+    case 'd': return (float)*(const double *)p;
+    case '?': return *(const unsigned char *)p ? 1.0f : 0.0f;
+    case 'b': return (float)*(const signed char *)p;
+    default: return (float)*(const unsigned char *)p;
+    }
+}
+
+static PyObject *paste(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *image_o, *out_o, *o[6];
+    Py_ssize_t margin;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOn", &image_o, &out_o, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &margin))
+        return NULL;
+    Image image = {0}, out = {0};
+    Boxes b;
+    memset(&b, 0, sizeof b);
+    Py_ssize_t n = 0;
+    PyObject *result = NULL;
+    if (image_get(image_o, &image, 0, "image", "fd?bB") < 0 || image_get(out_o, &out, 1, "out", "f") < 0
+        || boxes_get(o, &b, &n) < 0)
+        goto done;
+    if (margin < 0) {
+        PyErr_SetString(PyExc_ValueError, "margin: not negative");
+        goto done;
+    }
+    const int64_t *x0 = b.x0.view.buf, *x1 = b.x1.view.buf, *y0 = b.y0.view.buf, *y1 = b.y1.view.buf,
+                  *ox = b.ox.view.buf, *oy = b.oy.view.buf;
+    Py_ssize_t ny = image.view.shape[0], nx = image.view.shape[1], mh = out.view.shape[0], mw = out.view.shape[1];
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t ya = y0[k] - margin < 0 ? 0 : y0[k] - margin, yb = y1[k] + margin + 1 > ny ? ny : y1[k] + margin + 1;
+        Py_ssize_t xa = x0[k] - margin < 0 ? 0 : x0[k] - margin, xb = x1[k] + margin + 1 > nx ? nx : x1[k] + margin + 1;
+        Py_ssize_t ty = oy[k] + ya - y0[k], tx = ox[k] + xa - x0[k];
+        if (x0[k] < 0 || y0[k] < 0 || x1[k] < x0[k] || y1[k] < y0[k] || x1[k] >= nx || y1[k] >= ny || ty < 0 || tx < 0
+            || ty + (yb - ya) > mh || tx + (xb - xa) > mw) {
+            PyErr_Format(PyExc_ValueError, "box %zd: not within the image, or its place not within the mosaic", k);
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t ya = y0[k] - margin < 0 ? 0 : y0[k] - margin, yb = y1[k] + margin + 1 > ny ? ny : y1[k] + margin + 1;
+        Py_ssize_t xa = x0[k] - margin < 0 ? 0 : x0[k] - margin, xb = x1[k] + margin + 1 > nx ? nx : x1[k] + margin + 1;
+        Py_ssize_t ty = oy[k] + ya - y0[k], tx = ox[k] + xa - x0[k];
+        Py_ssize_t step = out.view.strides[1];
+        for (Py_ssize_t y = ya; y < yb; y++) {
+            char *row = at(&out, ty + (y - ya), tx);
+            if (image.kind == 'f' && image.view.strides[1] == (Py_ssize_t)sizeof(float) && step == (Py_ssize_t)sizeof(float))
+                memcpy(row, at(&image, y, xa), (size_t)(xb - xa) * sizeof(float));
+            else
+                for (Py_ssize_t x = xa; x < xb; x++)
+                    *(float *)(row + (x - xa) * step) = read_as_float(&image, y, x);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    image_release(&image);
+    image_release(&out);
+    boxes_release(&b);
+    return result;
+}
+
+static PyObject *own_pixels(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *segmap_o, *labels_o, *o[6] = {NULL}, *counts_o, *rows_o, *cols_o;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &segmap_o, &labels_o, &o[0], &o[1], &o[2], &o[3], &counts_o, &rows_o,
+                          &cols_o))
+        return NULL;
+    Image segmap = {0};
+    Boxes b;
+    memset(&b, 0, sizeof b);
+    Column labels = {0}, counts = {0}, rows = {0}, cols = {0};
+    Py_ssize_t n = 0;
+    PyObject *result = NULL;
+    if (image_get(segmap_o, &segmap, 0, "segmap", "bBhHiIlLqQ") < 0 || boxes_get(o, &b, &n) < 0
+        || column_get(labels_o, &labels, 'l', n, "labels") < 0 || column_get(counts_o, &counts, 'l', n, "out_counts") < 0)
+        goto done;
+    int listing = rows_o != Py_None;
+    if (listing && (column_get(rows_o, &rows, 'l', -1, "out_rows") < 0 || column_get(cols_o, &cols, 'l', -1, "out_cols") < 0))
+        goto done;
+    if (counts.view.readonly || (listing && (rows.view.readonly || cols.view.readonly))) {
+        PyErr_SetString(PyExc_TypeError, "out_counts, out_rows, out_cols: writable arrays expected");
+        goto done;
+    }
+    const int64_t *x0 = b.x0.view.buf, *x1 = b.x1.view.buf, *y0 = b.y0.view.buf, *y1 = b.y1.view.buf;
+    const int64_t *own = labels.view.buf;
+    int64_t *count = counts.view.buf;
+    Py_ssize_t ny = segmap.view.shape[0], nx = segmap.view.shape[1];
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (x0[k] < 0 || y0[k] < 0 || x1[k] < x0[k] || y1[k] < y0[k] || x1[k] >= nx || y1[k] >= ny) {
+            PyErr_Format(PyExc_ValueError, "box %zd: not within the segmentation map", k);
+            goto done;
+        }
+    }
+    Py_ssize_t room = listing ? rows.view.shape[0] : 0, at_pixel = 0;
+    if (listing && cols.view.shape[0] != room) {
+        PyErr_SetString(PyExc_ValueError, "out_rows, out_cols: not of one length");
+        goto done;
+    }
+    int64_t *row_out = listing ? rows.view.buf : NULL, *col_out = listing ? cols.view.buf : NULL;
+    int short_of_room = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n && !short_of_room; k++) {
+        int64_t found = 0;
+        for (Py_ssize_t y = y0[k]; y <= y1[k]; y++)
+            for (Py_ssize_t x = x0[k]; x <= x1[k]; x++)
+                if (read_label(&segmap, y, x) == own[k]) {
+                    if (listing) {
+                        if (at_pixel >= room) {
+                            short_of_room = 1;
+                            break;
+                        }
+                        row_out[at_pixel] = y - y0[k];
+                        col_out[at_pixel] = x - x0[k];
+                        at_pixel++;
+                    }
+                    found++;
+                }
+        count[k] = found;
+    }
+    Py_END_ALLOW_THREADS
+    if (short_of_room) {
+        PyErr_SetString(PyExc_ValueError, "out_rows, out_cols: too short for the pixels found");
+        goto done;
+    }
+    result = PyLong_FromSsize_t(at_pixel);
+done:
+    image_release(&segmap);
+    boxes_release(&b);
+    column_release(&labels);
+    column_release(&counts);
+    column_release(&rows);
+    column_release(&cols);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"paste", paste, METH_VARARGS,
+     "paste(image, out, x0, x1, y0, y1, ox, oy, margin): each box (inclusive bounds) with margin more, into out."},
+    {"own_pixels", own_pixels, METH_VARARGS,
+     "own_pixels(segmap, labels, x0, x1, y0, y1, out_counts, out_rows, out_cols): each box's pixels labelled "
+     "labels[k] (box coordinates, np.nonzero's order), their count per box; out_rows None: the counts only. "
+     "Returns the pixels listed."},
     {"annulus_sums", annulus_sums, METH_VARARGS,
      "annulus_sums(data, error, flags, x, y, rin, rout, out_sum, out_error, out_flag, out_count): "
      "sep.sum_circann(data, x, y, rin, rout, err=error, mask=flags, subpix=1) and the flagged pixels of each annulus."},

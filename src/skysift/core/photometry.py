@@ -48,11 +48,7 @@ import sep
 from scipy.spatial import cKDTree
 
 from skysift.core import flags as F
-
-try:  # the pixel loops of _foreign and corrected_cutout, compiled (an optional extension: pyproject.toml)
-    from skysift.core import _loops
-except ImportError:  # built without a compiler: the NumPy functions below do the same work
-    _loops = None
+from skysift.core.compiled import loops as _loops  # None without a compiler: NumPy's functions
 from skysift.core.detection import CENTRE_SEARCH_PX, local_peak
 from skysift.settings import PhotometrySettings
 
