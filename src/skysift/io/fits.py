@@ -465,9 +465,12 @@ def _describe(layout: FileLayout, header: fits.Header, uri: str, content_hash: s
     primary, selected = layout.primary.header, layout.selected
     shape = [n for n in selected.image_shape if n > 1]
     ny, nx = shape[-2], shape[-1]
-    # Observation metadata may sit in the primary header of a multi-extension file.
-    merged = _readable_cards(primary) if selected.index else fits.Header()
-    merged.update(_readable_cards(header))
+    # Observation metadata may sit in the primary header of a multi-extension file (the image's
+    # own cards win); a primary image's header is its own metadata, not copied into another
+    merged = _readable_cards(header)
+    if selected.index:
+        own, merged = merged, _readable_cards(primary)
+        merged.update(own)
     zp = calibration.zero_point(merged)
     return ImageInfo(
         image_id=make_image_id(uri, content_hash, image_id_hdu(layout)),
