@@ -771,5 +771,14 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__loops(void)
 {
-    return PyModule_Create(&module);
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL)
+        return NULL;
+    PyObject *exported = Py_BuildValue("[sssss]", "annulus_sums", "fill", "foreign", "own_pixels", "paste");
+    if (exported == NULL || PyModule_AddObject(created, "__all__", exported) < 0) {
+        Py_XDECREF(exported);
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
 }
