@@ -55,6 +55,21 @@ static const char *element_kind(const char *format)
     return format;
 }
 
+/* The native size of an element of this struct format letter (0: not one these loops read). */
+static Py_ssize_t native_size(char kind)
+{
+    switch (kind) {
+    case '?': case 'b': case 'B': return 1;
+    case 'h': case 'H': return sizeof(short);
+    case 'i': case 'I': return sizeof(int);
+    case 'l': case 'L': return sizeof(long);
+    case 'q': case 'Q': return sizeof(long long);
+    case 'f': return sizeof(float);
+    case 'd': return sizeof(double);
+    default: return 0;
+    }
+}
+
 static int image_get(PyObject *object, Image *image, int writable, const char *name, const char *kinds)
 {
     int flags = PyBUF_RECORDS_RO | (writable ? PyBUF_WRITABLE : 0);
@@ -63,7 +78,8 @@ static int image_get(PyObject *object, Image *image, int writable, const char *n
         return -1;
     image->held = 1;
     const char *kind = element_kind(image->view.format);
-    if (image->view.ndim != 2 || kind[0] == '\0' || kind[1] != '\0' || strchr(kinds, kind[0]) == NULL) {
+    if (image->view.ndim != 2 || kind[0] == '\0' || kind[1] != '\0' || strchr(kinds, kind[0]) == NULL
+        || image->view.itemsize != native_size(kind[0])) {
         PyErr_Format(PyExc_TypeError, "%s: a 2-D array of native %s elements expected", name, kinds);
         return -1;
     }
@@ -207,7 +223,7 @@ static PyObject *foreign(PyObject *self, PyObject *args)
     if (image_get(segmap_o, &segmap, 0, "segmap", "bBhHiIlLqQ") < 0)
         goto done;
     if (companions_o != Py_None) {
-        if (image_get(companions_o, &companions, 0, "companions", "?bB") < 0)
+        if (image_get(companions_o, &companions, 0, "companions", "?") < 0)
             goto done;
         if (companions.view.shape[0] != segmap.view.shape[0] || companions.view.shape[1] != segmap.view.shape[1]) {
             PyErr_SetString(PyExc_ValueError, "companions: not the segmentation map's shape");
@@ -383,12 +399,12 @@ static PyObject *fill(PyObject *self, PyObject *args)
     if (image_get(o[0], &f.data, 0, "data", "fd") < 0 || image_get(o[1], &f.error, 0, "error", "fd") < 0
         || same_shape(&f.data, &f.error, "error") < 0)
         goto done;
-    if (o[2] != Py_None && (image_get(o[2], &f.mask, 0, "mask", "?bB") < 0 || same_shape(&f.data, &f.mask, "mask") < 0))
+    if (o[2] != Py_None && (image_get(o[2], &f.mask, 0, "mask", "?") < 0 || same_shape(&f.data, &f.mask, "mask") < 0))
         goto done;
     if (image_get(o[3], &f.segmap, 0, "segmap", "bBhHiIlLqQ") < 0 || same_shape(&f.data, &f.segmap, "segmap") < 0)
         goto done;
     if (o[4] != Py_None
-        && (image_get(o[4], &f.companions, 0, "companions", "?bB") < 0
+        && (image_get(o[4], &f.companions, 0, "companions", "?") < 0
             || same_shape(&f.data, &f.companions, "companions") < 0))
         goto done;
     if (column_get(o[5], &f.own, 'l', -1, "own") < 0)
@@ -409,11 +425,11 @@ static PyObject *fill(PyObject *self, PyObject *args)
         goto done;
     }
     if (o[16] != Py_None
-        && (image_get(o[16], &f.out_mask, 1, "out_mask", "?bB") < 0 || same_shape(&f.out_data, &f.out_mask, "out_mask") < 0))
+        && (image_get(o[16], &f.out_mask, 1, "out_mask", "?") < 0 || same_shape(&f.out_data, &f.out_mask, "out_mask") < 0))
         goto done;
-    if (image_get(o[17], &f.out_neighbour, 1, "out_neighbour", "?bB") < 0
+    if (image_get(o[17], &f.out_neighbour, 1, "out_neighbour", "?") < 0
         || same_shape(&f.out_data, &f.out_neighbour, "out_neighbour") < 0
-        || image_get(o[18], &f.out_replaced, 1, "out_replaced", "?bB") < 0
+        || image_get(o[18], &f.out_replaced, 1, "out_replaced", "?") < 0
         || same_shape(&f.out_data, &f.out_replaced, "out_replaced") < 0)
         goto done;
     const int64_t *own = f.own.view.buf, *x0 = f.x0.view.buf, *x1 = f.x1.view.buf, *y0 = f.y0.view.buf,
@@ -423,7 +439,7 @@ static PyObject *fill(PyObject *self, PyObject *args)
     Py_ssize_t mh = f.out_data.view.shape[0], mw = f.out_data.view.shape[1];
     for (Py_ssize_t i = 0; i < n; i++) {
         /* every box within the image and its place within the mosaic: nothing is written out of bounds */
-        if (x0[i] < 0 || y0[i] < 0 || x1[i] > nx || y1[i] > ny || ox[i] < 0 || oy[i] < 0
+        if (x0[i] < 0 || y0[i] < 0 || x1[i] > nx || y1[i] > ny || ox[i] < 0 || oy[i] < 0 || ox[i] > mw || oy[i] > mh
             || (x1[i] > x0[i] && ox[i] + (x1[i] - x0[i]) > mw) || (y1[i] > y0[i] && oy[i] + (y1[i] - y0[i]) > mh)) {
             PyErr_Format(PyExc_ValueError, "cut-out %zd: its box is not within the image, or its place not within "
                          "the mosaic", i);
@@ -529,7 +545,7 @@ static PyObject *annulus_sums(PyObject *self, PyObject *args)
     int flag_held = 0;
     PyObject *result = NULL;
     if (image_get(o[0], &data, 0, "data", "fd") < 0 || image_get(o[1], &error, 0, "error", "fd") < 0
-        || same_shape(&data, &error, "error") < 0 || image_get(o[2], &flags, 0, "flags", "?bB") < 0
+        || same_shape(&data, &error, "error") < 0 || image_get(o[2], &flags, 0, "flags", "?") < 0
         || same_shape(&data, &flags, "flags") < 0 || column_get(o[3], &x, 'd', -1, "x") < 0)
         goto done;
     Py_ssize_t n = x.view.shape[0];
@@ -628,14 +644,19 @@ static PyObject *paste(PyObject *self, PyObject *args)
     if (image_get(image_o, &image, 0, "image", "fd?bB") < 0 || image_get(out_o, &out, 1, "out", "f") < 0
         || boxes_get(o, &b, &n) < 0)
         goto done;
-    if (margin < 0) {
-        PyErr_SetString(PyExc_ValueError, "margin: not negative");
+    Py_ssize_t ny = image.view.shape[0], nx = image.view.shape[1], mh = out.view.shape[0], mw = out.view.shape[1];
+    if (margin < 0 || margin > (PY_SSIZE_T_MAX >> 2)) {  /* bounded: no sum of a bound and the margin overflows */
+        PyErr_SetString(PyExc_ValueError, "margin: negative, or beyond any image");
         goto done;
     }
     const int64_t *x0 = b.x0.view.buf, *x1 = b.x1.view.buf, *y0 = b.y0.view.buf, *y1 = b.y1.view.buf,
                   *ox = b.ox.view.buf, *oy = b.oy.view.buf;
-    Py_ssize_t ny = image.view.shape[0], nx = image.view.shape[1], mh = out.view.shape[0], mw = out.view.shape[1];
     for (Py_ssize_t k = 0; k < n; k++) {
+        if (x0[k] < 0 || y0[k] < 0 || x1[k] < x0[k] || y1[k] < y0[k] || x1[k] >= nx || y1[k] >= ny || ox[k] < 0
+            || oy[k] < 0 || ox[k] > mw || oy[k] > mh) {  /* first: the sums below stay within range */
+            PyErr_Format(PyExc_ValueError, "box %zd: not within the image, or its place not within the mosaic", k);
+            goto done;
+        }
         Py_ssize_t ya = y0[k] - margin < 0 ? 0 : y0[k] - margin, yb = y1[k] + margin + 1 > ny ? ny : y1[k] + margin + 1;
         Py_ssize_t xa = x0[k] - margin < 0 ? 0 : x0[k] - margin, xb = x1[k] + margin + 1 > nx ? nx : x1[k] + margin + 1;
         Py_ssize_t ty = oy[k] + ya - y0[k], tx = ox[k] + xa - x0[k];
