@@ -179,6 +179,21 @@ def test_the_pedestal_annuli_are_seps(seed, ny, nx, n, fraction, quantized, stri
 
 
 @needs_extension
+def test_outputs_must_be_writable_and_of_their_type():
+    segmap, one = np.zeros((5, 5), np.int32), np.ones(1)
+    frozen = np.empty(1, np.int8)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _loops.foreign(segmap, None, np.zeros(1, np.int64), one, one, one, frozen)
+    with pytest.raises(TypeError, match="out: a contiguous 1-D int8 array"):
+        _loops.foreign(segmap, None, np.zeros(1, np.int64), one, one, one, np.empty(1, np.int16))
+    data, flags = np.ones((8, 8), np.float32), np.zeros((8, 8), bool)
+    with pytest.raises(TypeError, match="out_flag: a contiguous 1-D int16 array"):
+        _loops.annulus_sums(data, data, flags, one * 4, one * 4, one, one * 3, np.empty(1), np.empty(1),
+                            np.empty(1, np.int32), np.empty(1))
+
+
+@needs_extension
 def test_flags_must_be_bool():
     """NumPy's ``&`` and ``~`` of a uint8 map are bitwise and SEP sums its values: the loops,
     which read any nonzero byte as set, take bool maps only (what skysift passes them)."""

@@ -94,6 +94,15 @@ static void image_release(Image *image)
     image->held = 0;
 }
 
+static int same_shape(const Image *a, const Image *b, const char *name)
+{
+    if (a->view.shape[0] != b->view.shape[0] || a->view.shape[1] != b->view.shape[1]) {
+        PyErr_Format(PyExc_ValueError, "%s: not the shape of the array it goes with", name);
+        return -1;
+    }
+    return 0;
+}
+
 static inline char *at(const Image *image, Py_ssize_t y, Py_ssize_t x)
 {
     return (char *)image->view.buf + y * image->view.strides[0] + x * image->view.strides[1];
@@ -127,24 +136,37 @@ static inline int read_flag(const Image *image, Py_ssize_t y, Py_ssize_t x)
     return *(const unsigned char *)at(image, y, x) != 0;
 }
 
-/* A 1-D C-contiguous per-source array of int64 ('l' or 'q') or float64 ('d'). */
+/* A 1-D C-contiguous per-source array: int64 ('l', also read from 'q'), float64 ('d'), int8
+ * ('b') or int16 ('h'); the outputs writable. */
 typedef struct {
     Py_buffer view;
     int held;
 } Column;
 
-static int column_get(PyObject *object, Column *column, char kind, Py_ssize_t n, const char *name)
+static const char *column_type(char kind)
+{
+    switch (kind) {
+    case 'l': return "int64";
+    case 'd': return "float64";
+    case 'b': return "int8";
+    default: return "int16";
+    }
+}
+
+static int column_get(PyObject *object, Column *column, char kind, int writable, Py_ssize_t n, const char *name)
 {
     column->held = 0;
-    if (PyObject_GetBuffer(object, &column->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+    if (PyObject_GetBuffer(object, &column->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0))
+        < 0)
         return -1;
     column->held = 1;
     const char *format = element_kind(column->view.format);
-    int ok = kind == 'd' ? strcmp(format, "d") == 0
-                         : (column->view.itemsize == 8 && (strcmp(format, "l") == 0 || strcmp(format, "q") == 0));
+    int ok = format[0] != '\0' && format[1] == '\0'
+             && (format[0] == kind || (kind == 'l' && format[0] == 'q'))
+             && column->view.itemsize == (kind == 'l' ? 8 : native_size(kind));
     if (!ok || column->view.ndim != 1 || (n >= 0 && column->view.shape[0] != n)) {
         PyErr_Format(PyExc_TypeError, "%s: a contiguous 1-D %s array of the sources' length expected", name,
-                     kind == 'd' ? "float64" : "int64");
+                     column_type(kind));
         return -1;
     }
     return 0;
@@ -216,36 +238,24 @@ static PyObject *foreign(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOO", &segmap_o, &companions_o, &own_o, &cx_o, &cy_o, &half_o, &out_o))
         return NULL;
     Image segmap = {0}, companions = {0};
-    Column own = {0}, cx = {0}, cy = {0}, half = {0};
-    Py_buffer out = {0};
-    int out_held = 0;
+    Column own = {0}, cx = {0}, cy = {0}, half = {0}, out = {0};
     PyObject *result = NULL;
     if (image_get(segmap_o, &segmap, 0, "segmap", "bBhHiIlLqQ") < 0)
         goto done;
     if (companions_o != Py_None) {
-        if (image_get(companions_o, &companions, 0, "companions", "?") < 0)
+        if (image_get(companions_o, &companions, 0, "companions", "?") < 0
+            || same_shape(&segmap, &companions, "companions") < 0)
             goto done;
-        if (companions.view.shape[0] != segmap.view.shape[0] || companions.view.shape[1] != segmap.view.shape[1]) {
-            PyErr_SetString(PyExc_ValueError, "companions: not the segmentation map's shape");
-            goto done;
-        }
     }
-    if (column_get(own_o, &own, 'l', -1, "own") < 0)
+    if (column_get(own_o, &own, 'l', 0, -1, "own") < 0)
         goto done;
     Py_ssize_t n = own.view.shape[0];
-    if (column_get(cx_o, &cx, 'd', n, "cx") < 0 || column_get(cy_o, &cy, 'd', n, "cy") < 0
-        || column_get(half_o, &half, 'd', n, "half") < 0)
+    if (column_get(cx_o, &cx, 'd', 0, n, "cx") < 0 || column_get(cy_o, &cy, 'd', 0, n, "cy") < 0
+        || column_get(half_o, &half, 'd', 0, n, "half") < 0 || column_get(out_o, &out, 'b', 1, n, "out") < 0)
         goto done;
-    if (PyObject_GetBuffer(out_o, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
-        goto done;
-    out_held = 1;
-    if (out.ndim != 1 || out.shape[0] != n || strcmp(element_kind(out.format), "b") != 0) {
-        PyErr_SetString(PyExc_TypeError, "out: a contiguous 1-D int8 array of the sources' length expected");
-        goto done;
-    }
     const int64_t *owns = own.view.buf;
     const double *xs = cx.view.buf, *ys = cy.view.buf, *halves = half.view.buf;
-    signed char *kinds = out.buf;
+    signed char *kinds = out.view.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)
         kinds[i] = (signed char)foreign_one(&segmap, companions.held ? &companions : NULL, owns[i], xs[i], ys[i],
@@ -259,8 +269,7 @@ done:
     column_release(&cx);
     column_release(&cy);
     column_release(&half);
-    if (out_held)
-        PyBuffer_Release(&out);
+    column_release(&out);
     return result;
 }
 
@@ -280,15 +289,6 @@ static void fill_release(Fill *f)
     Column *columns[] = {&f->own, &f->x0, &f->x1, &f->y0, &f->y1, &f->ox, &f->oy, &f->sx, &f->sy};
     for (size_t k = 0; k < sizeof columns / sizeof *columns; k++)
         column_release(columns[k]);
-}
-
-static int same_shape(const Image *a, const Image *b, const char *name)
-{
-    if (a->view.shape[0] != b->view.shape[0] || a->view.shape[1] != b->view.shape[1]) {
-        PyErr_Format(PyExc_ValueError, "%s: not the shape of the array it goes with", name);
-        return -1;
-    }
-    return 0;
 }
 
 /* Half to even, as np.rint (and C's rint in the default rounding mode), inline: |v| < 2^51
@@ -407,15 +407,15 @@ static PyObject *fill(PyObject *self, PyObject *args)
         && (image_get(o[4], &f.companions, 0, "companions", "?") < 0
             || same_shape(&f.data, &f.companions, "companions") < 0))
         goto done;
-    if (column_get(o[5], &f.own, 'l', -1, "own") < 0)
+    if (column_get(o[5], &f.own, 'l', 0, -1, "own") < 0)
         goto done;
     Py_ssize_t n = f.own.view.shape[0];
     Column *ints[] = {&f.x0, &f.x1, &f.y0, &f.y1, &f.ox, &f.oy};
     const char *int_names[] = {"x0", "x1", "y0", "y1", "ox", "oy"};
     for (int k = 0; k < 6; k++)
-        if (column_get(o[6 + k], ints[k], 'l', n, int_names[k]) < 0)
+        if (column_get(o[6 + k], ints[k], 'l', 0, n, int_names[k]) < 0)
             goto done;
-    if (column_get(o[12], &f.sx, 'd', n, "sx") < 0 || column_get(o[13], &f.sy, 'd', n, "sy") < 0)
+    if (column_get(o[12], &f.sx, 'd', 0, n, "sx") < 0 || column_get(o[13], &f.sy, 'd', 0, n, "sy") < 0)
         goto done;
     if (image_get(o[14], &f.out_data, 1, "out_data", "f") < 0 || image_get(o[15], &f.out_error, 1, "out_error", "f") < 0
         || same_shape(&f.out_data, &f.out_error, "out_error") < 0)
@@ -540,33 +540,21 @@ static PyObject *annulus_sums(PyObject *self, PyObject *args)
                           &o[10]))
         return NULL;
     Image data = {0}, error = {0}, flags = {0};
-    Column x = {0}, y = {0}, rin = {0}, rout = {0}, sum = {0}, sum_error = {0}, count = {0};
-    Py_buffer flag = {0};
-    int flag_held = 0;
+    Column x = {0}, y = {0}, rin = {0}, rout = {0}, sum = {0}, sum_error = {0}, count = {0}, flag = {0};
     PyObject *result = NULL;
     if (image_get(o[0], &data, 0, "data", "fd") < 0 || image_get(o[1], &error, 0, "error", "fd") < 0
         || same_shape(&data, &error, "error") < 0 || image_get(o[2], &flags, 0, "flags", "?") < 0
-        || same_shape(&data, &flags, "flags") < 0 || column_get(o[3], &x, 'd', -1, "x") < 0)
+        || same_shape(&data, &flags, "flags") < 0 || column_get(o[3], &x, 'd', 0, -1, "x") < 0)
         goto done;
     Py_ssize_t n = x.view.shape[0];
-    if (column_get(o[4], &y, 'd', n, "y") < 0 || column_get(o[5], &rin, 'd', n, "rin") < 0
-        || column_get(o[6], &rout, 'd', n, "rout") < 0 || column_get(o[7], &sum, 'd', n, "out_sum") < 0
-        || column_get(o[8], &sum_error, 'd', n, "out_error") < 0 || column_get(o[10], &count, 'd', n, "out_count") < 0)
+    if (column_get(o[4], &y, 'd', 0, n, "y") < 0 || column_get(o[5], &rin, 'd', 0, n, "rin") < 0
+        || column_get(o[6], &rout, 'd', 0, n, "rout") < 0 || column_get(o[7], &sum, 'd', 1, n, "out_sum") < 0
+        || column_get(o[8], &sum_error, 'd', 1, n, "out_error") < 0 || column_get(o[9], &flag, 'h', 1, n, "out_flag") < 0
+        || column_get(o[10], &count, 'd', 1, n, "out_count") < 0)
         goto done;
-    if (PyObject_GetBuffer(o[9], &flag, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
-        goto done;
-    flag_held = 1;
-    if (flag.ndim != 1 || flag.shape[0] != n || strcmp(element_kind(flag.format), "h") != 0) {
-        PyErr_SetString(PyExc_TypeError, "out_flag: a contiguous 1-D int16 array of the sources' length expected");
-        goto done;
-    }
-    if (sum.view.readonly || sum_error.view.readonly || count.view.readonly) {
-        PyErr_SetString(PyExc_TypeError, "out_sum, out_error, out_count: writable arrays expected");
-        goto done;
-    }
     const double *xs = x.view.buf, *ys = y.view.buf, *rins = rin.view.buf, *routs = rout.view.buf;
     double *sums = sum.view.buf, *errors = sum_error.view.buf, *counts = count.view.buf;
-    short *flags_out = flag.buf;
+    short *flags_out = flag.view.buf;
     int refused = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)
@@ -582,11 +570,9 @@ done:
     image_release(&data);
     image_release(&error);
     image_release(&flags);
-    Column *columns[] = {&x, &y, &rin, &rout, &sum, &sum_error, &count};
+    Column *columns[] = {&x, &y, &rin, &rout, &sum, &sum_error, &flag, &count};
     for (size_t k = 0; k < sizeof columns / sizeof *columns; k++)
         column_release(columns[k]);
-    if (flag_held)
-        PyBuffer_Release(&flag);
     return result;
 }
 
@@ -602,7 +588,7 @@ static int boxes_get(PyObject **o, Boxes *b, Py_ssize_t *n)
     for (int k = 0; k < 6; k++) {
         if (o[k] == NULL)
             continue;
-        if (column_get(o[k], columns[k], 'l', k ? *n : -1, names[k]) < 0)
+        if (column_get(o[k], columns[k], 'l', 0, k ? *n : -1, names[k]) < 0)
             return -1;
         if (k == 0)
             *n = b->x0.view.shape[0];
@@ -704,15 +690,11 @@ static PyObject *own_pixels(PyObject *self, PyObject *args)
     Py_ssize_t n = 0;
     PyObject *result = NULL;
     if (image_get(segmap_o, &segmap, 0, "segmap", "bBhHiIlLqQ") < 0 || boxes_get(o, &b, &n) < 0
-        || column_get(labels_o, &labels, 'l', n, "labels") < 0 || column_get(counts_o, &counts, 'l', n, "out_counts") < 0)
+        || column_get(labels_o, &labels, 'l', 0, n, "labels") < 0 || column_get(counts_o, &counts, 'l', 1, n, "out_counts") < 0)
         goto done;
     int listing = rows_o != Py_None;
-    if (listing && (column_get(rows_o, &rows, 'l', -1, "out_rows") < 0 || column_get(cols_o, &cols, 'l', -1, "out_cols") < 0))
+    if (listing && (column_get(rows_o, &rows, 'l', 1, -1, "out_rows") < 0 || column_get(cols_o, &cols, 'l', 1, -1, "out_cols") < 0))
         goto done;
-    if (counts.view.readonly || (listing && (rows.view.readonly || cols.view.readonly))) {
-        PyErr_SetString(PyExc_TypeError, "out_counts, out_rows, out_cols: writable arrays expected");
-        goto done;
-    }
     const int64_t *x0 = b.x0.view.buf, *x1 = b.x1.view.buf, *y0 = b.y0.view.buf, *y1 = b.y1.view.buf;
     const int64_t *own = labels.view.buf;
     int64_t *count = counts.view.buf;
