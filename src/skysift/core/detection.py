@@ -39,6 +39,7 @@ from scipy import ndimage
 from skysift.core.compiled import loops as _loops  # None without a compiler: NumPy's loops
 from skysift.core.deblending import isolate_blends, isolate_blends_segmented
 from skysift.core.median import median
+from skysift.core.shelves import shelf_layout
 from skysift.errors import DetectionFailed
 from skysift.heap import release_free_heap
 from skysift.settings import DetectionSettings
@@ -544,19 +545,8 @@ class _BoxMosaic:
     def __init__(self, x0, x1, y0, y1, shape: tuple[int, int], margin: int) -> None:
         self.shape_of_image = shape
         self.x0, self.x1, self.y0, self.y1, self.margin = x0, x1, y0, y1, margin
-        widths, heights = x1 - x0 + 1 + 2 * margin, y1 - y0 + 1 + 2 * margin
-        width = int(max(widths.max(), np.sqrt((widths * heights).sum()) * 1.2))
-        ox, oy = [0] * len(widths), [0] * len(widths)
-        shelf_y = shelf_h = cursor = 0
-        w, h = widths.tolist(), heights.tolist()  # Python ints: one pass per source
-        for k in np.argsort(-heights, kind="stable").tolist():
-            if cursor + w[k] > width:
-                shelf_y, shelf_h, cursor = shelf_y + shelf_h, 0, 0
-            ox[k], oy[k] = cursor + margin, shelf_y + margin  # the box itself
-            cursor += w[k]
-            shelf_h = max(shelf_h, h[k])
-        self.ox, self.oy = np.array(ox, dtype=np.int64), np.array(oy, dtype=np.int64)
-        self.shape = (shelf_y + shelf_h, width)
+        xs, ys, self.shape = shelf_layout(x1 - x0 + 1 + 2 * margin, y1 - y0 + 1 + 2 * margin)
+        self.ox, self.oy = np.array(xs, dtype=np.int64) + margin, np.array(ys, dtype=np.int64) + margin  # the box itself
 
     def gather(self, image: np.ndarray, segmap: np.ndarray | None = None, labels: np.ndarray | None = None):
         """``image`` within the boxes and their margins (float32, zero beyond the image, as a
@@ -591,7 +581,6 @@ class _BoxMosaic:
         boxes = np.repeat(np.arange(len(rows)), counts)  # box coordinates to mosaic ones, all at once
         return out, (np.concatenate(rows) + self.oy[boxes], np.concatenate(cols) + self.ox[boxes], boxes)
 
-
     def _gather_compiled(self, image: np.ndarray, segmap: np.ndarray | None, labels: np.ndarray | None):
         """:meth:`gather` by the compiled loops: the same arrays, without NumPy calls per box."""
         out = np.zeros(self.shape, dtype=np.float32)
@@ -602,7 +591,8 @@ class _BoxMosaic:
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         counts = np.empty(len(labels), dtype=np.int64)
         _loops.own_pixels(segmap, labels, *bounds, counts, None, None)  # how many, then where
-        rows, cols = np.empty(int(counts.sum()), dtype=np.int64), np.empty(int(counts.sum()), dtype=np.int64)
+        pixels = int(counts.sum())
+        rows, cols = np.empty(pixels, dtype=np.int64), np.empty(pixels, dtype=np.int64)
         _loops.own_pixels(segmap, labels, *bounds, counts, rows, cols)
         boxes = np.repeat(np.arange(len(labels)), counts)
         return out, (rows + self.oy[boxes], cols + self.ox[boxes], boxes)

@@ -50,6 +50,7 @@ from scipy.spatial import cKDTree
 from skysift.core import flags as F
 from skysift.core.compiled import loops as _loops  # None without a compiler: NumPy's functions
 from skysift.core.detection import CENTRE_SEARCH_PX, local_peak
+from skysift.core.shelves import shelf_layout
 from skysift.settings import PhotometrySettings
 
 __all__ = [
@@ -786,19 +787,8 @@ class _Layout:
 
     @classmethod
     def of(cls, boxes: list[_Box]) -> _Layout:
-        heights = np.array([box.shape[0] for box in boxes])
-        widths = np.array([box.shape[1] for box in boxes])
-        width = int(max(widths.max(), np.sqrt((heights * widths).sum()) * 1.2))
-        xs, ys = [0] * len(boxes), [0] * len(boxes)
-        shelf_y = shelf_h = cursor = 0
-        w, h = widths.tolist(), heights.tolist()  # Python ints: one pass per cut-out
-        for k in np.argsort(-heights, kind="stable").tolist():
-            if cursor + w[k] > width:
-                shelf_y, shelf_h, cursor = shelf_y + shelf_h, 0, 0
-            xs[k], ys[k] = cursor, shelf_y
-            cursor += w[k]
-            shelf_h = max(shelf_h, h[k])
-        return cls(boxes, xs, ys, (shelf_y + shelf_h, width))
+        xs, ys, shape = shelf_layout(np.array([box.shape[1] for box in boxes]), np.array([box.shape[0] for box in boxes]))
+        return cls(boxes, xs, ys, shape)
 
     def blank(self, *, masked: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
         """The mosaic's arrays before any cut-out is placed: data 0, error 1, mask, neighbour
