@@ -227,7 +227,8 @@ def _measure_strip(strip: Strip, *, data: np.ndarray, mask: np.ndarray | None, b
     t = time.perf_counter()
     rows = strip.rows
     detections = detect(data[rows], bkg.rms[rows], None if mask is None else mask[rows], settings.detection,
-                        filter_fwhm_px=filter_fwhm_px, noise_factor=noise_factor, segmentation_map=True)
+                        filter_fwhm_px=filter_fwhm_px, noise_factor=noise_factor, segmentation_map=True,
+                        trim_heap=not strip.is_whole)
     keep, truncated = strip.owned(detections.objects, guard_px=detections.filter_margin_px + 1)
     detected = shift_objects(detections.objects, 0, strip.ry0)
     objects = detected[keep]

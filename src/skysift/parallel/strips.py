@@ -62,6 +62,11 @@ class Strip:
     def rows(self) -> slice:
         return slice(self.ry0, self.ry1)
 
+    @property
+    def is_whole(self) -> bool:
+        """Whether the strip is its whole frame (detected from every row)."""
+        return self.ry0 == 0 and self.ry1 == self.ny
+
     def on_frame(self, strip_map: np.ndarray) -> np.ndarray:
         """A map of the strip's rows (``rows``) as a map of the whole frame, zero elsewhere.
 
