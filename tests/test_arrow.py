@@ -24,6 +24,7 @@ from skysift.catalog.arrow import (
     repeated_string,
     repeated_timestamp,
     rows_of,
+    string_codes,
     table_from_rows,
 )
 from skysift.catalog.records import ImageRecord, ImageStatus, Route
@@ -140,6 +141,22 @@ def test_values_back_as_to_numpy(values, type_, cut, null):
 def test_booleans_back(values, offset):
     column = pa.array(values, pa.bool_()).slice(min(offset, len(values)))
     np.testing.assert_array_equal(numpy_values(column), column.fill_null(False).to_numpy(zero_copy_only=False))
+
+
+@relaxed
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["g", "r", "i", "é", "", "img01", "unknown"])), max_size=40),
+       st.integers(0, 40), st.integers(0, 5))
+def test_string_codes_as_numpy_unique(values, cut, offset):
+    """The distinct values, sorted, and each row's index among them: what ``np.unique`` of the
+    column's Python strings gives, for chunked, sliced columns with nulls."""
+    column = pa.chunked_array([pa.array(values[:cut], pa.string()), pa.array(values[cut:], pa.string())],
+                              pa.string()).slice(min(offset, len(values)))
+    names, codes = string_codes(column, null="unknown")
+    strings = numpy_values(column, null="unknown")
+    expected_names, expected_codes = np.unique(strings, return_inverse=True) if len(strings) else ([], [])
+    assert names.dtype == object and codes.dtype == np.int64 and len(codes) == len(column)
+    assert list(names) == list(expected_names)
+    assert codes.tolist() == list(expected_codes)
 
 
 def test_strings_back_and_unknown_types():

@@ -21,6 +21,7 @@ from skysift.catalog.objects import (
     OBJECTS_SCHEMA,
     _recompute,
     _Sources,
+    catalog_count,
     objects_root,
     rebuild_objects,
     update_objects,
@@ -364,6 +365,54 @@ def test_a_few_files_read_by_pyarrow_give_what_duckdb_gives(tmp_path_factory, se
         written.append({p.parent.name: pa.parquet.read_table(p) for p in sorted(root.glob("*/*.parquet"))})
     assert written[0].keys() == written[1].keys()
     assert all(written[0][cell].equals(written[1][cell]) for cell in written[0])
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_images=st.integers(1, 6))
+def test_a_rebuild_in_one_pass_writes_what_batches_of_one_cell_write(tmp_path_factory, seed, n_images):
+    """A table read whole is rebuilt in one pass (its detections are in memory already); through
+    DuckDB, in batches of cells: the same files, and the count of objects the files hold."""
+    from skysift.catalog import objects as objects_module
+
+    written, counts = [], []
+    for direct in (True, False):
+        home = tmp_path_factory.mktemp("rebuild")
+        _write_random_home(home, np.random.default_rng(seed), n_images)
+        original = objects_module.DIRECT_READ_FILES
+        objects_module.DIRECT_READ_FILES = original if direct else -1
+        try:
+            report = rebuild_objects(home, batch_cells=1)
+        finally:
+            objects_module.DIRECT_READ_FILES = original
+        counts.append((report.objects, catalog_count(home)))
+        written.append({p.parent.name: pa.parquet.read_table(p) for p in sorted(objects_root(home).glob("*/*.parquet"))})
+    assert written[0].keys() == written[1].keys()
+    assert all(written[0][cell].equals(written[1][cell]) for cell in written[0])
+    assert counts[0][0] == counts[0][1] == counts[1][0] == counts[1][1]
+
+
+def test_a_cell_that_cannot_be_written_fails_the_step_after_the_others(tmp_path, monkeypatch):
+    """The cells' files are written a few at a time: one write's failure is the step's (the
+    others are done, each whole, before it raises)."""
+    from skysift.catalog import objects as objects_module
+
+    home = tmp_path / "home"
+    _write_random_home(home, np.random.default_rng(3), 6)
+    real_write = objects_module._write_cell
+    done = []
+
+    def refuse_one(root, cell, objects):
+        if not done:
+            done.append(None)
+            raise OSError(28, "No space left on device")
+        real_write(root, cell, objects)
+        done.append(cell)
+
+    monkeypatch.setattr(objects_module, "_write_cell", refuse_one)
+    with pytest.raises(OSError, match="No space left"):
+        rebuild_objects(home)
+    for cell in done[1:]:
+        assert pa.parquet.read_table(objects_root(home) / f"sky_cell={cell}" / "objects.parquet").num_rows > 0
 
 
 def test_a_damaged_sources_file_read_directly_is_named_in_one_line(tmp_path):

@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["empty_table", "numpy_column", "numpy_values", "python_column", "read_parquet", "repeated_string", "repeated_timestamp", "rows_of", "table_from_rows"]
+__all__ = ["empty_table", "numpy_column", "numpy_values", "python_column", "read_parquet", "repeated_string", "repeated_timestamp", "rows_of",
+           "string_codes", "table_from_rows"]
 
 _NUMPY_TYPES = {
     pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
@@ -173,6 +175,20 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.
     """Rows (mappings of column name to Python value; a missing key is null) as a table of
     ``schema``: the table ``pa.Table.from_pylist(rows, schema=schema)`` gives."""
     return pa.Table.from_arrays([python_column([row.get(f.name) for row in rows], f.type) for f in schema], schema=schema)
+
+
+def string_codes(column: pa.Array | pa.ChunkedArray, null: str) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of a string column, sorted, and the index of each row's among them: what
+    ``np.unique(numpy_values(column, null=null), return_inverse=True)`` gives, without a Python
+    string per row (Arrow's dictionary encoding, then a sort of the few distinct values)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = pc.dictionary_encode(array.fill_null(null) if array.null_count else array)
+    distinct = np.empty(len(encoded.dictionary), object)
+    distinct[:] = encoded.dictionary.to_pylist()
+    rank = np.argsort(distinct, kind="stable")
+    place = np.empty(len(rank), np.int64)
+    place[rank] = np.arange(len(rank))
+    return distinct[rank], place[numpy_values(encoded.indices).astype(np.int64, copy=False)]
 
 
 def numpy_values(column: pa.Array | pa.ChunkedArray, null: Any = None) -> np.ndarray:
