@@ -165,3 +165,56 @@ def test_freed_blocks_of_a_few_mib_are_reused_not_mapped_afresh(how, env, kept):
         assert int(faults) < 64
     else:
         assert int(faults) > 512  # 1,024 pages of 4 KiB
+
+
+#: Run in a process of its own (the allocator's settings are the process's): page faults of a
+#: 64 MiB array made again after one was freed, as a 4096^2 frame's maps are, frame after frame.
+_FRAME_AFTER_FRAME = """
+import resource, sys
+import numpy as np
+from skysift.heap import keep_frames_heap
+kept = keep_frames_heap() if sys.argv[1] == "keep" else None
+np.ones(2**24, np.float32)  # the last frame's map, freed
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+np.ones(2**24, np.float32)
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_frame_workers_heap_keeps_the_last_frames_pages_for_the_next():
+    def faults(mode: str, **env: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FRAME_AFTER_FRAME, mode], capture_output=True, text=True, check=True,
+                             env={**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0", **env}).stdout.split()
+        return out[0], int(out[1])
+
+    kept, few = faults("keep")
+    if kept == "False":
+        pytest.skip("this C library has no mallopt")
+    assert kept == "True"
+    _, fresh = faults("default")
+    assert fresh > 4000 and few < fresh / 10, (few, fresh)  # 16,384 pages touched afresh, or the last frame's
+    # the user's own allocator settings win
+    assert faults("keep", MALLOC_TRIM_THRESHOLD_="1048576")[0] == "False"
+    assert faults("keep", MALLOC_MMAP_MAX_="65536")[0] == "False"
+
+
+def test_the_measuring_pools_workers_keep_their_frames_heap(tmp_path, monkeypatch, make_sky):
+    """Each worker of a bulk run keeps its frames' memory (and a single image's process, which may
+    fork strip workers, does not)."""
+    from skysift.pipeline import survey
+    from skysift.settings import Settings
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setattr(survey, "keep_frames_heap", lambda: (marks / str(os.getpid())).touch())
+    folder = tmp_path / "sky"
+    folder.mkdir()
+    for k in range(3):
+        make_sky(folder / f"f{k}.fits", size=256, seed=k)
+    settings = Settings.load(home=tmp_path / "home")
+    survey.run_local([str(folder / "f0.fits")], settings, workers=2)
+    assert not list(marks.iterdir())
+    report = survey.run_local([str(p) for p in sorted(folder.glob("*.fits"))], settings, workers=2)
+    assert len(report.summaries) == 2  # f0 was done
+    assert 1 <= len(list(marks.iterdir())) <= 2 and str(os.getpid()) not in {p.name for p in marks.iterdir()}

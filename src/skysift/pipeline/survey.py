@@ -76,6 +76,7 @@ from skysift.catalog.tables import LocalTables
 from skysift.core.metadata import observation_time
 from skysift.core.pointing import SkyDisc, header_disc, overlapping
 from skysift.errors import InternalError, SkysiftError, WorkerDied
+from skysift.heap import keep_frames_heap
 from skysift.io import storage
 from skysift.io.fits import image_hdu_headers, image_id_hdu, make_image_id, walk_file
 from skysift.io.fitsheader import HeaderLimits
@@ -411,7 +412,7 @@ def _run_locked(uris: Iterable[str], settings: Settings, *, workers: int, hdu: i
                 # tasks start in order: the worker on image i reads ahead the one starting after i's peers
                 calls = [(_measure_and_write, uri, per_worker, image_hdu, 1, _upcoming(todo, i + workers),
                           keep((uri, image_hdu))) for i, (uri, image_hdu) in enumerate(todo)]
-                run_surviving(operator.call, calls, workers, done, initializer=_open_worker_store,
+                run_surviving(operator.call, calls, workers, done, initializer=_start_measuring_worker,
                               initargs=(settings.home, skies), scratch=home)
         except KeyboardInterrupt:
             report.interrupted = True
@@ -518,6 +519,14 @@ def _open_worker_store(home: Path, skies: str | None = None) -> None:
     global _worker_store
     _worker_store = LocalTables(home)
     forced.use_sky_cache(skies)
+
+
+def _start_measuring_worker(home: Path, skies: str | None = None) -> None:
+    """Pool initializer of the measuring pool, whose workers measure one whole frame after another:
+    the C library keeps their frames' memory for the next (:func:`~skysift.heap.keep_frames_heap`),
+    and :func:`_open_worker_store`."""
+    keep_frames_heap()
+    _open_worker_store(home, skies)
 
 
 def _prepare_alerts(row: ImageRecord, settings: Settings, store: LocalTables | None = None) -> list[dict]:
