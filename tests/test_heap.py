@@ -199,9 +199,10 @@ def test_a_frame_workers_heap_keeps_the_last_frames_pages_for_the_next():
     assert faults("keep", MALLOC_MMAP_MAX_="65536")[0] == "False"
 
 
-def test_the_measuring_pools_workers_keep_their_frames_heap(tmp_path, monkeypatch, make_sky):
-    """Each worker of a bulk run keeps its frames' memory (and a single image's process, which may
-    fork strip workers, does not)."""
+def test_the_measuring_pools_workers_keep_their_frames_heap_when_the_frames_are_large(tmp_path, monkeypatch, make_sky):
+    """Each worker of a bulk run keeps its frames' memory when some frame's maps are beyond the heap's
+    largest block (4096^2 and up; here, the 256^2 frames made large by lowering that size); not
+    with smaller frames, nor a single image's process, which may fork strip workers."""
     from skysift.pipeline import survey
     from skysift.settings import Settings
 
@@ -210,11 +211,26 @@ def test_the_measuring_pools_workers_keep_their_frames_heap(tmp_path, monkeypatc
     monkeypatch.setattr(survey, "keep_frames_heap", lambda: (marks / str(os.getpid())).touch())
     folder = tmp_path / "sky"
     folder.mkdir()
-    for k in range(3):
+    for k in range(5):
         make_sky(folder / f"f{k}.fits", size=256, seed=k)
+    files = [str(p) for p in sorted(folder.glob("*.fits"))]
     settings = Settings.load(home=tmp_path / "home")
-    survey.run_local([str(folder / "f0.fits")], settings, workers=2)
+    survey.run_local(files[:1], settings, workers=2)
     assert not list(marks.iterdir())
-    report = survey.run_local([str(p) for p in sorted(folder.glob("*.fits"))], settings, workers=2)
-    assert len(report.summaries) == 2  # f0 was done
+    assert len(survey.run_local(files[:3], settings, workers=2).summaries) == 2  # f0 was done: a pool of two
+    assert not list(marks.iterdir())  # 256^2 frames: 256 KiB maps
+    monkeypatch.setattr(survey, "MMAP_THRESHOLD_BYTES", 256 * 256 * 4)
+    assert len(survey.run_local(files, settings, workers=2).summaries) == 2
     assert 1 <= len(list(marks.iterdir())) <= 2 and str(os.getpid()) not in {p.name for p in marks.iterdir()}
+
+
+def test_a_frames_pixels_from_its_listed_header():
+    from astropy.io import fits
+
+    from skysift.pipeline.survey import _frame_pixels
+
+    assert _frame_pixels(fits.Header({"NAXIS": 2, "NAXIS1": 4096, "NAXIS2": 2048})) == 4096 * 2048
+    assert _frame_pixels(fits.Header({"NAXIS": 2, "NAXIS1": 8, "NAXIS2": 100, "ZNAXIS1": 4096, "ZNAXIS2": 4096})) == 4096**2
+    assert _frame_pixels(fits.Header({"NAXIS": 2, "NAXIS1": "4096", "NAXIS2": 10})) is None
+    assert _frame_pixels(fits.Header({"NAXIS": 2, "NAXIS1": True, "NAXIS2": 10})) is None
+    assert _frame_pixels(fits.Header({"NAXIS": 1, "NAXIS1": 10})) is None

@@ -22,10 +22,10 @@ from functools import cache
 
 __all__ = [
     "ALLOCATOR_DEFAULTS",
+    "FRAME_WORKER_TRIM_THRESHOLD_BYTES",
     "MMAP_THRESHOLD_BYTES",
     "TRIM_THRESHOLD_BYTES",
     "choose_allocators",
-    "FRAME_WORKER_TRIM_THRESHOLD_BYTES",
     "frozen_for_fork",
     "keep_frames_heap",
     "keep_freed_heap",
