@@ -133,12 +133,8 @@ def keep_freed_heap() -> bool:
     main process of one 4096^2 image makes 70,900 faults (75,000 before). The explicit
     trims (:func:`release_free_heap`) still give the heap back where the peak matters.
     """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return False
-    mallopt = _c_function("mallopt")
-    if mallopt is None or _c_function("malloc_trim") is None:  # mallopt and malloc_trim: glibc's, not musl's
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return _mallopt_unless_chosen({"MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+                                   "MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)})
 
 
 def keep_frames_heap() -> bool:
@@ -156,9 +152,17 @@ def keep_frames_heap() -> bool:
     Not for a strip worker or the process that forks them: their peak is what the memory target
     counts, and a forked child starts with every resident page of its parent.
     """
-    if "MALLOC_MMAP_MAX_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    return _mallopt_unless_chosen({"MALLOC_MMAP_MAX_": (_M_MMAP_MAX, 0),
+                                   "MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, FRAME_WORKER_TRIM_THRESHOLD_BYTES)})
+
+
+def _mallopt_unless_chosen(settings: dict[str, tuple[int, int]]) -> bool:
+    """``mallopt(parameter, value)`` for each ``{environment variable: (parameter, value)}``, in
+    order; False, setting nothing, when the user set one of those variables (theirs win, for
+    all of them) or this C library has no ``mallopt`` and ``malloc_trim`` (glibc's, not musl's)."""
+    if any(name in os.environ for name in settings):
         return False
     mallopt = _c_function("mallopt")
-    if mallopt is None or _c_function("malloc_trim") is None:  # glibc's, not musl's
+    if mallopt is None or _c_function("malloc_trim") is None:
         return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, FRAME_WORKER_TRIM_THRESHOLD_BYTES))
+    return all([bool(mallopt(parameter, value)) for parameter, value in settings.values()])

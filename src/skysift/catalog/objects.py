@@ -521,11 +521,7 @@ def _recompute(sources: _Sources, root: Path, cells: set[int], radius_arcsec: fl
 def _write_cells(root: Path, slices: dict[int, pa.Table]) -> None:
     """:func:`_write_cell` for every cell of ``slices``, a few at a time; the first failure raises
     (after the writes already started have ended)."""
-    if len(slices) <= 1:
-        for cell, objects in slices.items():
-            _write_cell(root, cell, objects)
-        return
-    with ThreadPoolExecutor(max_workers=min(WRITER_THREADS, len(slices))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(WRITER_THREADS, len(slices)))) as pool:
         for done in [pool.submit(_write_cell, root, cell, objects) for cell, objects in slices.items()]:
             done.result()
 
