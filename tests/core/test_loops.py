@@ -2,7 +2,7 @@
 
 ``photometry._foreign`` and ``photometry.corrected_cutout`` laid out by ``photometry._lay_out``
 are the reference of the neighbour correction, ``sep.sum_circann`` of the local pedestal's
-annuli, ``detection._BoxMosaic.gather`` in NumPy of the companion search's mosaic: the compiled loops must give the same kinds, the same mosaics and the
+annuli, ``sep.flux_radius`` of the half-light radius, ``detection._BoxMosaic.gather`` in NumPy of the companion search's mosaic: the compiled loops must give the same kinds, the same mosaics and the
 same counts, bit for bit, on any segmentation map, companions, mask, dtypes and boxes (on or off
 the image), and the whole measurement must be the same with them or without them.
 """
@@ -236,6 +236,85 @@ def test_pedestal_annuli_of_centres_off_the_image_or_not_finite_are_seps_and_bad
             _sep_annuli(data, error, flags, [5.0], [5.0], [bad_rin], [bad_rout])
         with pytest.raises(ValueError, match="not 0 <= rin <= rout"):
             _compiled_annuli(data, error, flags, [5.0], [5.0], [bad_rin], [bad_rout])
+
+
+def _sep_radii(data, mask, x, y, rmax, frac, normflux, subpix):
+    """SEP's call that ``photometry._flux_radius`` replaces: radii and flags."""
+    mask = None if mask is None else np.ascontiguousarray(mask)
+    return sep.flux_radius(np.ascontiguousarray(data), x, y, rmax, frac, normflux=normflux, mask=mask, subpix=subpix)
+
+
+def _compiled_radii(data, mask, x, y, rmax, frac, normflux, subpix):
+    radius, flag = np.empty(len(x)), np.empty(len(x), np.int16)
+    _loops.flux_radius(data, mask, *(np.asarray(v, np.float64) for v in (x, y, rmax, normflux)), frac, subpix,
+                       radius, flag)
+    return radius, flag
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), ny=st.integers(1, 60), nx=st.integers(1, 60), n=st.integers(1, 20),
+       dtype=st.sampled_from([np.float32, np.float64]), masked=st.booleans(), strided=st.booleans(),
+       quantized=st.booleans(), wide=st.booleans(), spoiled=st.booleans(),
+       frac=st.sampled_from([0.5, 1.0, 0.2, 0.0]), subpix=st.sampled_from([1, 3, 5]))
+def test_the_half_light_radii_are_seps(seed, ny, nx, n, dtype, masked, strided, quantized, wide, spoiled, frac, subpix):
+    """Radii and flags bit for bit: with a mask or not, centres on and off the image, on quarter
+    pixels (pixel centres exactly on a bin's edge), growth curves of bins narrower than a pixel's
+    diagonal (every pixel sampled) and wider (``wide``: SEP's fmod test decides which pixels),
+    pixels and normalizing fluxes that are not finite or not positive."""
+    rng = np.random.default_rng(seed)
+    width = 2 * nx if strided else nx
+    data = rng.normal(0, 5, (ny, width)).astype(dtype)
+    yy, xx = np.mgrid[:ny, :width]
+    data += (200 * np.exp(-((xx - width / 2) ** 2 + (yy - ny / 2) ** 2) / 8.0)).astype(dtype)
+    if spoiled:
+        data[rng.uniform(size=data.shape) < 0.03] = np.nan
+    mask = rng.uniform(size=(ny, width)) < 0.1 if masked else None
+    if strided:
+        data = data[:, ::2]
+        mask = None if mask is None else mask[:, ::2]
+    x, y = rng.uniform(-10, nx + 10, n), rng.uniform(-10, ny + 10, n)
+    rmax = rng.uniform(50, 120, n) if wide else rng.uniform(0.1, 25, n)
+    if quantized:
+        x, y, rmax = (np.round(v * 4) / 4 for v in (x, y, rmax))
+    if platform.machine().lower() not in ("x86_64", "amd64"):  # rmax 0: SEP's bin of an infinite distance is
+        rmax = np.where(rmax > 0, rmax, 0.25)  # the CPU's cast (x86's INT64_MIN, which its arithmetic wraps to 0)
+    normflux = rng.uniform(-50, 2000, n)
+    normflux[rng.uniform(size=n) < 0.2] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = _sep_radii(data, mask, x, y, rmax, frac, normflux, subpix)
+        got = _compiled_radii(data, mask, x, y, rmax, frac, normflux, subpix)
+    for name, a, b in zip(("radius", "flag"), got, expected, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@needs_extension
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="SEP's cast of an infinity is the CPU's")
+def test_half_light_radii_of_rmax_0_are_seps():
+    """rmax 0: SEP's bins are 0 wide, every pixel's bin an infinite (or NaN) distance over 0, which
+    its x86 build adds to bin 0; a pixel that is not finite makes the radius NaN."""
+    data = np.arange(100, dtype=np.float32).reshape(10, 10)
+    spoiled = data.copy()
+    spoiled[5, 5] = np.nan
+    centre = (np.array([5.0, 5.0]), np.array([5.0, 2.0]), np.zeros(2), 0.5, np.array([100.0, np.nan]), 3)
+    for image in (data, spoiled):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected, got = _sep_radii(image, None, *centre), _compiled_radii(image, None, *centre)
+        for name, a, b in zip(("radius", "flag"), got, expected, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@needs_extension
+def test_half_light_radii_of_what_sep_refuses_are_refused():
+    data, one = np.ones((10, 10), np.float32), np.array([5.0])
+    with pytest.raises(Exception, match="invalid aperture parameters"):
+        _sep_radii(data, None, one, one, np.array([-1.0]), 0.5, one, 3)
+    with pytest.raises(ValueError, match="rmax"):
+        _compiled_radii(data, None, one, one, np.array([-1.0]), 0.5, one, 3)
+    with pytest.raises(ValueError, match="subpix"):
+        _compiled_radii(data, None, one, one, one, 0.5, one, 0)
+    with pytest.raises(TypeError, match="mask"):
+        _compiled_radii(data, np.zeros((10, 10), np.uint8), one, one, one, 0.5, one, 3)
 
 
 @needs_extension

@@ -22,7 +22,10 @@
  *       the local pedestal's annuli in one pass: sep.sum_circann(data, x, y, rin, rout,
  *       err=error, mask=flags, subpix=1) (its box, pixel tests, sums, mask correction and
  *       flags, replicated) and how many flagged pixels each annulus holds, as
- *       sep.sum_circann(flags, x, y, rin, rout, subpix=1) counts them.
+ *       sep.sum_circann(flags, x, y, rin, rout, subpix=1) counts them;
+ *   flux_radius(data, mask, x, y, rmax, normflux, frac, subpix, out_radius, out_flag)
+ *       the half-light radius's sep.flux_radius(data, x, y, rmax, frac, normflux=normflux,
+ *       mask=mask, subpix=subpix): its growth curve and inverse, replicated.
  *
  * Each gives exactly what the NumPy or SEP call gives (tests/core/test_loops.py compares
  * them on random inputs); photometry uses these when this module was built (an optional
@@ -576,6 +579,170 @@ done:
     return result;
 }
 
+/* Annuli of sep_flux_radius's growth curve (FLUX_RADIUS_BUFSIZE in sep.h). */
+#define GROWTH_BINS 64
+
+/* SEP's inverse(): the radius at which the growth curve ``cumulative`` (bin k ending at
+ * (k + 1) * rmax / GROWTH_BINS) reaches ``target``, linearly between bins. */
+static double growth_inverse(double rmax, const double *cumulative, double target)
+{
+    double step = rmax / GROWTH_BINS;
+    int i = 0;
+    while (i < GROWTH_BINS && cumulative[i] < target)
+        i++;
+    if (i == 0) {
+        if (target <= 0. || cumulative[0] == 0.)
+            return 0.;
+        return step * target / cumulative[0];
+    }
+    if (i == GROWTH_BINS)
+        return rmax;
+    return step * (i + (target - cumulative[i - 1]) / (cumulative[i] - cumulative[i - 1]));
+}
+
+/* SEP's bin of a sub-pixel or pixel, (int64_t)(distance / step): a value no int64 holds (NaN, or
+ * infinite when rmax is 0) is INT64_MIN on x86, whose element offset (times 8) wraps to 0 in SEP's
+ * address arithmetic: bin 0, where SEP's x86 build adds it. */
+static inline int64_t growth_bin(double scaled)
+{
+    return (scaled >= -9.2e18 && scaled <= 9.2e18) ? (int64_t)scaled : 0;
+}
+
+/* sep.flux_radius(data, x, y, rmax, frac, normflux=total, mask=mask, subpix=subpix) of one
+ * source, as sep_sum_circann_multi and sep_flux_radius compute it: the box (boxextent of
+ * rmax + 1.5), each pixel's sub-pixels binned by their distance (sqrt, times 1/step, cut
+ * to an int) in the order SEP adds them, a whole pixel binned alone only where it is not
+ * near a bin's edge (never when a bin is narrower than a pixel's diagonal, which SEP finds
+ * with fmod), the masked area corrected for bin by bin, and SEP's inverse. What SEP also
+ * sums and flux_radius does not read (variances; the area without a mask) is left out; the sums'
+ * additions are SEP's, one by one, so the radius is SEP's to the bit. Pixel values are read
+ * as SEP's PIXTYPE (float). */
+static double growth_radius(const Image *data, const Image *mask, double x, double y, double rmax, double total,
+                            double frac, int subpix, short *flag)
+{
+    double sum[GROWTH_BINS] = {0.}, area[GROWTH_BINS] = {0.}, masked_area[GROWTH_BINS] = {0.};
+    *flag = 0;
+    Py_ssize_t w = data->view.shape[1], h = data->view.shape[0];
+    double scale = 1.0 / subpix, scale2 = scale * scale, offset = 0.5 * (scale - 1.0);
+    double r_out = rmax + 1.5, r_out2 = r_out * r_out;
+    double step = rmax / GROWTH_BINS, stepdens = 1.0 / step;
+    double prevbinmargin = 0.7072, nextbinmargin = step - 0.7072;
+    /* a bin narrower than a pixel's diagonal: fmod's remainder (>= 0) always passes SEP's test */
+    int every_pixel_sampled = step > 0.0 && nextbinmargin < 0.0;
+    double bounds[4] = {x - r_out + 0.5, x + r_out + 1.4999999, y - r_out + 0.5, y + r_out + 1.4999999};
+    int64_t box[4];
+    for (int k = 0; k < 4; k++)
+        box[k] = (bounds[k] >= -9.2e18 && bounds[k] <= 9.2e18) ? (int64_t)bounds[k] : INT64_MIN;
+    int64_t xmin = box[0], xmax = box[1], ymin = box[2], ymax = box[3];
+    if (xmin < 0) { xmin = 0; *flag |= APER_TRUNC; }
+    if (xmax > w) { xmax = w; *flag |= APER_TRUNC; }
+    if (ymin < 0) { ymin = 0; *flag |= APER_TRUNC; }
+    if (ymax > h) { ymax = h; *flag |= APER_TRUNC; }
+    int has_mask = mask != NULL;
+    Py_ssize_t data_step = data->view.strides[1], mask_step = has_mask ? mask->view.strides[1] : 0;
+    for (int64_t iy = ymin; iy < ymax; iy++) {
+        const char *values = at(data, iy, 0);
+        const unsigned char *masks = has_mask ? (const unsigned char *)at(mask, iy, 0) : NULL;
+        for (int64_t ix = xmin; ix < xmax; ix++) {
+            double dx = (double)ix - x, dy = (double)iy - y;
+            double rpix2 = dx * dx + dy * dy;
+            if (!(rpix2 < r_out2))
+                continue;
+            float pix = data->kind == 'f' ? *(const float *)(values + ix * data_step)
+                                          : (float)*(const double *)(values + ix * data_step);
+            int is_masked = has_mask && masks[ix * mask_step];
+            if (is_masked)
+                *flag |= APER_HASMASKED;
+            double rpix = every_pixel_sampled ? 0.0 : sqrt(rpix2), near_edge = 0.0;
+            if (every_pixel_sampled || (near_edge = fmod(rpix, step)) < prevbinmargin || near_edge > nextbinmargin) {
+                dx += offset;
+                dy += offset;
+                for (int sy = subpix; sy--; dy += scale) {
+                    double dx1 = dx, dy2 = dy * dy;
+                    for (int sx = subpix; sx--; dx1 += scale) {
+                        int64_t j = growth_bin(sqrt(dx1 * dx1 + dy2) * stepdens);
+                        if (j < GROWTH_BINS) {
+                            if (is_masked)
+                                masked_area[j] += scale2;
+                            else
+                                sum[j] += scale2 * pix;
+                            if (has_mask)
+                                area[j] += scale2;
+                        }
+                    }
+                }
+            } else {
+                int64_t j = growth_bin(rpix * stepdens);
+                if (j < GROWTH_BINS) {
+                    if (is_masked)
+                        masked_area[j] += 1.0;
+                    else
+                        sum[j] += pix;
+                    if (has_mask)
+                        area[j] += 1.0;
+                }
+            }
+        }
+    }
+    if (has_mask)
+        for (int j = GROWTH_BINS; j--;)
+            sum[j] *= area[j] == masked_area[j] ? 0.0 : area[j] / (area[j] - masked_area[j]);
+    for (int i = 1; i < GROWTH_BINS; i++)
+        sum[i] += sum[i - 1];
+    return growth_inverse(rmax, sum, frac * total);
+}
+
+static PyObject *flux_radius(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[8];
+    double frac;
+    int subpix;
+    if (!PyArg_ParseTuple(args, "OOOOOOdiOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &frac, &subpix, &o[6], &o[7]))
+        return NULL;
+    Image data = {0}, mask = {0};
+    Column x = {0}, y = {0}, rmax = {0}, total = {0}, radius = {0}, flag = {0};
+    PyObject *result = NULL;
+    int has_mask = o[1] != Py_None;
+    if (subpix < 1) {
+        PyErr_SetString(PyExc_ValueError, "subpix: at least 1");
+        return NULL;
+    }
+    if (image_get(o[0], &data, 0, "data", "fd") < 0
+        || (has_mask && (image_get(o[1], &mask, 0, "mask", "?") < 0 || same_shape(&data, &mask, "mask") < 0))
+        || column_get(o[2], &x, 'd', 0, -1, "x") < 0)
+        goto done;
+    Py_ssize_t n = x.view.shape[0];
+    if (column_get(o[3], &y, 'd', 0, n, "y") < 0 || column_get(o[4], &rmax, 'd', 0, n, "rmax") < 0
+        || column_get(o[5], &total, 'd', 0, n, "normflux") < 0 || column_get(o[6], &radius, 'd', 1, n, "out_radius") < 0
+        || column_get(o[7], &flag, 'h', 1, n, "out_flag") < 0)
+        goto done;
+    const double *xs = x.view.buf, *ys = y.view.buf, *rmaxs = rmax.view.buf, *totals = total.view.buf;
+    double *radii = radius.view.buf;
+    short *flags_out = flag.view.buf;
+    int refused = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !refused; i++) {
+        refused = !(rmaxs[i] >= 0.0);  /* SEP: ILLEGAL_APER_PARAMS */
+        if (!refused)
+            radii[i] = growth_radius(&data, has_mask ? &mask : NULL, xs[i], ys[i], rmaxs[i], totals[i], frac, subpix,
+                                     &flags_out[i]);
+    }
+    Py_END_ALLOW_THREADS
+    if (refused) {
+        PyErr_SetString(PyExc_ValueError, "rmax: not >= 0");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    image_release(&data);
+    image_release(&mask);
+    Column *columns[] = {&x, &y, &rmax, &total, &radius, &flag};
+    for (size_t k = 0; k < sizeof columns / sizeof *columns; k++)
+        column_release(columns[k]);
+    return result;
+}
+
 /* The integer bounds of box k, and its place in the mosaic. */
 typedef struct {
     Column x0, x1, y0, y1, ox, oy;
@@ -757,6 +924,9 @@ static PyMethodDef methods[] = {
     {"annulus_sums", annulus_sums, METH_VARARGS,
      "annulus_sums(data, error, flags, x, y, rin, rout, out_sum, out_error, out_flag, out_count): "
      "sep.sum_circann(data, x, y, rin, rout, err=error, mask=flags, subpix=1) and the flagged pixels of each annulus."},
+    {"flux_radius", flux_radius, METH_VARARGS,
+     "flux_radius(data, mask, x, y, rmax, normflux, frac, subpix, out_radius, out_flag): sep.flux_radius(data, x, y, "
+     "rmax, frac, normflux=normflux, mask=mask, subpix=subpix) of each source, into out_radius and out_flag."},
     {"foreign", foreign, METH_VARARGS,
      "foreign(segmap, companions, own, cx, cy, half, out): photometry._foreign of each source, into out (int8)."},
     {"fill", fill, METH_VARARGS,
@@ -767,7 +937,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "skysift.core._loops",
-    "Photometry's pixel loops (photometry._foreign, photometry.corrected_cutout, the pedestal annuli's counts), compiled.",
+    "Photometry's pixel loops (photometry._foreign, photometry.corrected_cutout, the pedestal annuli's counts, "
+    "the half-light radius's growth curves), compiled.",
     -1, methods,
     NULL, NULL, NULL, NULL,
 };
