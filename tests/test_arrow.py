@@ -26,6 +26,7 @@ from skysift.catalog.arrow import (
     rows_of,
     string_codes,
     table_from_rows,
+    write_parquet,
 )
 from skysift.catalog.records import ImageRecord, ImageStatus, Route
 from skysift.catalog.schema import IMAGES_SCHEMA, TIMESTAMP
@@ -231,3 +232,16 @@ def test_numbers_survive_parquet(values, tmp_path_factory):
     path = tmp_path_factory.mktemp("pq") / "x.parquet"
     pq.write_table(pa.Table.from_arrays([numpy_column(np.array(values, np.float32), pa.float32())], names=["v"]), path)
     np.testing.assert_array_equal(numpy_values(read_parquet(path)["v"]), np.array(values, np.float32))
+
+
+def test_table_files_are_written_without_dictionary_pages_and_read_back_the_same(tmp_path):
+    """:func:`write_parquet`: zstd, no dictionary (ids that do not repeat, or that zstd takes as well)."""
+    table = pa.table({"source_id": [f"img:{i}" for i in range(500)], "image_id": ["img"] * 500,
+                      "flux": np.linspace(0, 1, 500), "ids": [[f"img:{i}"] for i in range(500)]})
+    write_parquet(table, tmp_path / "t.parquet")
+    metadata = pq.ParquetFile(tmp_path / "t.parquet").metadata
+    for i in range(metadata.num_columns):
+        column = metadata.row_group(0).column(i)
+        assert column.compression == "ZSTD"
+        assert not any("DICTIONARY" in encoding for encoding in column.encodings), column.path_in_schema
+    assert read_parquet(tmp_path / "t.parquet").equals(table)

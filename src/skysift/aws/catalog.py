@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from skysift.catalog import history
+from skysift.catalog.arrow import write_parquet
 from skysift.catalog.records import ImageRecord, ImageStatus
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.catalog.tables import partition_path
@@ -142,7 +143,7 @@ class S3GlueCatalog:
     @staticmethod
     def _parquet(data: pa.Table) -> bytes:
         buffer = io.BytesIO()
-        pq.write_table(data, buffer, compression="zstd")
+        write_parquet(data, buffer)
         return buffer.getvalue()
 
     def _put_table(self, table: str, image: ImageRecord, data: pa.Table) -> str:

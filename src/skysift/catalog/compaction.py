@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skysift.catalog.arrow import numpy_column, numpy_values, read_parquet
+from skysift.catalog.arrow import numpy_column, numpy_values, read_parquet, write_parquet
 
 __all__ = [
     "COMPACTED_PREFIX",
@@ -62,8 +62,7 @@ def write_compacted(folder: Path, table: pa.Table, image_ids: list[str], sort_by
     schema = table.schema.with_metadata({**(table.schema.metadata or {}), IMAGE_IDS_KEY: json.dumps(sorted(image_ids)).encode()})
     target = folder / f"{COMPACTED_PREFIX}{uuid.uuid4().hex[:12]}.parquet"
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".compact.", suffix=".tmp", delete=False) as tmp:
-        pq.write_table(table.replace_schema_metadata(schema.metadata), tmp.name, compression="zstd",
-                       row_group_size=ROW_GROUP_ROWS)
+        write_parquet(table.replace_schema_metadata(schema.metadata), tmp.name, row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp.name, target)
     return target
 

@@ -58,6 +58,7 @@ from skysift.catalog.arrow import (
     read_parquet,
     repeated_string,
     string_codes,
+    write_parquet,
 )
 from skysift.catalog.schema import TIMESTAMP, _field, sources_schema
 from skysift.catalog.tables import again_if_replaced, partition_of
@@ -463,7 +464,7 @@ def _write_cell(root: Path, cell: int, objects: pa.Table) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".objects.", suffix=".tmp", delete=False) as tmp:
-        pq.write_table(objects, tmp.name, compression="zstd")
+        write_parquet(objects, tmp.name)
     os.replace(tmp.name, target)
 
 

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute  # makes pa.compute available
-import pyarrow.parquet as pq
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from skysift.catalog import compaction, history, integrity
-from skysift.catalog.arrow import empty_table, read_parquet, rows_of
+from skysift.catalog.arrow import empty_table, read_parquet, rows_of, write_parquet
 from skysift.catalog.records import ImageRecord
 from skysift.catalog.schema import ALERTS_SCHEMA
 from skysift.core.metadata import slug
@@ -103,7 +102,7 @@ class LocalTables:
         target = self.table_dir(table) / partition_path(image) / f"{image_id}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{image_id}.", suffix=".tmp", delete=False) as tmp:
-            pq.write_table(data, tmp.name, compression="zstd")
+            write_parquet(data, tmp.name)
         os.replace(tmp.name, target)
         for stale in self.table_dir(table).glob(f"*/*/*/{image_id}.parquet"):
             if stale != target:
