@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import numpy as np
@@ -446,3 +447,69 @@ def test_a_sources_file_replaced_while_read_directly_is_listed_and_read_again(tm
     monkeypatch.setattr(objects_module, "read_parquet", replaced_once)
     assert _by_source(_Sources(home).clean(None)[0]) == expected
     assert len(calls) == 2 + 3  # the second file missed once: the listing made and all three read again
+
+
+def _objects_files(home) -> dict[str, pa.Table]:
+    return {path.parent.name: pyarrow.parquet.read_table(path) for path in sorted(objects_root(home).glob("*/objects.parquet"))}
+
+
+def test_a_pooled_runs_objects_are_updated_in_a_process_of_its_own_beside_its_alerts(tmp_path, monkeypatch, make_sky):
+    """After a pool's measuring, ``run_local(objects=True)`` updates the objects in a process of its
+    own while this one raises the alerts; a single image's run in this process. The objects are
+    those the step computes in this process afterwards."""
+    from skysift.pipeline import survey
+    from skysift.settings import Settings
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    real = survey._update_objects
+
+    def marked(*args):
+        (marks / str(os.getpid())).touch()
+        return real(*args)
+
+    monkeypatch.setattr(survey, "_update_objects", marked)
+    files = [str(make_sky(f"f{k}.fits", size=256, seed=k)[0]) for k in range(3)]
+    settings = Settings.load(home=tmp_path / "home")
+    report = survey.run_local(files, settings, workers=2, objects=True)
+    assert report.objects_error is None and report.objects.cells >= 1 and report.objects.objects > 0
+    [pid] = [p.name for p in marks.iterdir()]
+    assert pid != str(os.getpid())
+    written = _objects_files(settings.home)
+    again = update_objects(settings.home, [s.image_id for s in report.summaries])
+    assert (again.cells, again.objects) == (report.objects.cells, report.objects.objects)
+    assert _objects_files(settings.home).keys() == written.keys()
+    assert all(_objects_files(settings.home)[cell].equals(table) for cell, table in written.items())
+    for mark in marks.iterdir():
+        mark.unlink()
+    one = survey.run_local([str(make_sky("g.fits", size=256, seed=9)[0])], settings, workers=2, objects=True)
+    assert one.objects_error is None and [p.name for p in marks.iterdir()] == [str(os.getpid())]
+
+
+def test_an_objects_step_that_dies_or_fails_is_reported_and_the_images_stay(tmp_path, monkeypatch, make_sky):
+    """The objects process killed (the kernel's OOM killer) or failing: the run's report holds why,
+    every image stays measured, and ``skysift run`` says it in one line and exits 1."""
+    import signal
+
+    from skysift.catalog.integrity import DamagedTable
+    from skysift.errors import WorkerDied
+    from skysift.pipeline import survey
+    from skysift.settings import Settings
+
+    folder = tmp_path / "sky"
+    folder.mkdir()
+    files = [str(make_sky(f"sky/f{k}.fits", size=256, seed=k)[0]) for k in range(2)]
+    monkeypatch.setattr(survey, "_update_objects", lambda *args: os.kill(os.getpid(), signal.SIGKILL))
+    report = survey.run_local(files, Settings.load(home=tmp_path / "home"), workers=2, objects=True)
+    assert isinstance(report.objects_error, WorkerDied) and report.objects is None
+    assert "the process updating the objects was killed by SIGKILL" in str(report.objects_error)
+    assert report.count("ok") == 2
+
+    def damaged(*args):
+        raise DamagedTable("sources/x.parquet: not a Parquet file")
+
+    monkeypatch.setattr(survey, "_update_objects", damaged)
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home2"), "run", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert "objects not updated: sources/x.parquet: not a Parquet file" in result.output
+    assert "2 ok, 0 indexed, 0 failed" in result.output

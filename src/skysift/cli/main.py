@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from skysift.settings import Settings
+    from skysift.pipeline.survey import RunReport
 
 # Imported where used, not here, so that `skysift --help` and `--version` stay light:
 # the settings (pydantic), storage (fsspec), rich's progress bars and tables, the version
@@ -170,7 +170,7 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
             progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:.2f} img/s")
 
         report = run_local(uris, settings, workers=workers, hdu=hdu_value, on_image=advance, resume=not force,
-                           on_plan=lambda n: progress.update(task, total=n))
+                           on_plan=lambda n: progress.update(task, total=n), objects=True)
     n_images = len(report.summaries) + report.skipped
     table = Table(title=f"skysift run: {n_images} images of {len(uris)} files in {report.seconds:.1f} s")
     for name in ("image", "status", "sources", "alerts", "seconds", "note"):
@@ -200,7 +200,7 @@ def run(ctx: click.Context, target: str, hdu: int | str | None, workers: int, fo
         for uri, reason, message in failures:
             console.print(f"  {uri}: {reason}: {message}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"run report: {report.report_path}")
-    objects_ok = _update_objects(settings, [s.image_id for s in report.summaries])
+    objects_ok = _say_objects(report)
     sys.exit(report.exit_code if objects_ok else max(report.exit_code, 1))
 
 
@@ -210,16 +210,17 @@ def _image_name(summary, multi: set[str]) -> str:
     return f"{name}[{summary.hdu_name or summary.hdu}]" if summary.uri in multi and summary.hdu is not None else name
 
 
-def _update_objects(settings: Settings, image_ids: list[str]) -> bool:
-    """The objects the run's images touch, recomputed; False (and a message) if that failed."""
-    from skysift.catalog.objects import update_objects
-
-    try:
-        done = update_objects(settings.home, image_ids, radius_arcsec=settings.objects.radius_arcsec)
-    except SkysiftError as exc:
+def _say_objects(report: RunReport) -> bool:
+    """What the run's objects step did (the objects its images touch, recomputed); False (and a
+    message) if it failed."""
+    exc = report.objects_error
+    if exc is not None:
+        if not isinstance(exc, SkysiftError):
+            raise exc
         terminal.print_error(exc.reason, f"objects not updated: {exc} (then run `skysift objects --rebuild`)")
         return False
-    if done.cells:
+    done = report.objects
+    if done is not None and done.cells:
         console.print(f"objects: {done.objects} in the {done.cells} sky cell(s) these images cover"
                       + (" (table built from every source)" if done.rebuilt else ""))
     return True

@@ -24,7 +24,7 @@ from typing import Any
 from skysift.errors import InternalError, WorkerDied
 from skysift.heap import frozen_for_fork
 
-__all__ = ["RUNNING_PREFIX", "DoneCallback", "run_surviving"]
+__all__ = ["RUNNING_PREFIX", "Alone", "DoneCallback", "how_it_ended", "run_surviving"]
 
 log = logging.getLogger(__name__)
 
@@ -136,28 +136,43 @@ def _running_when_broken(running: str, broken: list[int]) -> list[int]:
     return [i for i in broken if i in found]
 
 
+class Alone:
+    """``fn(*args)`` started now in a process of its own (forked, as the pool's workers are), so
+    that this process goes on meanwhile, and that if the call dies, it dies alone and says how.
+
+    :meth:`outcome` waits for it: ``(result, None)``, or ``(None, error)`` with the exception it
+    raised (one that cannot be pickled comes as an :class:`~skysift.errors.InternalError`), or a
+    :class:`~skysift.errors.WorkerDied` when its process died without answering (``died`` makes its
+    message from the exit code).
+    """
+
+    def __init__(self, fn: Callable[..., Any], args: tuple = (), initializer: Callable[..., None] | None = None,
+                 initargs: tuple = (), *, died: Callable[[int | None], str] | None = None) -> None:
+        self._died = died or _death_message  # the WorkerDied message, from the process's exit code
+        context = multiprocessing.get_context()
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_alone_child, args=(send, fn, args, initializer, initargs))
+        with frozen_for_fork():  # as the pool's workers are (see _pool_round)
+            self._process.start()
+        send.close()
+
+    def outcome(self) -> tuple[Any, BaseException | None]:
+        try:
+            answer = self._receive.recv()  # EOFError when the child dies before it answers
+        except EOFError:
+            answer = None
+        finally:
+            self._receive.close()
+            self._process.join()
+        if answer is None:
+            return None, WorkerDied(self._died(self._process.exitcode))
+        return (answer[1], None) if answer[0] == "ok" else (None, answer[1])
+
+
 def _run_alone(fn: Callable[..., Any], args: tuple, index: int, on_done: DoneCallback,
                initializer: Callable[..., None] | None, initargs: tuple) -> None:
-    """``fn(*args)`` in a process of its own, so that if it dies, it dies alone and says how."""
-    context = multiprocessing.get_context()
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_alone_child, args=(send, fn, args, initializer, initargs))
-    with frozen_for_fork():  # as the pool's workers are (see _pool_round)
-        process.start()
-    send.close()
-    try:
-        outcome = receive.recv()  # EOFError when the child dies before it answers
-    except EOFError:
-        outcome = None
-    finally:
-        receive.close()
-        process.join()
-    if outcome is None:
-        on_done(index, None, WorkerDied(_death_message(process.exitcode)))
-    elif outcome[0] == "ok":
-        on_done(index, outcome[1], None)
-    else:
-        on_done(index, None, outcome[1])
+    """``fn(*args)`` in a process of its own (:class:`Alone`), waited for; ``on_done`` gets its outcome."""
+    on_done(index, *Alone(fn, args, initializer, initargs).outcome())
 
 
 def _alone_child(send, fn: Callable[..., Any], args: tuple, initializer, initargs: tuple) -> None:
@@ -174,15 +189,18 @@ def _alone_child(send, fn: Callable[..., Any], args: tuple, initializer, initarg
     send.close()
 
 
-def _death_message(exitcode: int | None) -> str:
+def how_it_ended(exitcode: int | None) -> str:
+    """How a process that did not answer ended: 'was killed by SIGKILL (...)', 'exited with status 1'."""
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
         cause = " (the kernel's out-of-memory killer sends it)" if -exitcode == signal.SIGKILL else ""
-        how = f"was killed by {name}{cause}"
-    else:
-        how = f"exited with status {exitcode}"
-    return (f"the process measuring this image {how}, in the pool and again alone: "
+        return f"was killed by {name}{cause}"
+    return f"exited with status {exitcode}"
+
+
+def _death_message(exitcode: int | None) -> str:
+    return (f"the process measuring this image {how_it_ended(exitcode)}, in the pool and again alone: "
             "give it more memory (--max-memory, fewer workers with -j) or check the file")
