@@ -471,6 +471,20 @@ static void sep_circle_limits(double r, double *r_in2, double *r_out2)
 #define APER_TRUNC 0x0010  /* SEP_APER_TRUNC, SEP_APER_HASMASKED (sep.h) */
 #define APER_HASMASKED 0x0020
 
+/* SEP's boxextent of a circle of radius r around (x, y) on a w x h image: the pixels
+ * [xmin, xmax) x [ymin, ymax), clipped to the image (APER_TRUNC in flag when clipped). A bound C
+ * cannot convert (NaN, beyond int64) is taken as SEP's x86 build gets it, INT64_MIN. */
+static void sep_box(double x, double y, double r, Py_ssize_t w, Py_ssize_t h, int64_t box[4], short *flag)
+{
+    double bounds[4] = {x - r + 0.5, x + r + 1.4999999, y - r + 0.5, y + r + 1.4999999};
+    for (int k = 0; k < 4; k++)
+        box[k] = (bounds[k] >= -9.2e18 && bounds[k] <= 9.2e18) ? (int64_t)bounds[k] : INT64_MIN;
+    if (box[0] < 0) { box[0] = 0; *flag |= APER_TRUNC; }
+    if (box[1] > w) { box[1] = w; *flag |= APER_TRUNC; }
+    if (box[2] < 0) { box[2] = 0; *flag |= APER_TRUNC; }
+    if (box[3] > h) { box[3] = h; *flag |= APER_TRUNC; }
+}
+
 /* One annulus as SEP 1.4's sep_sum_circann measures it at subpix=1 with an error array and a
  * mask (aperture.i with aperture.c's circann macros, no gain, maskthresh 0), step for step, in
  * its order: the box (boxextent), each pixel that may be in the annulus (APER_COMPARE1) and
@@ -489,16 +503,9 @@ static int annulus_one(const Image *data, const Image *error, const Image *flags
     sep_circle_limits(rin, &rin_in2, &rin_out2);
     sep_circle_limits(rout, &rout_in2, &rout_out2);
     double tv = 0.0, sigtv = 0.0, totarea = 0.0, maskarea = 0.0;
-    /* boxextent: a bound C cannot convert (NaN, beyond int64) is taken as SEP's x86 build gets it, INT64_MIN */
-    double bounds[4] = {x - rout + 0.5, x + rout + 1.4999999, y - rout + 0.5, y + rout + 1.4999999};
     int64_t box[4];
-    for (int k = 0; k < 4; k++)
-        box[k] = (bounds[k] >= -9.2e18 && bounds[k] <= 9.2e18) ? (int64_t)bounds[k] : INT64_MIN;
+    sep_box(x, y, rout, w, h, box, flag);
     int64_t xmin = box[0], xmax = box[1], ymin = box[2], ymax = box[3];
-    if (xmin < 0) { xmin = 0; *flag |= APER_TRUNC; }
-    if (xmax > w) { xmax = w; *flag |= APER_TRUNC; }
-    if (ymin < 0) { ymin = 0; *flag |= APER_TRUNC; }
-    if (ymax > h) { ymax = h; *flag |= APER_TRUNC; }
     Py_ssize_t data_step = data->view.strides[1], error_step = error->view.strides[1], flag_step = flags->view.strides[1];
     for (int64_t iy = ymin; iy < ymax; iy++) {
         const char *values = at(data, iy, 0), *errors = at(error, iy, 0);
@@ -629,15 +636,9 @@ static double growth_radius(const Image *data, const Image *mask, double x, doub
     double prevbinmargin = 0.7072, nextbinmargin = step - 0.7072;
     /* a bin narrower than a pixel's diagonal: fmod's remainder (>= 0) always passes SEP's test */
     int every_pixel_sampled = step > 0.0 && nextbinmargin < 0.0;
-    double bounds[4] = {x - r_out + 0.5, x + r_out + 1.4999999, y - r_out + 0.5, y + r_out + 1.4999999};
     int64_t box[4];
-    for (int k = 0; k < 4; k++)
-        box[k] = (bounds[k] >= -9.2e18 && bounds[k] <= 9.2e18) ? (int64_t)bounds[k] : INT64_MIN;
+    sep_box(x, y, r_out, w, h, box, flag);
     int64_t xmin = box[0], xmax = box[1], ymin = box[2], ymax = box[3];
-    if (xmin < 0) { xmin = 0; *flag |= APER_TRUNC; }
-    if (xmax > w) { xmax = w; *flag |= APER_TRUNC; }
-    if (ymin < 0) { ymin = 0; *flag |= APER_TRUNC; }
-    if (ymax > h) { ymax = h; *flag |= APER_TRUNC; }
     int has_mask = mask != NULL;
     Py_ssize_t data_step = data->view.strides[1], mask_step = has_mask ? mask->view.strides[1] : 0;
     for (int64_t iy = ymin; iy < ymax; iy++) {
