@@ -471,14 +471,21 @@ static void sep_circle_limits(double r, double *r_in2, double *r_out2)
 #define APER_TRUNC 0x0010  /* SEP_APER_TRUNC, SEP_APER_HASMASKED (sep.h) */
 #define APER_HASMASKED 0x0020
 
+/* Whether C converts v to an int64 (not NaN, not beyond int64's range): SEP's casts of what it
+ * does not are the x86 CPU's, INT64_MIN. */
+static inline int fits_int64(double v)
+{
+    return v >= -9.2e18 && v <= 9.2e18;
+}
+
 /* SEP's boxextent of a circle of radius r around (x, y) on a w x h image: the pixels
  * [xmin, xmax) x [ymin, ymax), clipped to the image (APER_TRUNC in flag when clipped). A bound C
- * cannot convert (NaN, beyond int64) is taken as SEP's x86 build gets it, INT64_MIN. */
+ * cannot convert is taken as SEP's x86 build gets it, INT64_MIN. */
 static void sep_box(double x, double y, double r, Py_ssize_t w, Py_ssize_t h, int64_t box[4], short *flag)
 {
     double bounds[4] = {x - r + 0.5, x + r + 1.4999999, y - r + 0.5, y + r + 1.4999999};
     for (int k = 0; k < 4; k++)
-        box[k] = (bounds[k] >= -9.2e18 && bounds[k] <= 9.2e18) ? (int64_t)bounds[k] : INT64_MIN;
+        box[k] = fits_int64(bounds[k]) ? (int64_t)bounds[k] : INT64_MIN;
     if (box[0] < 0) { box[0] = 0; *flag |= APER_TRUNC; }
     if (box[1] > w) { box[1] = w; *flag |= APER_TRUNC; }
     if (box[2] < 0) { box[2] = 0; *flag |= APER_TRUNC; }
@@ -612,7 +619,27 @@ static double growth_inverse(double rmax, const double *cumulative, double targe
  * address arithmetic: bin 0, where SEP's x86 build adds it. */
 static inline int64_t growth_bin(double scaled)
 {
-    return (scaled >= -9.2e18 && scaled <= 9.2e18) ? (int64_t)scaled : 0;
+    return fits_int64(scaled) ? (int64_t)scaled : 0;
+}
+
+/* The bins of one growth curve: SEP's sums, and with a mask its areas (all and masked). */
+typedef struct {
+    double sum[GROWTH_BINS], area[GROWTH_BINS], masked_area[GROWTH_BINS];
+    int has_mask;
+} Growth;
+
+/* A (sub-)pixel of ``weight`` (its share of a pixel: scale2, or 1.0 whole) into bin j, as SEP adds
+ * it (weight * pix is pix itself for a whole pixel: SEP's ``sum[j] += pix``). */
+static inline void growth_add(Growth *growth, int64_t j, double weight, float pix, int is_masked)
+{
+    if (j >= GROWTH_BINS)
+        return;
+    if (is_masked)
+        growth->masked_area[j] += weight;
+    else
+        growth->sum[j] += weight * pix;
+    if (growth->has_mask)
+        growth->area[j] += weight;
 }
 
 /* sep.flux_radius(data, x, y, rmax, frac, normflux=total, mask=mask, subpix=subpix) of one
@@ -627,7 +654,8 @@ static inline int64_t growth_bin(double scaled)
 static double growth_radius(const Image *data, const Image *mask, double x, double y, double rmax, double total,
                             double frac, int subpix, short *flag)
 {
-    double sum[GROWTH_BINS] = {0.}, area[GROWTH_BINS] = {0.}, masked_area[GROWTH_BINS] = {0.};
+    Growth growth = {.has_mask = mask != NULL};
+    double *sum = growth.sum;
     *flag = 0;
     Py_ssize_t w = data->view.shape[1], h = data->view.shape[0];
     double scale = 1.0 / subpix, scale2 = scale * scale, offset = 0.5 * (scale - 1.0);
@@ -639,7 +667,7 @@ static double growth_radius(const Image *data, const Image *mask, double x, doub
     int64_t box[4];
     sep_box(x, y, r_out, w, h, box, flag);
     int64_t xmin = box[0], xmax = box[1], ymin = box[2], ymax = box[3];
-    int has_mask = mask != NULL;
+    int has_mask = growth.has_mask;
     Py_ssize_t data_step = data->view.strides[1], mask_step = has_mask ? mask->view.strides[1] : 0;
     for (int64_t iy = ymin; iy < ymax; iy++) {
         const char *values = at(data, iy, 0);
@@ -654,40 +682,30 @@ static double growth_radius(const Image *data, const Image *mask, double x, doub
             int is_masked = has_mask && masks[ix * mask_step];
             if (is_masked)
                 *flag |= APER_HASMASKED;
-            double rpix = every_pixel_sampled ? 0.0 : sqrt(rpix2), near_edge = 0.0;
-            if (every_pixel_sampled || (near_edge = fmod(rpix, step)) < prevbinmargin || near_edge > nextbinmargin) {
-                dx += offset;
-                dy += offset;
-                for (int sy = subpix; sy--; dy += scale) {
-                    double dx1 = dx, dy2 = dy * dy;
-                    for (int sx = subpix; sx--; dx1 += scale) {
-                        int64_t j = growth_bin(sqrt(dx1 * dx1 + dy2) * stepdens);
-                        if (j < GROWTH_BINS) {
-                            if (is_masked)
-                                masked_area[j] += scale2;
-                            else
-                                sum[j] += scale2 * pix;
-                            if (has_mask)
-                                area[j] += scale2;
-                        }
-                    }
-                }
-            } else {
-                int64_t j = growth_bin(rpix * stepdens);
-                if (j < GROWTH_BINS) {
-                    if (is_masked)
-                        masked_area[j] += 1.0;
-                    else
-                        sum[j] += pix;
-                    if (has_mask)
-                        area[j] += 1.0;
-                }
+            int sampled = every_pixel_sampled;
+            double rpix = 0.0;
+            if (!sampled) {
+                rpix = sqrt(rpix2);
+                double near_edge = fmod(rpix, step);
+                sampled = near_edge < prevbinmargin || near_edge > nextbinmargin;
+            }
+            if (!sampled) {
+                growth_add(&growth, growth_bin(rpix * stepdens), 1.0, pix, is_masked);
+                continue;
+            }
+            dx += offset;
+            dy += offset;
+            for (int sy = subpix; sy--; dy += scale) {
+                double dx1 = dx, dy2 = dy * dy;
+                for (int sx = subpix; sx--; dx1 += scale)
+                    growth_add(&growth, growth_bin(sqrt(dx1 * dx1 + dy2) * stepdens), scale2, pix, is_masked);
             }
         }
     }
     if (has_mask)
         for (int j = GROWTH_BINS; j--;)
-            sum[j] *= area[j] == masked_area[j] ? 0.0 : area[j] / (area[j] - masked_area[j]);
+            sum[j] *= growth.area[j] == growth.masked_area[j] ? 0.0
+                      : growth.area[j] / (growth.area[j] - growth.masked_area[j]);
     for (int i = 1; i < GROWTH_BINS; i++)
         sum[i] += sum[i - 1];
     return growth_inverse(rmax, sum, frac * total);
